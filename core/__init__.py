@@ -1,7 +1,35 @@
 """natsd: a NATS-compatible message broker built as a pluggy plugin framework.
 
 The routing core lives here; everything else (clustering, JetStream, MQTT,
-WebSocket, tracing) plugs in through the hooks in :mod:`natsd.hookspecs`.
+WebSocket, tracing) plugs in through the hooks in :mod:`natsd.hookspecs`::
+
+    from natsd import Server
+
+    async with Server({"port": 0}) as server:
+        ...  # connect any NATS client to server.client_url
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+from .hookspecs import hookimpl  # noqa: E402  (cheap: a pluggy marker)
+
+if TYPE_CHECKING:
+    from .config import ConfigError, ServerConfig
+    from .server import Server
+
+__all__ = ["ConfigError", "Server", "ServerConfig", "__version__", "hookimpl"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `import natsd` (e.g. by the pytest plugin) stays cheap.
+    if name == "Server":
+        from .server import Server
+        return Server
+    if name in ("ServerConfig", "ConfigError"):
+        from . import config
+        return getattr(config, name)
+    raise AttributeError(name)

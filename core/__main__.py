@@ -1,0 +1,5 @@
+"""``python -m natsd``: run the broker."""
+
+from .cli import main
+
+raise SystemExit(main())

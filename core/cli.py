@@ -1,0 +1,193 @@
+"""The ``natsd`` command line, with nats-server's flags.
+
+Flags override the config file, as with nats-server. Flags of capabilities
+that natsd provides through plugins (``-js``, ``--cluster`` ...) or does not
+have yet are recognised and refused with a message that says what provides
+them, so a nats-server command line never fails obscurely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from . import __version__
+from . import log as natsd_log
+
+log = logging.getLogger("natsd")
+
+# flag -> (plugin providing it or None when natsd lacks it, description)
+_LATER_FLAGS: dict[str, tuple[str | None, str]] = {
+    "jetstream": ("jetstream", "-js/--jetstream"),
+    "store_dir": ("jetstream", "-sd/--store_dir"),
+    "cluster": ("cluster", "--cluster"),
+    "cluster_name": ("cluster", "--cluster_name"),
+    "cluster_listen": ("cluster", "--cluster_listen"),
+    "cluster_advertise": ("cluster", "--cluster_advertise"),
+    "routes": ("cluster", "--routes"),
+    "no_advertise": ("cluster", "--no_advertise"),
+    "connect_retries": ("cluster", "--connect_retries"),
+    "http_port": (None, "-m/--http_port"),
+    "https_port": (None, "-ms/--https_port"),
+    "user": (None, "--user"),
+    "password": (None, "--pass"),
+    "auth": (None, "--auth"),
+    "tls": (None, "--tls"),
+    "tlscert": (None, "--tlscert"),
+    "tlskey": (None, "--tlskey"),
+    "tlsverify": (None, "--tlsverify"),
+    "tlscacert": (None, "--tlscacert"),
+    "signal": (None, "-sl/--signal"),
+    "syslog": (None, "-s/--syslog"),
+    "remote_syslog": (None, "-r/--remote_syslog"),
+    "ports_file_dir": (None, "--ports_file_dir"),
+    "client_advertise": (None, "--client_advertise"),
+    "profile": (None, "--profile"),
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="natsd", description="natsd: a NATS-compatible message broker in Python.",
+        epilog="Config files use nats-server's format; flags override the file.")
+    s = p.add_argument_group("Server Options")
+    s.add_argument("-a", "--addr", "--net", dest="host", metavar="HOST",
+                   help="bind to host address (default: 0.0.0.0)")
+    s.add_argument("-p", "--port", type=int, metavar="PORT",
+                   help="use port for clients (default: 4222; 0 picks a free port)")
+    s.add_argument("-n", "--name", "--server_name", dest="server_name", metavar="NAME",
+                   help="server name (default: the server id)")
+    s.add_argument("-P", "--pid", dest="pid_file", metavar="FILE", help="file to store the PID")
+    s.add_argument("-c", "--config", metavar="FILE", help="configuration file")
+    s.add_argument("-t", dest="test_config", action="store_true",
+                   help="test the configuration and exit")
+    s.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="register MODULE (an import path) as a plugin; repeatable")
+    lg = p.add_argument_group("Logging Options")
+    lg.add_argument("-l", "--log", dest="log_file", metavar="FILE", help="file to redirect log output")
+    lg.add_argument("-T", "--logtime", type=_bool, nargs="?", const=True, default=None,
+                    metavar="BOOL", help="timestamp log entries (default: true)")
+    lg.add_argument("-D", "--debug", action="store_true", default=None, help="enable debugging output")
+    lg.add_argument("-V", "--trace", action="store_true", default=None, help="trace the raw protocol")
+    lg.add_argument("-DV", dest="debug_trace", action="store_true", help="debug and trace")
+    later = p.add_argument_group("Options of capabilities provided by plugins or later versions")
+    later.add_argument("-js", "--jetstream", action="store_true", default=None, help=argparse.SUPPRESS)
+    for flags, dest in ((("-sd", "--store_dir"), "store_dir"), (("--cluster",), "cluster"),
+                        (("--cluster_name",), "cluster_name"), (("--cluster_listen",), "cluster_listen"),
+                        (("--cluster_advertise",), "cluster_advertise"), (("--routes",), "routes"),
+                        (("--no_advertise",), "no_advertise"), (("--connect_retries",), "connect_retries"),
+                        (("-m", "--http_port"), "http_port"), (("-ms", "--https_port"), "https_port"),
+                        (("--user",), "user"), (("--pass",), "password"), (("--auth",), "auth"),
+                        (("--tlscert",), "tlscert"), (("--tlskey",), "tlskey"),
+                        (("--tlscacert",), "tlscacert"), (("-sl", "--signal"), "signal"),
+                        (("-r", "--remote_syslog"), "remote_syslog"),
+                        (("--ports_file_dir",), "ports_file_dir"),
+                        (("--client_advertise",), "client_advertise"), (("--profile",), "profile")):
+        later.add_argument(*flags, dest=dest, default=None, help=argparse.SUPPRESS)
+    for flags, dest in ((("--tls",), "tls"), (("--tlsverify",), "tlsverify"), (("-s", "--syslog"), "syslog")):
+        later.add_argument(*flags, dest=dest, action="store_true", default=None, help=argparse.SUPPRESS)
+    later.description = ("-js/--jetstream, -sd, --cluster, --routes ... are recognised and "
+                         "answered with the plugin that provides them.")
+    c = p.add_argument_group("Common Options")
+    c.add_argument("-v", "--version", action="version",
+                   version=f"natsd: v{__version__} (nats-server v2.9.10 compatible)")
+    return p
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _refuse_later_flags(args: argparse.Namespace) -> str | None:
+    for dest, (plugin, flag) in _LATER_FLAGS.items():
+        if getattr(args, dest, None) is not None:
+            if plugin:
+                return (f"{flag} is provided by the natsd plugin {plugin!r} "
+                        f"(natsd_plugins.{plugin}), which is not installed or not enabled")
+            return f"{flag} is a nats-server option natsd does not support yet"
+    return None
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("host", "port", "server_name", "pid_file", "log_file"):
+        value = getattr(args, key)
+        if value is not None:
+            out[key] = value
+    if args.logtime is not None:
+        out["logtime"] = args.logtime
+    if args.debug or args.debug_trace:
+        out["debug"] = True
+    if args.trace or args.debug_trace:
+        out["trace"] = True
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    problem = _refuse_later_flags(args)
+    if problem:
+        print(f"natsd: {problem}", file=sys.stderr)
+        return 2
+    from .conf import ConfError, parse_file
+    from .pluginmanager import PluginError, PluginManager
+    from .server import Server, build_config
+
+    plugins = PluginManager()
+    try:
+        conf = parse_file(args.config) if args.config else {}
+        config = build_config(conf, plugins, args.plugin, source=args.config)
+        config = config.replace(**_overrides(args))
+    except (ConfError, PluginError) as exc:
+        print(f"natsd: configuration error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"natsd: cannot read config: {exc}", file=sys.stderr)
+        return 1
+    if args.test_config:
+        print(f"natsd: configuration file {args.config} test is successful")
+        return 0
+    natsd_log.configure(config.debug, config.trace, config.logtime, config.log_file)
+    server = Server(config, plugin_manager=plugins)
+    try:
+        _run(server)
+    except (ConfError, PluginError) as exc:
+        log.error("configuration error: %s", exc)
+        return 1
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _run(server: Any) -> None:
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        try:
+            await stop.wait()
+        finally:
+            await server.shutdown()
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve())

@@ -1,0 +1,553 @@
+"""Client connections: the asyncio adapter around the sans-I/O parser, and routing.
+
+:class:`Client` is an :class:`asyncio.Protocol`. Each read goes through the
+:class:`~natsd.protocol.Parser` in one pass; every ``PUB`` is routed at once
+by :func:`route`, which appends ``MSG`` frames to the output lists of the
+receiving connections and marks them dirty. At the end of the read the
+server flushes each dirty connection with a single ``transport.write``.
+
+A connection whose unsent output exceeds ``max_pending``, or whose socket
+stays blocked longer than ``write_deadline``, is a slow consumer and is
+closed; nobody else waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from random import randrange
+from typing import TYPE_CHECKING, Any
+
+from . import errors
+from .account import Account
+from .contracts import AuthRequest, AuthResult
+from .errors import ProtocolError
+from .protocol import CRLF, OK, PING, PONG, Parser, encode_err, encode_info
+from .subjects import valid_literal_subject, valid_subject
+from .sublist import Subscription, SublistResult
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger("natsd.client")
+
+NO_RESPONDERS_HDR = b"NATS/1.0 503\r\n\r\n"
+
+# Close reasons, worded as nats-server's monitoring shows them.
+CLIENT_CLOSED = "Client Closed"
+SERVER_SHUTDOWN = "Server Shutdown"
+SLOW_CONSUMER_PENDING = "Slow Consumer (Pending Bytes)"
+SLOW_CONSUMER_DEADLINE = "Slow Consumer (Write Deadline)"
+STALE_CONNECTION = "Stale Connection"
+PROTOCOL_VIOLATION = "Protocol Violation"
+AUTH_TIMEOUT = "Authentication Timeout"
+AUTH_VIOLATION = "Authentication Failure"
+MAX_CONNECTIONS = "Maximum Connections Exceeded"
+MAX_PAYLOAD = "Maximum Message Payload Exceeded"
+MAX_CONTROL_LINE = "Maximum Control Line Exceeded"
+
+
+class Client(asyncio.Protocol):
+    """One NATS client connection (TCP or any stream transport)."""
+
+    __slots__ = (
+        "server", "cid", "transport", "parser", "account", "subs", "out", "out_bytes",
+        "dirty", "closed", "verbose", "pedantic", "echo", "headers", "no_responders",
+        "name", "lang", "version", "user", "remote", "kind", "authorized", "pings_out",
+        "_ping_timer", "_auth_timer", "_deadline_timer", "in_msgs", "in_bytes",
+        "out_msgs", "out_bytes_total", "close_reason", "connect_options",
+    )
+
+    def __init__(self, server: Server, kind: str = "tcp") -> None:
+        self.server = server
+        self.kind = kind
+        self.cid = 0
+        self.transport: asyncio.Transport | None = None
+        self.parser = Parser(self, server.config.max_payload, server.config.max_control_line)
+        self.account: Account = server.global_account
+        self.subs: dict[bytes, Subscription] = {}
+        self.out: list[bytes] = []
+        self.out_bytes = 0
+        self.dirty = False
+        self.closed = False
+        # nats-server's defaults until CONNECT says otherwise.
+        self.verbose = True
+        self.pedantic = True
+        self.echo = True
+        self.headers = False
+        self.no_responders = False
+        self.name = self.lang = self.version = ""
+        self.user: str | None = None
+        self.remote: tuple[str, int] | None = None
+        self.authorized = False
+        self.pings_out = 0
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes_total = 0
+        self.close_reason = ""
+        self.connect_options: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<Client cid={self.cid} {self.remote} account={self.account.name}>"
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self.server
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.remote = (peer[0], peer[1])
+        self.cid = server.next_cid()
+        transport.write(encode_info(server.client_info(self)))
+        if len(server.clients) >= server.config.max_connections:
+            self.close(MAX_CONNECTIONS, errors.MAX_CONNECTIONS)
+            return
+        server.clients[self.cid] = self
+        self.account.clients.add(self)
+        loop = server.loop
+        if server.auth_required:
+            self.parser.handler = _PreAuth(self)
+            self._auth_timer = loop.call_later(server.config.auth_timeout, self._auth_expired)
+        else:
+            self.authorized = True
+        if server.config.ping_interval > 0:
+            self._ping_timer = loop.call_later(server.config.ping_interval, self._ping_tick)
+        log.debug("%s - cid:%d - Client connection created", self._addr(), self.cid)
+        for observe in server.observe_connected:
+            _safe(observe, self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.parser.feed(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+        if self.server.dirty:
+            self.server.flush()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self._teardown(CLIENT_CLOSED)
+
+    def pause_writing(self) -> None:
+        if self._deadline_timer is None and self.server.config.write_deadline > 0:
+            self._deadline_timer = self.server.loop.call_later(
+                self.server.config.write_deadline, self._deadline_expired)
+
+    def resume_writing(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+
+    # -- output -------------------------------------------------------------
+
+    def queue(self, data: bytes) -> None:
+        """Append ``data`` to the output flushed at the end of the current read."""
+        if self.closed:
+            return
+        self.out.append(data)
+        self.out_bytes += len(data)
+        if not self.dirty:
+            self.dirty = True
+            self.server.dirty.append(self)
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` from outside a read (timers, internal clients) and flush soon."""
+        self.queue(data)
+        self.server.schedule_flush()
+
+    def flush(self) -> None:
+        self.dirty = False
+        out = self.out
+        if not out:
+            return
+        if self.closed:
+            out.clear()
+            return
+        data = b"".join(out) if len(out) > 1 else out[0]
+        out.clear()
+        self.out_bytes = 0
+        transport = self.transport
+        assert transport is not None
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.server.config.max_pending:
+            self.slow_consumer(SLOW_CONSUMER_PENDING)
+
+    def slow_consumer(self, reason: str) -> None:
+        log.warning("%s - cid:%d - Slow Consumer Detected: %s", self._addr(), self.cid, reason)
+        self.server.slow_consumers += 1
+        self.close(reason, abort=True)
+
+    # -- closing ------------------------------------------------------------
+
+    def close(self, reason: str, err: str | None = None, *, abort: bool = False) -> None:
+        """Close the connection, optionally after ``-ERR '<err>'``."""
+        if self.closed:
+            return
+        transport = self.transport
+        if transport is not None and not abort:
+            if self.out:
+                transport.write(b"".join(self.out))
+            if err is not None:
+                transport.write(encode_err(err))
+        self._teardown(reason)
+        if transport is not None:
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+
+    def _teardown(self, reason: str) -> None:
+        self.closed = True
+        self.close_reason = reason
+        self.out.clear()
+        self.out_bytes = 0
+        for timer in (self._ping_timer, self._auth_timer, self._deadline_timer):
+            if timer is not None:
+                timer.cancel()
+        sublist = self.account.sublist
+        for sub in self.subs.values():
+            sub.closed = True
+            sublist.remove(sub)
+        self.subs.clear()
+        self.account.clients.discard(self)
+        server = self.server
+        if server.clients.pop(self.cid, None) is not None:
+            log.debug("%s - cid:%d - Client connection closed: %s", self._addr(), self.cid, reason)
+            for observe in server.observe_closed:
+                _safe(observe, self, reason)
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        log.error("%s - cid:%d - %s", self._addr(), self.cid, exc.detail)
+        reason = PROTOCOL_VIOLATION
+        if exc.text == errors.MAX_PAYLOAD:
+            reason = MAX_PAYLOAD
+        elif exc.text == errors.MAX_CONTROL_LINE:
+            reason = MAX_CONTROL_LINE
+        elif exc.text == errors.AUTH_VIOLATION:
+            reason = AUTH_VIOLATION
+        self.close(reason, exc.text)
+
+    def send_err(self, text: str) -> None:
+        """``-ERR`` that does not close the connection."""
+        log.debug("%s - cid:%d - sending -ERR '%s'", self._addr(), self.cid, text)
+        self.queue(encode_err(text))
+
+    def _addr(self) -> str:
+        return f"{self.remote[0]}:{self.remote[1]}" if self.remote else self.kind
+
+    # -- timers -------------------------------------------------------------
+
+    def _ping_tick(self) -> None:
+        self._ping_timer = None
+        if self.closed:
+            return
+        if self.pings_out + 1 > self.server.config.ping_max:
+            self.close(STALE_CONNECTION, errors.STALE_CONNECTION)
+            return
+        self.pings_out += 1
+        self.send(PING)
+        self._ping_timer = self.server.loop.call_later(
+            self.server.config.ping_interval, self._ping_tick)
+
+    def _auth_expired(self) -> None:
+        self._auth_timer = None
+        if not self.closed and not self.authorized:
+            self.close(AUTH_TIMEOUT, errors.AUTH_TIMEOUT)
+
+    def _deadline_expired(self) -> None:
+        self._deadline_timer = None
+        if not self.closed:
+            self.slow_consumer(SLOW_CONSUMER_DEADLINE)
+
+    # -- protocol handler -----------------------------------------------------
+
+    def on_connect(self, options: dict[str, Any]) -> None:
+        self.connect_options = options
+        self.verbose = bool(options.get("verbose", False))
+        self.pedantic = bool(options.get("pedantic", False))
+        self.echo = bool(options.get("echo", True))
+        self.headers = bool(options.get("headers", False)) and not self.server.config.no_header_support
+        self.no_responders = bool(options.get("no_responders", False))
+        self.name = str(options.get("name", "") or "")
+        self.lang = str(options.get("lang", "") or "")
+        self.version = str(options.get("version", "") or "")
+        if self.no_responders and not options.get("headers", False):
+            raise ProtocolError(errors.NO_RESPONDERS_NEEDS_HEADERS)
+        if not self.authorized:
+            self._authenticate(options)
+        if self.verbose:
+            self.queue(OK)
+
+    def _authenticate(self, options: dict[str, Any]) -> None:
+        server = self.server
+        request = AuthRequest(options=options, client_id=self.cid, remote=self.remote,
+                              transport=self.kind, nonce=None)
+        result: AuthResult | None = None
+        for authenticator in server.authenticators:
+            try:
+                result = authenticator.authenticate(request)
+            except Exception:
+                log.exception("authenticator %r failed", authenticator)
+                result = AuthResult(ok=False, reason=f"authenticator {authenticator!r} raised")
+            if result is not None:
+                break
+        if result is None or not result.ok:
+            why = result.reason if result is not None else "no authenticator accepted the client"
+            log.error("%s - cid:%d - authentication error: %s", self._addr(), self.cid, why)
+            raise ProtocolError(errors.AUTH_VIOLATION, why)
+        if result.account and result.account != self.account.name:
+            self.account.clients.discard(self)
+            self.account = server.lookup_account(result.account, create=True)
+            self.account.clients.add(self)
+        self.user = result.user
+        self.authorized = True
+        self.parser.handler = self
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+
+    def on_info(self, info: dict[str, Any]) -> None:
+        pass  # clients may send INFO; nats-server ignores it from clients
+
+    def on_ping(self) -> None:
+        self.queue(PONG)
+
+    def on_pong(self) -> None:
+        self.pings_out = 0
+
+    def on_ok(self) -> None:
+        pass
+
+    def on_err(self, text: bytes) -> None:
+        log.debug("%s - cid:%d - client sent -ERR %s", self._addr(), self.cid, text)
+
+    def on_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None:
+        if not valid_subject(subject) or (queue is not None and not _valid_queue(queue)):
+            self.send_err(errors.INVALID_SUBJECT)
+            return
+        if sid in self.subs:
+            # nats-server ignores a SUB that reuses a live sid.
+            if self.verbose:
+                self.queue(OK)
+            return
+        limit = self.server.config.max_subscriptions
+        if limit and len(self.subs) >= limit:
+            self.send_err(errors.MAX_SUBSCRIPTIONS)
+            return
+        sub = Subscription(self, subject, queue, sid)
+        self.subs[sid] = sub
+        self.account.sublist.insert(sub)
+        if self.verbose:
+            self.queue(OK)
+        for observe in self.server.observe_subscribed:
+            _safe(observe, self, sub)
+
+    def on_unsub(self, sid: bytes, max_msgs: int | None) -> None:
+        sub = self.subs.get(sid)
+        if sub is not None:
+            if max_msgs and sub.delivered < max_msgs:
+                sub.max_msgs = max_msgs
+            else:
+                self.remove_sub(sub)
+        if self.verbose:
+            self.queue(OK)
+
+    def remove_sub(self, sub: Subscription) -> None:
+        if self.subs.pop(sub.sid, None) is None:
+            return
+        sub.closed = True
+        self.account.sublist.remove(sub)
+        for observe in self.server.observe_unsubscribed:
+            _safe(observe, self, sub)
+
+    def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
+        if self.pedantic and not valid_literal_subject(subject):
+            self.send_err(errors.INVALID_PUBLISH_SUBJECT)
+            return
+        self.in_msgs += 1
+        if self.verbose:
+            self.queue(OK)
+        result = route(self, self.account, subject, reply, size, payload, 0)
+        if not result and reply is not None and self.no_responders:
+            self._no_responders(reply)
+
+    def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
+                payload: bytes) -> None:
+        if not self.headers and not self.server.config.no_header_support:
+            # nats-server accepts HPUB only from clients that announced headers.
+            raise ProtocolError(errors.UNKNOWN_PROTOCOL, "HPUB without headers support")
+        if self.pedantic and not valid_literal_subject(subject):
+            self.send_err(errors.INVALID_PUBLISH_SUBJECT)
+            return
+        self.in_msgs += 1
+        if self.verbose:
+            self.queue(OK)
+        result = route(self, self.account, subject, reply, size, payload, hdr_size)
+        if not result and reply is not None and self.no_responders:
+            self._no_responders(reply)
+
+    def _no_responders(self, reply: bytes) -> None:
+        for sub in self.account.sublist.match(reply).psubs:
+            if sub.client is self:
+                self.queue(b"HMSG %s %s 16 16\r\n%s\r\n" % (reply, sub.sid, NO_RESPONDERS_HDR))
+                return
+
+
+class ObservedClient(Client):
+    """A client whose publishes are reported to ``message_published`` observers.
+
+    Used only when some plugin observes messages, so that :class:`Client`'s
+    hot path carries no observation cost at all.
+    """
+
+    __slots__ = ()
+
+    def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
+        super().on_pub(subject, reply, size, payload)
+        body = payload[:-2]
+        for observe in self.server.observe_published:
+            _safe(observe, self, self.account, subject, reply, None, body)
+
+    def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
+                payload: bytes) -> None:
+        super().on_hpub(subject, reply, hdr_size, size, payload)
+        hdr, body = payload[:hdr_size], payload[hdr_size:-2]
+        for observe in self.server.observe_published:
+            _safe(observe, self, self.account, subject, reply, hdr, body)
+
+
+class _PreAuth:
+    """The parser's handler until CONNECT authenticates the client."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def on_connect(self, options: dict[str, Any]) -> None:
+        self.client.on_connect(options)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("on_"):
+            return self._refuse
+        raise AttributeError(name)
+
+    def _refuse(self, *args: Any) -> None:
+        raise ProtocolError(errors.AUTH_VIOLATION, "operation before CONNECT")
+
+
+def _valid_queue(queue: bytes) -> bool:
+    return b"*" not in queue and b">" not in queue and b"\x00" not in queue
+
+
+def _safe(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("observer %r failed", fn)
+
+
+def route(sender: Any, account: Account, subject: bytes, reply: bytes | None, size: bytes,
+          payload: bytes, hdr: int) -> SublistResult:
+    """Deliver one message to every matching subscription of ``account``.
+
+    ``payload`` ends with CRLF; ``hdr`` is the header length (0: no headers);
+    ``size`` is the total size as the publisher wrote it. Returns the match
+    result so the caller can tell whether anybody was interested.
+    """
+    result = account.sublist.match(subject)
+    psubs = result.psubs
+    if psubs:
+        if hdr:
+            _deliver_h(sender, result.psubs, subject, reply, size, payload, hdr)
+        else:
+            prefixes = result.msg_prefix
+            if prefixes is None:
+                prefixes = result.msg_prefix = tuple(
+                    b"MSG " + subject + b" " + s.sid + b" " for s in psubs)
+            tail = reply + b" " + size + CRLF if reply is not None else size + CRLF
+            nbytes = len(tail) + len(payload)
+            server = sender.server
+            dirty = server.dirty
+            max_pending = server.config.max_pending
+            echo = sender.echo
+            i = 0
+            for sub in psubs:
+                client = sub.client
+                prefix = prefixes[i]
+                i += 1
+                if client is sender and not echo:
+                    continue
+                out = client.out
+                if out is None:
+                    client.deliver(sub, subject, reply, None, payload[:-2])
+                else:
+                    out.append(prefix)
+                    out.append(tail)
+                    out.append(payload)
+                    client.out_msgs += 1
+                    client.out_bytes += len(prefix) + nbytes
+                    if not client.dirty:
+                        client.dirty = True
+                        dirty.append(client)
+                    if client.out_bytes > max_pending:
+                        client.slow_consumer(SLOW_CONSUMER_PENDING)
+                if sub.max_msgs:
+                    sub.delivered += 1
+                    if sub.delivered >= sub.max_msgs:
+                        client.remove_sub(sub)
+    if result.qsubs:
+        for group in result.qsubs:
+            n = len(group)
+            start = randrange(n)
+            for k in range(n):
+                sub = group[(start + k) % n]
+                if sub.closed or (sub.client is sender and not sender.echo):
+                    continue
+                _deliver_one(sender, sub, subject, reply, size, payload, hdr)
+                break
+    return result
+
+
+def _deliver_h(sender: Any, psubs: tuple[Subscription, ...], subject: bytes,
+               reply: bytes | None, size: bytes, payload: bytes, hdr: int) -> None:
+    for sub in psubs:
+        if sub.client is sender and not sender.echo:
+            continue
+        _deliver_one(sender, sub, subject, reply, size, payload, hdr)
+
+
+def _deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | None,
+                 size: bytes, payload: bytes, hdr: int) -> None:
+    """Deliver to one subscription (queue members, headers, internal clients)."""
+    client = sub.client
+    if client.out is None:
+        headers = payload[:hdr] if hdr else None
+        client.deliver(sub, subject, reply, headers, payload[hdr:-2])
+    else:
+        rep = reply + b" " if reply is not None else b""
+        if not hdr:
+            client.queue(b"MSG %s %s %s%s\r\n" % (subject, sub.sid, rep, size))
+            client.queue(payload)
+        elif client.headers:
+            client.queue(b"HMSG %s %s %s%d %s\r\n" % (subject, sub.sid, rep, hdr, size))
+            client.queue(payload)
+        else:  # strip headers for clients that did not ask for them
+            body = payload[hdr:]
+            client.queue(b"MSG %s %s %s%d\r\n" % (subject, sub.sid, rep, len(body) - 2))
+            client.queue(body)
+        client.out_msgs += 1
+        if client.out_bytes > client.server.config.max_pending:
+            client.slow_consumer(SLOW_CONSUMER_PENDING)
+    if sub.max_msgs:
+        sub.delivered += 1
+        if sub.delivered >= sub.max_msgs:
+            client.remove_sub(sub)

@@ -1,0 +1,257 @@
+"""Server configuration: a validated dataclass built from a nats-server ``.conf`` file.
+
+:class:`ServerConfig` holds what the core uses, with nats-server's defaults.
+:func:`load` turns a parsed config file (see :mod:`natsd.conf`) into one,
+checking every key: values of the wrong type, unknown keys and keys of
+capabilities whose plugin is missing are refused with the file, line and key.
+Top-level blocks owned by plugins (``mqtt {}``, ``jetstream {}`` ...) are kept
+as they are and handed to their plugin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .conf import ConfError, ConfMap, parse_duration, parse_size
+
+ConfigError = ConfError
+"""Raised for any invalid configuration; names the file, line and key."""
+
+DEFAULT_PORT = 4222
+
+# Capabilities that will arrive as plugins: block -> plugin providing it.
+PLUGIN_PROVIDED: dict[str, str] = {
+    "cluster": "cluster",
+    "gateway": "gateway",
+    "leafnodes": "leafnodes",
+    "leaf": "leafnodes",
+    "jetstream": "jetstream",
+    "mqtt": "mqtt",
+    "websocket": "websocket",
+    "tracing": "otel",
+}
+
+# nats-server keys natsd does not implement yet (they belong to later work).
+NOT_YET = frozenset({
+    "authorization", "accounts", "operator", "operators", "resolver", "resolver_preload",
+    "system_account", "no_system_account", "no_auth_user", "tls", "http", "http_port",
+    "https", "https_port", "monitor_port", "http_base_path", "lame_duck_duration",
+    "lame_duck_grace_period", "mappings", "server_tags", "ports_file_dir",
+    "trusted", "trusted_keys", "allow_non_tls", "client_advertise", "syslog",
+    "remote_syslog", "logfile_size_limit", "log_size_limit", "max_traced_msg_len",
+    "connect_error_reports", "reconnect_error_reports", "default_js_domain",
+})
+
+
+def _where(block: Mapping[str, Any] | None, key: str) -> tuple[str | None, int | None]:
+    if isinstance(block, ConfMap) and key in block.positions:
+        pos = block.positions[key]
+        return pos.file, pos.line
+    return None, None
+
+
+def config_error(block: Mapping[str, Any] | None, key: str, reason: str) -> ConfigError:
+    """A :data:`ConfigError` pointing at ``key`` of ``block`` (file and line if known)."""
+    file, line = _where(block, key)
+    return ConfError(reason, file=file, line=line, key=key)
+
+
+@dataclass
+class PluginSettings:
+    """The ``plugins {}`` block: which plugins load and their own settings.
+
+    ``autoload`` loads every installed distribution that declares a ``natsd``
+    entry point; ``allow`` restricts that to the names listed and ``deny``
+    removes names. ``modules`` are import paths registered as plugins (like
+    ``--plugin``). Any other key is a block for the plugin of that name.
+    """
+
+    autoload: bool = True
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    blocks: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ServerConfig:
+    """Everything the routing core needs; field names follow nats-server's keys."""
+
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    server_name: str = ""
+    max_payload: int = 1024 * 1024
+    max_pending: int = 64 * 1024 * 1024
+    max_connections: int = 64 * 1024
+    max_subscriptions: int = 0
+    max_control_line: int = 4096
+    ping_interval: float = 120.0
+    ping_max: int = 2
+    write_deadline: float = 10.0
+    auth_timeout: float = 2.0
+    no_header_support: bool = False
+    debug: bool = False
+    trace: bool = False
+    logtime: bool = True
+    log_file: str | None = None
+    pid_file: str | None = None
+    plugins: PluginSettings = field(default_factory=PluginSettings)
+    blocks: dict[str, Any] = field(default_factory=dict)
+    """Top-level blocks owned by plugins, by key."""
+    source: str | None = None
+    """The config file this came from, if any."""
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _str(block: Any, key: str, v: Any) -> str:
+    if isinstance(v, (str, int)) and not isinstance(v, bool):
+        return str(v)
+    raise config_error(block, key, f"expected a string, got {v!r}")
+
+
+def _int(block: Any, key: str, v: Any) -> int:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    raise config_error(block, key, f"expected an integer, got {v!r}")
+
+
+def _size(block: Any, key: str, v: Any) -> int:
+    file, line = _where(block, key)
+    n = parse_size(v, file=file, line=line, key=key)
+    if n < 0:
+        raise config_error(block, key, "must not be negative")
+    return n
+
+
+def _bool(block: Any, key: str, v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    raise config_error(block, key, f"expected a boolean, got {v!r}")
+
+
+def _duration(block: Any, key: str, v: Any) -> float:
+    file, line = _where(block, key)
+    return parse_duration(v, file=file, line=line, key=key)
+
+
+def _listen(block: Any, key: str, v: Any) -> tuple[str, int]:
+    text = _str(block, key, v)
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    try:
+        return host.strip("[]") or "0.0.0.0", int(port)
+    except ValueError:
+        raise config_error(block, key, f"expected host:port, got {v!r}") from None
+
+
+_Setter = Callable[[Any, str, Any, dict[str, Any]], None]
+
+
+def _field(name: str, conv: Callable[[Any, str, Any], Any]) -> _Setter:
+    def setter(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
+        out[name] = conv(block, key, value)
+    return setter
+
+
+def _set_listen(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
+    out["host"], out["port"] = _listen(block, key, value)
+
+
+CORE_KEYS: dict[str, _Setter] = {
+    "listen": _set_listen,
+    "host": _field("host", _str),
+    "net": _field("host", _str),
+    "port": _field("port", _int),
+    "server_name": _field("server_name", _str),
+    "max_payload": _field("max_payload", _size),
+    "max_pending": _field("max_pending", _size),
+    "max_connections": _field("max_connections", _int),
+    "max_conn": _field("max_connections", _int),
+    "max_subscriptions": _field("max_subscriptions", _int),
+    "max_subs": _field("max_subscriptions", _int),
+    "max_control_line": _field("max_control_line", _size),
+    "ping_interval": _field("ping_interval", _duration),
+    "ping_max": _field("ping_max", _int),
+    "write_deadline": _field("write_deadline", _duration),
+    "no_header_support": _field("no_header_support", _bool),
+    "debug": _field("debug", _bool),
+    "trace": _field("trace", _bool),
+    "logtime": _field("logtime", _bool),
+    "log_file": _field("log_file", _str),
+    "logfile": _field("log_file", _str),
+    "pid_file": _field("pid_file", _str),
+}
+
+
+def plugin_settings(conf: Mapping[str, Any]) -> PluginSettings:
+    """Read the ``plugins`` block (needed before the plugins that own blocks load)."""
+    block = conf.get("plugins")
+    if block is None:
+        return PluginSettings()
+    if not isinstance(block, Mapping):
+        raise config_error(conf, "plugins", "expected a block { ... }")
+    settings = PluginSettings()
+    for key, value in block.items():
+        k = key.lower()
+        if k == "autoload":
+            settings.autoload = _bool(block, key, value)
+        elif k in ("allow", "deny", "modules"):
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise config_error(block, key, "expected a list of names")
+            setattr(settings, k, tuple(value))
+        elif isinstance(value, Mapping):
+            settings.blocks[key] = value
+        else:
+            raise config_error(block, key, "expected a plugin's block { ... } or one of "
+                               "autoload, allow, deny, modules")
+    return settings
+
+
+def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
+         source: str | None = None) -> ServerConfig:
+    """Build a :class:`ServerConfig` from a parsed config file.
+
+    ``owned`` maps top-level keys to the plugin that owns them; those blocks
+    are kept in ``ServerConfig.blocks`` for the plugin to validate.
+    """
+    owned = owned or {}
+    values: dict[str, Any] = {}
+    blocks: dict[str, Any] = {}
+    used = conf.variables_used if isinstance(conf, ConfMap) else set()
+    for key, value in conf.items():
+        k = key.lower()
+        if k == "plugins":
+            continue
+        if k in owned:
+            blocks[k] = value
+        elif k in CORE_KEYS:
+            CORE_KEYS[k](conf, key, value, values)
+        elif key in used:
+            continue  # a variable definition
+        elif k in PLUGIN_PROVIDED:
+            plugin = PLUGIN_PROVIDED[k]
+            raise config_error(conf, key, (
+                f"provided by the natsd plugin {plugin!r} (natsd_plugins.{plugin}), "
+                "which is not installed or not enabled"))
+        elif k in NOT_YET:
+            raise config_error(conf, key, "a nats-server option natsd does not support yet")
+        else:
+            raise config_error(conf, key, "unknown configuration key")
+    return ServerConfig(**values, plugins=plugin_settings(conf), blocks=blocks, source=source)
+
+
+def from_mapping(mapping: Mapping[str, Any], owned: Mapping[str, str] | None = None) -> ServerConfig:
+    """A config from a plain dict with the same keys as a config file (for embedding)."""
+    return load(mapping, owned)
+
+
+__all__ = ["ConfigError", "PluginSettings", "ServerConfig", "config_error", "load",
+           "plugin_settings", "from_mapping"]

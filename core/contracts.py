@@ -1,0 +1,106 @@
+"""The objects plugins hand to the core, as typing protocols.
+
+Hooks in :mod:`natsd.hookspecs` return these. They are structural: a plugin
+does not subclass anything, it provides the methods listed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .account import Account
+    from .server import Server
+    from .sublist import Subscription
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """Accepts connections on some transport (see ``natsd_listeners``)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    """What an authenticator sees of a connecting client.
+
+    ``options`` is the client's CONNECT object (``user``, ``pass``,
+    ``auth_token``, ``nkey``, ``sig``, ``jwt`` ...). ``nonce`` is the nonce
+    sent in INFO, if any.
+    """
+
+    options: Mapping[str, Any]
+    client_id: int
+    remote: tuple[str, int] | None
+    transport: str = "tcp"
+    nonce: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """An authenticator's verdict.
+
+    ``ok=False`` refuses the client; ``reason`` goes to the server log only.
+    ``account`` names the account the client joins (default ``$G``).
+    ``user`` is the identity shown in logs and monitoring.
+    """
+
+    ok: bool
+    account: str | None = None
+    user: str | None = None
+    reason: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Authenticator(Protocol):
+    """Decides whether a CONNECT is allowed (see ``natsd_authenticators``)."""
+
+    def authenticate(self, request: AuthRequest) -> AuthResult | None: ...
+
+
+class MessageStore(Protocol):
+    """An append-only log of messages with sequence numbers starting at 1.
+
+    ``store`` returns only once the message is as durable as the backend
+    promises; it must never acknowledge what it has not kept.
+    """
+
+    def store(self, subject: bytes, headers: bytes | None, payload: bytes) -> int: ...
+    def load(self, seq: int) -> tuple[bytes, bytes | None, bytes] | None: ...
+    def last_seq(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class StorageBackend(Protocol):
+    """Opens named message stores (see ``natsd_storage_backends``)."""
+
+    def open(self, name: str, options: Mapping[str, Any]) -> MessageStore: ...
+
+
+class Bridge(Protocol):
+    """Moves messages between natsd and another system (see ``natsd_bridges``)."""
+
+    async def start(self, server: Server) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class Observer(Protocol):
+    """Any subset of these methods; each one defined is called synchronously."""
+
+    def client_connected(self, client: Any) -> None: ...
+    def client_closed(self, client: Any, reason: str) -> None: ...
+    def subscribed(self, client: Any, sub: Subscription) -> None: ...
+    def unsubscribed(self, client: Any, sub: Subscription) -> None: ...
+    def message_published(
+        self, client: Any, account: Account, subject: bytes, reply: bytes | None,
+        headers: bytes | None, payload: bytes,
+    ) -> None: ...
+
+
+OBSERVER_EVENTS = (
+    "client_connected", "client_closed", "subscribed", "unsubscribed", "message_published",
+)

@@ -1,0 +1,186 @@
+"""The natsd extension contract: every hook a plugin can implement.
+
+A plugin is a module or object whose functions carry the ``@natsd.hookimpl``
+marker and are named after the specs below. Plugins are found through the
+``natsd`` entry-point group (first-party ones included), through
+``plugins { modules: [...] }`` in the config file and ``--plugin MODULE`` on
+the command line, or passed to :class:`natsd.Server` directly.
+
+Hooks are called at start-up, configuration and connection time, never once
+per message: a hook that handles traffic *returns* the object whose methods
+the core calls per message. A plugin that does not implement a hook costs
+nothing. pluggy has no async support, so hooks that need to do I/O return an
+awaitable, which the core awaits.
+
+Every hook receives keyword arguments; a plugin declares only those it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .config import ServerConfig
+    from .contracts import Authenticator, Bridge, Listener, Observer, StorageBackend
+    from .server import Server
+
+PROJECT = "natsd"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Marks a plugin function as a hook implementation (``@natsd.hookimpl``)."""
+
+
+# -------------------------------------------------------------------------
+# Configuration
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def natsd_config_blocks() -> Iterable[str] | None:
+    """Return the top-level config keys this plugin owns (for example ``["mqtt"]``).
+
+    A block such as ``mqtt { port: 1883 }`` in the config file is handed to
+    the plugin that owns it, and enables it: a plugin that owns blocks and is
+    installed but whose blocks are all absent is not asked for listeners,
+    bridges or observers. A key owned by two plugins is a start-up error.
+
+    Called once, before the config file is validated.
+    """
+
+
+@hookspec
+def natsd_configure(config: ServerConfig, block: Mapping[str, Any] | None) -> None:
+    """Validate and take the plugin's configuration.
+
+    :param config: the whole server configuration (read-only by convention).
+    :param block: the plugin's own block: the contents of the top-level key
+        it owns (see :func:`natsd_config_blocks`) or of
+        ``plugins { <name> { ... } }``, as a :class:`natsd.conf.ConfMap` whose
+        ``where(key)`` gives file and line. ``None`` when absent.
+
+    Raise :class:`natsd.config.ConfigError` (use ``ConfigError.at(block, key,
+    reason)``) to refuse a value; the server does not start and the operator
+    sees the file, line and key.
+    """
+
+
+# -------------------------------------------------------------------------
+# Transports and listeners
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def natsd_listeners(server: Server) -> Iterable[Listener] | None:
+    """Return extra listeners to run beside the client port.
+
+    A :class:`natsd.contracts.Listener` has ``async start()`` and ``async
+    stop()``; it accepts connections of its own transport (a Unix socket,
+    WebSocket, MQTT ...) and hands NATS client connections to the core with
+    ``server.client_protocol()`` (an :class:`asyncio.Protocol`) or, for a
+    non-NATS protocol, drives an in-process client from
+    ``server.connect_internal(...)``.
+
+    Called once at start-up, after :func:`natsd_configure`.
+    """
+
+
+# -------------------------------------------------------------------------
+# Authentication
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def natsd_authenticators(server: Server) -> Iterable[Authenticator] | None:
+    """Return authenticators consulted for each CONNECT.
+
+    When any authenticator is configured the server announces
+    ``auth_required`` and starts the auth timeout. For every CONNECT the core
+    calls ``authenticate(request)`` on each authenticator in turn: the first
+    :class:`natsd.contracts.AuthResult` wins; ``None`` means "not mine". A
+    refusal (an ``AuthResult`` with ``ok=False``) answers
+    ``-ERR 'Authorization Violation'`` and its ``reason`` reaches the server
+    log, never the client.
+
+    Called once at start-up. Per connection, not per message.
+    """
+
+
+# -------------------------------------------------------------------------
+# Persistence and storage
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def natsd_storage_backends(server: Server) -> Mapping[str, StorageBackend] | None:
+    """Return storage backends by name, for the subsystems that persist messages.
+
+    Backends appear in ``server.storage_backends``; persistence features pick
+    one by the name given in their config (``store: memory``). Two plugins
+    offering the same name is a start-up error.
+
+    Called once at start-up.
+    """
+
+
+# -------------------------------------------------------------------------
+# Bridges
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def natsd_bridges(server: Server) -> Iterable[Bridge] | None:
+    """Return bridges that move messages between natsd and another system.
+
+    A :class:`natsd.contracts.Bridge` gets ``async start(server)`` once the
+    server listens and ``async stop()`` on shutdown. It talks to the broker
+    through ``server.connect_internal(name, account)``, an in-process client
+    with ``subscribe`` and ``publish``, and to the outside world however it
+    likes (an MQTT broker through aiomqtt, an HTTP service ...).
+    """
+
+
+# -------------------------------------------------------------------------
+# Lifecycle
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def natsd_startup(server: Server) -> Awaitable[None] | None:
+    """The server is listening; run start-up work (may return an awaitable).
+
+    Called after listeners and bridges have started, before ``Server.start``
+    returns. An exception stops the start-up.
+    """
+
+
+@hookspec
+def natsd_shutdown(server: Server) -> Awaitable[None] | None:
+    """The server is shutting down; release resources (may return an awaitable).
+
+    Called after clients are closed and listeners stopped. Exceptions are
+    logged and do not stop the other plugins' shutdown.
+    """
+
+
+# -------------------------------------------------------------------------
+# Observation
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def natsd_observers(server: Server) -> Observer | Iterable[Observer] | None:
+    """Return observers of connections and messages.
+
+    An observer defines any of ``client_connected(client)``,
+    ``client_closed(client, reason)``, ``subscribed(client, sub)``,
+    ``unsubscribed(client, sub)`` and
+    ``message_published(client, account, subject, reply, headers, payload)``
+    (see :class:`natsd.contracts.Observer`). The core collects the bound
+    methods that exist once, at start-up: a method an observer does not
+    define costs nothing per message, and one it defines is called
+    synchronously on the event loop, so it must be quick and must not raise
+    (errors are logged and the observer keeps its place).
+    """

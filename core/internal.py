@@ -1,0 +1,108 @@
+"""In-process clients: how plugins and bridges publish and subscribe without a socket.
+
+An :class:`InternalClient` joins an account like any connection, but its
+subscriptions call Python callbacks instead of writing ``MSG`` frames.
+Callbacks run synchronously on the event loop while the publisher's read is
+being processed: they must be quick and must not block (schedule real work
+with ``asyncio`` if needed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .account import Account
+from .client import route
+from .protocol import CRLF
+from .subjects import valid_literal_subject, valid_subject
+from .sublist import Subscription
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger("natsd.internal")
+
+Callback = Callable[[bytes, "bytes | None", "bytes | None", bytes], None]
+"""``callback(subject, reply, headers, payload)``; headers is the raw block or None."""
+
+
+def _b(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+class InternalClient:
+    """A client living inside the server process (see ``Server.connect_internal``)."""
+
+    out = None  # tells the router to call deliver() instead of writing frames
+    headers = True
+
+    def __init__(self, server: Server, name: str, account: Account, *, echo: bool = False) -> None:
+        self.server = server
+        self.name = name
+        self.account = account
+        self.echo = echo
+        self.closed = False
+        self.subs: dict[bytes, Subscription] = {}
+        self._callbacks: dict[bytes, Callback] = {}
+        self._next_sid = 0
+        account.clients.add(self)
+
+    def __repr__(self) -> str:
+        return f"<InternalClient {self.name} account={self.account.name}>"
+
+    def subscribe(self, subject: str | bytes, callback: Callback,
+                  queue: str | bytes | None = None, max_msgs: int = 0) -> Subscription:
+        """Subscribe ``callback`` to ``subject`` (wildcards allowed)."""
+        subj = _b(subject)
+        if not valid_subject(subj):
+            raise ValueError(f"invalid subject {subject!r}")
+        self._next_sid += 1
+        sid = str(self._next_sid).encode()
+        sub = Subscription(self, subj, _b(queue) if queue is not None else None, sid)
+        sub.max_msgs = max_msgs
+        self.subs[sid] = sub
+        self._callbacks[sid] = callback
+        self.account.sublist.insert(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.remove_sub(sub)
+
+    def remove_sub(self, sub: Subscription) -> None:
+        if self.subs.pop(sub.sid, None) is not None:
+            self._callbacks.pop(sub.sid, None)
+            sub.closed = True
+            self.account.sublist.remove(sub)
+
+    def publish(self, subject: str | bytes, payload: bytes = b"",
+                reply: str | bytes | None = None, headers: bytes | None = None) -> bool:
+        """Publish a message; returns True if any subscription received it."""
+        subj = _b(subject)
+        if not valid_literal_subject(subj):
+            raise ValueError(f"invalid publish subject {subject!r}")
+        hdr = headers or b""
+        body = hdr + payload
+        result = route(self, self.account, subj, _b(reply) if reply is not None else None,
+                       str(len(body)).encode(), body + CRLF, len(hdr))
+        self.server.schedule_flush()
+        return bool(result)
+
+    def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None,
+                headers: bytes | None, payload: bytes) -> None:
+        callback = self._callbacks.get(sub.sid)
+        if callback is None:
+            return
+        try:
+            callback(subject, reply, headers, payload)
+        except Exception:
+            log.exception("%r: callback for %r failed", self, subject)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for sub in list(self.subs.values()):
+            self.remove_sub(sub)
+        self.account.clients.discard(self)

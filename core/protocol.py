@@ -1,0 +1,249 @@
+"""The NATS client protocol as a sans-I/O state machine: bytes in, operations out.
+
+:class:`Parser` consumes whatever a read returned and calls one method of its
+handler per complete operation (``PUB``, ``HPUB``, ``SUB``, ``UNSUB``,
+``CONNECT``, ``PING`` ...). It never touches a socket, so every split of the
+input can be tested directly. Partial input is kept until it completes; a
+message whose payload is still arriving is collected chunk by chunk and joined
+once, so parsing stays linear. Protocol violations raise
+:class:`~natsd.errors.ProtocolError` carrying the ``-ERR`` text nats-server
+would send. The ``encode_*`` helpers and constants build the bytes a server
+sends back.
+
+Payloads are handed over *with* their trailing CRLF and the size exactly as
+the client wrote it, so the core can forward both without copying or
+reformatting (nats-server does the same).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from . import errors
+from .errors import ProtocolError
+
+CRLF = b"\r\n"
+PING = b"PING\r\n"
+PONG = b"PONG\r\n"
+OK = b"+OK\r\n"
+
+DEFAULT_MAX_CONTROL_LINE = 4096
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+class Handler(Protocol):
+    """What a :class:`Parser` calls; the server's client connection implements it."""
+
+    def on_connect(self, options: dict[str, Any]) -> None: ...
+    def on_info(self, info: dict[str, Any]) -> None: ...
+    def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
+        """``size`` is the size token as sent; ``payload`` ends with CRLF."""
+
+    def on_hpub(
+        self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes, payload: bytes
+    ) -> None:
+        """``payload`` is headers + body + CRLF; ``size`` is the total as sent."""
+
+    def on_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None: ...
+    def on_unsub(self, sid: bytes, max_msgs: int | None) -> None: ...
+    def on_ping(self) -> None: ...
+    def on_pong(self) -> None: ...
+    def on_ok(self) -> None: ...
+    def on_err(self, text: bytes) -> None: ...
+
+
+def _bad_args(op: str, line: bytes) -> ProtocolError:
+    # nats-server closes on malformed arguments without sending -ERR.
+    return ProtocolError(None, f"{op} parse error: {line[:64]!r}")
+
+
+class Parser:
+    """Incremental parser for the client side of the NATS protocol.
+
+    ``max_payload`` and ``max_control_line`` may be changed at any time (the
+    server lowers them after CONNECT or on reload).
+    """
+
+    __slots__ = ("handler", "max_payload", "max_control_line", "_buf", "_parts", "_have", "_need")
+
+    def __init__(
+        self,
+        handler: Handler,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        max_control_line: int = DEFAULT_MAX_CONTROL_LINE,
+    ) -> None:
+        self.handler = handler
+        self.max_payload = max_payload
+        self.max_control_line = max_control_line
+        self._buf = b""  # an incomplete control line
+        self._parts: list[bytes] = []  # an operation whose payload is incomplete
+        self._have = 0
+        self._need = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of an operation."""
+        return len(self._buf) + self._have
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``, calling the handler for every complete operation."""
+        if self._need:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return
+            data = b"".join(self._parts)
+            self._parts = []
+            self._have = self._need = 0
+        elif self._buf:
+            data = self._buf + data
+            self._buf = b""
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        handler = self.handler
+        on_pub = handler.on_pub
+        mcl = self.max_control_line
+        find = data.find
+        n = len(data)
+        pos = 0
+        while pos < n:
+            nl = find(b"\n", pos)
+            if nl < 0:
+                if n - pos > mcl:
+                    raise ProtocolError(errors.MAX_CONTROL_LINE)
+                self._buf = data[pos:]
+                return
+            if nl - pos > mcl:
+                raise ProtocolError(errors.MAX_CONTROL_LINE)
+            args = data[pos:nl].split()
+            if not args:
+                raise ProtocolError(errors.UNKNOWN_PROTOCOL, "empty control line")
+            op = args[0]
+            if op != b"PUB":
+                op = op.upper()
+            if op == b"PUB":
+                na = len(args)
+                if na == 3:
+                    subject, reply, size = args[1], None, args[2]
+                elif na == 4:
+                    subject, reply, size = args[1], args[2], args[3]
+                else:
+                    raise _bad_args("PUB", data[pos:nl])
+                if not size.isdigit():
+                    raise _bad_args("PUB", data[pos:nl])
+                nsize = int(size)
+                if nsize > self.max_payload:
+                    raise ProtocolError(errors.MAX_PAYLOAD)
+                start = nl + 1
+                end = start + nsize + 2
+                if end > n:
+                    self._hold(data, pos, end)
+                    return
+                if data[end - 2 : end] != CRLF:
+                    raise ProtocolError(errors.UNKNOWN_PROTOCOL, "PUB payload not followed by CRLF")
+                on_pub(subject, reply, size, data[start:end])
+                pos = end
+            elif op == b"HPUB":
+                na = len(args)
+                if na == 4:
+                    subject, reply, hsize, size = args[1], None, args[2], args[3]
+                elif na == 5:
+                    subject, reply, hsize, size = args[1], args[2], args[3], args[4]
+                else:
+                    raise _bad_args("HPUB", data[pos:nl])
+                if not size.isdigit() or not hsize.isdigit():
+                    raise _bad_args("HPUB", data[pos:nl])
+                nsize = int(size)
+                nhdr = int(hsize)
+                if nhdr > nsize:
+                    raise _bad_args("HPUB", data[pos:nl])
+                if nsize > self.max_payload:
+                    raise ProtocolError(errors.MAX_PAYLOAD)
+                start = nl + 1
+                end = start + nsize + 2
+                if end > n:
+                    self._hold(data, pos, end)
+                    return
+                if data[end - 2 : end] != CRLF:
+                    raise ProtocolError(errors.UNKNOWN_PROTOCOL, "HPUB payload not followed by CRLF")
+                handler.on_hpub(subject, reply, nhdr, size, data[start:end])
+                pos = end
+            else:
+                self._control(op, args, data[pos:nl])
+                pos = nl + 1
+
+    def _hold(self, data: bytes, pos: int, end: int) -> None:
+        """Keep ``data[pos:]`` until ``end - pos`` bytes of it are available."""
+        self._parts = [data[pos:]]
+        self._have = len(data) - pos
+        self._need = end - pos
+
+    def _control(self, op: bytes, args: list[bytes], line: bytes) -> None:
+        handler = self.handler
+        na = len(args)
+        if op == b"SUB":
+            if na == 3:
+                handler.on_sub(args[1], None, args[2])
+            elif na == 4:
+                handler.on_sub(args[1], args[2], args[3])
+            else:
+                raise _bad_args("SUB", line)
+        elif op == b"UNSUB":
+            if na == 2:
+                handler.on_unsub(args[1], None)
+            elif na == 3 and args[2].isdigit():
+                handler.on_unsub(args[1], int(args[2]))
+            else:
+                raise _bad_args("UNSUB", line)
+        elif op == b"PING" and na == 1:
+            handler.on_ping()
+        elif op == b"PONG" and na == 1:
+            handler.on_pong()
+        elif op == b"CONNECT" or op == b"INFO":
+            parts = line.split(None, 1)
+            if len(parts) != 2:
+                raise _bad_args(op.decode(), line)
+            try:
+                obj = json.loads(parts[1])
+            except ValueError:
+                raise _bad_args(op.decode(), line) from None
+            if not isinstance(obj, dict):
+                raise _bad_args(op.decode(), line)
+            if op == b"CONNECT":
+                handler.on_connect(obj)
+            else:
+                handler.on_info(obj)
+        elif op == b"+OK" and na == 1:
+            handler.on_ok()
+        elif op == b"-ERR":
+            handler.on_err(line[4:].strip())
+        else:
+            raise ProtocolError(errors.UNKNOWN_PROTOCOL, f"unknown operation {line[:32]!r}")
+
+
+def encode_info(info: dict[str, Any]) -> bytes:
+    """``INFO {...}`` exactly as nats-server frames it (note the space before CRLF)."""
+    return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b" \r\n"
+
+
+def encode_err(text: str) -> bytes:
+    """``-ERR '<text>'``."""
+    return b"-ERR '" + text.encode() + b"'\r\n"
+
+
+def encode_msg(subject: bytes, sid: bytes, reply: bytes | None, payload: bytes) -> bytes:
+    """A complete ``MSG`` frame (off the hot path: tests and internal clients)."""
+    head = b"MSG %s %s %s%d\r\n" % (subject, sid, reply + b" " if reply else b"", len(payload))
+    return head + payload + CRLF
+
+
+def encode_hmsg(
+    subject: bytes, sid: bytes, reply: bytes | None, headers: bytes, payload: bytes
+) -> bytes:
+    """A complete ``HMSG`` frame."""
+    rep = reply + b" " if reply else b""
+    head = b"HMSG %s %s %s%d %d\r\n" % (
+        subject, sid, rep, len(headers), len(headers) + len(payload))
+    return head + headers + payload + CRLF

@@ -1,0 +1,304 @@
+"""The server: configuration, plugins, listeners, accounts and the flush loop.
+
+:class:`Server` is what the command line runs and what applications embed::
+
+    async with Server({"port": 0}) as server:
+        print(server.client_url)     # nats://127.0.0.1:<free port>
+
+It owns the accounts, the connected clients and the list of connections
+written to during the current read (``dirty``), which :meth:`Server.flush`
+writes out once per read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import socket
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from . import __version__, config as config_mod
+from .account import GLOBAL_ACCOUNT, Account
+from .client import SERVER_SHUTDOWN, Client, ObservedClient
+from .conf import ConfMap, parse_file
+from .config import ServerConfig
+from .contracts import Authenticator, Bridge, Listener, StorageBackend
+from .ids import new_server_id
+from .internal import InternalClient
+from .pluginmanager import PluginManager
+
+log = logging.getLogger("natsd.server")
+
+NATS_SERVER_VERSION = "2.9.10"
+"""The nats-server release whose client-visible behaviour natsd implements.
+
+Clients pick code paths by the ``version`` in INFO, so this is what natsd
+announces; natsd's own version is sent as ``natsd_version``.
+"""
+
+
+def build_config(conf: Mapping[str, Any], plugins: PluginManager,
+                 extra_plugins: Iterable[object | str] = (), source: str | None = None
+                 ) -> ServerConfig:
+    """Load plugins named by ``conf`` and validate ``conf`` with their blocks."""
+    plugins.load(config_mod.plugin_settings(conf), extra_plugins)
+    owned = plugins.config_blocks()
+    return config_mod.load(conf, owned, source=source)
+
+
+class Server:
+    """A natsd server; use ``async with`` or :meth:`start` / :meth:`shutdown`.
+
+    ``config`` is a :class:`ServerConfig`, a mapping with config-file keys
+    (``{"port": 0, "max_payload": "1MB"}``) or a path to a config file.
+    ``plugins`` are extra plugin objects or module names to register.
+    """
+
+    def __init__(self, config: ServerConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+                 *, plugins: Iterable[object | str] = (),
+                 plugin_manager: PluginManager | None = None) -> None:
+        self.plugins = plugin_manager or PluginManager()
+        extra = list(plugins)
+        if config is None:
+            config = {}
+        if isinstance(config, (str, os.PathLike)):
+            path = os.fspath(config)
+            config = build_config(parse_file(path), self.plugins, extra, source=path)
+        elif isinstance(config, Mapping):
+            config = build_config(config if isinstance(config, ConfMap) else dict(config),
+                                  self.plugins, extra)
+        else:
+            self.plugins.load(config.plugins, extra)
+            self.plugins.config_blocks()
+        self.config: ServerConfig = config
+        self.server_id = new_server_id()
+        self.name = config.server_name or self.server_id
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.accounts: dict[str, Account] = {}
+        self.global_account = self.lookup_account(GLOBAL_ACCOUNT, create=True)
+        self.clients: dict[int, Client] = {}
+        self.dirty: list[Client] = []
+        self.slow_consumers = 0
+        self.authenticators: list[Authenticator] = []
+        self.storage_backends: dict[str, StorageBackend] = {}
+        self.observe_connected: list[Any] = []
+        self.observe_closed: list[Any] = []
+        self.observe_subscribed: list[Any] = []
+        self.observe_unsubscribed: list[Any] = []
+        self.observe_published: list[Any] = []
+        self._client_class: type[Client] = Client
+        self._cid = 0
+        self._flush_scheduled = False
+        self._listener: asyncio.AbstractServer | None = None
+        self._listeners: list[Listener] = []
+        self._bridges: list[Bridge] = []
+        self._internal: list[InternalClient] = []
+        self._info: dict[str, Any] = {}
+        self._stopped: asyncio.Event | None = None
+        self._state = "new"
+        self.host = config.host
+        self.port = config.port
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Configure plugins, listen on the client port, start listeners and bridges."""
+        if self._state != "new":
+            raise RuntimeError(f"server already {self._state}")
+        self._state = "starting"
+        self.loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        cfg = self.config
+        self.plugins.configure(cfg)
+        self.authenticators = self.plugins.authenticators(self)
+        self.storage_backends = self.plugins.storage_backends(self)
+        events = self.plugins.observers(self)
+        self.observe_connected = events["client_connected"]
+        self.observe_closed = events["client_closed"]
+        self.observe_subscribed = events["subscribed"]
+        self.observe_unsubscribed = events["unsubscribed"]
+        self.observe_published = events["message_published"]
+        self._client_class = ObservedClient if self.observe_published else Client
+        log.info("Starting natsd (nats-server %s compatible)", NATS_SERVER_VERSION)
+        log.info("  Version:  %s", __version__)
+        log.info("  Name:     %s", self.name)
+        log.info("  ID:       %s", self.server_id)
+        if cfg.source:
+            log.info("Using configuration file: %s", cfg.source)
+        log.info("Plugins: %s", ", ".join(self.plugins.names()) or "none")
+        try:
+            self._listener = await self.loop.create_server(
+                self.client_protocol, host=cfg.host or None, port=cfg.port,
+                reuse_address=True, backlog=1024)
+        except OSError as exc:
+            self._state = "stopped"
+            raise OSError(exc.errno, f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
+        sock = self._listener.sockets[0]
+        self.host, self.port = sock.getsockname()[:2]
+        self._info = self._base_info()
+        log.info("Listening for client connections on %s:%d", self.host, self.port)
+        try:
+            self._listeners = self.plugins.listeners(self)
+            for listener in self._listeners:
+                await listener.start()
+            self._bridges = self.plugins.bridges(self)
+            for bridge in self._bridges:
+                await bridge.start(self)
+            await self.plugins.startup(self)
+        except BaseException:
+            await self.shutdown()
+            raise
+        if cfg.pid_file:
+            with open(cfg.pid_file, "w") as fh:
+                fh.write(str(os.getpid()))
+        self._state = "running"
+        log.info("Server is ready")
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close every client, stop plugins; idempotent."""
+        if self._state in ("stopping", "stopped", "new"):
+            if self._state == "new":
+                self._state = "stopped"
+            return
+        self._state = "stopping"
+        log.info("Initiating Shutdown...")
+        if self._listener is not None:
+            self._listener.close()
+        for client in list(self.clients.values()):
+            client.close(SERVER_SHUTDOWN)
+        for listener in reversed(self._listeners):
+            await _quietly(listener.stop(), f"listener {listener!r}")
+        for bridge in reversed(self._bridges):
+            await _quietly(bridge.stop(), f"bridge {bridge!r}")
+        for internal in self._internal:
+            internal.close()
+        await self.plugins.shutdown(self)
+        if self._listener is not None:
+            await _quietly(self._listener.wait_closed(), "client listener")
+        if self.config.pid_file:
+            try:
+                os.unlink(self.config.pid_file)
+            except FileNotFoundError:
+                pass
+        self._state = "stopped"
+        assert self._stopped is not None
+        self._stopped.set()
+        log.info("Server Exiting..")
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`shutdown` has finished."""
+        assert self._stopped is not None, "server not started"
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    @property
+    def client_url(self) -> str:
+        """``nats://host:port`` to connect to (loopback when listening on all interfaces)."""
+        host = self.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"nats://{host}:{self.port}"
+
+    # -- connections -------------------------------------------------------------
+
+    def client_protocol(self, kind: str = "tcp") -> Client:
+        """A protocol instance for one NATS client connection (for listeners too)."""
+        return self._client_class(self, kind)
+
+    def connect_internal(self, name: str, account: str = GLOBAL_ACCOUNT,
+                         *, echo: bool = False) -> InternalClient:
+        """An in-process client in ``account`` for plugins and bridges."""
+        client = InternalClient(self, name, self.lookup_account(account, create=True), echo=echo)
+        self._internal.append(client)
+        return client
+
+    def lookup_account(self, name: str, create: bool = False) -> Account:
+        account = self.accounts.get(name)
+        if account is None:
+            if not create:
+                raise KeyError(f"no account {name!r}")
+            account = self.accounts[name] = Account(name)
+        return account
+
+    def next_cid(self) -> int:
+        self._cid += 1
+        return self._cid
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.authenticators)
+
+    def _base_info(self) -> dict[str, Any]:
+        cfg = self.config
+        info: dict[str, Any] = {
+            "server_id": self.server_id,
+            "server_name": self.name,
+            "version": NATS_SERVER_VERSION,
+            "proto": 1,
+            "go": f"python{platform.python_version()}",
+            "host": self.host,
+            "port": self.port,
+            "headers": not cfg.no_header_support,
+            "max_payload": cfg.max_payload,
+        }
+        if self.auth_required:
+            info["auth_required"] = True
+        return info
+
+    def client_info(self, client: Client) -> dict[str, Any]:
+        """The INFO object sent to ``client`` when it connects."""
+        info = dict(self._info)
+        info["client_id"] = client.cid
+        if client.remote is not None:
+            info["client_ip"] = client.remote[0]
+        return info
+
+    # -- output -------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write out every connection that received data during this read."""
+        dirty = self.dirty
+        while dirty:
+            batch = dirty[:]
+            dirty.clear()
+            for client in batch:
+                client.flush()
+
+    def schedule_flush(self) -> None:
+        """Flush soon, for output produced outside a read (timers, internal clients)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
+
+async def _quietly(awaitable: Any, what: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("error while stopping %s", what)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (for tests of external processes)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,75 @@
+"""Subject syntax: tokens separated by ``.``, with ``*`` and ``>`` wildcards.
+
+Subjects travel through the core as ``bytes`` exactly as they arrived on the
+wire, so nothing on the hot path decodes them. These helpers validate them the
+way nats-server does for subscriptions and (in pedantic mode) publishes.
+"""
+
+from __future__ import annotations
+
+_WS = frozenset(b" \t\r\n")
+
+
+def valid_subject(subject: bytes) -> bool:
+    """True if ``subject`` is a valid subscription subject (wildcards allowed).
+
+    Every token is non-empty, ``>`` may only be the last token, and wildcard
+    characters only count as wildcards when they are a whole token.
+    """
+    if not subject or _WS.intersection(subject):
+        return False
+    tokens = subject.split(b".")
+    last = len(tokens) - 1
+    for i, token in enumerate(tokens):
+        if not token:
+            return False
+        if token == b">" and i != last:
+            return False
+    return True
+
+
+def valid_literal_subject(subject: bytes) -> bool:
+    """True if ``subject`` is valid and has no wildcard tokens (publishable)."""
+    if not valid_subject(subject):
+        return False
+    for token in subject.split(b"."):
+        if token == b"*" or token == b">":
+            return False
+    return True
+
+
+def has_wildcard(subject: bytes) -> bool:
+    """True if any whole token of ``subject`` is ``*`` or ``>``."""
+    if b"*" not in subject and b">" not in subject:
+        return False
+    return any(t == b"*" or t == b">" for t in subject.split(b"."))
+
+
+def subject_matches(pattern: bytes, subject: bytes) -> bool:
+    """True if the literal ``subject`` is matched by ``pattern``."""
+    ptoks = pattern.split(b".")
+    stoks = subject.split(b".")
+    for i, p in enumerate(ptoks):
+        if p == b">":
+            return len(stoks) > i
+        if i >= len(stoks):
+            return False
+        if p != b"*" and p != stoks[i]:
+            return False
+    return len(ptoks) == len(stoks)
+
+
+def subjects_collide(a: bytes, b: bytes) -> bool:
+    """True if some literal subject could be matched by both ``a`` and ``b``."""
+    at = a.split(b".")
+    bt = b.split(b".")
+    for i in range(max(len(at), len(bt))):
+        x = at[i] if i < len(at) else None
+        y = bt[i] if i < len(bt) else None
+        if x == b">" or y == b">":
+            return x is not None and y is not None
+        if x is None or y is None:
+            return False
+        if x != y and x != b"*" and y != b"*":
+            return False
+    return True

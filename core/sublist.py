@@ -1,0 +1,233 @@
+"""The subscription index: a trie over subject tokens with a result cache.
+
+Modelled on nats-server's sublist. Each level of the trie maps literal tokens
+to nodes and has two extra slots for ``*`` and ``>``. :meth:`Sublist.match`
+returns a :class:`SublistResult` with plain subscriptions and queue groups;
+results for literal subjects are cached (bounded), and an insert or removal
+drops only the cached subjects it can affect, so a stream of request/reply
+inbox subscriptions does not flush the cache of a busy subject.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .subjects import has_wildcard, subject_matches
+
+CACHE_MAX = 1024
+"""Cached subjects per sublist (nats-server uses the same bound)."""
+
+
+class Subscription:
+    """One SUB of one client (or of an in-process client)."""
+
+    __slots__ = ("client", "subject", "queue", "sid", "max_msgs", "delivered", "closed")
+
+    def __init__(self, client: Any, subject: bytes, queue: bytes | None, sid: bytes) -> None:
+        self.client = client
+        self.subject = subject
+        self.queue = queue
+        self.sid = sid
+        self.max_msgs = 0  # 0: no auto-unsubscribe
+        self.delivered = 0
+        self.closed = False
+
+    def __repr__(self) -> str:
+        q = f" queue={self.queue!r}" if self.queue else ""
+        return f"<Subscription {self.subject!r} sid={self.sid!r}{q}>"
+
+
+class SublistResult:
+    """Subscriptions matching one literal subject.
+
+    ``psubs`` are plain subscriptions; ``qsubs`` holds one tuple per queue
+    group, of which one member receives each message. ``msg_prefix`` caches
+    ``MSG <subject> <sid> `` for each plain subscription, filled lazily by the
+    delivery code.
+    """
+
+    __slots__ = ("psubs", "qsubs", "msg_prefix")
+
+    def __init__(self, psubs: tuple[Subscription, ...], qsubs: tuple[tuple[Subscription, ...], ...]):
+        self.psubs = psubs
+        self.qsubs = qsubs
+        self.msg_prefix: tuple[bytes, ...] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.psubs or self.qsubs)
+
+
+EMPTY_RESULT = SublistResult((), ())
+
+
+class _Node:
+    __slots__ = ("next", "psubs", "qsubs")
+
+    def __init__(self) -> None:
+        self.next: _Level | None = None
+        self.psubs: dict[Subscription, None] = {}
+        self.qsubs: dict[bytes, dict[Subscription, None]] = {}
+
+    def empty(self) -> bool:
+        return not self.psubs and not self.qsubs and (self.next is None or self.next.empty())
+
+
+class _Level:
+    __slots__ = ("nodes", "pwc", "fwc")
+
+    def __init__(self) -> None:
+        self.nodes: dict[bytes, _Node] = {}
+        self.pwc: _Node | None = None
+        self.fwc: _Node | None = None
+
+    def empty(self) -> bool:
+        return not self.nodes and self.pwc is None and self.fwc is None
+
+
+class Sublist:
+    """Subscriptions of one account, indexed for matching literal subjects."""
+
+    __slots__ = ("_root", "_cache", "count")
+
+    def __init__(self) -> None:
+        self._root = _Level()
+        self._cache: dict[bytes, SublistResult] = {}
+        self.count = 0
+
+    def insert(self, sub: Subscription) -> None:
+        level = self._root
+        node: _Node | None = None
+        for token in sub.subject.split(b"."):
+            if token == b"*":
+                node = level.pwc = level.pwc or _Node()
+            elif token == b">":
+                node = level.fwc = level.fwc or _Node()
+            else:
+                node = level.nodes.get(token)
+                if node is None:
+                    node = level.nodes[token] = _Node()
+            if node.next is None:
+                node.next = _Level()
+            level = node.next
+        assert node is not None
+        if sub.queue is None:
+            node.psubs[sub] = None
+        else:
+            node.qsubs.setdefault(sub.queue, {})[sub] = None
+        self.count += 1
+        self._invalidate(sub.subject)
+
+    def remove(self, sub: Subscription) -> bool:
+        """Remove ``sub``; returns False if it was not present."""
+        path: list[tuple[_Level, bytes, _Node]] = []
+        level: _Level | None = self._root
+        node: _Node | None = None
+        for token in sub.subject.split(b"."):
+            if level is None:
+                return False
+            if token == b"*":
+                node = level.pwc
+            elif token == b">":
+                node = level.fwc
+            else:
+                node = level.nodes.get(token)
+            if node is None:
+                return False
+            path.append((level, token, node))
+            level = node.next
+        assert node is not None
+        if sub.queue is None:
+            if node.psubs.pop(sub, False) is False:
+                return False
+        else:
+            group = node.qsubs.get(sub.queue)
+            if group is None or group.pop(sub, False) is False:
+                return False
+            if not group:
+                del node.qsubs[sub.queue]
+        self.count -= 1
+        for lvl, token, nd in reversed(path):  # prune empty branches
+            if not nd.empty():
+                break
+            if token == b"*":
+                lvl.pwc = None
+            elif token == b">":
+                lvl.fwc = None
+            else:
+                del lvl.nodes[token]
+        self._invalidate(sub.subject)
+        return True
+
+    def _invalidate(self, subject: bytes) -> None:
+        cache = self._cache
+        if not cache:
+            return
+        if has_wildcard(subject):
+            for key in [k for k in cache if subject_matches(subject, k)]:
+                del cache[key]
+        else:
+            cache.pop(subject, None)
+
+    def match(self, subject: bytes) -> SublistResult:
+        """Subscriptions matching the literal ``subject``."""
+        result = self._cache.get(subject)
+        if result is not None:
+            return result
+        psubs: list[Subscription] = []
+        groups: dict[bytes, list[Subscription]] = {}
+        _collect(self._root, subject.split(b"."), 0, psubs, groups)
+        result = SublistResult(tuple(psubs), tuple(tuple(g) for g in groups.values()))
+        cache = self._cache
+        if len(cache) >= CACHE_MAX:
+            del cache[next(iter(cache))]
+        cache[subject] = result
+        return result
+
+    def all(self) -> list[Subscription]:
+        """Every subscription (for monitoring and tests)."""
+        out: list[Subscription] = []
+        _all(self._root, out)
+        return out
+
+
+def _add(node: _Node, psubs: list[Subscription], groups: dict[bytes, list[Subscription]]) -> None:
+    psubs.extend(node.psubs)
+    for queue, members in node.qsubs.items():
+        groups.setdefault(queue, []).extend(members)
+
+
+def _collect(level: _Level, tokens: list[bytes], i: int, psubs: list[Subscription],
+             groups: dict[bytes, list[Subscription]]) -> None:
+    last = len(tokens) - 1
+    while True:
+        if level.fwc is not None:
+            _add(level.fwc, psubs, groups)
+        if level.pwc is not None:
+            if i == last:
+                _add(level.pwc, psubs, groups)
+            elif level.pwc.next is not None:
+                _collect(level.pwc.next, tokens, i + 1, psubs, groups)
+        node = level.nodes.get(tokens[i])
+        if node is None:
+            return
+        if i == last:
+            _add(node, psubs, groups)
+            return
+        if node.next is None:
+            return
+        level = node.next
+        i += 1
+
+
+def _all(level: _Level, out: list[Subscription]) -> None:
+    nodes = list(level.nodes.values())
+    if level.pwc is not None:
+        nodes.append(level.pwc)
+    if level.fwc is not None:
+        nodes.append(level.fwc)
+    for node in nodes:
+        out.extend(node.psubs)
+        for members in node.qsubs.values():
+            out.extend(members)
+        if node.next is not None:
+            _all(node.next, out)

@@ -1,0 +1,104 @@
+"""A pytest plugin giving tests an in-process natsd broker (registered via ``pytest11``).
+
+Fixtures:
+
+``natsd_server``
+    A running server on a free port, fresh for each test; connect any client
+    to ``natsd_server.url``.
+``natsd_factory``
+    ``natsd_factory(config=None, plugins=())`` starts a server with the given
+    config (mapping, :class:`~natsd.config.ServerConfig` or file path) and
+    plugins; all are stopped at the end of the test.
+
+The broker runs on its own event loop in a background thread, so it serves
+synchronous tests and asyncio tests alike (whatever loop they use) while
+staying inside the test process. In asyncio code you can also embed it
+directly: ``async with natsd.Server({"port": 0}) as server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import pytest
+
+
+class RunningServer:
+    """A :class:`natsd.Server` running on a background thread's event loop."""
+
+    def __init__(self, config: Any = None, plugins: Iterable[object | str] = ()) -> None:
+        from .server import Server
+
+        cfg: Any = {"host": "127.0.0.1", "port": 0} if config is None else config
+        if isinstance(cfg, Mapping):
+            cfg = {"host": "127.0.0.1", "port": 0, **cfg}
+        self.server = Server(cfg, plugins=plugins)
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="natsd", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("natsd did not start within 30 s")
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # reported to the creating thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    @property
+    def url(self) -> str:
+        return self.server.client_url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the server's loop and return its result."""
+        async def run() -> Any:
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        fut = asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop)
+        try:
+            fut.result(10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+
+@pytest.fixture
+def natsd_factory() -> Iterator[Any]:
+    """Start natsd servers on demand; all are shut down after the test."""
+    servers: list[RunningServer] = []
+
+    def start(config: Any = None, plugins: Iterable[object | str] = ()) -> RunningServer:
+        running = RunningServer(config, plugins)
+        servers.append(running)
+        return running
+
+    yield start
+    for running in reversed(servers):
+        running.stop()
+
+
+@pytest.fixture
+def natsd_server(natsd_factory: Any) -> RunningServer:
+    """A natsd broker on 127.0.0.1 and a free port, for one test."""
+    return natsd_factory()
