@@ -14,6 +14,7 @@ closed; nobody else waits for it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from random import randrange
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from . import errors
 from .account import Account
 from .contracts import AuthRequest, AuthResult
 from .errors import ProtocolError
+from .log import TRACE
 from .protocol import CRLF, OK, PING, PONG, Parser, encode_err, encode_info
 from .subjects import valid_literal_subject, valid_subject
 from .sublist import Subscription, SublistResult
@@ -94,8 +96,7 @@ class Client(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  (uvloop's is not a subclass)
         server = self.server
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
@@ -422,6 +423,62 @@ class ObservedClient(Client):
         hdr, body = payload[:hdr_size], payload[hdr_size:-2]
         for observe in self.server.observe_published:
             _safe(observe, self, self.account, subject, reply, hdr, body)
+
+
+class TracedClient(ObservedClient):
+    """A client that logs every protocol operation (``-V``/``trace``)."""
+
+    __slots__ = ()
+
+    def _trace(self, direction: str, text: str) -> None:
+        log.log(TRACE, "%s - cid:%d - %s [%s]", self._addr(), self.cid, direction, text)
+
+    def on_connect(self, options: dict[str, Any]) -> None:
+        shown = {k: ("[REDACTED]" if k in _SECRETS else v) for k, v in options.items()}
+        self._trace("<<-", f"CONNECT {json.dumps(shown, separators=(',', ':'))}")
+        super().on_connect(options)
+
+    def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
+        rep = b" " + reply if reply else b""
+        self._trace("<<-", f"PUB {(subject + rep).decode(errors='replace')} {size.decode()}")
+        self._trace("<<- MSG_PAYLOAD:", repr(_clip(payload[:-2])))
+        super().on_pub(subject, reply, size, payload)
+
+    def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
+                payload: bytes) -> None:
+        rep = b" " + reply if reply else b""
+        self._trace("<<-", f"HPUB {(subject + rep).decode(errors='replace')} {hdr_size} {size.decode()}")
+        self._trace("<<- MSG_PAYLOAD:", repr(_clip(payload[:-2])))
+        super().on_hpub(subject, reply, hdr_size, size, payload)
+
+    def on_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None:
+        q = b" " + queue if queue else b""
+        self._trace("<<-", f"SUB {(subject + q).decode(errors='replace')} {sid.decode(errors='replace')}")
+        super().on_sub(subject, queue, sid)
+
+    def on_unsub(self, sid: bytes, max_msgs: int | None) -> None:
+        self._trace("<<-", f"UNSUB {sid.decode(errors='replace')}{' %d' % max_msgs if max_msgs else ''}")
+        super().on_unsub(sid, max_msgs)
+
+    def on_ping(self) -> None:
+        self._trace("<<-", "PING")
+        super().on_ping()
+
+    def on_pong(self) -> None:
+        self._trace("<<-", "PONG")
+        super().on_pong()
+
+    def queue(self, data: bytes) -> None:
+        if data[:1] != b"M" and data[:2] != b"HM":  # message frames are traced by the sender
+            self._trace("->>", data.rstrip(b"\r\n").decode(errors="replace"))
+        super().queue(data)
+
+
+_SECRETS = frozenset({"pass", "auth_token", "sig", "jwt"})
+
+
+def _clip(data: bytes, limit: int = 256) -> bytes:
+    return data if len(data) <= limit else data[:limit] + b"..."
 
 
 class _PreAuth:

@@ -36,7 +36,7 @@ class NatsFormatter(logging.Formatter):
         if not self.logtime:
             return f"[{self.pid}] [{level}] {text}"
         ts = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
-        return f"[{self.pid}] {ts}.{int(record.msecs * 1000):06d} [{level}] {text}"
+        return f"[{self.pid}] {ts}.{int(record.created % 1 * 1e6):06d} [{level}] {text}"
 
 
 def configure(debug: bool = False, trace: bool = False, logtime: bool = True,

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import __version__, config as config_mod
 from .account import GLOBAL_ACCOUNT, Account
-from .client import SERVER_SHUTDOWN, Client, ObservedClient
+from .client import SERVER_SHUTDOWN, Client, ObservedClient, TracedClient
 from .conf import ConfMap, parse_file
 from .config import ServerConfig
 from .contracts import Authenticator, Bridge, Listener, StorageBackend
@@ -121,7 +121,12 @@ class Server:
         self.observe_subscribed = events["subscribed"]
         self.observe_unsubscribed = events["unsubscribed"]
         self.observe_published = events["message_published"]
-        self._client_class = ObservedClient if self.observe_published else Client
+        if cfg.trace:
+            self._client_class = TracedClient
+        elif self.observe_published:
+            self._client_class = ObservedClient
+        else:
+            self._client_class = Client
         log.info("Starting natsd (nats-server %s compatible)", NATS_SERVER_VERSION)
         log.info("  Version:  %s", __version__)
         log.info("  Name:     %s", self.name)
