@@ -1,0 +1,98 @@
+"""The natsd command line as a user runs it: flags, config errors, signals."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+NATSD = [sys.executable, "-m", "natsd"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NATSD, *args], capture_output=True, text=True, timeout=30)
+
+
+def test_version_and_help() -> None:
+    out = run("-v")
+    assert out.returncode == 0 and "natsd: v" in out.stdout
+    helptext = run("-h").stdout
+    for flag in ("--addr", "--port", "--name", "--config", "--pid", "--log", "-DV", "--plugin"):
+        assert flag in helptext
+
+
+@pytest.mark.parametrize("flags, plugin", [
+    (["-js"], "jetstream"), (["--jetstream"], "jetstream"), (["--cluster", "nats://x:6222"], "cluster"),
+    (["-sd", "/tmp/x"], "jetstream"), (["--routes", "nats://a:1"], "cluster"),
+])
+def test_plugin_flags_name_their_plugin(flags: list[str], plugin: str) -> None:
+    out = run(*flags)
+    assert out.returncode == 2
+    assert f"natsd plugin '{plugin}'" in out.stderr
+
+
+def test_unsupported_flag_is_explained() -> None:
+    out = run("--user", "bob")
+    assert out.returncode == 2 and "--user is a nats-server option natsd does not support yet" in out.stderr
+
+
+def test_config_error_names_file_line_key(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text("port: 4222\nmqtt {\n  port: 1883\n}\n")
+    out = run("-c", str(conf))
+    assert out.returncode == 1
+    assert f"{conf}:2: key 'mqtt'" in out.stderr and "natsd_plugins.mqtt" in out.stderr
+
+
+def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    conf = tmp_path / "broken.conf"
+    conf.write_text("port: 4222\nmax_payload: {\n")
+    out = run("-c", str(conf))
+    assert out.returncode == 1 and f"{conf}:" in out.stderr
+
+
+def test_check_config(tmp_path: Path) -> None:
+    conf = tmp_path / "ok.conf"
+    conf.write_text("port: 4222\n")
+    out = run("-c", str(conf), "-t")
+    assert out.returncode == 0 and "test is successful" in out.stdout
+
+
+def test_runs_with_flags_and_stops_on_sigterm(tmp_path: Path) -> None:
+    pid_file, log_file = tmp_path / "natsd.pid", tmp_path / "natsd.log"
+    started = time.monotonic()
+    proc = subprocess.Popen([*NATSD, "-a", "127.0.0.1", "-p", "0", "-n", "cli-test",
+                             "-P", str(pid_file), "-l", str(log_file), "-D"])
+    try:
+        port = 0
+        deadline = time.monotonic() + 10
+        while not port and time.monotonic() < deadline:
+            text = log_file.read_text() if log_file.exists() else ""
+            m = re.search(r"Listening for client connections on 127\.0\.0\.1:(\d+)", text)
+            port = int(m.group(1)) if m else 0
+            time.sleep(0.01)
+        assert port, "natsd did not log its port"
+        ready = time.monotonic() - started
+        assert ready < 5, f"took {ready:.2f}s to listen"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            info = sock.recv(4096)
+            assert b'"server_name":"cli-test"' in info
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(100) == b"PONG\r\n"
+        assert pid_file.read_text() == str(proc.pid)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        assert time.monotonic() - t0 < 2
+        assert not pid_file.exists()
+        assert "Server Exiting" in log_file.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
