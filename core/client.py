@@ -24,7 +24,7 @@ from .account import Account
 from .contracts import AuthRequest, AuthResult
 from .errors import ProtocolError
 from .log import TRACE
-from .protocol import CRLF, OK, PING, PONG, Parser, encode_err, encode_info
+from .protocol import CRLF, OK, PING, PONG, Parser, encode_err, encode_info, split_run
 from .subjects import valid_literal_subject, valid_subject
 from .sublist import Subscription, SublistResult
 
@@ -377,7 +377,7 @@ class Client(asyncio.Protocol):
         if self.verbose:
             self.queue(OK)
         result = route(self, self.account, subject, reply, size, payload, 0)
-        if not result and reply is not None and self.no_responders:
+        if reply is not None and self.no_responders and not result:
             self._no_responders(reply)
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
@@ -395,6 +395,51 @@ class Client(asyncio.Protocol):
         if not result and reply is not None and self.no_responders:
             self._no_responders(reply)
 
+    def on_pub_run(self, subject: bytes, size: bytes, line: bytes, frames: bytes,
+                   count: int) -> None:
+        """Deliver a run of same-subject, same-size messages in one go.
+
+        For each plain subscriber on a distinct connection, the ``MSG`` stream
+        is the input with every control line replaced; a length check proves
+        that only the frame lines were replaced (a payload that contains the
+        control line falls back to message-by-message delivery).
+        """
+        if self.verbose or self.pedantic:
+            for payload in split_run(line, frames, count):
+                self.on_pub(subject, None, size, payload)
+            return
+        self.in_msgs += count
+        result = self.account.sublist.match(subject)
+        if not result:
+            return
+        batch = result.qsubs == () and _distinct_clients(result)
+        for sub in result.psubs if batch else ():
+            if sub.max_msgs or sub.closed:
+                batch = False
+                break
+        if not batch:
+            for payload in split_run(line, frames, count):
+                route(self, self.account, subject, None, size, payload, 0)
+            return
+        server = self.server
+        max_pending = server.config.max_pending
+        for sub in result.psubs:
+            client = sub.client
+            if client is self and not self.echo:
+                continue
+            msg_line = b"MSG " + subject + b" " + sub.sid + b" " + size + CRLF
+            stream = frames.replace(line, msg_line)
+            if len(stream) != len(frames) + count * (len(msg_line) - len(line)):
+                stream = b"".join([msg_line + p for p in split_run(line, frames, count)])
+            client.out.append(stream)
+            client.out_msgs += count
+            client.out_bytes += len(stream)
+            if not client.dirty:
+                client.dirty = True
+                server.dirty.append(client)
+            if client.out_bytes > max_pending:
+                client.slow_consumer(SLOW_CONSUMER_PENDING)
+
     def _no_responders(self, reply: bytes) -> None:
         for sub in self.account.sublist.match(reply).psubs:
             if sub.client is self:
@@ -411,6 +456,11 @@ class ObservedClient(Client):
 
     __slots__ = ()
 
+    def on_pub_run(self, subject: bytes, size: bytes, line: bytes, frames: bytes,
+                   count: int) -> None:
+        for payload in split_run(line, frames, count):
+            self.on_pub(subject, None, size, payload)
+
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
         super().on_pub(subject, reply, size, payload)
         body = payload[:-2]
@@ -423,6 +473,15 @@ class ObservedClient(Client):
         hdr, body = payload[:hdr_size], payload[hdr_size:-2]
         for observe in self.server.observe_published:
             _safe(observe, self, self.account, subject, reply, hdr, body)
+
+
+def _distinct_clients(result: SublistResult) -> bool:
+    """True if no connection holds two of the result's plain subscriptions."""
+    psubs = result.psubs
+    if len(psubs) == 1:
+        return psubs[0].client.out is not None
+    clients = {id(s.client) for s in psubs if s.client.out is not None}
+    return len(clients) == len(psubs)
 
 
 class TracedClient(ObservedClient):

@@ -323,8 +323,10 @@ class _Parser:
             elif c == "}":
                 self.i += 1
                 return True
+            elif c == "":
+                raise self.error("unexpected end of file in a map (missing '}')")
             else:
-                raise self.error(f"expected ',', new line or '}}' after a map value, got {self.describe(c)}")
+                raise self.error(f"expected ',', new line or '}}' after a map value, got {c!r}")
 
     def array(self) -> ConfList:
         """Parse ``[ value, ... ]``; ``self.i`` is on the '['."""
@@ -365,8 +367,10 @@ class _Parser:
             elif c == "]":
                 self.i += 1
                 return True
+            elif c == "":
+                raise self.error("unexpected end of file in an array (missing ']')")
             else:
-                raise self.error(f"expected ',', new line or ']' after an array element, got {self.describe(c)}")
+                raise self.error(f"expected ',', new line or ']' after an array element, got {c!r}")
 
     # -- values --------------------------------------------------------------
 
@@ -580,7 +584,7 @@ class _Parser:
         path = self.include_path()
         # Like Go's filepath.Join, even an absolute path is taken as relative.
         full = os.path.normpath(self.base_dir + "/" + path)
-        included = _parse_path(full, self.env, self.active, self, start)
+        included = _parse_path(full, self.env, self.active, (self, start, path))
         for key, value in included.items():
             target[key] = value
             target.positions[key] = included.positions[key]
@@ -652,27 +656,33 @@ def _parse_path(
     path: str,
     env: Mapping[str, str],
     active: tuple[str, ...],
-    parent: _Parser | None = None,
-    at: int = 0,
+    includer: tuple[_Parser, int, str] | None = None,
 ) -> ConfMap:
-    """Read and parse a file; errors about reading it point at ``parent``."""
+    """Read and parse a file.
+
+    ``includer`` is (parser, index, path as written) for an ``include``;
+    errors about reading the file then point at the include line.
+    """
 
     def fail(reason: str) -> ConfError:
-        if parent is None:
+        if includer is None:
             return ConfError(reason, file=path)
-        return parent.error(reason, at)
+        parser, index, _ = includer
+        return parser.error(reason, index)
 
-    real = os.path.realpath(path)
-    if real in active:
-        raise fail(f"include cycle: {path!r} includes itself")
     if len(active) >= _MAX_DEPTH:
         raise fail(f"includes nested deeper than {_MAX_DEPTH} levels")
     try:
+        real = os.path.realpath(path)
+        if real in active:
+            raise fail(f"include cycle: {path!r} includes itself")
         with open(path, "rb") as f:
             data = f.read()
-    except (OSError, ValueError) as exc:
-        what = "include file" if parent else "config file"
-        raise fail(f"cannot read {what} {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        why = getattr(exc, "strerror", None) or exc
+        if includer is None:
+            raise fail(f"cannot read config file: {why}") from None
+        raise fail(f"cannot read include file {includer[2]!r} ({path}): {why}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

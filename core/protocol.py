@@ -45,6 +45,13 @@ class Handler(Protocol):
     ) -> None:
         """``payload`` is headers + body + CRLF; ``size`` is the total as sent."""
 
+    def on_pub_run(self, subject: bytes, size: bytes, line: bytes, frames: bytes, count: int) -> None:
+        """``count`` (≥ 2) consecutive ``PUB`` frames that share the control ``line``.
+
+        ``frames`` is the raw input (line, payload, CRLF, repeated); every frame
+        has the same length. :func:`split_run` turns it back into payloads.
+        """
+
     def on_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None: ...
     def on_unsub(self, sid: bytes, max_msgs: int | None) -> None: ...
     def on_ping(self) -> None: ...
@@ -61,11 +68,12 @@ def _bad_args(op: str, line: bytes) -> ProtocolError:
 class Parser:
     """Incremental parser for the client side of the NATS protocol.
 
-    ``max_payload`` and ``max_control_line`` may be changed at any time (the
-    server lowers them after CONNECT or on reload).
+    Use :meth:`set_limits` to change ``max_payload`` or ``max_control_line``
+    after parsing started.
     """
 
-    __slots__ = ("handler", "max_payload", "max_control_line", "_buf", "_parts", "_have", "_need")
+    __slots__ = ("handler", "max_payload", "max_control_line", "_buf", "_parts", "_have",
+                 "_need", "_last", "_last_args")
 
     def __init__(
         self,
@@ -80,6 +88,13 @@ class Parser:
         self._parts: list[bytes] = []  # an operation whose payload is incomplete
         self._have = 0
         self._need = 0
+        self._last = b""
+        self._last_args: tuple[bytes, None, bytes, int] = (b"", None, b"", 0)
+
+    def set_limits(self, max_payload: int, max_control_line: int) -> None:
+        self.max_payload = max_payload
+        self.max_control_line = max_control_line
+        self._last = b""  # its size was checked against the old limit
 
     @property
     def buffered(self) -> int:
@@ -106,9 +121,40 @@ class Parser:
         on_pub = handler.on_pub
         mcl = self.max_control_line
         find = data.find
+        startswith = data.startswith
         n = len(data)
         pos = 0
+        # The last PUB control line (with its line ending) and what it parsed
+        # to: publishers usually repeat the same line, and recognising it with
+        # one startswith() skips splitting and converting it again.
+        last, last_len, last_args = self._last, len(self._last), self._last_args
         while pos < n:
+            if last_len and startswith(last, pos):
+                # A run of frames with this same control line: each frame has
+                # the same length, so the run is found with one startswith()
+                # per frame and handed over whole.
+                subject, reply, size, nsize = last_args
+                frame = last_len + nsize + 2
+                end = pos + frame
+                if end > n:
+                    self._hold(data, pos, end)
+                    return
+                if data[end - 2] != 13 or data[end - 1] != 10:
+                    raise ProtocolError(errors.UNKNOWN_PROTOCOL, "PUB payload not followed by CRLF")
+                run_end = end
+                while True:
+                    nxt = run_end + frame
+                    if nxt > n or not startswith(last, run_end):
+                        break
+                    if data[nxt - 2] != 13 or data[nxt - 1] != 10:
+                        break  # delivered up to here; the bad frame raises next round
+                    run_end = nxt
+                if run_end == end:
+                    on_pub(subject, reply, size, data[pos + last_len:end])
+                else:
+                    handler.on_pub_run(subject, size, last, data[pos:run_end], (run_end - pos) // frame)
+                pos = run_end
+                continue
             nl = find(b"\n", pos)
             if nl < 0:
                 if n - pos > mcl:
@@ -143,6 +189,10 @@ class Parser:
                     return
                 if data[end - 2 : end] != CRLF:
                     raise ProtocolError(errors.UNKNOWN_PROTOCOL, "PUB payload not followed by CRLF")
+                if reply is None:
+                    last = self._last = data[pos:start]
+                    last_len = start - pos
+                    last_args = self._last_args = (subject, None, size, nsize)
                 on_pub(subject, reply, size, data[start:end])
                 pos = end
             elif op == b"HPUB":
@@ -173,6 +223,10 @@ class Parser:
             else:
                 self._control(op, args, data[pos:nl])
                 pos = nl + 1
+                if self.handler is not handler:  # e.g. authenticated by CONNECT
+                    handler = self.handler
+                    on_pub = handler.on_pub
+                mcl = self.max_control_line
 
     def _hold(self, data: bytes, pos: int, end: int) -> None:
         """Keep ``data[pos:]`` until ``end - pos`` bytes of it are available."""
@@ -221,6 +275,13 @@ class Parser:
             handler.on_err(line[4:].strip())
         else:
             raise ProtocolError(errors.UNKNOWN_PROTOCOL, f"unknown operation {line[:32]!r}")
+
+
+def split_run(line: bytes, frames: bytes, count: int) -> list[bytes]:
+    """The payloads (each with its CRLF) of a run passed to ``on_pub_run``."""
+    frame = len(frames) // count
+    skip = len(line)
+    return [frames[i + skip : i + frame] for i in range(0, len(frames), frame)]
 
 
 def encode_info(info: dict[str, Any]) -> bytes:

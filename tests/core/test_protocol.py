@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from natsd import errors
 from natsd.errors import ProtocolError
-from natsd.protocol import Parser, encode_err, encode_hmsg, encode_info, encode_msg
+from natsd.protocol import Parser, encode_err, split_run, encode_hmsg, encode_info, encode_msg
 
 
 class Recorder:
@@ -29,6 +29,12 @@ class Recorder:
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr: int, size: bytes, payload: bytes) -> None:
         self.ops.append(("HPUB", subject, reply, hdr, size, payload))
+
+    def on_pub_run(self, subject: bytes, size: bytes, line: bytes, frames: bytes, count: int) -> None:
+        payloads = split_run(line, frames, count)
+        assert len(payloads) == count >= 2
+        for payload in payloads:
+            self.on_pub(subject, None, size, payload)
 
     def on_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None:
         self.ops.append(("SUB", subject, queue, sid))
@@ -179,3 +185,17 @@ def test_encoders() -> None:
     assert encode_msg(b"s", b"1", b"r", b"") == b"MSG s 1 r 0\r\n\r\n"
     h = b"NATS/1.0\r\n\r\n"
     assert encode_hmsg(b"s", b"1", b"r", h, b"x") == b"HMSG s 1 r 12 13\r\n" + h + b"x\r\n"
+
+
+def test_run_of_identical_frames_stops_at_a_bad_frame() -> None:
+    rec = Recorder()
+    parser = Parser(rec)
+    with pytest.raises(ProtocolError):
+        parser.feed(b"PUB a 1\r\nx\r\n" * 4 + b"PUB a 1\r\nyZZ")
+    assert rec.ops == [("PUB", b"a", None, b"1", b"x\r\n")] * 4
+
+
+def test_runs_with_payloads_containing_the_control_line() -> None:
+    line = b"PUB a 12\r\n"
+    frames = (line + b"PUB a 12\r\nzz\r\n") * 3 + line + b"0123456789ab\r\n"
+    assert [op[4] for op in parse(frames)] == [b"PUB a 12\r\nzz\r\n"] * 3 + [b"0123456789ab\r\n"]

@@ -286,3 +286,21 @@ async def test_shutdown_closes_clients_and_frees_port() -> None:
     assert await c.closed() == b""
     async with Server(cfg().replace(port=port)) as again:  # the port is free for a new server
         assert again.port == port
+
+
+async def test_runs_of_identical_publishes_are_byte_exact() -> None:
+    """Batched delivery of repeated PUB lines, including payloads that contain the line."""
+    async with Server(cfg()) as server:
+        a = await Conn.open(server, QUIET)
+        b = await Conn.open(server, {**QUIET, "echo": False})
+        a.send(b"SUB r 1\r\nSUB r.> 5\r\nPING\r\n")
+        b.send(b"SUB r 2\r\nPING\r\n")
+        await a.expect(b"PONG\r\n")
+        await b.expect(b"PONG\r\n")
+        tricky = b"PUB r 10\r\n"  # a payload that is the control line itself
+        frames = b"PUB r 10\r\n0123456789\r\n" * 5 + b"PUB r 10\r\n" + tricky + b"\r\n"
+        b.send(frames + b"PING\r\n")
+        await b.expect(b"PONG\r\n")  # echo off: b gets none of its own messages
+        for payload in [b"0123456789"] * 5 + [tricky]:
+            await a.expect(b"MSG r 1 10\r\n")
+            assert await a.reader.readexactly(12) == payload + b"\r\n"
