@@ -15,8 +15,10 @@ durations or sizes given as strings, is left to the caller, helped by
 #   * A number directly followed by ']' inside an array ends the number, so
 #     `[1, 2]` is [1, 2]; nats-server swallows the ']' into the string "2]".
 #   * A key with no value at the end of the input, an unknown size suffix
-#     (`1kbi`), an unterminated quoted include path and integer overflow in a
-#     size multiplication are errors; nats-server drops, hangs on or wraps them.
+#     (`1kbi`) and a quote left open at the end of the input are errors;
+#     nats-server silently drops them. Size arithmetic that overflows int64 is
+#     an error instead of wrapping around.
+#   * A stray '}' before a key is skipped, like '{' (nats-server makes it a key).
 #   * A block string closed by ')' at the very end of the input does not keep
 #     the ')'; an include cycle, an environment variable that refers to itself
 #     and nesting deeper than _MAX_DEPTH are errors instead of a crash.
@@ -256,7 +258,8 @@ class _Parser:
             self.i += 1
             if in_map:  # inside maps, the value may start on a later line
                 self.skip(_SPACE)
-        # `key =` at the very end is "" in nats-server, a bare `key` is dropped.
+        # `key =` at the very end is "" (as in nats-server); a bare `key` there
+        # is rejected (nats-server v2.9 silently drops it).
         if (self.peek() == "" and not separated) or (in_map and self.peek() in _MAP_NO_VALUE):
             raise self.error("expected a value")
         value = self.value(in_array=False)
@@ -493,9 +496,10 @@ class _Parser:
         negative = self.peek() == "-"
         if negative:
             self.i += 1
+            if self.peek() == ".":
+                raise self.error("floats must start with a digit")
             if self.peek() not in _DIGITS:
-                what = "floats must start with a digit" if self.peek() == "." else "expected a digit after '-'"
-                raise self.error(what)
+                raise self.error("expected a digit after '-'")
         self.skip(_DIGITS)
         c = self.peek()
         ends = _NUMBER_END_IN_ARRAY if in_array else _NUMBER_END
@@ -575,7 +579,8 @@ class _Parser:
         try:
             return sub.document().get(_ENV_KEY, "")
         except ConfError as exc:
-            raise self.error(f"environment variable '{name}' could not be parsed: {exc.reason}", start) from None
+            reason = f"environment variable '{name}' could not be parsed: {exc.reason}"
+            raise self.error(reason, start) from None
 
     def include(self, target: ConfMap) -> None:
         """Parse ``include path`` and merge the file's keys into ``target``."""
@@ -591,6 +596,7 @@ class _Parser:
         target.variables_used |= included.variables_used
 
     def include_path(self) -> str:
+        """The path after ``include``: quoted, or unquoted up to a blank or terminator."""
         c = self.peek()
         if c in ("'", '"'):
             end = self.text.find(c, self.i + 1)
@@ -700,14 +706,11 @@ def parse(text: str, filename: str = "<string>", env: Mapping[str, str] | None =
     which defaults to ``os.environ``.
     """
     if filename == "<string>":
-        base_dir = os.getcwd()
-    else:
-        base_dir = os.path.dirname(filename) or "."
+        base_dir, active = os.getcwd(), ()
+    else:  # `active` lets an include of the file itself be caught as a cycle
+        base_dir, active = os.path.dirname(filename) or ".", (os.path.realpath(filename),)
     if text.startswith("\ufeff"):
         text = text[1:]
-    active: tuple[str, ...] = ()
-    if filename != "<string>":
-        active = (os.path.realpath(filename),)
     return _Parser(text, filename, base_dir, os.environ if env is None else env, active).document()
 
 
