@@ -153,11 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"natsd: cannot read config: {exc}", file=sys.stderr)
         return 1
+    server = Server(config, plugin_manager=plugins)
     if args.test_config:
+        try:
+            server.configure()
+        except (ConfError, PluginError) as exc:
+            print(f"natsd: configuration error: {exc}", file=sys.stderr)
+            return 1
         print(f"natsd: configuration file {args.config} test is successful")
         return 0
     natsd_log.configure(config.debug, config.trace, config.logtime, config.log_file)
-    server = Server(config, plugin_manager=plugins)
     try:
         _run(server)
     except (ConfError, PluginError) as exc:

@@ -57,7 +57,7 @@ class Client(asyncio.Protocol):
         "dirty", "closed", "verbose", "pedantic", "echo", "headers", "no_responders",
         "name", "lang", "version", "user", "remote", "kind", "authorized", "pings_out",
         "_ping_timer", "_auth_timer", "_deadline_timer", "in_msgs", "in_bytes",
-        "out_msgs", "out_bytes_total", "close_reason", "connect_options",
+        "out_msgs", "out_bytes_total", "close_reason", "connect_options", "connected",
     )
 
     def __init__(self, server: Server, kind: str = "tcp") -> None:
@@ -82,6 +82,7 @@ class Client(asyncio.Protocol):
         self.user: str | None = None
         self.remote: tuple[str, int] | None = None
         self.authorized = False
+        self.connected = False  # a CONNECT was accepted (observers were told)
         self.pings_out = 0
         self._ping_timer: asyncio.TimerHandle | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
@@ -117,8 +118,6 @@ class Client(asyncio.Protocol):
         if server.config.ping_interval > 0:
             self._ping_timer = loop.call_later(server.config.ping_interval, self._ping_tick)
         log.debug("%s - cid:%d - Client connection created", self._addr(), self.cid)
-        for observe in server.observe_connected:
-            _safe(observe, self)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -222,8 +221,9 @@ class Client(asyncio.Protocol):
         server = self.server
         if server.clients.pop(self.cid, None) is not None:
             log.debug("%s - cid:%d - Client connection closed: %s", self._addr(), self.cid, reason)
-            for observe in server.observe_closed:
-                _safe(observe, self, reason)
+            if self.connected:
+                for observe in server.observe_closed:
+                    _safe(observe, self, reason)
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         log.error("%s - cid:%d - %s", self._addr(), self.cid, exc.detail)
@@ -286,6 +286,10 @@ class Client(asyncio.Protocol):
             self._authenticate(options)
         if self.verbose:
             self.queue(OK)
+        if not self.connected:
+            self.connected = True
+            for observe in self.server.observe_connected:
+                _safe(observe, self)
 
     def _authenticate(self, options: dict[str, Any]) -> None:
         server = self.server
@@ -302,8 +306,7 @@ class Client(asyncio.Protocol):
                 break
         if result is None or not result.ok:
             why = result.reason if result is not None else "no authenticator accepted the client"
-            log.error("%s - cid:%d - authentication error: %s", self._addr(), self.cid, why)
-            raise ProtocolError(errors.AUTH_VIOLATION, why)
+            raise ProtocolError(errors.AUTH_VIOLATION, f"authentication error: {why}")
         if result.account and result.account != self.account.name:
             self.account.clients.discard(self)
             self.account = server.lookup_account(result.account, create=True)
@@ -463,6 +466,8 @@ class ObservedClient(Client):
 
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
         super().on_pub(subject, reply, size, payload)
+        if self.pedantic and not valid_literal_subject(subject):
+            return  # refused, not published
         body = payload[:-2]
         for observe in self.server.observe_published:
             _safe(observe, self, self.account, subject, reply, None, body)
@@ -470,6 +475,8 @@ class ObservedClient(Client):
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
                 payload: bytes) -> None:
         super().on_hpub(subject, reply, hdr_size, size, payload)
+        if self.pedantic and not valid_literal_subject(subject):
+            return
         hdr, body = payload[:hdr_size], payload[hdr_size:-2]
         for observe in self.server.observe_published:
             _safe(observe, self, self.account, subject, reply, hdr, body)

@@ -52,18 +52,22 @@ def natsd_config_blocks() -> Iterable[str] | None:
 
 
 @hookspec
-def natsd_configure(config: ServerConfig, block: Mapping[str, Any] | None) -> None:
+def natsd_configure(
+    server: Server, config: ServerConfig, block: Mapping[str, Any] | None
+) -> None:
     """Validate and take the plugin's configuration.
 
+    :param server: the server being configured (not listening yet).
     :param config: the whole server configuration (read-only by convention).
     :param block: the plugin's own block: the contents of the top-level key
         it owns (see :func:`natsd_config_blocks`) or of
         ``plugins { <name> { ... } }``, as a :class:`natsd.conf.ConfMap` whose
         ``where(key)`` gives file and line. ``None`` when absent.
 
-    Raise :class:`natsd.config.ConfigError` (use ``ConfigError.at(block, key,
-    reason)``) to refuse a value; the server does not start and the operator
-    sees the file, line and key.
+    Raise :class:`natsd.config.ConfigError` (build it with
+    ``natsd.config.config_error(block, key, reason)``) to refuse a value; the
+    server does not start and the operator sees the file, line and key.
+    ``natsd -t`` runs this hook too, so a config check covers plugin blocks.
     """
 
 

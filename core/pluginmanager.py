@@ -116,7 +116,7 @@ class PluginManager:
         self.owners = owners
         return owners
 
-    def configure(self, config: ServerConfig) -> None:
+    def configure(self, server: Server, config: ServerConfig) -> None:
         """Hand each plugin its block; drop plugins that own blocks none of which are present."""
         owned_by: dict[str, list[str]] = {}
         for key, name in self.owners.items():
@@ -131,7 +131,7 @@ class PluginManager:
             for key in owned_by.get(name, ()):
                 if key in config.blocks:
                     block = config.blocks[key]
-            kwargs = {"config": config, "block": block}
+            kwargs = {"server": server, "config": config, "block": block}
             impl.function(**{a: kwargs[a] for a in impl.argnames})
         for name in config.plugins.blocks:
             if not self.pm.has_plugin(name):

@@ -112,7 +112,11 @@ class Server:
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         cfg = self.config
-        self.plugins.configure(cfg)
+        try:
+            self.configure()
+        except BaseException:
+            self._state = "stopped"
+            raise
         self.authenticators = self.plugins.authenticators(self)
         self.storage_backends = self.plugins.storage_backends(self)
         events = self.plugins.observers(self)
@@ -161,6 +165,10 @@ class Server:
                 fh.write(str(os.getpid()))
         self._state = "running"
         log.info("Server is ready")
+
+    def configure(self) -> None:
+        """Hand plugins their config blocks (``start`` does this; ``natsd -t`` too)."""
+        self.plugins.configure(self, self.config)
 
     async def shutdown(self) -> None:
         """Stop accepting, close every client, stop plugins; idempotent."""

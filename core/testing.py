@@ -52,6 +52,7 @@ class RunningServer:
             self.loop.run_until_complete(self.server.start())
         except BaseException as exc:  # reported to the creating thread
             self._error = exc
+            self.loop.close()
             self._ready.set()
             return
         self._ready.set()
