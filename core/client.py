@@ -271,16 +271,25 @@ class Client(asyncio.Protocol):
     # -- protocol handler -----------------------------------------------------
 
     def on_connect(self, options: dict[str, Any]) -> None:
+        for key, value in options.items():
+            kind = _CONNECT_TYPES.get(key)
+            if kind is not None and value is not None and not isinstance(value, kind):
+                raise ProtocolError(None, f"CONNECT field {key!r} has the wrong type")
+        protocol = options.get("protocol") or 0
+        if isinstance(protocol, bool) or protocol < 0 or protocol > 1:
+            raise ProtocolError(errors.INVALID_CLIENT_PROTOCOL)
         self.connect_options = options
-        self.verbose = bool(options.get("verbose", False))
-        self.pedantic = bool(options.get("pedantic", False))
-        self.echo = bool(options.get("echo", True))
-        self.headers = bool(options.get("headers", False)) and not self.server.config.no_header_support
-        self.no_responders = bool(options.get("no_responders", False))
-        self.name = str(options.get("name", "") or "")
-        self.lang = str(options.get("lang", "") or "")
-        self.version = str(options.get("version", "") or "")
-        if self.no_responders and not options.get("headers", False):
+        # Absent (or null) fields keep their current values, as in nats-server.
+        self.verbose = _opt(options, "verbose", self.verbose)
+        self.pedantic = _opt(options, "pedantic", self.pedantic)
+        self.echo = _opt(options, "echo", self.echo)
+        headers = _opt(options, "headers", self.headers)
+        self.headers = headers and not self.server.config.no_header_support
+        self.no_responders = _opt(options, "no_responders", self.no_responders)
+        self.name = options.get("name") or self.name
+        self.lang = options.get("lang") or self.lang
+        self.version = options.get("version") or self.version
+        if self.no_responders and not headers:
             raise ProtocolError(errors.NO_RESPONDERS_NEEDS_HEADERS)
         if not self.authorized:
             self._authenticate(options)
@@ -331,10 +340,10 @@ class Client(asyncio.Protocol):
         pass
 
     def on_err(self, text: bytes) -> None:
-        log.debug("%s - cid:%d - client sent -ERR %s", self._addr(), self.cid, text)
+        raise ProtocolError(None, f"client sent -ERR {text!r}")
 
     def on_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None:
-        if not valid_subject(subject) or (queue is not None and not _valid_queue(queue)):
+        if not valid_subject(subject):  # queue names are not checked (nats-server neither)
             self.send_err(errors.INVALID_SUBJECT)
             return
         if sid in self.subs:
@@ -358,7 +367,7 @@ class Client(asyncio.Protocol):
         sub = self.subs.get(sid)
         if sub is not None:
             if max_msgs and sub.delivered < max_msgs:
-                sub.max_msgs = max_msgs
+                sub.max_msgs = max_msgs  # counted from the start, as nats-server does
             else:
                 self.remove_sub(sub)
         if self.verbose:
@@ -374,8 +383,7 @@ class Client(asyncio.Protocol):
 
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
         if self.pedantic and not valid_literal_subject(subject):
-            self.send_err(errors.INVALID_PUBLISH_SUBJECT)
-            return
+            self.send_err(errors.INVALID_PUBLISH_SUBJECT)  # and deliver anyway, as nats-server
         self.in_msgs += 1
         if self.verbose:
             self.queue(OK)
@@ -385,12 +393,11 @@ class Client(asyncio.Protocol):
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
                 payload: bytes) -> None:
-        if not self.headers and not self.server.config.no_header_support:
+        if not self.headers:
             # nats-server accepts HPUB only from clients that announced headers.
-            raise ProtocolError(errors.UNKNOWN_PROTOCOL, "HPUB without headers support")
+            raise ProtocolError(None, "HPUB without headers support")
         if self.pedantic and not valid_literal_subject(subject):
             self.send_err(errors.INVALID_PUBLISH_SUBJECT)
-            return
         self.in_msgs += 1
         if self.verbose:
             self.queue(OK)
@@ -435,6 +442,7 @@ class Client(asyncio.Protocol):
             if len(stream) != len(frames) + count * (len(msg_line) - len(line)):
                 stream = b"".join([msg_line + p for p in split_run(line, frames, count)])
             client.out.append(stream)
+            sub.delivered += count
             client.out_msgs += count
             client.out_bytes += len(stream)
             if not client.dirty:
@@ -466,8 +474,6 @@ class ObservedClient(Client):
 
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
         super().on_pub(subject, reply, size, payload)
-        if self.pedantic and not valid_literal_subject(subject):
-            return  # refused, not published
         body = payload[:-2]
         for observe in self.server.observe_published:
             _safe(observe, self, self.account, subject, reply, None, body)
@@ -475,8 +481,6 @@ class ObservedClient(Client):
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
                 payload: bytes) -> None:
         super().on_hpub(subject, reply, hdr_size, size, payload)
-        if self.pedantic and not valid_literal_subject(subject):
-            return
         hdr, body = payload[:hdr_size], payload[hdr_size:-2]
         for observe in self.server.observe_published:
             _safe(observe, self, self.account, subject, reply, hdr, body)
@@ -567,8 +571,16 @@ class _PreAuth:
         raise ProtocolError(errors.AUTH_VIOLATION, "operation before CONNECT")
 
 
-def _valid_queue(queue: bytes) -> bool:
-    return b"*" not in queue and b">" not in queue and b"\x00" not in queue
+_CONNECT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "verbose": bool, "pedantic": bool, "echo": bool, "headers": bool, "no_responders": bool,
+    "tls_required": bool, "name": str, "lang": str, "version": str, "user": str, "pass": str,
+    "auth_token": str, "nkey": str, "sig": str, "jwt": str, "protocol": int,
+}
+
+
+def _opt(options: dict[str, Any], key: str, current: bool) -> bool:
+    value = options.get(key)
+    return current if value is None else bool(value)
 
 
 def _safe(fn: Any, *args: Any) -> None:
@@ -623,10 +635,9 @@ def route(sender: Any, account: Account, subject: bytes, reply: bytes | None, si
                         dirty.append(client)
                     if client.out_bytes > max_pending:
                         client.slow_consumer(SLOW_CONSUMER_PENDING)
-                if sub.max_msgs:
-                    sub.delivered += 1
-                    if sub.delivered >= sub.max_msgs:
-                        client.remove_sub(sub)
+                sub.delivered += 1
+                if sub.max_msgs and sub.delivered >= sub.max_msgs:
+                    client.remove_sub(sub)
     if result.qsubs:
         for group in result.qsubs:
             n = len(group)
@@ -670,7 +681,6 @@ def _deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | 
         client.out_msgs += 1
         if client.out_bytes > client.server.config.max_pending:
             client.slow_consumer(SLOW_CONSUMER_PENDING)
-    if sub.max_msgs:
-        sub.delivered += 1
-        if sub.delivered >= sub.max_msgs:
-            client.remove_sub(sub)
+    sub.delivered += 1
+    if sub.max_msgs and sub.delivered >= sub.max_msgs:
+        client.remove_sub(sub)

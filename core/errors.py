@@ -16,6 +16,7 @@ MAX_CONNECTIONS = "maximum connections exceeded"
 MAX_SUBSCRIPTIONS = "maximum subscriptions exceeded"
 MAX_CONTROL_LINE = "maximum control line exceeded"
 NO_RESPONDERS_NEEDS_HEADERS = "no responders requires headers support"
+INVALID_CLIENT_PROTOCOL = "invalid client protocol"
 SECURE_CONNECTION_REQUIRED = "Secure Connection - TLS Required"
 
 

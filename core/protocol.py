@@ -60,6 +60,16 @@ class Handler(Protocol):
     def on_err(self, text: bytes) -> None: ...
 
 
+_BLANKS = frozenset(b" \t\r")
+
+
+def _missing_args(op: str, line: bytes) -> ProtocolError:
+    # "UNSUB\r\n" never reaches an argument state in nats-server's parser.
+    if line.rstrip(b"\r") == line.split()[0]:
+        return ProtocolError(errors.UNKNOWN_PROTOCOL, f"{op} without arguments")
+    return _bad_args(op, line)
+
+
 def _bad_args(op: str, line: bytes) -> ProtocolError:
     # nats-server closes on malformed arguments without sending -ERR.
     return ProtocolError(None, f"{op} parse error: {line[:64]!r}")
@@ -164,8 +174,8 @@ class Parser:
             if nl - pos > mcl:
                 raise ProtocolError(errors.MAX_CONTROL_LINE)
             args = data[pos:nl].split()
-            if not args:
-                raise ProtocolError(errors.UNKNOWN_PROTOCOL, "empty control line")
+            if not args or data[pos] in _BLANKS:
+                raise ProtocolError(errors.UNKNOWN_PROTOCOL, "empty control line or leading blank")
             op = args[0]
             if op != b"PUB":
                 op = op.upper()
@@ -176,8 +186,8 @@ class Parser:
                 elif na == 4:
                     subject, reply, size = args[1], args[2], args[3]
                 else:
-                    raise _bad_args("PUB", data[pos:nl])
-                if not size.isdigit():
+                    raise _missing_args("PUB", data[pos:nl])
+                if not size.isdigit() or len(size) > 9:
                     raise _bad_args("PUB", data[pos:nl])
                 nsize = int(size)
                 if nsize > self.max_payload:
@@ -202,8 +212,8 @@ class Parser:
                 elif na == 5:
                     subject, reply, hsize, size = args[1], args[2], args[3], args[4]
                 else:
-                    raise _bad_args("HPUB", data[pos:nl])
-                if not size.isdigit() or not hsize.isdigit():
+                    raise _missing_args("HPUB", data[pos:nl])
+                if not size.isdigit() or not hsize.isdigit() or len(size) > 9 or len(hsize) > 9:
                     raise _bad_args("HPUB", data[pos:nl])
                 nsize = int(size)
                 nhdr = int(hsize)
@@ -243,17 +253,18 @@ class Parser:
             elif na == 4:
                 handler.on_sub(args[1], args[2], args[3])
             else:
-                raise _bad_args("SUB", line)
+                raise _missing_args("SUB", line)
         elif op == b"UNSUB":
             if na == 2:
                 handler.on_unsub(args[1], None)
-            elif na == 3 and args[2].isdigit():
-                handler.on_unsub(args[1], int(args[2]))
+            elif na == 3:
+                # nats-server treats a max it cannot parse as "unsubscribe now".
+                handler.on_unsub(args[1], int(args[2]) if args[2].isdigit() else None)
             else:
-                raise _bad_args("UNSUB", line)
-        elif op == b"PING" and na == 1:
-            handler.on_ping()
-        elif op == b"PONG" and na == 1:
+                raise _missing_args("UNSUB", line)
+        elif op.startswith(b"PING"):
+            handler.on_ping()  # like nats-server, ignore anything up to the line end
+        elif op.startswith(b"PONG"):
             handler.on_pong()
         elif op == b"CONNECT" or op == b"INFO":
             parts = line.split(None, 1)
@@ -272,7 +283,7 @@ class Parser:
         elif op == b"+OK" and na == 1:
             handler.on_ok()
         elif op == b"-ERR":
-            handler.on_err(line[4:].strip())
+            handler.on_err(line[4:].strip())  # the handler decides (nats-server closes)
         else:
             raise ProtocolError(errors.UNKNOWN_PROTOCOL, f"unknown operation {line[:32]!r}")
 

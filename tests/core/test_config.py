@@ -111,7 +111,7 @@ def test_settings_for_missing_plugin_are_an_error() -> None:
     conf = parse("plugins { ghost { a: 1 } }\n", "n.conf")
     server = Server(conf)
     with pytest.raises(ConfError, match="ghost"):
-        server.plugins.configure(server.config)
+        server.configure()
 
 
 def test_embedding_mapping_accepts_sizes_as_text() -> None:
