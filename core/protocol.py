@@ -30,6 +30,8 @@ OK = b"+OK\r\n"
 
 DEFAULT_MAX_CONTROL_LINE = 4096
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+LINE_CACHE_MAX = 256
+"""PUB control lines remembered per connection (the cache is cleared when full)."""
 
 
 class Handler(Protocol):
@@ -83,7 +85,7 @@ class Parser:
     """
 
     __slots__ = ("handler", "max_payload", "max_control_line", "_buf", "_parts", "_have",
-                 "_need", "_last", "_last_args")
+                 "_need", "_last", "_last_args", "_lines")
 
     def __init__(
         self,
@@ -99,12 +101,14 @@ class Parser:
         self._have = 0
         self._need = 0
         self._last = b""
+        self._lines: dict[bytes, tuple[bytes, bytes | None, bytes, int]] = {}
         self._last_args: tuple[bytes, None, bytes, int] = (b"", None, b"", 0)
 
     def set_limits(self, max_payload: int, max_control_line: int) -> None:
         self.max_payload = max_payload
         self.max_control_line = max_control_line
-        self._last = b""  # its size was checked against the old limit
+        self._last = b""  # their sizes were checked against the old limit
+        self._lines.clear()
 
     @property
     def buffered(self) -> int:
@@ -134,10 +138,13 @@ class Parser:
         startswith = data.startswith
         n = len(data)
         pos = 0
-        # The last PUB control line (with its line ending) and what it parsed
-        # to: publishers usually repeat the same line, and recognising it with
-        # one startswith() skips splitting and converting it again.
-        last, last_len, last_args = self._last, len(self._last), self._last_args
+        # Recently seen PUB control lines (with their line ending) and what
+        # they parsed to: publishers repeat a few lines, and a dict hit skips
+        # splitting and converting them again. The line of the previous
+        # message is tried first, with startswith(), to find runs.
+        lines = self._lines
+        last, last_args = self._last, self._last_args
+        last_len = len(last)
         while pos < n:
             if last_len and startswith(last, pos):
                 # A run of frames with this same control line: each frame has
@@ -148,7 +155,7 @@ class Parser:
                 end = pos + frame
                 if end > n:
                     self._hold(data, pos, end)
-                    return
+                    break
                 if data[end - 2] != 13 or data[end - 1] != 10:
                     raise ProtocolError(errors.UNKNOWN_PROTOCOL, "PUB payload not followed by CRLF")
                 run_end = end
@@ -170,10 +177,26 @@ class Parser:
                 if n - pos > mcl:
                     raise ProtocolError(errors.MAX_CONTROL_LINE)
                 self._buf = data[pos:]
-                return
+                break
+            start = nl + 1
+            line = data[pos:start]
+            parsed = lines.get(line)
+            if parsed is not None:
+                subject, reply, size, nsize = parsed
+                end = start + nsize + 2
+                if end > n:
+                    self._hold(data, pos, end)
+                    break
+                if data[end - 2] != 13 or data[end - 1] != 10:
+                    raise ProtocolError(errors.UNKNOWN_PROTOCOL, "PUB payload not followed by CRLF")
+                if reply is None:
+                    last, last_len, last_args = line, start - pos, parsed
+                on_pub(subject, reply, size, data[start:end])
+                pos = end
+                continue
             if nl - pos > mcl:
                 raise ProtocolError(errors.MAX_CONTROL_LINE)
-            args = data[pos:nl].split()
+            args = line.split()
             if not args or data[pos] in _BLANKS:
                 raise ProtocolError(errors.UNKNOWN_PROTOCOL, "empty control line or leading blank")
             op = args[0]
@@ -192,17 +215,18 @@ class Parser:
                 nsize = int(size)
                 if nsize > self.max_payload:
                     raise ProtocolError(errors.MAX_PAYLOAD)
-                start = nl + 1
                 end = start + nsize + 2
                 if end > n:
                     self._hold(data, pos, end)
-                    return
+                    break
                 if data[end - 2 : end] != CRLF:
                     raise ProtocolError(errors.UNKNOWN_PROTOCOL, "PUB payload not followed by CRLF")
+                parsed = (subject, reply, size, nsize)
+                if len(lines) >= LINE_CACHE_MAX:
+                    lines.clear()
+                lines[line] = parsed
                 if reply is None:
-                    last = self._last = data[pos:start]
-                    last_len = start - pos
-                    last_args = self._last_args = (subject, None, size, nsize)
+                    last, last_len, last_args = line, start - pos, parsed
                 on_pub(subject, reply, size, data[start:end])
                 pos = end
             elif op == b"HPUB":
@@ -221,22 +245,22 @@ class Parser:
                     raise _bad_args("HPUB", data[pos:nl])
                 if nsize > self.max_payload:
                     raise ProtocolError(errors.MAX_PAYLOAD)
-                start = nl + 1
                 end = start + nsize + 2
                 if end > n:
                     self._hold(data, pos, end)
-                    return
+                    break
                 if data[end - 2 : end] != CRLF:
                     raise ProtocolError(errors.UNKNOWN_PROTOCOL, "HPUB payload not followed by CRLF")
                 handler.on_hpub(subject, reply, nhdr, size, data[start:end])
                 pos = end
             else:
                 self._control(op, args, data[pos:nl])
-                pos = nl + 1
+                pos = start
                 if self.handler is not handler:  # e.g. authenticated by CONNECT
                     handler = self.handler
                     on_pub = handler.on_pub
                 mcl = self.max_control_line
+        self._last, self._last_args = last, last_args
 
     def _hold(self, data: bytes, pos: int, end: int) -> None:
         """Keep ``data[pos:]`` until ``end - pos`` bytes of it are available."""
