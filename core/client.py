@@ -388,7 +388,7 @@ class Client(asyncio.Protocol):
         if self.verbose:
             self.queue(OK)
         result = route(self, self.account, subject, reply, size, payload, 0)
-        if reply is not None and self.no_responders and not result:
+        if reply is not None and self.no_responders and not result.psubs and not result.qsubs:
             self._no_responders(reply)
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
@@ -598,46 +598,41 @@ def route(sender: Any, account: Account, subject: bytes, reply: bytes | None, si
     ``size`` is the total size as the publisher wrote it. Returns the match
     result so the caller can tell whether anybody was interested.
     """
-    result = account.sublist.match(subject)
-    psubs = result.psubs
-    if psubs:
+    sublist = account.sublist
+    result = sublist.cache.get(subject)
+    if result is None:
+        result = sublist.match(subject)
+    if result.psubs:
         if hdr:
             _deliver_h(sender, result.psubs, subject, reply, size, payload, hdr)
         else:
-            prefixes = result.msg_prefix
-            if prefixes is None:
-                prefixes = result.msg_prefix = tuple(
-                    b"MSG " + subject + b" " + s.sid + b" " for s in psubs)
+            targets = result.targets
+            if targets is None:
+                targets = result.targets = tuple(
+                    (s, s.client, s.client.out, b"MSG " + subject + b" " + s.sid + b" ")
+                    for s in result.psubs)
             tail = reply + b" " + size + CRLF if reply is not None else size + CRLF
             nbytes = len(tail) + len(payload)
             server = sender.server
-            dirty = server.dirty
             max_pending = server.config.max_pending
             echo = sender.echo
-            i = 0
-            for sub in psubs:
-                client = sub.client
-                prefix = prefixes[i]
-                i += 1
+            for sub, client, out, prefix in targets:
                 if client is sender and not echo:
                     continue
-                out = client.out
-                if out is None:
-                    client.deliver(sub, subject, reply, None, payload[:-2])
-                else:
-                    out.append(prefix)
-                    out.append(tail)
-                    out.append(payload)
-                    client.out_msgs += 1
-                    client.out_bytes += len(prefix) + nbytes
-                    if not client.dirty:
-                        client.dirty = True
-                        dirty.append(client)
-                    if client.out_bytes > max_pending:
-                        client.slow_consumer(SLOW_CONSUMER_PENDING)
+                if out is None or sub.max_msgs:  # in-process client, auto-unsubscribe
+                    _deliver_one(sender, sub, subject, reply, size, payload, 0)
+                    continue
+                out.append(prefix)
+                out.append(tail)
+                out.append(payload)
                 sub.delivered += 1
-                if sub.max_msgs and sub.delivered >= sub.max_msgs:
-                    client.remove_sub(sub)
+                client.out_msgs += 1
+                client.out_bytes += len(prefix) + nbytes
+                if not client.dirty:
+                    client.dirty = True
+                    server.dirty.append(client)
+                if client.out_bytes > max_pending:
+                    client.slow_consumer(SLOW_CONSUMER_PENDING)
     if result.qsubs:
         for group in result.qsubs:
             n = len(group)

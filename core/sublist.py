@@ -41,17 +41,17 @@ class SublistResult:
     """Subscriptions matching one literal subject.
 
     ``psubs`` are plain subscriptions; ``qsubs`` holds one tuple per queue
-    group, of which one member receives each message. ``msg_prefix`` caches
-    ``MSG <subject> <sid> `` for each plain subscription, filled lazily by the
-    delivery code.
+    group, of which one member receives each message. ``targets`` is filled
+    lazily by the delivery code: per plain subscription, the subscription, its
+    client, the client's output list and ``MSG <subject> <sid> ``.
     """
 
-    __slots__ = ("psubs", "qsubs", "msg_prefix")
+    __slots__ = ("psubs", "qsubs", "targets")
 
     def __init__(self, psubs: tuple[Subscription, ...], qsubs: tuple[tuple[Subscription, ...], ...]):
         self.psubs = psubs
         self.qsubs = qsubs
-        self.msg_prefix: tuple[bytes, ...] | None = None
+        self.targets: tuple[tuple[Any, ...], ...] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.psubs or self.qsubs)
@@ -87,11 +87,11 @@ class _Level:
 class Sublist:
     """Subscriptions of one account, indexed for matching literal subjects."""
 
-    __slots__ = ("_root", "_cache", "count")
+    __slots__ = ("_root", "cache", "count")
 
     def __init__(self) -> None:
         self._root = _Level()
-        self._cache: dict[bytes, SublistResult] = {}
+        self.cache: dict[bytes, SublistResult] = {}
         self.count = 0
 
     def insert(self, sub: Subscription) -> None:
@@ -159,7 +159,7 @@ class Sublist:
         return True
 
     def _invalidate(self, subject: bytes) -> None:
-        cache = self._cache
+        cache = self.cache
         if not cache:
             return
         if has_wildcard(subject):
@@ -170,14 +170,14 @@ class Sublist:
 
     def match(self, subject: bytes) -> SublistResult:
         """Subscriptions matching the literal ``subject``."""
-        result = self._cache.get(subject)
+        result = self.cache.get(subject)
         if result is not None:
             return result
         psubs: list[Subscription] = []
         groups: dict[bytes, list[Subscription]] = {}
         _collect(self._root, subject.split(b"."), 0, psubs, groups)
         result = SublistResult(tuple(psubs), tuple(tuple(g) for g in groups.values()))
-        cache = self._cache
+        cache = self.cache
         if len(cache) >= CACHE_MAX:
             del cache[next(iter(cache))]
         cache[subject] = result

@@ -64,7 +64,7 @@ def test_cache_is_bounded() -> None:
     sl.insert(sub(b">"))
     for i in range(CACHE_MAX + 50):
         sl.match(b"s.%d" % i)
-    assert len(sl._cache) <= CACHE_MAX
+    assert len(sl.cache) <= CACHE_MAX
 
 
 token = st.sampled_from([b"a", b"b", b"c"])
