@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from random import randrange
+from random import random
 from typing import TYPE_CHECKING, Any
 
 from . import errors
@@ -636,14 +636,41 @@ def route(sender: Any, account: Account, subject: bytes, reply: bytes | None, si
     if result.qsubs:
         for group in result.qsubs:
             n = len(group)
-            start = randrange(n)
-            for k in range(n):
-                sub = group[(start + k) % n]
-                if sub.closed or (sub.client is sender and not sender.echo):
-                    continue
-                _deliver_one(sender, sub, subject, reply, size, payload, hdr)
-                break
+            sub = group[int(random() * n)]
+            if sub.closed or sub.max_msgs or hdr or sub.client.out is None or (
+                    sub.client is sender and not sender.echo):
+                _deliver_queue(sender, group, sub, subject, reply, size, payload, hdr)
+                continue
+            client = sub.client
+            head = b"MSG " + subject + b" " + sub.sid + b" "
+            tail = reply + b" " + size + CRLF if reply is not None else size + CRLF
+            out = client.out
+            out.append(head)
+            out.append(tail)
+            out.append(payload)
+            sub.delivered += 1
+            client.out_msgs += 1
+            client.out_bytes += len(head) + len(tail) + len(payload)
+            if not client.dirty:
+                client.dirty = True
+                client.server.dirty.append(client)
+            if client.out_bytes > client.server.config.max_pending:
+                client.slow_consumer(SLOW_CONSUMER_PENDING)
     return result
+
+
+def _deliver_queue(sender: Any, group: tuple[Subscription, ...], first: Subscription,
+                   subject: bytes, reply: bytes | None, size: bytes, payload: bytes,
+                   hdr: int) -> None:
+    """Deliver to one member of a queue group, starting at ``first``."""
+    n = len(group)
+    start = group.index(first)
+    for k in range(n):
+        sub = group[(start + k) % n]
+        if sub.closed or (sub.client is sender and not sender.echo):
+            continue
+        _deliver_one(sender, sub, subject, reply, size, payload, hdr)
+        return
 
 
 def _deliver_h(sender: Any, psubs: tuple[Subscription, ...], subject: bytes,
