@@ -33,9 +33,6 @@ _LATER_FLAGS: dict[str, tuple[str | None, str]] = {
     "connect_retries": ("cluster", "--connect_retries"),
     "http_port": (None, "-m/--http_port"),
     "https_port": (None, "-ms/--https_port"),
-    "user": (None, "--user"),
-    "password": (None, "--pass"),
-    "auth": (None, "--auth"),
     "tls": (None, "--tls"),
     "tlscert": (None, "--tlscert"),
     "tlskey": (None, "--tlskey"),
@@ -81,7 +78,6 @@ def make_parser() -> argparse.ArgumentParser:
                         (("--cluster_advertise",), "cluster_advertise"), (("--routes",), "routes"),
                         (("--no_advertise",), "no_advertise"), (("--connect_retries",), "connect_retries"),
                         (("-m", "--http_port"), "http_port"), (("-ms", "--https_port"), "https_port"),
-                        (("--user",), "user"), (("--pass",), "password"), (("--auth",), "auth"),
                         (("--tlscert",), "tlscert"), (("--tlskey",), "tlskey"),
                         (("--tlscacert",), "tlscacert"), (("-sl", "--signal"), "signal"),
                         (("-r", "--remote_syslog"), "remote_syslog"),
@@ -92,6 +88,10 @@ def make_parser() -> argparse.ArgumentParser:
         later.add_argument(*flags, dest=dest, action="store_true", default=None, help=argparse.SUPPRESS)
     later.description = ("-js/--jetstream, -sd, --cluster, --routes ... are recognised and "
                          "answered with the plugin that provides them.")
+    a = p.add_argument_group("Authorization Options")
+    a.add_argument("--user", metavar="USER", help="user required for connections")
+    a.add_argument("--pass", dest="password", metavar="PASSWORD", help="password required for connections")
+    a.add_argument("--auth", metavar="TOKEN", help="authorization token required for connections")
     c = p.add_argument_group("Common Options")
     c.add_argument("-v", "--version", action="version",
                    version=f"natsd: v{__version__} (nats-server v2.9.10 compatible)")
@@ -117,8 +117,16 @@ def _refuse_later_flags(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace, authorization: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if args.auth is not None or args.user is not None:
+        auth = {k: v for k, v in (authorization or {}).items()
+                if k.lower() not in ("token", "user", "password", "pass", "users")}
+        if args.auth is not None:
+            auth["token"] = args.auth
+        else:
+            auth["user"], auth["password"] = args.user, args.password or ""
+        out["authorization"] = auth
     for key in ("host", "port", "server_name", "pid_file", "log_file"):
         value = getattr(args, key)
         if value is not None:
@@ -146,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conf = parse_file(args.config) if args.config else {}
         config = build_config(conf, plugins, args.plugin, source=args.config)
-        config = config.replace(**_overrides(args))
+        config = config.replace(**_overrides(args, config.authorization))
     except (ConfError, PluginError) as exc:
         print(f"natsd: configuration error: {exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,9 @@ closed; nobody else waits for it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import logging
 from random import random
 from typing import TYPE_CHECKING, Any
@@ -58,6 +60,7 @@ class Client(asyncio.Protocol):
         "name", "lang", "version", "user", "remote", "kind", "authorized", "pings_out",
         "_ping_timer", "_auth_timer", "_deadline_timer", "in_msgs", "in_bytes",
         "out_msgs", "out_bytes_total", "close_reason", "connect_options", "connected",
+        "nonce", "perms",
     )
 
     def __init__(self, server: Server, kind: str = "tcp") -> None:
@@ -83,6 +86,8 @@ class Client(asyncio.Protocol):
         self.remote: tuple[str, int] | None = None
         self.authorized = False
         self.connected = False  # a CONNECT was accepted (observers were told)
+        self.nonce: str | None = None
+        self.perms: Any = None  # a PermissionChecker when the user has permissions
         self.pings_out = 0
         self._ping_timer: asyncio.TimerHandle | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
@@ -103,6 +108,8 @@ class Client(asyncio.Protocol):
         if isinstance(peer, tuple):
             self.remote = (peer[0], peer[1])
         self.cid = server.next_cid()
+        if server.nonce_required:
+            self.nonce = base64.urlsafe_b64encode(os.urandom(11)).rstrip(b"=").decode()
         transport.write(encode_info(server.client_info(self)))
         if len(server.clients) >= server.config.max_connections:
             self.close(MAX_CONNECTIONS, errors.MAX_CONNECTIONS)
@@ -303,7 +310,7 @@ class Client(asyncio.Protocol):
     def _authenticate(self, options: dict[str, Any]) -> None:
         server = self.server
         request = AuthRequest(options=options, client_id=self.cid, remote=self.remote,
-                              transport=self.kind, nonce=None)
+                              transport=self.kind, nonce=self.nonce)
         result: AuthResult | None = None
         for authenticator in server.authenticators:
             try:
@@ -321,6 +328,10 @@ class Client(asyncio.Protocol):
             self.account = server.lookup_account(result.account, create=True)
             self.account.clients.add(self)
         self.user = result.user
+        if result.permissions is not None:
+            from .permissions import PermissionChecker
+
+            self.perms = PermissionChecker(result.permissions)
         self.authorized = True
         self.parser.handler = self
         if self._auth_timer is not None:
@@ -346,6 +357,14 @@ class Client(asyncio.Protocol):
         if not valid_subject(subject):  # queue names are not checked (nats-server neither)
             self.send_err(errors.INVALID_SUBJECT)
             return
+        perms = self.perms
+        if perms is not None and not perms.can_subscribe(subject, queue):
+            from .permissions import sub_violation
+
+            text = sub_violation(subject, queue)
+            log.error("%s - cid:%d - Subscription Violation - %s", self._addr(), self.cid, text)
+            self.send_err(text)
+            return
         if sid in self.subs:
             # nats-server ignores a SUB that reuses a live sid.
             if self.verbose:
@@ -356,6 +375,7 @@ class Client(asyncio.Protocol):
             self.send_err(errors.MAX_SUBSCRIPTIONS)
             return
         sub = Subscription(self, subject, queue, sid)
+        sub.careful = perms is not None
         self.subs[sid] = sub
         self.account.sublist.insert(sub)
         if self.verbose:
@@ -384,6 +404,9 @@ class Client(asyncio.Protocol):
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
         if self.pedantic and not valid_literal_subject(subject):
             self.send_err(errors.INVALID_PUBLISH_SUBJECT)  # and deliver anyway, as nats-server
+        if self.perms is not None and not self.perms.can_publish(subject):
+            self._pub_violation(subject)
+            return
         self.in_msgs += 1
         if self.verbose:
             self.queue(OK)
@@ -398,6 +421,9 @@ class Client(asyncio.Protocol):
             raise ProtocolError(None, "HPUB without headers support")
         if self.pedantic and not valid_literal_subject(subject):
             self.send_err(errors.INVALID_PUBLISH_SUBJECT)
+        if self.perms is not None and not self.perms.can_publish(subject):
+            self._pub_violation(subject)
+            return
         self.in_msgs += 1
         if self.verbose:
             self.queue(OK)
@@ -414,7 +440,7 @@ class Client(asyncio.Protocol):
         that only the frame lines were replaced (a payload that contains the
         control line falls back to message-by-message delivery).
         """
-        if self.verbose or self.pedantic:
+        if self.verbose or self.pedantic or self.perms is not None:
             for payload in split_run(line, frames, count):
                 self.on_pub(subject, None, size, payload)
             return
@@ -424,7 +450,7 @@ class Client(asyncio.Protocol):
             return
         batch = result.qsubs == () and _distinct_clients(result)
         for sub in result.psubs if batch else ():
-            if sub.max_msgs or sub.closed:
+            if sub.max_msgs or sub.closed or sub.careful:
                 batch = False
                 break
         if not batch:
@@ -450,6 +476,13 @@ class Client(asyncio.Protocol):
                 server.dirty.append(client)
             if client.out_bytes > max_pending:
                 client.slow_consumer(SLOW_CONSUMER_PENDING)
+
+    def _pub_violation(self, subject: bytes) -> None:
+        from .permissions import pub_violation
+
+        text = pub_violation(subject)
+        log.error("%s - cid:%d - Publish Violation - %s", self._addr(), self.cid, text)
+        self.send_err(text)
 
     def _no_responders(self, reply: bytes) -> None:
         for sub in self.account.sublist.match(reply).psubs:
@@ -619,7 +652,7 @@ def route(sender: Any, account: Account, subject: bytes, reply: bytes | None, si
             for sub, client, out, prefix in targets:
                 if client is sender and not echo:
                     continue
-                if out is None or sub.max_msgs:  # in-process client, auto-unsubscribe
+                if out is None or sub.max_msgs or sub.careful:  # in-process, auto-unsub, perms
                     _deliver_one(sender, sub, subject, reply, size, payload, 0)
                     continue
                 out.append(prefix)
@@ -637,7 +670,7 @@ def route(sender: Any, account: Account, subject: bytes, reply: bytes | None, si
         for group in result.qsubs:
             n = len(group)
             sub = group[int(random() * n)]
-            if sub.closed or sub.max_msgs or hdr or sub.client.out is None or (
+            if sub.closed or sub.max_msgs or sub.careful or hdr or sub.client.out is None or (
                     sub.client is sender and not sender.echo):
                 _deliver_queue(sender, group, sub, subject, reply, size, payload, hdr)
                 continue
@@ -685,6 +718,12 @@ def _deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | 
                  size: bytes, payload: bytes, hdr: int) -> None:
     """Deliver to one subscription (queue members, headers, internal clients)."""
     client = sub.client
+    perms = getattr(client, "perms", None)
+    if perms is not None:
+        if perms.deny_delivery(subject):
+            return
+        if reply is not None:
+            perms.note_request(reply)
     if client.out is None:
         headers = payload[:hdr] if hdr else None
         client.deliver(sub, subject, reply, headers, payload[hdr:-2])

@@ -36,8 +36,8 @@ PLUGIN_PROVIDED: dict[str, str] = {
 
 # nats-server keys natsd does not implement yet (they belong to later work).
 NOT_YET = frozenset({
-    "authorization", "accounts", "operator", "operators", "resolver", "resolver_preload",
-    "system_account", "no_system_account", "no_auth_user", "tls", "http", "http_port",
+    "operator", "operators", "resolver", "resolver_preload",
+    "system_account", "no_system_account", "tls", "http", "http_port",
     "https", "https_port", "monitor_port", "http_base_path", "lame_duck_duration",
     "lame_duck_grace_period", "mappings", "server_tags", "ports_file_dir",
     "trusted", "trusted_keys", "allow_non_tls", "client_advertise", "syslog",
@@ -98,6 +98,11 @@ class ServerConfig:
     logtime: bool = True
     log_file: str | None = None
     pid_file: str | None = None
+    authorization: Mapping[str, Any] | None = None
+    """The ``authorization {}`` block, for the auth plugin (natsd_plugins.auth)."""
+    accounts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """``accounts {}``: account name -> its block (users, exports, imports ...)."""
+    no_auth_user: str | None = None
     plugins: PluginSettings = field(default_factory=PluginSettings)
     blocks: dict[str, Any] = field(default_factory=dict)
     """Top-level blocks owned by plugins, by key."""
@@ -163,6 +168,29 @@ def _set_listen(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
     out["host"], out["port"] = _listen(block, key, value)
 
 
+def _block(block: Any, key: str, v: Any) -> Mapping[str, Any]:
+    if not isinstance(v, Mapping):
+        raise config_error(block, key, f"expected a block {{ ... }}, got {v!r}")
+    return v
+
+
+def _set_authorization(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
+    auth = _block(block, key, value)
+    out["authorization"] = auth
+    for k, v in auth.items():
+        if k.lower() == "timeout":
+            out["auth_timeout"] = _duration(auth, k, v)
+
+
+def _set_accounts(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
+    accounts = _block(block, key, value)
+    for name, acc in accounts.items():
+        _block(accounts, name, acc)
+        if name == "$G":
+            raise config_error(accounts, name, "the global account $G cannot be configured")
+    out["accounts"] = accounts
+
+
 CORE_KEYS: dict[str, _Setter] = {
     "listen": _set_listen,
     "host": _field("host", _str),
@@ -186,6 +214,9 @@ CORE_KEYS: dict[str, _Setter] = {
     "log_file": _field("log_file", _str),
     "logfile": _field("log_file", _str),
     "pid_file": _field("pid_file", _str),
+    "authorization": _set_authorization,
+    "accounts": _set_accounts,
+    "no_auth_user": _field("no_auth_user", _str),
 }
 
 

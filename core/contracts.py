@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from .sublist import Subscription
 
 
+_CONNECTION_TYPES = {"tcp": "STANDARD", "unix": "STANDARD", "websocket": "WEBSOCKET",
+                     "mqtt": "MQTT", "leafnode": "LEAFNODE"}
+
+
 @runtime_checkable
 class Listener(Protocol):
     """Accepts connections on some transport (see ``natsd_listeners``)."""
@@ -39,6 +43,11 @@ class AuthRequest:
     transport: str = "tcp"
     nonce: str | None = None
 
+    @property
+    def connection_type(self) -> str:
+        """nats-server's name for the transport: STANDARD, WEBSOCKET, MQTT or LEAFNODE."""
+        return _CONNECTION_TYPES.get(self.transport, self.transport.upper())
+
 
 @dataclass(frozen=True)
 class AuthResult:
@@ -46,18 +55,26 @@ class AuthResult:
 
     ``ok=False`` refuses the client; ``reason`` goes to the server log only.
     ``account`` names the account the client joins (default ``$G``).
-    ``user`` is the identity shown in logs and monitoring.
+    ``user`` is the identity shown in logs and monitoring. ``permissions``
+    (a :class:`natsd.permissions.Permissions`) limits what the client may
+    publish and subscribe to; ``None`` allows everything.
     """
 
     ok: bool
     account: str | None = None
     user: str | None = None
     reason: str = ""
+    permissions: Any = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Authenticator(Protocol):
-    """Decides whether a CONNECT is allowed (see ``natsd_authenticators``)."""
+    """Decides whether a CONNECT is allowed (see ``natsd_authenticators``).
+
+    An authenticator that verifies NKey signatures sets ``wants_nonce = True``;
+    the server then sends a fresh ``nonce`` in each INFO and passes it in
+    :attr:`AuthRequest.nonce`.
+    """
 
     def authenticate(self, request: AuthRequest) -> AuthResult | None: ...
 

@@ -24,7 +24,7 @@ from . import __version__, config as config_mod
 from .account import GLOBAL_ACCOUNT, Account
 from .client import SERVER_SHUTDOWN, Client, ObservedClient, TracedClient
 from .conf import ConfMap, parse_file
-from .config import ServerConfig
+from .config import ConfigError, ServerConfig
 from .contracts import Authenticator, Bridge, Listener, StorageBackend
 from .ids import new_server_id
 from .internal import InternalClient
@@ -79,10 +79,13 @@ class Server:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.accounts: dict[str, Account] = {}
         self.global_account = self.lookup_account(GLOBAL_ACCOUNT, create=True)
+        for name in config.accounts:
+            self.lookup_account(name, create=True)
         self.clients: dict[int, Client] = {}
         self.dirty: list[Client] = []
         self.slow_consumers = 0
         self.authenticators: list[Authenticator] = []
+        self.nonce_required = False
         self.storage_backends: dict[str, StorageBackend] = {}
         self.observe_connected: list[Any] = []
         self.observe_closed: list[Any] = []
@@ -118,6 +121,13 @@ class Server:
             self._state = "stopped"
             raise
         self.authenticators = self.plugins.authenticators(self)
+        self.nonce_required = any(getattr(a, "wants_nonce", False) for a in self.authenticators)
+        if not self.authenticators and (cfg.authorization or _has_users(cfg.accounts)):
+            self._state = "stopped"
+            raise ConfigError(
+                "users are configured but no plugin authenticates them: the built-in "
+                "auth plugin (natsd_plugins.auth) is denied or not installed",
+                file=cfg.source, key="authorization" if cfg.authorization else "accounts")
         self.storage_backends = self.plugins.storage_backends(self)
         events = self.plugins.observers(self)
         self.observe_connected = events["client_connected"]
@@ -277,6 +287,8 @@ class Server:
         """The INFO object sent to ``client`` when it connects."""
         info = dict(self._info)
         info["client_id"] = client.cid
+        if client.nonce is not None:
+            info["nonce"] = client.nonce
         if client.remote is not None:
             info["client_ip"] = client.remote[0]
         return info
@@ -301,6 +313,10 @@ class Server:
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self.flush()
+
+
+def _has_users(accounts: Mapping[str, Mapping[str, Any]]) -> bool:
+    return any(acc.get("users") for acc in accounts.values())
 
 
 async def _quietly(awaitable: Any, what: str) -> None:

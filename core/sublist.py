@@ -21,7 +21,7 @@ CACHE_MAX = 1024
 class Subscription:
     """One SUB of one client (or of an in-process client)."""
 
-    __slots__ = ("client", "subject", "queue", "sid", "max_msgs", "delivered", "closed")
+    __slots__ = ("client", "subject", "queue", "sid", "max_msgs", "delivered", "closed", "careful")
 
     def __init__(self, client: Any, subject: bytes, queue: bytes | None, sid: bytes) -> None:
         self.client = client
@@ -31,6 +31,7 @@ class Subscription:
         self.max_msgs = 0  # 0: no auto-unsubscribe
         self.delivered = 0
         self.closed = False
+        self.careful = False  # deliver message by message (permissions to apply)
 
     def __repr__(self) -> str:
         q = f" queue={self.queue!r}" if self.queue else ""
