@@ -277,10 +277,10 @@ class Server:
             "host": self.host,
             "port": self.port,
             "headers": not cfg.no_header_support,
-            "max_payload": cfg.max_payload,
         }
         if self.auth_required:
-            info["auth_required"] = True
+            info["auth_required"] = True  # nats-server's field order: after headers
+        info["max_payload"] = cfg.max_payload
         return info
 
     def client_info(self, client: Client) -> dict[str, Any]:

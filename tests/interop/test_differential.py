@@ -51,21 +51,7 @@ def _play_pair(server_factory, t: T.Transcript) -> tuple[T.Recording, T.Recordin
         return fa.result(), fb.result()
 
 
-#: Transcripts whose config natsd cannot load yet, and the issue that brings it.
-NOT_YET = {
-    name: "authorization {} config arrives with the security issue (#3)"
-    for name in ("auth_user_password_ok", "auth_wrong_password", "auth_no_credentials",
-                 "auth_op_before_connect", "auth_timeout", "auth_token_ok")
-}
-
-
-def _case(t: T.Transcript) -> object:
-    if t.name in NOT_YET and "natsd" in PAIR:
-        return pytest.param(t, marks=pytest.mark.skip(reason=NOT_YET[t.name]))
-    return t
-
-
-@pytest.mark.parametrize("transcript", [_case(t) for t in T.TRANSCRIPTS], ids=lambda t: t.name)
+@pytest.mark.parametrize("transcript", T.TRANSCRIPTS, ids=lambda t: t.name)
 def test_differential(server_factory, transcript: T.Transcript):
     rec_a, rec_b = _play_pair(server_factory, transcript)
     a_name, b_name = PAIR if PAIR[0] != PAIR[1] else (f"{PAIR[0]}#0", f"{PAIR[1]}#1")
