@@ -86,6 +86,7 @@ class Server:
         self.slow_consumers = 0
         self.authenticators: list[Authenticator] = []
         self.nonce_required = False
+        self.links: Any = None
         self.storage_backends: dict[str, StorageBackend] = {}
         self.observe_connected: list[Any] = []
         self.observe_closed: list[Any] = []
@@ -177,7 +178,11 @@ class Server:
         log.info("Server is ready")
 
     def configure(self) -> None:
-        """Hand plugins their config blocks (``start`` does this; ``natsd -t`` too)."""
+        """Validate account links, hand plugins their blocks (``start`` and ``natsd -t``)."""
+        from .imports import wire
+
+        if self.links is None:
+            self.links = wire(self)
         self.plugins.configure(self, self.config)
 
     async def shutdown(self) -> None:
