@@ -96,3 +96,13 @@ def test_runs_with_flags_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_auth_flags_become_an_authorization_block() -> None:
+    from natsd.cli import _overrides, make_parser
+
+    args = make_parser().parse_args(["--user", "u", "--pass", "p"])
+    assert _overrides(args, {"timeout": 3, "token": "old"})["authorization"] == {
+        "timeout": 3, "user": "u", "password": "p"}
+    args = make_parser().parse_args(["--auth", "tok"])
+    assert _overrides(args, None)["authorization"] == {"token": "tok"}
