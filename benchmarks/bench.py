@@ -66,6 +66,11 @@ PUB_CHUNK = 256 * 1024
 
 CTX = mp.get_context("fork")
 
+# extra PYTHONPATH entry for the natsd server processes: a snapshot of natsd at
+# a git ref (--natsd-ref), so that concurrent edits of the working tree do not
+# leak into a run; empty = the installed (editable) natsd
+NATSD_PATH = ""
+
 
 # --------------------------------------------------------------------------
 # small socket helpers (used in every process)
@@ -151,6 +156,28 @@ class ServerSpec:
         return self.kind + "+" + "+".join(self.plugins)
 
 
+def natsd_pythonpath() -> str:
+    """PYTHONPATH for natsd processes: benchmarks/ (the observer plugins) first."""
+    return os.pathsep.join(p for p in (str(HERE), NATSD_PATH, os.environ.get("PYTHONPATH", "")) if p)
+
+
+def snapshot_natsd(ref: str) -> tuple[Path, str]:
+    """Export core/ and plugins/ at ``ref`` as importable natsd / natsd_plugins."""
+    import io
+    import tarfile
+
+    commit = subprocess.run(["git", "rev-parse", "--short", ref + "^{commit}"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    root = Path(tempfile.mkdtemp(prefix=f"natsd-src-{commit}-"))
+    for src, dst in (("core", "natsd"), ("plugins", "natsd_plugins")):
+        tar = subprocess.run(["git", "archive", commit, src], cwd=REPO, capture_output=True,
+                             check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+            tf.extractall(root, filter="data")
+        (root / src).rename(root / dst)
+    return root, commit
+
+
 class Server:
     """One server process on a free port; a context manager."""
 
@@ -173,9 +200,7 @@ class Server:
     def __enter__(self) -> "Server":
         self.port = free_port()
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(HERE), env.get("PYTHONPATH", "")) if p
-        )
+        env["PYTHONPATH"] = natsd_pythonpath()
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             self.argv(), stdout=self._log, stderr=subprocess.STDOUT, env=env,
@@ -624,6 +649,59 @@ def run_pubsub(port: int, count: int, size: int, nsubs: int, queue: str | None,
     return {"pub": pub, "sub": sub, "expected": expected, "count": count, "nsubs": nsubs}
 
 
+def echo_proc(lsock: socket.socket) -> None:
+    conn, _ = lsock.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.settimeout(30)
+    try:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            conn.sendall(data)
+    except OSError:
+        pass
+
+
+def echo_baseline(rounds: int, timeout: float = 20.0) -> list[int]:
+    """Round trips of a small message to a plain Python echo process (no broker).
+
+    Two socket hops instead of the broker's four: the floor that process
+    wake-ups on this machine put under any request/reply figure, taken right
+    before each request/reply run because it drifts.
+    """
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    ep = CTX.Process(target=echo_proc, args=(lsock,))
+    ep.start()
+    samples: list[int] = []
+    deadline = time.perf_counter() + timeout
+    try:
+        s = socket.create_connection(lsock.getsockname(), timeout=5)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        msg = b"PUB bench.req bench.inbox 2\r\nhi\r\n"
+        pc = time.perf_counter_ns
+        for i in range(rounds + 200):
+            if time.perf_counter() > deadline:
+                break
+            t = pc()
+            s.sendall(msg)
+            got = 0
+            while got < len(msg):
+                n = len(s.recv(65536))
+                if not n:
+                    raise BenchError("echo process closed")
+                got += n
+            if i >= 200:
+                samples.append(pc() - t)
+        s.close()
+    finally:
+        lsock.close()
+        _join(ep, 5)
+    return samples
+
+
 def run_reqrep(port: int, rounds: int, timeout: float, warmup: int = 500) -> dict[str, Any]:
     deadline = time.perf_counter() + timeout
     ready, stop = CTX.Event(), CTX.Event()
@@ -806,6 +884,10 @@ def score_reqrep(r: dict[str, Any]) -> Outcome:
     o.values["p50"] = s[len(s) // 2] / 1000
     o.values["p99"] = s[min(len(s) - 1, int(len(s) * 0.99))] / 1000
     o.values["mean"] = statistics.fmean(s) / 1000
+    echo = sorted(r.get("echo_ns") or [])
+    if echo:
+        o.values["echo_p50"] = echo[len(echo) // 2] / 1000
+        o.raw["echo_ns"] = echo
     o.raw["n"] = len(s)
     o.raw["samples_ns"] = r["samples_ns"]
     return o
@@ -848,7 +930,13 @@ class PubSubCase(Case):
 
 class ReqRepCase(Case):
     def run(self, port, cfg):
-        return score_reqrep(run_reqrep(port, cfg.rounds, cfg.timeout))
+        try:
+            echo = echo_baseline(max(1000, cfg.rounds // 2))
+        except (BenchError, OSError):
+            echo = []
+        r = run_reqrep(port, cfg.rounds, cfg.timeout)
+        r["echo_ns"] = echo
+        return score_reqrep(r)
 
 
 MSGS = "msgs/s"
@@ -873,7 +961,9 @@ CASES: dict[str, Case] = {
                    "delivered", size=16, nsubs=4, queue="q1"),
         ReqRepCase("reqrep", "request/reply",
                    [("p50", "request/reply latency p50", "µs", False),
-                    ("p99", "request/reply latency p99", "µs", False)], "p50"),
+                    ("p99", "request/reply latency p99", "µs", False),
+                    ("echo_p50", "  reference: Python TCP echo p50, no broker (2 hops, not 4)", "µs",
+                     False)], "p50"),
     ]
 }
 # (plugin, label); "natsd" = no plugin, the baseline of the ratio
@@ -905,7 +995,11 @@ def best(outcomes: list[Outcome], case: Case) -> Outcome:
         pooled.values = {"p50": samples[len(samples) // 2] / 1000,
                          "p99": samples[min(len(samples) - 1, int(len(samples) * 0.99))] / 1000,
                          "mean": statistics.fmean(samples) / 1000}
+        echo = sorted(x for o in good for x in o.raw.get("echo_ns", []))
+        if echo:
+            pooled.values["echo_p50"] = echo[len(echo) // 2] / 1000
         return pooled
+    pick.raw["runs"] = [o.values.get(case.primary) for o in outcomes]  # the spread, for --json
     failed_runs = [o for o in outcomes if o.failed]
     if failed_runs:
         pick.notes.append(f"{len(failed_runs)} of {len(outcomes)} repeats failed: "
@@ -1071,9 +1165,13 @@ def machine_info() -> dict[str, Any]:
     except Exception as e:
         info["nats_server"] = f"unavailable ({e})"
     try:
+        env = dict(os.environ, PYTHONPATH=natsd_pythonpath())
         p = subprocess.run([sys.executable, "-m", "natsd", "--version"], capture_output=True,
-                           text=True, timeout=10, cwd=str(REPO))
+                           text=True, timeout=10, cwd=str(REPO), env=env)
         info["natsd"] = (p.stdout or p.stderr).strip().splitlines()[-1] if (p.stdout or p.stderr) else "?"
+        p = subprocess.run([sys.executable, "-c", "import natsd; print(natsd.__file__)"],
+                           capture_output=True, text=True, timeout=10, cwd=str(REPO), env=env)
+        info["natsd_imported_from"] = p.stdout.strip() or p.stderr.strip()[-200:]
     except Exception as e:
         info["natsd"] = f"unavailable ({e})"
     return info
@@ -1167,6 +1265,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                     help="before each run, wait up to SECONDS until processes other than the "
                          "benchmark and server use < 0.15 CPUs (for shared machines)")
+    ap.add_argument("--natsd-ref", metavar="GIT_REF",
+                    help="benchmark natsd as committed at GIT_REF (exported to a temporary "
+                         "directory) instead of the working tree, which may change mid-run")
     ap.add_argument("--json", metavar="PATH", help="also write results as JSON ('-' = stdout)")
     cfg = ap.parse_args(argv)
     cfg.cases = [c.strip() for c in cfg.cases.split(",") if c.strip()]
@@ -1189,14 +1290,31 @@ def main(argv=None) -> int:
     if "nats-server" in cfg.servers and not shutil.which(NATS_SERVER):
         print(f"{NATS_SERVER} not found", file=sys.stderr)
         return 2
+    global NATSD_PATH
+    if cfg.natsd_ref and "natsd" in cfg.servers:
+        try:
+            snap, commit = snapshot_natsd(cfg.natsd_ref)
+        except (subprocess.CalledProcessError, OSError) as e:
+            print(f"cannot export natsd at {cfg.natsd_ref!r}: {e}", file=sys.stderr)
+            return 2
+        NATSD_PATH = str(snap)
     info = machine_info()
     print(f"machine: {info}", flush=True)
     results: dict[tuple[str, str], Outcome] = {}
-    fp0 = info["natsd_source"] = source_fingerprint()
+    if NATSD_PATH:
+        fp0 = info["natsd_source"] = f"snapshot of git {commit} in {NATSD_PATH}"
+        if not info.get("natsd_imported_from", "").startswith(NATSD_PATH):
+            print(f"natsd snapshot is not what gets imported: {info.get('natsd_imported_from')}",
+                  file=sys.stderr)
+            return 2
+    else:
+        fp0 = info["natsd_source"] = source_fingerprint()
     changed: list[str] = []
     last = [fp0]
 
     def check_sources(after_case: str) -> None:
+        if NATSD_PATH:
+            return  # a snapshot cannot change under us
         fp = source_fingerprint()
         content = lambda f: f.rsplit("sha256", 1)[-1]  # a commit of the same code is no change
         if "natsd" in cfg.servers and content(fp) != content(last[0]):
@@ -1239,15 +1357,19 @@ def main(argv=None) -> int:
     print()
     print(text)
     print(f"(total {elapsed:.0f}s; server logs in {logdir})")
+    if NATSD_PATH:
+        shutil.rmtree(NATSD_PATH, ignore_errors=True)
     if cfg.json:
         doc = {
             "machine": info,
             "config": {k: getattr(cfg, k) for k in ("quick", "cases", "servers", "count",
-                                                    "rounds", "repeat", "timeout", "wait_idle")},
+                                                    "rounds", "repeat", "timeout", "wait_idle",
+                                                    "natsd_ref")},
             "results": [
                 {"case": c, "server": s, "values": o.values, "failed": o.failed, "notes": o.notes,
                  "cpu": (o.raw or {}).get("cpu") if isinstance(o.raw, dict) else None,
-                 "generator_cpu": (o.raw or {}).get("gen_cpu") if isinstance(o.raw, dict) else None}
+                 "generator_cpu": (o.raw or {}).get("gen_cpu") if isinstance(o.raw, dict) else None,
+                 "all_runs": (o.raw or {}).get("runs") if isinstance(o.raw, dict) else None}
                 for (c, s), o in results.items()
             ],
             "table": text,
