@@ -358,7 +358,7 @@ class Client(asyncio.Protocol):
             self.send_err(errors.INVALID_SUBJECT)
             return
         perms = self.perms
-        if perms is not None and not perms.can_subscribe(subject, queue):
+        if (perms is not None and not perms.can_subscribe(subject, queue)) or queue == b"_sys_":
             from .permissions import sub_violation
 
             text = sub_violation(subject, queue)

@@ -155,9 +155,12 @@ def _stream_target(entry: Mapping[str, Any], subject: bytes) -> Callable[[bytes]
         to = _subject(entry, "to", entry["to"])
         if not any(t in (b"*", b">") for t in subject.split(b".")):
             return lambda s: to
-        from .mappings import SubjectTransform
+        from .mappings import MappingError, SubjectTransform, transform_tokenize
 
-        transform = SubjectTransform(subject, to)
+        try:
+            transform = SubjectTransform(subject, transform_tokenize(to))
+        except MappingError as exc:
+            raise config_error(entry, "to", str(exc)) from None
         return lambda s: transform.apply(s) or s
     return lambda s: s
 
@@ -228,9 +231,9 @@ class ServiceImport(_Forwarder):
         self._seq = itertools.count(1)
         self._transform: Any = None
         if local != subject and any(t in (b"*", b">") for t in local.split(b".")):
-            from .mappings import SubjectTransform
+            from .mappings import SubjectTransform, transform_tokenize
 
-            self._transform = SubjectTransform(local, subject)
+            self._transform = SubjectTransform(local, transform_tokenize(subject))
         self.request_sub = self._subscribe(importer, local)
         self.response_sub = self._subscribe(exporter, self.prefix + b">")
 
