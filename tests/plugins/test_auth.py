@@ -140,3 +140,16 @@ def test_denying_the_auth_plugin_with_users_configured_refuses_to_start() -> Non
 
     with pytest.raises(ConfError, match="natsd_plugins.auth"):
         asyncio.run(start())
+
+
+def test_user_permissions_are_enforced(natsd_factory: Any) -> None:
+    srv = natsd_factory(parse("""
+        authorization { users: [
+          {user: r, password: p, permissions: {publish: ["orders.>"], subscribe: {deny: "secret.>"}}}
+        ] }
+    """))
+    _, out = raw(srv.port, {"user": "r", "pass": "p"},
+                 b"PUB admin.x 1\r\na\r\nSUB secret.x 1\r\nSUB orders.* 2\r\nPUB orders.new 1\r\nb\r\nPING\r\n")
+    assert out == (b"-ERR 'Permissions Violation for Publish to \"admin.x\"'\r\n"
+                   b"-ERR 'Permissions Violation for Subscription to \"secret.x\"'\r\n"
+                   b"MSG orders.new 2 1\r\nb\r\nPONG\r\n")
