@@ -153,3 +153,27 @@ def test_user_permissions_are_enforced(natsd_factory: Any) -> None:
     assert out == (b"-ERR 'Permissions Violation for Publish to \"admin.x\"'\r\n"
                    b"-ERR 'Permissions Violation for Subscription to \"secret.x\"'\r\n"
                    b"MSG orders.new 2 1\r\nb\r\nPONG\r\n")
+
+
+def test_nkey_user_signs_the_nonce(natsd_factory: Any) -> None:
+    import base64
+
+    from natsd.nkeys import KeyPair
+
+    user = KeyPair.create("U")
+    srv = natsd_factory(parse(f"authorization {{ users: [ {{nkey: {user.public_key}}} ] }}"))
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        f = sock.makefile("rb")
+        info = json.loads(f.readline()[5:])
+        sig = base64.urlsafe_b64encode(user.sign(info["nonce"].encode())).rstrip(b"=").decode()
+        sock.sendall(b"CONNECT " + json.dumps({"verbose": False, "nkey": user.public_key,
+                                               "sig": sig}).encode() + b"\r\nPING\r\n")
+        assert f.readline() == b"PONG\r\n"
+    other = KeyPair.create("U")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        f = sock.makefile("rb")
+        info = json.loads(f.readline()[5:])
+        sig = base64.urlsafe_b64encode(other.sign(info["nonce"].encode())).rstrip(b"=").decode()
+        sock.sendall(b"CONNECT " + json.dumps({"verbose": False, "nkey": user.public_key,
+                                               "sig": sig}).encode() + b"\r\nPING\r\n")
+        assert f.readline() == VIOLATION
