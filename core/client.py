@@ -718,7 +718,7 @@ def _deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | 
                  size: bytes, payload: bytes, hdr: int) -> None:
     """Deliver to one subscription (queue members, headers, internal clients)."""
     client = sub.client
-    perms = getattr(client, "perms", None)
+    perms = client.perms
     if perms is not None:
         if perms.deny_delivery(subject):
             return

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .client import route
 from .config import ConfigError, config_error
 from .protocol import CRLF
-from .subjects import valid_literal_subject, valid_subject
+from .subjects import subject_is_subset, valid_literal_subject, valid_subject
 from .sublist import Subscription
 
 if TYPE_CHECKING:
@@ -51,20 +51,7 @@ class Export:
     response_type: str = "singleton"
 
     def allows(self, subject: bytes, importer: str) -> bool:
-        return _covers(self.subject, subject) and (self.accounts is None or importer in self.accounts)
-
-
-def _covers(pattern: bytes, sub: bytes) -> bool:
-    """True if every subject matched by ``sub`` is matched by ``pattern``."""
-    p, s = pattern.split(b"."), sub.split(b".")
-    for i, tok in enumerate(p):
-        if tok == b">":
-            return len(s) > i
-        if i >= len(s) or s[i] == b">":
-            return False
-        if tok != b"*" and tok != s[i]:
-            return False
-    return len(p) == len(s)
+        return subject_is_subset(subject, self.subject) and (self.accounts is None or importer in self.accounts)
 
 
 @dataclass

@@ -37,6 +37,7 @@ class InternalClient:
 
     out = None  # tells the router to call deliver() instead of writing frames
     headers = True
+    perms = None
 
     def __init__(self, server: Server, name: str, account: Account, *, echo: bool = False) -> None:
         self.server = server

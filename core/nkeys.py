@@ -6,7 +6,7 @@ cluster ``C``), a CRC-16 checksum, all in unpadded base32. Seeds (``S``) carry
 two prefix bytes (seed, then the public kind: ``SU...`` is a user seed).
 This module encodes and decodes them exactly as github.com/nats-io/nkeys does,
 signs and verifies with pynacl, and checks the nonce signatures clients send
-in CONNECT. It supersedes the encoder in :mod:`natsd.ids`, whose CRC it reuses.
+in CONNECT.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from enum import IntEnum
 import nacl.exceptions
 import nacl.signing
 
-from .ids import crc16
 
 __all__ = [
     "NKeyError", "Prefix", "KeyPair", "encode", "decode", "encode_seed", "decode_seed",
@@ -95,6 +94,17 @@ def _b32decode(text: str | bytes) -> bytes:
         raise NKeyError(f"nkeys: invalid encoded key: bad base32 length {len(text)}") from None
 
 
+def crc16(data: bytes) -> int:
+    """CRC-16/XMODEM, the checksum NKeys use."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
 def _b32encode(raw: bytes) -> str:
     return base64.b32encode(raw).decode("ascii").rstrip("=")
 
@@ -107,6 +117,11 @@ def _checked(raw: bytes) -> bytes:
     if crc16(body) != crc:
         raise NKeyError("nkeys: invalid checksum")
     return body
+
+
+def new_server_id() -> str:
+    """A fresh server id in NKey format (``N...``, 56 characters), as nats-server uses."""
+    return encode(Prefix.SERVER, os.urandom(32))
 
 
 def encode(prefix: Prefix | int | str, raw: bytes) -> str:

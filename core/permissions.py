@@ -56,7 +56,7 @@ from typing import Any
 
 from .conf import ConfError, ConfList, parse_duration
 from .config import config_error
-from .subjects import has_wildcard, subjects_collide, valid_subject
+from .subjects import has_wildcard, subjects_collide, valid_subject, subject_is_subset
 from .sublist import EMPTY_RESULT, Sublist, SublistResult, Subscription
 
 __all__ = [
@@ -456,32 +456,11 @@ def _match(sl: Sublist, subject: bytes) -> SublistResult:
     return sl.match(subject)
 
 
-def _is_subset_match(subject: bytes, pattern: bytes) -> bool:
-    """nats-server's subjectIsSubsetMatch: is every subject matched by ``subject`` matched by ``pattern``."""
-    tokens = subject.split(b".")
-    test = pattern.split(b".")
-    for i, t2 in enumerate(test):
-        if i >= len(tokens) or not t2:
-            return False
-        if t2 == b">":
-            return True
-        t1 = tokens[i]
-        if not t1 or t1 == b">":
-            return False
-        if t1 == b"*":
-            if t2 != b"*":
-                return False
-            continue
-        if t2[:1] != b"*" and t1 != t2:
-            return False
-    return len(tokens) == len(test)
-
-
 def _queue_matches(queue: bytes, groups: tuple[tuple[Subscription, ...], ...]) -> bool:
     for group in groups:
         qname = group[0].queue
         assert qname is not None
-        if queue == qname or (has_wildcard(qname) and _is_subset_match(queue, qname)):
+        if queue == qname or (has_wildcard(qname) and subject_is_subset(queue, qname)):
             return True
     return False
 

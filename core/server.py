@@ -26,7 +26,7 @@ from .client import SERVER_SHUTDOWN, Client, ObservedClient, TracedClient
 from .conf import ConfMap, parse_file
 from .config import ConfigError, ServerConfig
 from .contracts import Authenticator, Bridge, Listener, StorageBackend
-from .ids import new_server_id
+from .nkeys import new_server_id
 from .internal import InternalClient
 from .pluginmanager import PluginManager
 

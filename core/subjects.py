@@ -73,3 +73,24 @@ def subjects_collide(a: bytes, b: bytes) -> bool:
         if x != y and x != b"*" and y != b"*":
             return False
     return True
+
+
+def subject_is_subset(subject: bytes, pattern: bytes) -> bool:
+    """nats-server's subjectIsSubsetMatch: is every subject matched by ``subject`` matched by ``pattern``."""
+    tokens = subject.split(b".")
+    test = pattern.split(b".")
+    for i, t2 in enumerate(test):
+        if i >= len(tokens) or not t2:
+            return False
+        if t2 == b">":
+            return True
+        t1 = tokens[i]
+        if not t1 or t1 == b">":
+            return False
+        if t1 == b"*":
+            if t2 != b"*":
+                return False
+            continue
+        if t2[:1] != b"*" and t1 != t2:
+            return False
+    return len(tokens) == len(test)
