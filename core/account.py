@@ -1,29 +1,87 @@
 """Accounts: isolated subject spaces inside one server.
 
 Every client belongs to exactly one account, and messages never cross
-accounts unless an export/import says so (account configuration arrives with
-the security work). The default account, used when nothing else is
-configured, is ``$G`` as in nats-server.
+accounts unless an export/import says so (:mod:`natsd.imports`). The default
+account, used when nothing else is configured, is ``$G`` as in nats-server.
+An account may rewrite published subjects (``mappings``) and limit its
+connections, each connection's subscriptions and message size (``limits``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from .config import config_error, size_setting
 from .sublist import Sublist
 
 GLOBAL_ACCOUNT = "$G"
+NO_LIMIT = -1
+
+#: ``limits {}`` keys of an account block -> Account attribute (nats-server 2.9 names).
+LIMIT_KEYS = {
+    "max_connections": "max_connections", "max_conn": "max_connections",
+    "max_subscriptions": "max_subscriptions", "max_subs": "max_subscriptions",
+    "max_payload": "max_payload", "max_pay": "max_payload",
+    "max_leafnodes": "max_leafnodes", "max_leafs": "max_leafnodes",
+}
 
 
 class Account:
-    """One account: its name, its subscriptions and its connected clients."""
+    """One account: its subscriptions, clients, subject mappings and limits.
 
-    __slots__ = ("name", "sublist", "clients", "__weakref__")
+    Limits are ``-1`` when unlimited (nats-server's ``jwt.NoLimit``);
+    ``max_subscriptions`` and ``max_payload`` apply to each connection.
+    """
+
+    __slots__ = ("name", "sublist", "clients", "mappings", "max_connections",
+                 "max_subscriptions", "max_payload", "max_leafnodes", "__weakref__")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.sublist = Sublist()
         self.clients: set[Any] = set()
+        self.mappings: Any = None  # a natsd.mappings.Mappings when configured
+        self.max_connections = NO_LIMIT
+        self.max_subscriptions = NO_LIMIT
+        self.max_payload = NO_LIMIT
+        self.max_leafnodes = NO_LIMIT
 
     def __repr__(self) -> str:
         return f"<Account {self.name} clients={len(self.clients)} subs={self.sublist.count}>"
+
+    def set_mappings(self, mappings: Any) -> None:
+        """Install subject mappings (``None`` or an empty collection removes them)."""
+        self.mappings = mappings if mappings else None
+
+    def configure(self, block: Mapping[str, Any]) -> None:
+        """Take ``mappings {}`` and ``limits {}`` from the account's config block."""
+        if "mappings" in block:
+            from .mappings import Mappings
+
+            self.set_mappings(Mappings.from_config(block["mappings"], parent=block))
+        limits = block.get("limits")
+        if limits is None:
+            return
+        if not isinstance(limits, Mapping):
+            raise config_error(block, "limits", "expected a block { max_connections: ... }")
+        for key, value in limits.items():
+            attr = LIMIT_KEYS.get(key.lower())
+            if attr is None:
+                raise config_error(limits, key, "unknown account limit (known: "
+                                   + ", ".join(sorted(set(LIMIT_KEYS.values()))) + ")")
+            if attr == "max_payload" and isinstance(value, str):
+                value = size_setting(limits, key, value)
+            if not isinstance(value, int) or isinstance(value, bool) or value < NO_LIMIT:
+                raise config_error(limits, key, f"expected a number (-1: unlimited), got {value!r}")
+            setattr(self, attr, value)
+
+    def connection_allowed(self) -> bool:
+        """True if one more client may join (``max_connections`` not reached)."""
+        return self.max_connections < 0 or len(self.clients) < self.max_connections
+
+
+def min_limit(*limits: int) -> int:
+    """The tightest of several limits where ``-1`` (or any negative) means none."""
+    real = [x for x in limits if x >= 0]
+    return min(real) if real else NO_LIMIT

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
-import os
 import logging
+import os
+import time
+from collections.abc import Awaitable, Sequence
 from random import random
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .account import Account
-from .contracts import AuthRequest, AuthResult
+from .account import NO_LIMIT, Account, min_limit
+from .contracts import AuthRequest, AuthResult, Authenticator
 from .errors import ProtocolError
 from .log import TRACE
 from .protocol import CRLF, OK, PING, PONG, Parser, encode_err, encode_info, split_run
@@ -47,6 +50,8 @@ PROTOCOL_VIOLATION = "Protocol Violation"
 AUTH_TIMEOUT = "Authentication Timeout"
 AUTH_VIOLATION = "Authentication Failure"
 MAX_CONNECTIONS = "Maximum Connections Exceeded"
+MAX_ACCOUNT_CONNECTIONS = "Maximum Account Connections Exceeded"
+AUTH_EXPIRED = "Authentication Expired"
 MAX_PAYLOAD = "Maximum Message Payload Exceeded"
 MAX_CONTROL_LINE = "Maximum Control Line Exceeded"
 
@@ -60,7 +65,7 @@ class Client(asyncio.Protocol):
         "name", "lang", "version", "user", "remote", "kind", "authorized", "pings_out",
         "_ping_timer", "_auth_timer", "_deadline_timer", "in_msgs", "in_bytes",
         "out_msgs", "out_bytes_total", "close_reason", "connect_options", "connected",
-        "nonce", "perms",
+        "nonce", "perms", "max_subs", "_expiry_timer", "_auth_task",
     )
 
     def __init__(self, server: Server, kind: str = "tcp") -> None:
@@ -88,6 +93,9 @@ class Client(asyncio.Protocol):
         self.connected = False  # a CONNECT was accepted (observers were told)
         self.nonce: str | None = None
         self.perms: Any = None  # a PermissionChecker when the user has permissions
+        self.max_subs = server.config.max_subscriptions or NO_LIMIT
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._auth_task: asyncio.Task[None] | None = None
         self.pings_out = 0
         self._ping_timer: asyncio.TimerHandle | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
@@ -216,9 +224,11 @@ class Client(asyncio.Protocol):
         self.close_reason = reason
         self.out.clear()
         self.out_bytes = 0
-        for timer in (self._ping_timer, self._auth_timer, self._deadline_timer):
+        for timer in (self._ping_timer, self._auth_timer, self._deadline_timer, self._expiry_timer):
             if timer is not None:
                 timer.cancel()
+        if self._auth_task is not None:
+            self._auth_task.cancel()
         sublist = self.account.sublist
         for sub in self.subs.values():
             sub.closed = True
@@ -299,7 +309,16 @@ class Client(asyncio.Protocol):
         if self.no_responders and not headers:
             raise ProtocolError(errors.NO_RESPONDERS_NEEDS_HEADERS)
         if not self.authorized:
-            self._authenticate(options)
+            request = AuthRequest(options=options, client_id=self.cid, remote=self.remote,
+                                  transport=self.kind, nonce=self.nonce)
+            index, result = _first_verdict(self.server.authenticators, request)
+            if inspect.isawaitable(result):
+                self._pause_for_verdict(request, index, result)
+                return
+            self._authorize(result)
+        self._connect_done()
+
+    def _connect_done(self) -> None:
         if self.verbose:
             self.queue(OK)
         if not self.connected:
@@ -307,36 +326,71 @@ class Client(asyncio.Protocol):
             for observe in self.server.observe_connected:
                 _safe(observe, self)
 
-    def _authenticate(self, options: dict[str, Any]) -> None:
+    def _pause_for_verdict(self, request: AuthRequest, index: int,
+                           pending: Awaitable[AuthResult | None]) -> None:
+        """Stop reading this connection until an authenticator's awaitable answers."""
+        self.parser.paused = True
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._auth_task = self.server.loop.create_task(self._finish_auth(request, index, pending))
+
+    async def _finish_auth(self, request: AuthRequest, index: int,
+                           pending: Awaitable[AuthResult | None]) -> None:
+        result = await _await_verdict(self.server.authenticators, request, index, pending)
+        self._auth_task = None
+        if self.closed:
+            return
+        try:
+            self._authorize(result)
+            self._connect_done()
+            self.parser.resume()
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+        if not self.closed:
+            assert self.transport is not None
+            self.transport.resume_reading()
+        self.server.flush()
+
+    def _authorize(self, result: AuthResult | None) -> None:
+        """Apply an authenticator's verdict: join the account, take the limits."""
         server = self.server
-        request = AuthRequest(options=options, client_id=self.cid, remote=self.remote,
-                              transport=self.kind, nonce=self.nonce)
-        result: AuthResult | None = None
-        for authenticator in server.authenticators:
-            try:
-                result = authenticator.authenticate(request)
-            except Exception:
-                log.exception("authenticator %r failed", authenticator)
-                result = AuthResult(ok=False, reason=f"authenticator {authenticator!r} raised")
-            if result is not None:
-                break
         if result is None or not result.ok:
             why = result.reason if result is not None else "no authenticator accepted the client"
             raise ProtocolError(errors.AUTH_VIOLATION, f"authentication error: {why}")
         if result.account and result.account != self.account.name:
+            account = server.lookup_account(result.account, create=True)
+            if not account.connection_allowed():
+                self.close(MAX_ACCOUNT_CONNECTIONS, errors.MAX_ACCOUNT_CONNECTIONS)
+                raise ProtocolError(None, f"account {account.name} is at its connection limit")
             self.account.clients.discard(self)
-            self.account = server.lookup_account(result.account, create=True)
-            self.account.clients.add(self)
+            self.account = account
+            account.clients.add(self)
+        account = self.account
         self.user = result.user
         if result.permissions is not None:
             from .permissions import PermissionChecker
 
             self.perms = PermissionChecker(result.permissions)
+        cfg = server.config
+        self.max_subs = min_limit(result.max_subscriptions, account.max_subscriptions,
+                                  cfg.max_subscriptions or NO_LIMIT)
+        max_payload = min_limit(result.max_payload, account.max_payload, cfg.max_payload)
+        if max_payload != self.parser.max_payload:
+            self.parser.set_limits(max_payload, self.parser.max_control_line)
+        if result.expires is not None:
+            self._expiry_timer = server.loop.call_later(
+                max(0.0, result.expires - time.time()), self._auth_expiry)
         self.authorized = True
         self.parser.handler = self
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
+
+    def _auth_expiry(self) -> None:
+        self._expiry_timer = None
+        if not self.closed:
+            log.info("%s - cid:%d - User Authentication Expired", self._addr(), self.cid)
+            self.close(AUTH_EXPIRED, errors.AUTH_EXPIRED)
 
     def on_info(self, info: dict[str, Any]) -> None:
         pass  # clients may send INFO; nats-server ignores it from clients
@@ -370,8 +424,7 @@ class Client(asyncio.Protocol):
             if self.verbose:
                 self.queue(OK)
             return
-        limit = self.server.config.max_subscriptions
-        if limit and len(self.subs) >= limit:
+        if self.max_subs >= 0 and len(self.subs) >= self.max_subs:
             self.send_err(errors.MAX_SUBSCRIPTIONS)
             return
         sub = Subscription(self, subject, queue, sid)
@@ -404,6 +457,10 @@ class Client(asyncio.Protocol):
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
         if self.pedantic and not valid_literal_subject(subject):
             self.send_err(errors.INVALID_PUBLISH_SUBJECT)  # and deliver anyway, as nats-server
+        if self.account.mappings is not None:
+            subject = self.account.mappings.map(subject)
+            if not subject:
+                return
         if self.perms is not None and not self.perms.can_publish(subject):
             self._pub_violation(subject)
             return
@@ -421,6 +478,10 @@ class Client(asyncio.Protocol):
             raise ProtocolError(None, "HPUB without headers support")
         if self.pedantic and not valid_literal_subject(subject):
             self.send_err(errors.INVALID_PUBLISH_SUBJECT)
+        if self.account.mappings is not None:
+            subject = self.account.mappings.map(subject)
+            if not subject:
+                return
         if self.perms is not None and not self.perms.can_publish(subject):
             self._pub_violation(subject)
             return
@@ -440,7 +501,7 @@ class Client(asyncio.Protocol):
         that only the frame lines were replaced (a payload that contains the
         control line falls back to message-by-message delivery).
         """
-        if self.verbose or self.pedantic or self.perms is not None:
+        if self.verbose or self.pedantic or self.perms is not None or self.account.mappings is not None:
             for payload in split_run(line, frames, count):
                 self.on_pub(subject, None, size, payload)
             return
@@ -609,6 +670,42 @@ _CONNECT_TYPES: dict[str, type | tuple[type, ...]] = {
     "tls_required": bool, "name": str, "lang": str, "version": str, "user": str, "pass": str,
     "auth_token": str, "nkey": str, "sig": str, "jwt": str, "protocol": int,
 }
+
+
+def _verdict(authenticator: Authenticator, request: AuthRequest) -> Any:
+    try:
+        return authenticator.authenticate(request)
+    except Exception:
+        log.exception("authenticator %r failed", authenticator)
+        return AuthResult(ok=False, reason=f"authenticator {authenticator!r} raised")
+
+
+def _first_verdict(authenticators: Sequence[Authenticator], request: AuthRequest,
+                   start: int = 0) -> tuple[int, Any]:
+    """``(index, answer)`` of the first authenticator from ``start`` not answering ``None``.
+
+    The answer may be an awaitable (see :func:`_await_verdict`).
+    """
+    for i in range(start, len(authenticators)):
+        result = _verdict(authenticators[i], request)
+        if result is not None:
+            return i, result
+    return len(authenticators), None
+
+
+async def _await_verdict(authenticators: Sequence[Authenticator], request: AuthRequest,
+                         index: int, pending: Awaitable[AuthResult | None]) -> AuthResult | None:
+    """Await authenticator ``index``'s answer; on ``None`` ask the ones after it."""
+    result: Any = pending
+    while inspect.isawaitable(result):
+        try:
+            result = await result
+        except Exception:
+            log.exception("authenticator %r failed", authenticators[index])
+            return AuthResult(ok=False, reason=f"authenticator {authenticators[index]!r} raised")
+        if result is None:
+            index, result = _first_verdict(authenticators, request, index + 1)
+    return result  # type: ignore[no-any-return]
 
 
 def _opt(options: dict[str, Any], key: str, current: bool) -> bool:

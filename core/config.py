@@ -32,14 +32,19 @@ PLUGIN_PROVIDED: dict[str, str] = {
     "mqtt": "mqtt",
     "websocket": "websocket",
     "tracing": "otel",
+    "operator": "operator",
+    "operators": "operator",
+    "trusted": "operator",
+    "trusted_keys": "operator",
+    "resolver": "operator",
+    "resolver_preload": "operator",
 }
 
 # nats-server keys natsd does not implement yet (they belong to later work).
 NOT_YET = frozenset({
-    "operator", "operators", "resolver", "resolver_preload",
-    "system_account", "no_system_account", "tls", "http", "http_port",
+    "tls", "http", "http_port",
     "https", "https_port", "monitor_port", "http_base_path", "lame_duck_duration",
-    "lame_duck_grace_period", "mappings", "server_tags", "ports_file_dir",
+    "lame_duck_grace_period", "server_tags", "ports_file_dir",
     "trusted", "trusted_keys", "allow_non_tls", "client_advertise", "syslog",
     "remote_syslog", "logfile_size_limit", "log_size_limit", "max_traced_msg_len",
     "connect_error_reports", "reconnect_error_reports", "default_js_domain",
@@ -103,6 +108,10 @@ class ServerConfig:
     accounts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """``accounts {}``: account name -> its block (users, exports, imports ...)."""
     no_auth_user: str | None = None
+    mappings: Mapping[str, Any] | None = None
+    """Top-level ``mappings {}``: subject mappings of the global account ``$G``."""
+    system_account: str = "$SYS"
+    no_system_account: bool = False
     plugins: PluginSettings = field(default_factory=PluginSettings)
     blocks: dict[str, Any] = field(default_factory=dict)
     """Top-level blocks owned by plugins, by key."""
@@ -125,7 +134,8 @@ def _int(block: Any, key: str, v: Any) -> int:
     raise config_error(block, key, f"expected an integer, got {v!r}")
 
 
-def _size(block: Any, key: str, v: Any) -> int:
+def size_setting(block: Any, key: str, v: Any) -> int:
+    """A size (``1MB``, ``64KB`` or bytes) at ``block[key]``; errors name the file and line."""
     file, line = _where(block, key)
     n = parse_size(v, file=file, line=line, key=key)
     if n < 0:
@@ -182,12 +192,21 @@ def _set_authorization(block: Any, key: str, value: Any, out: dict[str, Any]) ->
             out["auth_timeout"] = _duration(auth, k, v)
 
 
+#: Keys of an account block in ``accounts {}`` (nats-server refuses any other).
+ACCOUNT_KEYS = frozenset({"users", "exports", "imports", "mappings", "limits",
+                          "default_permissions", "nkey", "jetstream"})
+
+
 def _set_accounts(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
     accounts = _block(block, key, value)
     for name, acc in accounts.items():
         _block(accounts, name, acc)
         if name == "$G":
             raise config_error(accounts, name, "the global account $G cannot be configured")
+        for k in acc:
+            if k.lower() not in ACCOUNT_KEYS:
+                raise config_error(acc, k, f"unknown key in account {name!r} (known: "
+                                   + ", ".join(sorted(ACCOUNT_KEYS)) + ")")
     out["accounts"] = accounts
 
 
@@ -197,13 +216,13 @@ CORE_KEYS: dict[str, _Setter] = {
     "net": _field("host", _str),
     "port": _field("port", _int),
     "server_name": _field("server_name", _str),
-    "max_payload": _field("max_payload", _size),
-    "max_pending": _field("max_pending", _size),
+    "max_payload": _field("max_payload", size_setting),
+    "max_pending": _field("max_pending", size_setting),
     "max_connections": _field("max_connections", _int),
     "max_conn": _field("max_connections", _int),
     "max_subscriptions": _field("max_subscriptions", _int),
     "max_subs": _field("max_subscriptions", _int),
-    "max_control_line": _field("max_control_line", _size),
+    "max_control_line": _field("max_control_line", size_setting),
     "ping_interval": _field("ping_interval", _duration),
     "ping_max": _field("ping_max", _int),
     "write_deadline": _field("write_deadline", _duration),
@@ -217,6 +236,9 @@ CORE_KEYS: dict[str, _Setter] = {
     "authorization": _set_authorization,
     "accounts": _set_accounts,
     "no_auth_user": _field("no_auth_user", _str),
+    "mappings": _field("mappings", _block),
+    "system_account": _field("system_account", _str),
+    "no_system_account": _field("no_system_account", _bool),
 }
 
 

@@ -6,7 +6,7 @@ does not subclass anything, it provides the methods listed here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -58,6 +58,10 @@ class AuthResult:
     ``user`` is the identity shown in logs and monitoring. ``permissions``
     (a :class:`natsd.permissions.Permissions`) limits what the client may
     publish and subscribe to; ``None`` allows everything.
+    ``max_subscriptions`` and ``max_payload`` are the user's own limits
+    (``-1``: none; the account's and the server's still apply, the lowest
+    wins). ``expires`` (Unix time) closes the connection with
+    ``-ERR 'User Authentication Expired'`` when reached.
     """
 
     ok: bool
@@ -65,18 +69,29 @@ class AuthResult:
     user: str | None = None
     reason: str = ""
     permissions: Any = None
+    max_subscriptions: int = -1
+    max_payload: int = -1
+    expires: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Authenticator(Protocol):
     """Decides whether a CONNECT is allowed (see ``natsd_authenticators``).
 
+    ``authenticate`` returns an :class:`AuthResult`, ``None`` to leave the
+    client to the next authenticator, or an awaitable of either when the
+    answer needs I/O (an HTTP call, a request to a NATS service): the core
+    then stops reading from that one connection until it resolves, bounded
+    by the ``authorization { timeout }``; other connections are unaffected.
+
     An authenticator that verifies NKey signatures sets ``wants_nonce = True``;
     the server then sends a fresh ``nonce`` in each INFO and passes it in
     :attr:`AuthRequest.nonce`.
     """
 
-    def authenticate(self, request: AuthRequest) -> AuthResult | None: ...
+    def authenticate(
+        self, request: AuthRequest
+    ) -> AuthResult | None | Awaitable[AuthResult | None]: ...
 
 
 class MessageStore(Protocol):

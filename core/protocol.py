@@ -81,11 +81,13 @@ class Parser:
     """Incremental parser for the client side of the NATS protocol.
 
     Use :meth:`set_limits` to change ``max_payload`` or ``max_control_line``
-    after parsing started.
+    after parsing started. A handler that sets ``paused`` while handling an
+    operation stops the parse right after it; input is then kept (not
+    parsed) until :meth:`resume`.
     """
 
-    __slots__ = ("handler", "max_payload", "max_control_line", "_buf", "_parts", "_have",
-                 "_need", "_last", "_last_args", "_lines")
+    __slots__ = ("handler", "max_payload", "max_control_line", "paused", "_buf", "_parts",
+                 "_have", "_need", "_last", "_last_args", "_lines")
 
     def __init__(
         self,
@@ -96,7 +98,8 @@ class Parser:
         self.handler = handler
         self.max_payload = max_payload
         self.max_control_line = max_control_line
-        self._buf = b""  # an incomplete control line
+        self.paused = False
+        self._buf = b""  # an incomplete control line (or all input while paused)
         self._parts: list[bytes] = []  # an operation whose payload is incomplete
         self._have = 0
         self._need = 0
@@ -117,6 +120,9 @@ class Parser:
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``, calling the handler for every complete operation."""
+        if self.paused:
+            self._buf += data
+            return
         if self._need:
             self._parts.append(data)
             self._have += len(data)
@@ -256,11 +262,21 @@ class Parser:
             else:
                 self._control(op, args, data[pos:nl])
                 pos = start
+                if self.paused:
+                    self._buf = data[pos:]
+                    break
                 if self.handler is not handler:  # e.g. authenticated by CONNECT
                     handler = self.handler
                     on_pub = handler.on_pub
                 mcl = self.max_control_line
         self._last, self._last_args = last, last_args
+
+    def resume(self) -> None:
+        """Unpause and parse the input kept meanwhile."""
+        self.paused = False
+        data, self._buf = self._buf, b""
+        if data:
+            self._parse(data)
 
     def _hold(self, data: bytes, pos: int, end: int) -> None:
         """Keep ``data[pos:]`` until ``end - pos`` bytes of it are available."""

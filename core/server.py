@@ -87,6 +87,7 @@ class Server:
         self.authenticators: list[Authenticator] = []
         self.nonce_required = False
         self.links: Any = None
+        self.system_account: Account | None = None
         self.storage_backends: dict[str, StorageBackend] = {}
         self.observe_connected: list[Any] = []
         self.observe_closed: list[Any] = []
@@ -178,12 +179,21 @@ class Server:
         log.info("Server is ready")
 
     def configure(self) -> None:
-        """Validate account links, hand plugins their blocks (``start`` and ``natsd -t``)."""
+        """Set up accounts and their links, hand plugins their blocks (``start`` and ``natsd -t``)."""
         from .imports import wire
 
+        cfg = self.config
         if self.links is None:
+            if cfg.mappings is not None:
+                from .mappings import Mappings
+
+                self.global_account.set_mappings(Mappings.from_config(cfg.mappings))
+            for name, block in cfg.accounts.items():
+                self.lookup_account(name).configure(block)
+            if not cfg.no_system_account:
+                self.system_account = self.lookup_account(cfg.system_account, create=True)
             self.links = wire(self)
-        self.plugins.configure(self, self.config)
+        self.plugins.configure(self, cfg)
 
     async def shutdown(self) -> None:
         """Stop accepting, close every client, stop plugins; idempotent."""

@@ -1124,6 +1124,69 @@ transcript(
     conf=TOKEN_AUTH,
 )
 
+# --- subject mappings ---------------------------------------------------------------------------------
+
+MAPPINGS = (
+    'mappings {\n  "foo": "bar"\n  "x.*.*": "y.$2.{{wildcard(1)}}"\n'
+    '  "drop": [ {destination: "kept", weight: 0%} ]\n  "tail.>": "moved.>"\n}\n'
+)
+MAPPED_USER = (
+    "authorization {\n  users: [ {user: a, password: a, permissions: {\n"
+    '    publish: {allow: ["foo", "y.>", "q"]}, subscribe: {allow: [">"]} } } ]\n}\n'
+)
+
+transcript(
+    "mapping_rewrites_subject",
+    Open(), Send(0, C + b"SUB > 1\r\n" + pub("foo", b"a") + pub("bar", b"b") + pub("x.1.2", b"c", "r")
+                 + pub("tail.p.q", b"d") + pub("drop", b"e") + pub("kept", b"f") + PING), Read(),
+    conf=MAPPINGS,
+    doc="foo -> bar, x.1.2 -> y.2.1 (reply untouched), a 0% share drops the message",
+)
+
+transcript(
+    "mapping_rewrites_headers_and_runs",
+    Open(), Send(0, connect(headers=True) + b"SUB > 1\r\n" + b"HPUB foo 12 13\r\nNATS/1.0\r\n\r\nx\r\n"
+                 + pub("foo", b"1") + pub("foo", b"2") + pub("foo", b"3") + PING), Read(),
+    conf=MAPPINGS,
+)
+
+transcript(
+    "mapping_with_permissions",
+    Open(), Send(0, connect(user="a", **{"pass": "a"}) + b"SUB > 1\r\n" + pub("foo", b"a")
+                 + pub("bar", b"b") + pub("x.1.2", b"c") + pub("q", b"d") + PING), Read(),
+    conf=MAPPINGS + MAPPED_USER,
+    doc="which subject is checked against publish permissions: the original or the mapped one",
+)
+
+# --- account limits ---------------------------------------------------------------------------------
+
+ACCOUNT_LIMITS = (
+    "accounts {\n  A {\n    users: [ {user: a, password: a} ]\n"
+    "    limits { max_connections: 1, max_subscriptions: 2, max_payload: 5 }\n  }\n}\n"
+)
+A_USER = connect(user="a", **{"pass": "a"})
+
+transcript(
+    "account_limit_subscriptions",
+    Open(), Send(0, A_USER + b"SUB x 1\r\nSUB y 2\r\nSUB z 3\r\n" + pub("x", b"1") + PING), Read(),
+    conf=ACCOUNT_LIMITS,
+    doc="each connection of the account may hold 2 subscriptions: the third gets -ERR",
+)
+
+transcript(
+    "account_limit_payload",
+    Open(), Send(0, A_USER + b"SUB x 1\r\n" + pub("x", b"12345") + pub("x", b"123456") + PING), Read(),
+    conf=ACCOUNT_LIMITS,
+    doc="max_payload 5 of the account: 6 bytes is a Maximum Payload Violation and closes",
+)
+
+transcript(
+    "account_limit_connections",
+    Open(), Send(0, A_USER + PING), Read(), Open(), Send(1, A_USER + PING), Read(),
+    conf=ACCOUNT_LIMITS,
+    doc="the second connection of the account is refused",
+)
+
 # --- protocol errors ------------------------------------------------------------------------------------
 
 transcript(
