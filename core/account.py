@@ -16,6 +16,7 @@ from .config import config_error, size_setting
 from .sublist import Sublist
 
 GLOBAL_ACCOUNT = "$G"
+SYSTEM_ACCOUNT = "$SYS"
 NO_LIMIT = -1
 
 #: ``limits {}`` keys of an account block -> Account attribute (nats-server 2.9 names).

@@ -110,11 +110,14 @@ class ServerConfig:
     no_auth_user: str | None = None
     mappings: Mapping[str, Any] | None = None
     """Top-level ``mappings {}``: subject mappings of the global account ``$G``."""
-    system_account: str = "$SYS"
+    system_account: str = ""
+    """The system account's name; empty: ``$SYS`` (operator mode: the operator JWT's)."""
     no_system_account: bool = False
     plugins: PluginSettings = field(default_factory=PluginSettings)
     blocks: dict[str, Any] = field(default_factory=dict)
-    """Top-level blocks owned by plugins, by key."""
+    """Top-level keys owned by plugins (lower case) -> value; a :class:`ConfMap`
+    when loaded from a file, so ``config_error(config.blocks, key, ...)`` names
+    the file and line."""
     source: str | None = None
     """The config file this came from, if any."""
 
@@ -277,7 +280,7 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
     """
     owned = owned or {}
     values: dict[str, Any] = {}
-    blocks: dict[str, Any] = {}
+    blocks = ConfMap()  # with the positions of the keys, for plugins' errors
     used = conf.variables_used if isinstance(conf, ConfMap) else set()
     for key, value in conf.items():
         k = key.lower()
@@ -285,6 +288,8 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
             continue
         if k in owned:
             blocks[k] = value
+            if isinstance(conf, ConfMap) and key in conf.positions:
+                blocks.positions[k] = conf.positions[key]
         elif k in CORE_KEYS:
             CORE_KEYS[k](conf, key, value, values)
         elif key in used:

@@ -163,11 +163,20 @@ class _Forwarder:
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self._subs: list[tuple[Account, Subscription]] = []
 
     def _subscribe(self, account: Account, subject: bytes) -> Subscription:
         sub = Subscription(self, subject, None, b"import")
         account.sublist.insert(sub)
+        self._subs.append((account, sub))
         return sub
+
+    def close(self) -> None:
+        """Remove the forwarder's subscriptions (an import that no longer applies)."""
+        for account, sub in self._subs:
+            sub.closed = True
+            account.sublist.remove(sub)
+        self._subs.clear()
 
     def _forward(self, account: Account, subject: bytes, reply: bytes | None,
                  headers: bytes | None, payload: bytes) -> None:

@@ -13,6 +13,7 @@ writes out once per read.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import os
 import platform
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import __version__, config as config_mod
-from .account import GLOBAL_ACCOUNT, Account
+from .account import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Account
 from .client import SERVER_SHUTDOWN, Client, ObservedClient, TracedClient
 from .conf import ConfMap, parse_file
 from .config import ConfigError, ServerConfig
@@ -96,6 +97,7 @@ class Server:
         self.observe_published: list[Any] = []
         self._client_class: type[Client] = Client
         self._cid = 0
+        self._event_seq = 0
         self._flush_scheduled = False
         self._listener: asyncio.AbstractServer | None = None
         self._listeners: list[Listener] = []
@@ -191,7 +193,8 @@ class Server:
             for name, block in cfg.accounts.items():
                 self.lookup_account(name).configure(block)
             if not cfg.no_system_account:
-                self.system_account = self.lookup_account(cfg.system_account, create=True)
+                self.system_account = self.lookup_account(cfg.system_account or SYSTEM_ACCOUNT,
+                                                          create=True)
             self.links = wire(self)
         self.plugins.configure(self, cfg)
 
@@ -307,6 +310,14 @@ class Server:
         if client.remote is not None:
             info["client_ip"] = client.remote[0]
         return info
+
+    def event_server_info(self) -> dict[str, Any]:
+        """The ``server`` object of system-account messages (nats-server's ServerInfo)."""
+        self._event_seq += 1
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return {"name": self.name, "host": self.host, "id": self.server_id,
+                "ver": NATS_SERVER_VERSION, "seq": self._event_seq, "jetstream": False,
+                "time": now.isoformat().replace("+00:00", "Z")}
 
     # -- output -------------------------------------------------------------------
 
