@@ -456,6 +456,9 @@ class UserClaims(Claims):
                 and not self.allowed_connection_types)
 
 
+GENERIC_V2_TYPES = frozenset({"activation", "authorization_request", "authorization_response"})
+"""Claim types jwt v2 decodes with their own version rules; others decode as GenericClaims (v1)."""
+
 _CLAIM_TYPES: dict[str, type[Claims]] = {
     "operator": OperatorClaims, "account": AccountClaims, "user": UserClaims}
 
@@ -527,11 +530,13 @@ def decode(token: str) -> Claims:
     if kind in ("cluster", "server"):
         raise JWTError("wrong-type", f"{kind.capitalize()}Claims are not supported")
     cls = _CLAIM_TYPES.get(kind, GenericClaims)
-    claims = cls.from_payload(payload, nats, version if cls is not GenericClaims else -1)
+    if cls is GenericClaims and kind not in GENERIC_V2_TYPES:
+        version = -1  # jwt's DecodeGeneric: verified v1-style
+    claims = cls.from_payload(payload, nats, version)
     signature = _b64url_decode(chunks[2], "signature")
-    signed = chunks[1] if claims.version <= 1 else f"{chunks[0]}.{chunks[1]}"
+    signed = chunks[1] if version <= 1 else f"{chunks[0]}.{chunks[1]}"
     if not _issuer_signed(claims.issuer, signed.encode("ascii"), signature):
-        raise JWTError("bad-signature", f"claim failed V{max(claims.version, 1)} signature verification")
+        raise JWTError("bad-signature", f"claim failed V{max(version, 1)} signature verification")
     if cls.issuer_prefixes and not any(is_valid_public_key(claims.issuer, p) for p in cls.issuer_prefixes):
         wanted = ", ".join(p.name.lower() for p in cls.issuer_prefixes)
         raise JWTError("wrong-issuer", f"{kind} JWT must be issued by an {wanted} key, not {claims.issuer!r}")

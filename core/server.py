@@ -193,8 +193,11 @@ class Server:
             for name, block in cfg.accounts.items():
                 self.lookup_account(name).configure(block)
             if not cfg.no_system_account:
-                self.system_account = self.lookup_account(cfg.system_account or SYSTEM_ACCOUNT,
-                                                          create=True)
+                name = cfg.system_account or SYSTEM_ACCOUNT
+                if name != SYSTEM_ACCOUNT and name not in cfg.accounts and not _operator_mode(cfg):
+                    raise ConfigError(f"system account {name!r} is not defined in accounts {{}}",
+                                      file=cfg.source, key="system_account")
+                self.system_account = self.lookup_account(name, create=True)
             self.links = wire(self)
         self.plugins.configure(self, cfg)
 
@@ -339,6 +342,11 @@ class Server:
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self.flush()
+
+
+def _operator_mode(cfg: ServerConfig) -> bool:
+    """Accounts come from JWTs (their names are public keys), not from ``accounts {}``."""
+    return any(k in cfg.blocks for k in ("operator", "operators", "trusted", "trusted_keys"))
 
 
 def _has_users(accounts: Mapping[str, Mapping[str, Any]]) -> bool:

@@ -70,11 +70,10 @@ def _user(entry: Any, where: Any, index: int, account: str | None,
         if str(t).upper() not in CONNECTION_TYPES:
             raise config_error(entry, "allowed_connection_types", f"unknown connection type {t!r}")
     for key in entry:
-        if key not in ("user", "nkey", "password", "pass", "permissions", "allowed_connection_types",
-                       "account"):
+        if key not in ("user", "nkey", "password", "pass", "permissions", "allowed_connection_types"):
             raise config_error(entry, key, "unknown key in a user")
     return User(name=str(name if name is not None else nkey), password=password, nkey=nkey,
-                account=account or entry.get("account"), permissions=perms,
+                account=account, permissions=perms,
                 connection_types=frozenset(str(t).upper() for t in types))
 
 

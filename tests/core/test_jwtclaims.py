@@ -188,9 +188,12 @@ def test_known_vector_refused_like_jwt_v2():
 
 def test_generic_and_unsupported_types(world):
     token = raw_token(world.account, {"iss": world.account.public_key, "sub": "x",
-                                      "nats": {"type": "activation", "version": 2}}, v1=True)
-    claims = decode(token)  # generic claims are verified v1-style, as in Go
-    assert isinstance(claims, GenericClaims) and claims.kind == "activation"
+                                      "nats": {"type": "future-kind", "version": 2}}, v1=True)
+    claims = decode(token)  # unknown kinds are verified v1-style, as jwt's DecodeGeneric
+    assert isinstance(claims, GenericClaims) and claims.kind == "future-kind"
+    activation = {"iss": world.account.public_key, "sub": "x", "nats": {"type": "activation", "version": 2}}
+    assert decode(raw_token(world.account, activation)).kind == "activation"  # v2 rules
+    refused("bad-signature", lambda: decode(raw_token(world.account, activation, v1=True)), "V2")
     server = raw_token(world.account, {"iss": world.account.public_key, "sub": "x",
                                        "nats": {"type": "server", "version": 2}})
     refused("wrong-type", lambda: decode(server), "ServerClaims are not supported")

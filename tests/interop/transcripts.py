@@ -1119,6 +1119,20 @@ transcript(
 )
 
 transcript(
+    "auth_oversized_connect",
+    Open(), Send(0, connect(user="alice", **{"pass": "s3cret"}, name="n" * 5000) + PING), Read(),
+    conf=USER_AUTH,
+    doc="a CONNECT longer than max_control_line (4 KB) is refused before authentication",
+)
+
+transcript(
+    "auth_garbage_credentials",
+    Open(), Send(0, connect(user=["alice"], **{"pass": {"x": 1}}) + PING), Read(),
+    conf=USER_AUTH,
+    doc="credentials of the wrong JSON type: closed without -ERR",
+)
+
+transcript(
     "auth_token_ok",
     Open(), Send(0, connect(auth_token="t0ken") + PING), Read(),
     conf=TOKEN_AUTH,
