@@ -924,6 +924,19 @@ def encode(claims: Claims, signer: KeyPair, *, issued_at: int | None = None,
     return _JWS.encode(_go_json(signed.to_payload()), signer, algorithm=algorithm, sort_headers=False)
 
 
+def encode_generic(kind: str, subject: str, nats: dict, signer: KeyPair, *,
+                   audience: str = "", expires: int = 0) -> str:
+    """Sign a v2 claim of a type not modelled here (activation, authorization request/response)."""
+    payload: dict = {"jti": base64.b32encode(os.urandom(32)).decode("ascii").rstrip("="),
+                     "iat": int(time.time()), "iss": signer.public_key, "sub": subject}
+    if audience:
+        payload["aud"] = audience
+    if expires:
+        payload["exp"] = expires
+    payload["nats"] = {**nats, "type": kind, "version": 2}
+    return _JWS.encode(_go_json(payload), signer, algorithm=ALGORITHM, sort_headers=False)
+
+
 # --------------------------------------------------------------------------
 # .creds files
 # --------------------------------------------------------------------------

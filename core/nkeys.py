@@ -119,11 +119,6 @@ def _checked(raw: bytes) -> bytes:
     return body
 
 
-def new_server_id() -> str:
-    """A fresh server id in NKey format (``N...``, 56 characters), as nats-server uses."""
-    return encode(Prefix.SERVER, os.urandom(32))
-
-
 def encode(prefix: Prefix | int | str, raw: bytes) -> str:
     """Encode a raw key with its prefix byte and checksum (``Encode`` in nkeys)."""
     p = _prefix(prefix)

@@ -27,7 +27,7 @@ from .client import SERVER_SHUTDOWN, Client, ObservedClient, TracedClient
 from .conf import ConfMap, parse_file
 from .config import ConfigError, ServerConfig
 from .contracts import Authenticator, Bridge, Listener, StorageBackend
-from .nkeys import new_server_id
+from .nkeys import KeyPair, Prefix
 from .internal import InternalClient
 from .pluginmanager import PluginManager
 
@@ -75,7 +75,8 @@ class Server:
             self.plugins.load(config.plugins, extra)
             self.plugins.config_blocks()
         self.config: ServerConfig = config
-        self.server_id = new_server_id()
+        self.server_key = KeyPair.create(Prefix.SERVER)
+        self.server_id = self.server_key.public_key  # as nats-server: its NKey signs its requests
         self.name = config.server_name or self.server_id
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.accounts: dict[str, Account] = {}

@@ -136,12 +136,13 @@ def test_garbage_is_not_a_key(text):
 
 
 def test_server_ids_are_nkeys():
-    """Server ids are valid server public keys, as nats-server's are."""
-    from natsd.nkeys import new_server_id
+    """A server's id is the public key of its own NKey, as nats-server's is."""
+    from natsd.server import Server
 
-    server_id = new_server_id()
-    assert len(server_id) == 56 and server_id.startswith("N")
-    assert is_valid_public_key(server_id, Prefix.SERVER)
+    server = Server({"port": 0})
+    assert len(server.server_id) == 56 and server.server_id.startswith("N")
+    assert is_valid_public_key(server.server_id, Prefix.SERVER)
+    assert server.server_key.verify(b"x", server.server_key.sign(b"x"))
 
 
 # --------------------------------------------------------------------------

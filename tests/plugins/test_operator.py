@@ -8,11 +8,9 @@ natsd can be asked directly.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
-import time
 from typing import Any
 
 import nats
@@ -20,7 +18,7 @@ import pytest
 
 from natsd import keytool
 from natsd.conf import ConfError, parse
-from natsd.jwtclaims import AccountClaims, AccountLimits, UserClaims, encode
+from natsd.jwtclaims import AccountClaims, AccountLimits, UserClaims, encode, encode_generic
 from natsd.jwtclaims import Permissions as JWTPermissions
 from natsd.nkeys import KeyPair, Prefix, sign_nonce
 from natsd.server import Server
@@ -58,15 +56,8 @@ def _user_creds(root: str, account: str, name: str, **claims: Any) -> str:
 
 
 def _activation(exporter: KeyPair, importer: str, subject: str) -> str:
-    """An activation token (jwt v2 shape) granting ``importer`` the stream ``subject``."""
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-    payload = {"jti": "grant", "iat": int(time.time()), "iss": exporter.public_key, "sub": importer,
-               "nats": {"subject": subject, "kind": "stream", "type": "activation", "version": 2}}
-    header = b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
-    signed = f"{header}.{b64(json.dumps(payload).encode())}"
-    return f"{signed}.{b64(exporter.sign(signed.encode()))}"
+    """An activation token granting ``importer`` the stream ``subject``."""
+    return encode_generic("activation", importer, {"subject": subject, "kind": "stream"}, exporter)
 
 
 @pytest.fixture
