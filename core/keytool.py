@@ -250,7 +250,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _show(value: str) -> str:
-    text = _read(value) if os.path.exists(value) else value
+    if os.path.exists(value):
+        text = _read(value)
+    elif value.startswith("eyJ"):
+        text = value
+    else:
+        raise KeytoolError(f"{value} is neither a file nor a JWT")
     token = parse_creds(text)[0] if "-----BEGIN" in text else text.strip()
     return json.dumps(decode(token).raw, indent=2)
 

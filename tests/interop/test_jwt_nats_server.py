@@ -388,6 +388,8 @@ def test_keytool_cli(tmp_path, capsys):
     capsys.readouterr()
     assert keytool.main(["show", os.path.join(root, "users", "alice.creds")]) == 0
     assert json.loads(capsys.readouterr().out)["name"] == "alice"
+    assert keytool.main(["show", os.path.join(root, "users", "missing.creds")]) == 1
+    assert "missing.creds is neither a file nor a JWT" in capsys.readouterr().err
     conf = _read(os.path.join(root, "resolver.conf"))
     assert f'operator: "{os.path.join(root, "operator.jwt")}"' in conf
     assert f'{team_pub}: "{_read(os.path.join(root, "accounts", "TEAM.jwt"))}"' in conf
