@@ -19,6 +19,7 @@ directly: ``async with natsd.Server({"port": 0}) as server``.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -82,6 +83,17 @@ class RunningServer:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self.loop.close()
+
+
+def read_until(sock: socket.socket, end: bytes = b"PONG\r\n") -> bytes:
+    """What ``sock`` receives until the data ends with ``end`` or the server closes it."""
+    out = b""
+    while not out.endswith(end):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        out += chunk
+    return out
 
 
 @pytest.fixture

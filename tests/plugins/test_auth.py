@@ -14,6 +14,7 @@ from nats.errors import NoServersError
 
 from natsd.conf import ConfError, parse
 from natsd.server import Server
+from natsd.testing import read_until
 
 
 def raw(port: int, connect: dict[str, Any], then: bytes = b"PING\r\n") -> tuple[dict[str, Any], bytes]:
@@ -22,13 +23,7 @@ def raw(port: int, connect: dict[str, Any], then: bytes = b"PING\r\n") -> tuple[
         f = sock.makefile("rb")
         info = json.loads(f.readline()[5:])
         sock.sendall(b"CONNECT " + json.dumps({"verbose": False, **connect}).encode() + b"\r\n" + then)
-        out = b""
-        while not out.endswith(b"PONG\r\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            out += chunk
-        return info, out
+        return info, read_until(sock)
 
 
 VIOLATION = b"-ERR 'Authorization Violation'\r\n"

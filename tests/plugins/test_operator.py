@@ -18,10 +18,11 @@ import pytest
 
 from natsd import keytool
 from natsd.conf import ConfError, parse
-from natsd.jwtclaims import AccountClaims, AccountLimits, UserClaims, encode, encode_generic
+from natsd.jwtclaims import AccountClaims, AccountLimits, UserClaims, encode, encode_generic, parse_creds
 from natsd.jwtclaims import Permissions as JWTPermissions
 from natsd.nkeys import KeyPair, Prefix, sign_nonce
 from natsd.server import Server
+from natsd.testing import read_until
 
 
 def _seed(root: str, name: str) -> KeyPair:
@@ -110,24 +111,20 @@ def test_operator_plugin_idle_without_its_keys(natsd_factory: Any) -> None:
 # -- limits, mappings, imports from JWTs ------------------------------------------------------
 
 
-def raw_user(port: int, creds: str, then: bytes) -> bytes:
-    """CONNECT with a .creds file (nonce signed) then ``then``; what came back until PONG or close."""
-    from natsd.jwtclaims import parse_creds
-
+def creds_connect(sock: socket.socket, creds: str) -> bytes:
+    """Read INFO from ``sock``; the CONNECT line of the ``.creds`` user, nonce signed."""
     with open(creds) as f:
         token, seed = parse_creds(f.read())
+    info = json.loads(sock.makefile("rb").readline()[5:])
+    sig = sign_nonce(KeyPair.from_seed(seed), info["nonce"])
+    return b"CONNECT " + json.dumps({"verbose": False, "jwt": token, "sig": sig}).encode() + b"\r\n"
+
+
+def raw_user(port: int, creds: str, then: bytes) -> bytes:
+    """CONNECT as a ``.creds`` user, then ``then``; what came back until PONG or close."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        info = json.loads(sock.makefile("rb").readline()[5:])
-        sig = sign_nonce(KeyPair.from_seed(seed), info["nonce"])
-        sock.sendall(b"CONNECT " + json.dumps({"verbose": False, "jwt": token, "sig": sig}).encode()
-                     + b"\r\n" + then)
-        out = b""
-        while not out.endswith(b"PONG\r\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            out += chunk
-        return out
+        sock.sendall(creds_connect(sock, creds) + then)
+        return read_until(sock)
 
 
 def test_jwt_limits(chain: str, natsd_factory: Any) -> None:
@@ -140,16 +137,9 @@ def test_jwt_limits(chain: str, natsd_factory: Any) -> None:
     assert raw_user(srv.port, creds, b"PUB a 9\r\n123456789\r\nPING\r\n") == (
         b"-ERR 'Maximum Payload Violation'\r\n")
     # The account's conn: 1 while one client is connected.
-    with socket.create_connection(("127.0.0.1", srv.port)) as first:
-        from natsd.jwtclaims import parse_creds
-
-        with open(creds) as f:
-            token, seed = parse_creds(f.read())
-        info = json.loads(first.makefile("rb").readline()[5:])
-        sig = sign_nonce(KeyPair.from_seed(seed), info["nonce"])
-        first.sendall(b"CONNECT " + json.dumps({"verbose": False, "jwt": token, "sig": sig}).encode()
-                      + b"\r\nPING\r\n")
-        assert first.recv(100) == b"PONG\r\n"
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as first:
+        first.sendall(creds_connect(first, creds) + b"PING\r\n")
+        assert read_until(first) == b"PONG\r\n"
         assert raw_user(srv.port, creds, b"PING\r\n") == (
             b"-ERR 'maximum account active connections exceeded'\r\n")
 
