@@ -65,7 +65,7 @@ class Client(asyncio.Protocol):
         "name", "lang", "version", "user", "remote", "kind", "authorized", "pings_out",
         "_ping_timer", "_auth_timer", "_deadline_timer", "in_msgs", "in_bytes",
         "out_msgs", "out_bytes_total", "close_reason", "connect_options", "connected",
-        "nonce", "perms", "max_subs", "_expiry_timer", "_auth_task",
+        "nonce", "perms", "max_subs", "_expiry_timer", "_auth_task", "start",
     )
 
     def __init__(self, server: Server, kind: str = "tcp") -> None:
@@ -101,6 +101,7 @@ class Client(asyncio.Protocol):
         self._auth_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
         self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes_total = 0
+        self.start = 0.0
         self.close_reason = ""
         self.connect_options: dict[str, Any] = {}
 
@@ -116,6 +117,7 @@ class Client(asyncio.Protocol):
         if isinstance(peer, tuple):
             self.remote = (peer[0], peer[1])
         self.cid = server.next_cid()
+        self.start = time.time()
         if server.nonce_required:
             self.nonce = base64.urlsafe_b64encode(os.urandom(11)).rstrip(b"=").decode()
         transport.write(encode_info(server.client_info(self)))
@@ -251,6 +253,8 @@ class Client(asyncio.Protocol):
             reason = MAX_CONTROL_LINE
         elif exc.text == errors.AUTH_VIOLATION:
             reason = AUTH_VIOLATION
+            for observe in self.server.observe_auth_failed:
+                _safe(observe, self, exc.detail)
         self.close(reason, exc.text)
 
     def send_err(self, text: str) -> None:
@@ -465,6 +469,7 @@ class Client(asyncio.Protocol):
             self._pub_violation(subject)
             return
         self.in_msgs += 1
+        self.in_bytes += len(payload) - 2
         if self.verbose:
             self.queue(OK)
         result = route(self, self.account, subject, reply, size, payload, 0)
@@ -486,6 +491,7 @@ class Client(asyncio.Protocol):
             self._pub_violation(subject)
             return
         self.in_msgs += 1
+        self.in_bytes += len(payload) - 2
         if self.verbose:
             self.queue(OK)
         result = route(self, self.account, subject, reply, size, payload, hdr_size)
@@ -506,6 +512,7 @@ class Client(asyncio.Protocol):
                 self.on_pub(subject, None, size, payload)
             return
         self.in_msgs += count
+        self.in_bytes += count * int(size)
         result = self.account.sublist.match(subject)
         if not result:
             return
@@ -531,6 +538,7 @@ class Client(asyncio.Protocol):
             client.out.append(stream)
             sub.delivered += count
             client.out_msgs += count
+            client.out_bytes_total += count * int(size)
             client.out_bytes += len(stream)
             if not client.dirty:
                 client.dirty = True
@@ -743,6 +751,7 @@ def route(sender: Any, account: Account, subject: bytes, reply: bytes | None, si
                     for s in result.psubs)
             tail = reply + b" " + size + CRLF if reply is not None else size + CRLF
             nbytes = len(tail) + len(payload)
+            psize = len(payload) - 2
             server = sender.server
             max_pending = server.config.max_pending
             echo = sender.echo
@@ -757,6 +766,7 @@ def route(sender: Any, account: Account, subject: bytes, reply: bytes | None, si
                 out.append(payload)
                 sub.delivered += 1
                 client.out_msgs += 1
+                client.out_bytes_total += psize
                 client.out_bytes += len(prefix) + nbytes
                 if not client.dirty:
                     client.dirty = True
@@ -780,6 +790,7 @@ def route(sender: Any, account: Account, subject: bytes, reply: bytes | None, si
             out.append(payload)
             sub.delivered += 1
             client.out_msgs += 1
+            client.out_bytes_total += len(payload) - 2
             client.out_bytes += len(head) + len(tail) + len(payload)
             if not client.dirty:
                 client.dirty = True
@@ -837,6 +848,7 @@ def _deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | 
             client.queue(b"MSG %s %s %s%d\r\n" % (subject, sub.sid, rep, len(body) - 2))
             client.queue(body)
         client.out_msgs += 1
+        client.out_bytes_total += len(payload) - 2
         if client.out_bytes > client.server.config.max_pending:
             client.slow_consumer(SLOW_CONSUMER_PENDING)
     sub.delivered += 1

@@ -161,6 +161,15 @@ def natsd_startup(server: Server) -> Awaitable[None] | None:
 
 
 @hookspec
+def natsd_stopping(server: Server) -> None:
+    """The server is about to shut down: clients are still connected.
+
+    The last moment to tell them something (a shutdown event, a final
+    flush). Exceptions are logged.
+    """
+
+
+@hookspec
 def natsd_shutdown(server: Server) -> Awaitable[None] | None:
     """The server is shutting down; release resources (may return an awaitable).
 
@@ -175,11 +184,26 @@ def natsd_shutdown(server: Server) -> Awaitable[None] | None:
 
 
 @hookspec
+def natsd_system_views(server: Server) -> Mapping[str, Any] | None:
+    """Return views answered over the system account, by name.
+
+    A view is ``view(options) -> object``: ``options`` is the request's JSON
+    object (``{}`` for an empty request) and the result is sent back as the
+    ``data`` of nats-server's ``{"server": {...}, "data": ...}`` reply. A name
+    such as ``"VARZ"`` answers ``$SYS.REQ.SERVER.PING.VARZ`` and
+    ``$SYS.REQ.SERVER.<id>.VARZ``; ``"ACCOUNT.CONNZ"`` answers
+    ``$SYS.REQ.ACCOUNT.<acc>.CONNZ`` with ``options["account"]`` set. Raise
+    ``ValueError`` for bad options (a 400 error reply).
+    """
+
+
+@hookspec
 def natsd_observers(server: Server) -> Observer | Iterable[Observer] | None:
     """Return observers of connections and messages.
 
     An observer defines any of ``client_connected(client)``,
-    ``client_closed(client, reason)``, ``subscribed(client, sub)``,
+    ``client_closed(client, reason)``, ``auth_failed(client, reason)`` (a
+    refused CONNECT; ``reason`` is the log text), ``subscribed(client, sub)``,
     ``unsubscribed(client, sub)`` and
     ``message_published(client, account, subject, reply, headers, payload)``
     (see :class:`natsd.contracts.Observer`). The core collects the bound

@@ -179,6 +179,22 @@ class PluginManager:
             if inspect.isawaitable(result):
                 await result
 
+    def system_views(self, server: Server) -> dict[str, Any]:
+        views: dict[str, Any] = {}
+        for impl in self.pm.hook.natsd_system_views.get_hookimpls():
+            for name, view in (impl.function(**{a: server for a in impl.argnames}) or {}).items():
+                if name in views:
+                    raise PluginError(f"system view {name!r} offered twice (again by {impl.plugin_name!r})")
+                views[name] = view
+        return views
+
+    def stopping(self, server: Server) -> None:
+        for impl in self.pm.hook.natsd_stopping.get_hookimpls():
+            try:
+                impl.function(**{a: server for a in impl.argnames})
+            except Exception:
+                log.exception("plugin %s failed before shutdown", impl.plugin_name)
+
     async def shutdown(self, server: Server) -> None:
         for impl in self.pm.hook.natsd_shutdown.get_hookimpls():
             try:

@@ -93,6 +93,7 @@ class Server:
         self.storage_backends: dict[str, StorageBackend] = {}
         self.observe_connected: list[Any] = []
         self.observe_closed: list[Any] = []
+        self.observe_auth_failed: list[Any] = []
         self.observe_subscribed: list[Any] = []
         self.observe_unsubscribed: list[Any] = []
         self.observe_published: list[Any] = []
@@ -137,6 +138,7 @@ class Server:
         events = self.plugins.observers(self)
         self.observe_connected = events["client_connected"]
         self.observe_closed = events["client_closed"]
+        self.observe_auth_failed = events["auth_failed"]
         self.observe_subscribed = events["subscribed"]
         self.observe_unsubscribed = events["unsubscribed"]
         self.observe_published = events["message_published"]
@@ -210,6 +212,8 @@ class Server:
             return
         self._state = "stopping"
         log.info("Initiating Shutdown...")
+        self.plugins.stopping(self)
+        self.flush()
         if self._listener is not None:
             self._listener.close()
         for client in list(self.clients.values()):
