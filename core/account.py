@@ -55,6 +55,12 @@ class Account:
         """Install subject mappings (``None`` or an empty collection removes them)."""
         self.mappings = mappings if mappings else None
 
+    def reset(self) -> None:
+        """Forget mappings and limits (before a reloaded config block applies)."""
+        self.mappings = None
+        self.max_connections = self.max_subscriptions = NO_LIMIT
+        self.max_payload = self.max_leafnodes = NO_LIMIT
+
     def configure(self, block: Mapping[str, Any]) -> None:
         """Take ``mappings {}`` and ``limits {}`` from the account's config block."""
         if "mappings" in block:

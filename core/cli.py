@@ -38,10 +38,8 @@ _LATER_FLAGS: dict[str, tuple[str | None, str]] = {
     "tlskey": (None, "--tlskey"),
     "tlsverify": (None, "--tlsverify"),
     "tlscacert": (None, "--tlscacert"),
-    "signal": (None, "-sl/--signal"),
     "syslog": (None, "-s/--syslog"),
     "remote_syslog": (None, "-r/--remote_syslog"),
-    "ports_file_dir": (None, "--ports_file_dir"),
     "client_advertise": (None, "--client_advertise"),
     "profile": (None, "--profile"),
 }
@@ -62,6 +60,11 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--config", metavar="FILE", help="configuration file")
     s.add_argument("-t", dest="test_config", action="store_true",
                    help="test the configuration and exit")
+    s.add_argument("-sl", "--signal", metavar="CMD[=PID]",
+                   help="send a signal to a running natsd and exit: reload, ldm (lame duck), "
+                        "reopen (log file), quit, term, stop; PID is a pid or a pid file")
+    s.add_argument("--ports_file_dir", metavar="DIR",
+                   help="write natsd_<pid>.ports (the listening URLs, JSON) into DIR")
     s.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="register MODULE (an import path) as a plugin; repeatable")
     lg = p.add_argument_group("Logging Options")
@@ -79,9 +82,8 @@ def make_parser() -> argparse.ArgumentParser:
                         (("--no_advertise",), "no_advertise"), (("--connect_retries",), "connect_retries"),
                         (("-m", "--http_port"), "http_port"), (("-ms", "--https_port"), "https_port"),
                         (("--tlscert",), "tlscert"), (("--tlskey",), "tlskey"),
-                        (("--tlscacert",), "tlscacert"), (("-sl", "--signal"), "signal"),
+                        (("--tlscacert",), "tlscacert"),
                         (("-r", "--remote_syslog"), "remote_syslog"),
-                        (("--ports_file_dir",), "ports_file_dir"),
                         (("--client_advertise",), "client_advertise"), (("--profile",), "profile")):
         later.add_argument(*flags, dest=dest, default=None, help=argparse.SUPPRESS)
     for flags, dest in ((("--tls",), "tls"), (("--tlsverify",), "tlsverify"), (("-s", "--syslog"), "syslog")):
@@ -127,7 +129,7 @@ def _overrides(args: argparse.Namespace, authorization: Any) -> dict[str, Any]:
         else:
             auth["user"], auth["password"] = args.user, args.password or ""
         out["authorization"] = auth
-    for key in ("host", "port", "server_name", "pid_file", "log_file"):
+    for key in ("host", "port", "server_name", "pid_file", "log_file", "ports_file_dir"):
         value = getattr(args, key)
         if value is not None:
             out[key] = value
@@ -142,6 +144,16 @@ def _overrides(args: argparse.Namespace, authorization: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if args.signal is not None:
+        from .signals import SignalError, send
+
+        try:
+            pid = send(args.signal)
+        except SignalError as exc:
+            print(f"natsd: {exc}", file=sys.stderr)
+            return 1
+        print(f"natsd: signal {args.signal.partition('=')[0]} sent to pid {pid}")
+        return 0
     problem = _refuse_later_flags(args)
     if problem:
         print(f"natsd: {problem}", file=sys.stderr)
@@ -162,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"natsd: cannot read config: {exc}", file=sys.stderr)
         return 1
     server = Server(config, plugin_manager=plugins)
+    server.flag_overrides = lambda cfg: cfg.replace(**_overrides(args, cfg.authorization))
     if args.test_config:
         try:
             server.configure()
@@ -170,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"natsd: configuration file {args.config} test is successful")
         return 0
-    natsd_log.configure(config.debug, config.trace, config.logtime, config.log_file)
+    natsd_log.configure_from(config)
     try:
         _run(server)
     except (ConfError, PluginError) as exc:
@@ -197,10 +210,33 @@ def _run(server: Any) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await server.start()
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(server)))
+        loop.add_signal_handler(signal.SIGUSR1, _reopen_log)
+        loop.add_signal_handler(signal.SIGUSR2, server.lame_duck)
+        stopped = loop.create_task(server.wait_stopped())  # lame-duck mode ends in a shutdown
+        signalled = loop.create_task(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait((stopped, signalled), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            signalled.cancel()
             await server.shutdown()
+            stopped.cancel()
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(serve())
+
+
+async def _reload(server: Any) -> None:
+    from .conf import ConfError
+
+    try:
+        await server.reload()
+    except (ConfError, OSError, RuntimeError) as exc:
+        log.error("Failed to reload server configuration: %s", exc)
+    except Exception:
+        log.exception("Failed to reload server configuration")
+
+
+def _reopen_log() -> None:
+    natsd_log.reopen()
+    log.info("Reopened log file")

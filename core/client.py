@@ -66,6 +66,7 @@ class Client(asyncio.Protocol):
         "_ping_timer", "_auth_timer", "_deadline_timer", "in_msgs", "in_bytes",
         "out_msgs", "out_bytes_total", "close_reason", "connect_options", "connected",
         "nonce", "perms", "max_subs", "_expiry_timer", "_auth_task", "start",
+        "auth_result",
     )
 
     def __init__(self, server: Server, kind: str = "tcp") -> None:
@@ -98,6 +99,7 @@ class Client(asyncio.Protocol):
         self._auth_task: asyncio.Task[None] | None = None
         self.pings_out = 0
         self._ping_timer: asyncio.TimerHandle | None = None
+        self.auth_result: AuthResult | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
         self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes_total = 0
@@ -265,6 +267,8 @@ class Client(asyncio.Protocol):
     def _addr(self) -> str:
         return f"{self.remote[0]}:{self.remote[1]}" if self.remote else self.kind
 
+    describe = property(_addr, doc="``host:port`` of the peer (the transport kind if none), for logs.")
+
     # -- timers -------------------------------------------------------------
 
     def _ping_tick(self) -> None:
@@ -313,8 +317,7 @@ class Client(asyncio.Protocol):
         if self.no_responders and not headers:
             raise ProtocolError(errors.NO_RESPONDERS_NEEDS_HEADERS)
         if not self.authorized:
-            request = AuthRequest(options=options, client_id=self.cid, remote=self.remote,
-                                  transport=self.kind, nonce=self.nonce)
+            request = self.auth_request()
             index, result = _first_verdict(self.server.authenticators, request)
             if inspect.isawaitable(result):
                 self._pause_for_verdict(request, index, result)
@@ -369,26 +372,52 @@ class Client(asyncio.Protocol):
             self.account.clients.discard(self)
             self.account = account
             account.clients.add(self)
-        account = self.account
-        self.user = result.user
-        if result.permissions is not None:
-            from .permissions import PermissionChecker
-
-            self.perms = PermissionChecker(result.permissions)
-        cfg = server.config
-        self.max_subs = min_limit(result.max_subscriptions, account.max_subscriptions,
-                                  cfg.max_subscriptions or NO_LIMIT)
-        max_payload = min_limit(result.max_payload, account.max_payload, cfg.max_payload)
-        if max_payload != self.parser.max_payload:
-            self.parser.set_limits(max_payload, self.parser.max_control_line)
-        if result.expires is not None:
-            self._expiry_timer = server.loop.call_later(
-                max(0.0, result.expires - time.time()), self._auth_expiry)
+        self.take_auth_result(result)
         self.authorized = True
         self.parser.handler = self
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
+
+    def auth_request(self) -> AuthRequest:
+        """What authenticators see of this client (its CONNECT options, address, nonce)."""
+        return AuthRequest(options=self.connect_options or {}, client_id=self.cid,
+                           remote=self.remote, transport=self.kind, nonce=self.nonce)
+
+    def take_auth_result(self, result: AuthResult) -> None:
+        """Apply an accepted verdict's identity, permissions, limits and expiry (also on reload)."""
+        self.auth_result = result
+        self.user = result.user
+        if result.permissions is not None:
+            from .permissions import PermissionChecker
+
+            self.perms = PermissionChecker(result.permissions)
+        else:
+            self.perms = None
+        self.apply_limits()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        if result.expires is not None:
+            self._expiry_timer = self.server.loop.call_later(
+                max(0.0, result.expires - time.time()), self._auth_expiry)
+
+    def apply_limits(self) -> None:
+        """The tightest of the user's, the account's and the server's limits."""
+        result, account, cfg = self.auth_result, self.account, self.server.config
+        self.max_subs = min_limit(result.max_subscriptions if result else NO_LIMIT,
+                                  account.max_subscriptions, cfg.max_subscriptions or NO_LIMIT)
+        max_payload = min_limit(result.max_payload if result else NO_LIMIT,
+                                account.max_payload, cfg.max_payload)
+        parser = self.parser
+        if (max_payload, cfg.max_control_line) != (parser.max_payload, parser.max_control_line):
+            parser.set_limits(max_payload, cfg.max_control_line)
+
+    def auth_violation(self) -> None:
+        """Refuse an authenticated client (credentials no longer valid after a reload)."""
+        for observe in self.server.observe_auth_failed:
+            _safe(observe, self, "credentials no longer accepted")
+        self.close(AUTH_VIOLATION, errors.AUTH_VIOLATION)
 
     def _auth_expiry(self) -> None:
         self._expiry_timer = None
@@ -613,14 +642,14 @@ class TracedClient(ObservedClient):
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
         rep = b" " + reply if reply else b""
         self._trace("<<-", f"PUB {(subject + rep).decode(errors='replace')} {size.decode()}")
-        self._trace("<<- MSG_PAYLOAD:", repr(_clip(payload[:-2])))
+        self._trace("<<- MSG_PAYLOAD:", repr(self._clip(payload[:-2])))
         super().on_pub(subject, reply, size, payload)
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
                 payload: bytes) -> None:
         rep = b" " + reply if reply else b""
         self._trace("<<-", f"HPUB {(subject + rep).decode(errors='replace')} {hdr_size} {size.decode()}")
-        self._trace("<<- MSG_PAYLOAD:", repr(_clip(payload[:-2])))
+        self._trace("<<- MSG_PAYLOAD:", repr(self._clip(payload[:-2])))
         super().on_hpub(subject, reply, hdr_size, size, payload)
 
     def on_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None:
@@ -646,11 +675,14 @@ class TracedClient(ObservedClient):
         super().queue(data)
 
 
+    def _clip(self, data: bytes) -> bytes:
+        limit = self.server.config.max_traced_msg_len or TRACED_PAYLOAD
+        return data if len(data) <= limit else data[:limit] + b"..."
+
+
 _SECRETS = frozenset({"pass", "auth_token", "sig", "jwt"})
-
-
-def _clip(data: bytes, limit: int = 256) -> bytes:
-    return data if len(data) <= limit else data[:limit] + b"..."
+TRACED_PAYLOAD = 256
+"""Payload bytes a protocol trace shows when ``max_traced_msg_len`` is not set."""
 
 
 class _PreAuth:

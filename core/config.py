@@ -43,11 +43,9 @@ PLUGIN_PROVIDED: dict[str, str] = {
 # nats-server keys natsd does not implement yet (they belong to later work).
 NOT_YET = frozenset({
     "tls", "http", "http_port",
-    "https", "https_port", "monitor_port", "http_base_path", "lame_duck_duration",
-    "lame_duck_grace_period", "server_tags", "ports_file_dir",
+    "https", "https_port", "monitor_port", "http_base_path", "server_tags",
     "trusted", "trusted_keys", "allow_non_tls", "client_advertise", "syslog",
-    "remote_syslog", "logfile_size_limit", "log_size_limit", "max_traced_msg_len",
-    "connect_error_reports", "reconnect_error_reports", "default_js_domain",
+    "remote_syslog", "connect_error_reports", "reconnect_error_reports", "default_js_domain",
 })
 
 
@@ -102,7 +100,17 @@ class ServerConfig:
     trace: bool = False
     logtime: bool = True
     log_file: str | None = None
+    logfile_size_limit: int = 0
+    """Rotate ``log_file`` when it reaches this many bytes (0: never)."""
+    logfile_max_num: int = 0
+    """Rotated log files to keep (0: all)."""
+    max_traced_msg_len: int = 0
+    """Payload bytes a protocol trace shows (0: natsd's default, 256)."""
     pid_file: str | None = None
+    ports_file_dir: str | None = None
+    """Directory for ``natsd_<pid>.ports``: the URLs of every port the server listens on."""
+    lame_duck_duration: float = 120.0
+    lame_duck_grace_period: float = 10.0
     authorization: Mapping[str, Any] | None = None
     """The ``authorization {}`` block, for the auth plugin (natsd_plugins.auth)."""
     accounts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -120,6 +128,8 @@ class ServerConfig:
     the file and line."""
     source: str | None = None
     """The config file this came from, if any."""
+    positions: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Top-level key (lower case) -> where the file set it (for errors after loading)."""
 
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)
@@ -155,6 +165,13 @@ def _bool(block: Any, key: str, v: Any) -> bool:
 def _duration(block: Any, key: str, v: Any) -> float:
     file, line = _where(block, key)
     return parse_duration(v, file=file, line=line, key=key)
+
+
+def _positive_duration(block: Any, key: str, v: Any) -> float:
+    seconds = _duration(block, key, v)
+    if seconds <= 0:
+        raise config_error(block, key, "must be a positive duration")
+    return seconds
 
 
 def _listen(block: Any, key: str, v: Any) -> tuple[str, int]:
@@ -235,7 +252,15 @@ CORE_KEYS: dict[str, _Setter] = {
     "logtime": _field("logtime", _bool),
     "log_file": _field("log_file", _str),
     "logfile": _field("log_file", _str),
+    "logfile_size_limit": _field("logfile_size_limit", size_setting),
+    "log_size_limit": _field("logfile_size_limit", size_setting),
+    "logfile_max_num": _field("logfile_max_num", _int),
+    "log_max_num": _field("logfile_max_num", _int),
+    "max_traced_msg_len": _field("max_traced_msg_len", _int),
     "pid_file": _field("pid_file", _str),
+    "ports_file_dir": _field("ports_file_dir", _str),
+    "lame_duck_duration": _field("lame_duck_duration", _positive_duration),
+    "lame_duck_grace_period": _field("lame_duck_grace_period", _duration),
     "authorization": _set_authorization,
     "accounts": _set_accounts,
     "no_auth_user": _field("no_auth_user", _str),
@@ -303,7 +328,14 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
             raise config_error(conf, key, "a nats-server option natsd does not support yet")
         else:
             raise config_error(conf, key, "unknown configuration key")
-    return ServerConfig(**values, plugins=plugin_settings(conf), blocks=blocks, source=source)
+    positions = {k.lower(): p for k, p in conf.positions.items()} if isinstance(conf, ConfMap) else {}
+    config = ServerConfig(**values, plugins=plugin_settings(conf), blocks=blocks, source=source,
+                          positions=positions)
+    if config.lame_duck_grace_period >= config.lame_duck_duration:
+        raise config_error(conf, "lame_duck_grace_period", (
+            f"the lame-duck grace period ({config.lame_duck_grace_period:g}s) must be shorter "
+            f"than lame_duck_duration ({config.lame_duck_duration:g}s)"))
+    return config
 
 
 def from_mapping(mapping: Mapping[str, Any], owned: Mapping[str, str] | None = None) -> ServerConfig:

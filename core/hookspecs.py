@@ -17,7 +17,7 @@ Every hook receives keyword arguments; a plugin declares only those it uses.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -166,6 +166,43 @@ def natsd_stopping(server: Server) -> None:
 
     The last moment to tell them something (a shutdown event, a final
     flush). Exceptions are logged.
+    """
+
+
+@hookspec
+def natsd_reload(
+    server: Server, old: ServerConfig, new: ServerConfig, block: Mapping[str, Any] | None
+) -> Callable[[], Awaitable[None] | None] | None:
+    """The config is being reloaded (SIGHUP, ``natsd --signal reload``): check, then apply.
+
+    :param old: the running configuration.
+    :param new: the configuration read again (command-line flags applied).
+    :param block: the plugin's new block (as for :func:`natsd_configure`).
+
+    Check what concerns the plugin and raise :class:`natsd.config.ConfigError`
+    (``config_error(block, key, "config reload not supported for ...")``) to
+    refuse the whole reload: nothing changes and the operator sees the key.
+    To accept, return a callable that applies the change (it may return an
+    awaitable), or ``None`` when there is nothing to do. The callables run
+    only after every plugin and the core have accepted, so a refusal by one
+    plugin never leaves another half-reloaded. Authenticators are collected
+    again afterwards (:func:`natsd_authenticators`) and connected clients are
+    checked against them.
+
+    A plugin that owns config blocks but does not implement this hook cannot
+    reload them: a change to its block is refused, naming the key.
+    Called once per reload, on the event loop, never per message.
+    """
+
+
+@hookspec
+def natsd_lame_duck(server: Server) -> Awaitable[None] | None:
+    """The server entered lame-duck mode (SIGUSR2, ``natsd --signal ldm``).
+
+    The client port has stopped accepting; clients will be closed spread
+    over ``lame_duck_duration`` and the server will then shut down. Stop
+    accepting on the plugin's own ports and tell peers (may return an
+    awaitable). Exceptions are logged.
     """
 
 

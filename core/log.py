@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -39,15 +40,96 @@ class NatsFormatter(logging.Formatter):
         return f"[{self.pid}] {ts}.{int(record.created % 1 * 1e6):06d} [{level}] {text}"
 
 
+class RotatingLogFile(logging.FileHandler):
+    """``log_file`` with nats-server's size-based rotation and reopen-on-signal.
+
+    When a record would take the file past ``size_limit`` bytes, the file is
+    renamed to ``<log_file>.<YYYY.MM.DD.HH.MM.SS.micros>`` and a new one is
+    started; ``max_num`` (if not 0) bounds how many rotated files are kept.
+    :meth:`reopen` (SIGUSR1, ``natsd --signal reopen``) reopens the file by
+    name, for ``logrotate``'s move-then-signal.
+    """
+
+    def __init__(self, path: str, size_limit: int = 0, max_num: int = 0) -> None:
+        super().__init__(path, delay=False)
+        self.size_limit = size_limit
+        self.max_num = max_num
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.size_limit > 0 and self.stream is not None:
+            try:
+                if self.stream.tell() >= self.size_limit:
+                    self.rotate()
+            except (OSError, ValueError):
+                self.handleError(record)
+        super().emit(record)
+
+    def rotate(self) -> None:
+        self.acquire()
+        try:
+            if self.stream is not None:
+                self.stream.close()
+                self.stream = None  # type: ignore[assignment]
+            now = time.time()
+            stamp = time.strftime("%Y.%m.%d.%H.%M.%S", time.localtime(now))
+            os.replace(self.baseFilename, f"{self.baseFilename}.{stamp}.{int(now % 1 * 1e6):06d}")
+            self.stream = self._open()
+            if self.max_num > 0:
+                self._prune()
+        finally:
+            self.release()
+
+    def _prune(self) -> None:
+        directory, base = os.path.split(self.baseFilename)
+        old = sorted(n for n in os.listdir(directory or ".") if n.startswith(base + "."))
+        for name in old[:-self.max_num]:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            if self.stream is not None:
+                self.stream.close()
+            self.stream = self._open()
+        finally:
+            self.release()
+
+
 def configure(debug: bool = False, trace: bool = False, logtime: bool = True,
-              log_file: str | None = None) -> None:
+              log_file: str | None = None, size_limit: int = 0, max_num: int = 0) -> None:
     """Send the ``natsd`` loggers to stderr or ``log_file`` at the requested level."""
     handler: logging.Handler
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    if log_file:
+        handler = RotatingLogFile(log_file, size_limit, max_num)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(NatsFormatter(logtime))
+    handler._natsd = True  # type: ignore[attr-defined]  # installed by natsd, may be reconfigured
     logger = logging.getLogger("natsd")
     for old in list(logger.handlers):
         logger.removeHandler(old)
+        old.close()
     logger.addHandler(handler)
     logger.setLevel(TRACE if trace else logging.DEBUG if debug else logging.INFO)
     logger.propagate = False
+
+
+def configure_from(config: Any) -> None:
+    """:func:`configure` with a :class:`~natsd.config.ServerConfig`'s logging settings."""
+    configure(config.debug, config.trace, config.logtime, config.log_file,
+              config.logfile_size_limit, config.logfile_max_num)
+
+
+def installed() -> bool:
+    """True if natsd's own handler is in place (the command line installed it)."""
+    return any(getattr(h, "_natsd", False) for h in logging.getLogger("natsd").handlers)
+
+
+def reopen() -> None:
+    """Reopen the log file (after ``logrotate`` moved it)."""
+    for handler in logging.getLogger("natsd").handlers:
+        if isinstance(handler, RotatingLogFile):
+            handler.reopen()

@@ -116,21 +116,28 @@ class PluginManager:
         self.owners = owners
         return owners
 
-    def configure(self, server: Server, config: ServerConfig) -> None:
-        """Hand each plugin its block; drop plugins that own blocks none of which are present."""
+    def _owned_by(self) -> dict[str, list[str]]:
         owned_by: dict[str, list[str]] = {}
         for key, name in self.owners.items():
             owned_by.setdefault(name, []).append(key)
+        return owned_by
+
+    def _block_for(self, name: str, config: ServerConfig, owned_by: dict[str, list[str]]) -> Any:
+        block = config.plugins.blocks.get(name)
+        for key in owned_by.get(name, ()):
+            if key in config.blocks:
+                block = config.blocks[key]
+        return block
+
+    def configure(self, server: Server, config: ServerConfig) -> None:
+        """Hand each plugin its block; drop plugins that own blocks none of which are present."""
+        owned_by = self._owned_by()
         for name, keys in owned_by.items():
             if not any(k in config.blocks for k in keys) and name not in config.plugins.blocks:
                 log.debug("plugin %s has no config block; not enabled", name)
                 self.pm.unregister(name=name)
         for impl in self.pm.hook.natsd_configure.get_hookimpls():
-            name = impl.plugin_name
-            block = config.plugins.blocks.get(name)
-            for key in owned_by.get(name, ()):
-                if key in config.blocks:
-                    block = config.blocks[key]
+            block = self._block_for(impl.plugin_name, config, owned_by)
             kwargs = {"server": server, "config": config, "block": block}
             impl.function(**{a: kwargs[a] for a in impl.argnames})
         for name in config.plugins.blocks:
@@ -140,6 +147,55 @@ class PluginManager:
                                   f"(loaded: {', '.join(self.names()) or 'none'})",
                                   file=getattr(blk, "file", None) or config.source,
                                   line=None, key=name)
+
+    @staticmethod
+    def changed_blocks(old: ServerConfig, new: ServerConfig) -> list[str]:
+        """Plugin-owned keys whose value differs (``plugins.<name>`` for ``plugins {}`` blocks)."""
+        keys = sorted(k for k in {*old.blocks, *new.blocks} if old.blocks.get(k) != new.blocks.get(k))
+        names = {*old.plugins.blocks, *new.plugins.blocks}
+        keys += sorted(f"plugins.{n}" for n in names
+                       if old.plugins.blocks.get(n) != new.plugins.blocks.get(n))
+        return keys
+
+    def reload(self, server: Server, old: ServerConfig, new: ServerConfig) -> list[Any]:
+        """Let plugins check a reloaded config; return their apply callables.
+
+        A changed block whose plugin is not running or cannot reload refuses
+        the reload with :class:`ConfigError` naming the key.
+        """
+        impls = self.pm.hook.natsd_reload.get_hookimpls()
+        reloadable = {impl.plugin_name for impl in impls}
+        for key in self.changed_blocks(old, new):
+            name = key.removeprefix("plugins.") if key.startswith("plugins.") else self.owners.get(key, key)
+            if not self.pm.has_plugin(name):
+                why = f"plugin {name!r} is not running; enabling it needs a restart"
+            elif name not in reloadable:
+                why = f"plugin {name!r} cannot reload its settings; a restart applies them"
+            else:
+                continue
+            where = new.blocks if key in new.blocks else old.blocks
+            pos = getattr(where, "positions", {}).get(key)
+            raise ConfigError(f"config reload not supported for {key}: {why}",
+                              file=pos.file if pos else new.source,
+                              line=pos.line if pos else None, key=key)
+        owned_by = self._owned_by()
+        commits = []
+        for impl in impls:
+            kwargs = {"server": server, "old": old, "new": new,
+                      "block": self._block_for(impl.plugin_name, new, owned_by)}
+            commit = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            if commit is not None:
+                commits.append(commit)
+        return commits
+
+    async def lame_duck(self, server: Server) -> None:
+        for impl in self.pm.hook.natsd_lame_duck.get_hookimpls():
+            try:
+                result = impl.function(**{a: server for a in impl.argnames})
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("plugin %s failed entering lame-duck mode", impl.plugin_name)
 
     # -- start-up hooks ------------------------------------------------------
 

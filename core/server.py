@@ -18,7 +18,7 @@ import logging
 import os
 import platform
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import __version__, config as config_mod
@@ -108,6 +108,13 @@ class Server:
         self._info: dict[str, Any] = {}
         self._stopped: asyncio.Event | None = None
         self._state = "new"
+        self._reload_lock: asyncio.Lock | None = None
+        self._lame_duck: asyncio.Task[None] | None = None
+        self.flag_overrides: Callable[[ServerConfig], ServerConfig] | None = None
+        """Re-applies command-line flags to a reloaded config (set by the CLI)."""
+        self.ports: dict[str, list[str]] = {}
+        """URLs per kind of port (``nats``, ``monitoring`` ...), for ``ports_file_dir``;
+        plugins add theirs at start-up."""
         self.host = config.host
         self.port = config.port
 
@@ -142,12 +149,7 @@ class Server:
         self.observe_subscribed = events["subscribed"]
         self.observe_unsubscribed = events["unsubscribed"]
         self.observe_published = events["message_published"]
-        if cfg.trace:
-            self._client_class = TracedClient
-        elif self.observe_published:
-            self._client_class = ObservedClient
-        else:
-            self._client_class = Client
+        self._pick_client_class()
         log.info("Starting natsd (nats-server %s compatible)", NATS_SERVER_VERSION)
         log.info("  Version:  %s", __version__)
         log.info("  Name:     %s", self.name)
@@ -165,6 +167,7 @@ class Server:
         sock = self._listener.sockets[0]
         self.host, self.port = sock.getsockname()[:2]
         self._info = self._base_info()
+        self.ports["nats"] = [self.client_url]
         log.info("Listening for client connections on %s:%d", self.host, self.port)
         try:
             self._listeners = self.plugins.listeners(self)
@@ -177,9 +180,8 @@ class Server:
         except BaseException:
             await self.shutdown()
             raise
-        if cfg.pid_file:
-            with open(cfg.pid_file, "w") as fh:
-                fh.write(str(os.getpid()))
+        self._write_pid_file()
+        self._write_ports_file()
         self._state = "running"
         log.info("Server is ready")
 
@@ -211,6 +213,9 @@ class Server:
                 self._state = "stopped"
             return
         self._state = "stopping"
+        lame_duck = self._lame_duck
+        if lame_duck is not None and lame_duck is not asyncio.current_task():
+            lame_duck.cancel()
         log.info("Initiating Shutdown...")
         self.plugins.stopping(self)
         self.flush()
@@ -227,15 +232,95 @@ class Server:
         await self.plugins.shutdown(self)
         if self._listener is not None:
             await _quietly(self._listener.wait_closed(), "client listener")
-        if self.config.pid_file:
-            try:
-                os.unlink(self.config.pid_file)
-            except FileNotFoundError:
-                pass
+        for path in (self.config.pid_file, self._ports_file()):
+            if path:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
         self._state = "stopped"
         assert self._stopped is not None
         self._stopped.set()
         log.info("Server Exiting..")
+
+    async def reload(self, config: ServerConfig | Mapping[str, Any] | None = None) -> list[str]:
+        """Re-read the config file (or take ``config``) and apply what may change.
+
+        Returns the changed settings. Raises :class:`ConfigError` (the running
+        configuration kept) for a broken file, a setting that cannot change
+        while running, or a plugin's refusal; see :mod:`natsd.reload`.
+        """
+        from . import reload as reload_mod
+
+        if self._reload_lock is None:
+            self._reload_lock = asyncio.Lock()
+        async with self._reload_lock:
+            if not self.running:
+                raise RuntimeError(f"cannot reload a server that is {self._state}")
+            if config is None:
+                source = self.config.source
+                if not source:
+                    raise ConfigError("can only reload config when a file is provided "
+                                      "using -c or --config")
+                config = build_config(parse_file(source), self.plugins, source=source)
+            elif isinstance(config, Mapping):
+                config = build_config(config if isinstance(config, ConfMap) else dict(config),
+                                      self.plugins)
+            if self.flag_overrides is not None:
+                config = self.flag_overrides(config)
+            return await reload_mod.reload(self, config)
+
+    def after_reload(self, changed: list[str]) -> None:
+        """Refresh what the core derived from the config (called by :mod:`natsd.reload`)."""
+        self.authenticators = self.plugins.authenticators(self)
+        self.nonce_required = any(getattr(a, "wants_nonce", False) for a in self.authenticators)
+        self._pick_client_class()
+        self._info = self._base_info()
+        if "pid_file" in changed:
+            self._write_pid_file()
+
+    def lame_duck(self) -> None:
+        """Enter lame-duck mode: stop accepting, tell clients, close them gradually, exit.
+
+        Clients get an INFO with ``"ldm": true``; after ``lame_duck_grace_period``
+        they are closed spread over the rest of ``lame_duck_duration``, then the
+        server shuts down. Idempotent; :meth:`shutdown` cuts it short.
+        """
+        if self._state != "running" or self._lame_duck is not None:
+            return
+        self._lame_duck = self.loop.create_task(self._lame_duck_mode())
+
+    async def _lame_duck_mode(self) -> None:
+        import random
+
+        from .protocol import encode_info
+
+        cfg = self.config
+        log.info("Entering lame duck mode, stop accepting new clients")
+        if self._listener is not None:
+            self._listener.close()
+        await self.plugins.lame_duck(self)
+        clients = [c for c in self.clients.values() if not c.closed]
+        if not clients:
+            await self.shutdown()
+            return
+        for client in clients:
+            if client.connected and (client.connect_options or {}).get("protocol", 0) >= 1:
+                client.queue(encode_info(dict(self.client_info(client), ldm=True)))
+        self.flush()
+        await asyncio.sleep(cfg.lame_duck_grace_period)
+        log.info("Closing existing clients")
+        spread = max(cfg.lame_duck_duration - cfg.lame_duck_grace_period, 1.0)
+        interval = min(spread / len(clients), 1.0)  # as nats-server: at most a second apart
+        for i, client in enumerate(clients):
+            client.close(SERVER_SHUTDOWN)
+            if i < len(clients) - 1:
+                await asyncio.sleep(random.uniform(interval / 2, interval))
+        await self.shutdown()
+
+    @property
+    def in_lame_duck(self) -> bool:
+        return self._lame_duck is not None
 
     async def wait_stopped(self) -> None:
         """Wait until :meth:`shutdown` has finished."""
@@ -283,6 +368,34 @@ class Server:
                 raise KeyError(f"no account {name!r}")
             account = self.accounts[name] = Account(name)
         return account
+
+    def _pick_client_class(self) -> None:
+        if self.config.trace:
+            self._client_class = TracedClient
+        elif self.observe_published:
+            self._client_class = ObservedClient
+        else:
+            self._client_class = Client
+
+    def _write_pid_file(self) -> None:
+        if self.config.pid_file:
+            with open(self.config.pid_file, "w") as fh:
+                fh.write(str(os.getpid()))
+
+    def _ports_file(self) -> str | None:
+        directory = self.config.ports_file_dir
+        return os.path.join(directory, f"natsd_{os.getpid()}.ports") if directory else None
+
+    def _write_ports_file(self) -> None:
+        """``<ports_file_dir>/natsd_<pid>.ports``: nats-server's JSON of listening URLs."""
+        path = self._ports_file()
+        if path:
+            import json
+
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as fh:
+                json.dump(self.ports, fh)
+            os.replace(tmp, path)
 
     def next_cid(self) -> int:
         self._cid += 1

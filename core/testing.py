@@ -73,6 +73,12 @@ class RunningServer:
             return fn(*args)
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
+    def reload(self, config: Any = None) -> list[str]:
+        """:meth:`natsd.Server.reload` on the server's loop: re-read its config file
+        (or take ``config``); returns the changed settings, raises ``ConfigError``."""
+        return asyncio.run_coroutine_threadsafe(  # type: ignore[no-any-return]
+            self.server.reload(config), self.loop).result(10)
+
     def stop(self) -> None:
         if not self._thread.is_alive():
             return

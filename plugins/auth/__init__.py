@@ -21,18 +21,40 @@ from .static import StaticAuthenticator, build_users
 _by_server: dict[int, list[Any]] = {}
 
 
-@hookimpl
-def natsd_configure(server: Any, config: Any) -> None:
+def _chain(config: Any) -> list[Any]:
     users, token = build_users(config)
     if not users and token is None:
-        _by_server.pop(id(server), None)
-        return
+        return []
     chain: list[Any] = [StaticAuthenticator(users, token, config.no_auth_user)]
     auth = config.authorization or {}
     if "auth_callout" in auth:
         settings = CalloutSettings(auth["auth_callout"], auth, users, config.accounts)
         chain.insert(0, AuthCallout(settings, config.accounts))
-    _by_server[id(server)] = chain
+    return chain
+
+
+@hookimpl
+def natsd_configure(server: Any, config: Any) -> None:
+    chain = _chain(config)
+    if chain:
+        _by_server[id(server)] = chain
+    else:
+        _by_server.pop(id(server), None)
+
+
+@hookimpl
+def natsd_reload(server: Any, old: Any, new: Any) -> Any:
+    if (old.authorization, old.accounts, old.no_auth_user) == (
+            new.authorization, new.accounts, new.no_auth_user):
+        return None
+    chain = _chain(new)  # raises ConfigError for bad users: nothing changes
+
+    def apply() -> None:
+        natsd_shutdown(server)
+        if chain:
+            _by_server[id(server)] = chain
+            natsd_startup(server)
+    return apply
 
 
 @hookimpl

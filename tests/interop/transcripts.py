@@ -462,6 +462,7 @@ class ExternalServer:
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.log_path = ""
+        self.conf_path = ""  # rewrite it and send SIGHUP to test a reload
 
     @property
     def address(self) -> tuple[str, int]:
@@ -477,7 +478,7 @@ class ExternalServer:
             cmd = [sys.executable, "-m", "natsd"]
         cmd += ["-a", self.host, "-p", str(self.port)]
         if self.conf_text is not None:
-            conf = os.path.join(self.workdir, f"{self.kind}-{self.port}.conf")
+            conf = self.conf_path = os.path.join(self.workdir, f"{self.kind}-{self.port}.conf")
             with open(conf, "w") as f:
                 f.write(self.conf_text)
             cmd += ["-c", conf]

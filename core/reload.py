@@ -1,0 +1,236 @@
+"""Configuration reload: what may change in a running server, and how it is applied.
+
+``natsd --signal reload``, SIGHUP and :meth:`natsd.Server.reload` re-read the
+config file (command-line flags still win) and hand the result to
+:func:`reload`. Nothing is applied until everything has been checked: a
+config that does not parse, a change to a key that cannot change while
+running (the listen address, the server name ...) or a plugin that refuses
+its new block leaves the running configuration as it was, and the error names
+the key (with file and line when known), as nats-server's
+``config reload not supported for ...`` does.
+
+What applies, as in nats-server: users, permissions, accounts (mappings,
+limits, exports and imports), logging, limits, timeouts and the pid file.
+Connected clients are checked against the new users: a client whose
+credentials no longer pass gets ``-ERR 'Authorization Violation'`` and is
+closed, a client whose user moved to another account is closed so that it
+reconnects into it, and subscriptions the new permissions forbid are removed
+with ``-ERR 'Permissions Violation for Subscription to "subject" (sid "1")'``.
+Plugins take part through the ``natsd_reload`` hook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import log as natsd_log
+from .account import GLOBAL_ACCOUNT, Account
+from .config import ConfigError, ServerConfig
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .server import Server
+
+log = logging.getLogger("natsd.server")
+
+#: ServerConfig fields that cannot change while the server runs.
+FIXED = ("host", "port", "server_name", "system_account", "no_system_account",
+         "no_header_support", "ports_file_dir")
+#: Fields whose change re-checks every connected client's credentials.
+AUTH = ("authorization", "accounts", "no_auth_user", "mappings")
+#: Fields whose change reconfigures logging.
+LOGGING = ("debug", "trace", "logtime", "log_file", "logfile_size_limit", "logfile_max_num",
+           "max_traced_msg_len")
+#: Fields not compared (bookkeeping).
+_IGNORED = ("source", "blocks", "plugins", "positions")
+
+Commit = Callable[[], Any]
+
+
+def changed_fields(old: ServerConfig, new: ServerConfig) -> list[str]:
+    """Names of the core settings that differ (plugin blocks are compared separately)."""
+    out = []
+    for f in dataclasses.fields(ServerConfig):
+        if f.name in _IGNORED:
+            continue
+        before, after = getattr(old, f.name), getattr(new, f.name)
+        if f.name == "port" and after == 0:
+            continue  # a random port keeps the one already bound, as in nats-server
+        if before != after:
+            out.append(f.name)
+    return out
+
+
+def _refuse(config: ServerConfig, key: str, old: Any, new: Any) -> ConfigError:
+    pos = config.positions.get(key)
+    return ConfigError(f"config reload not supported for {key}: old={old}, new={new}",
+                       file=pos.file if pos else config.source, line=pos.line if pos else None,
+                       key=key)
+
+
+def check_fixed(old: ServerConfig, new: ServerConfig, changed: list[str]) -> None:
+    for key in changed:
+        if key in FIXED:
+            raise _refuse(new, key, getattr(old, key), getattr(new, key))
+    if (old.plugins.autoload, old.plugins.allow, old.plugins.deny, old.plugins.modules) != (
+            new.plugins.autoload, new.plugins.allow, new.plugins.deny, new.plugins.modules):
+        raise _refuse(new, "plugins", "(plugin selection)", "(changed plugin selection)")
+
+
+def _validate_accounts(server: Server, new: ServerConfig) -> None:
+    """Configure scratch accounts with ``new`` so that bad mappings, limits or imports
+    are refused before anything live changes."""
+    from .imports import wire
+
+    scratch: dict[str, Account] = {GLOBAL_ACCOUNT: Account(GLOBAL_ACCOUNT)}
+    if new.mappings is not None:
+        from .mappings import Mappings
+
+        Mappings.from_config(new.mappings)
+    for name, block in new.accounts.items():
+        scratch[name] = Account(name)
+        scratch[name].configure(block)
+
+    def lookup(name: str, create: bool = False) -> Account:
+        return scratch.setdefault(name, Account(name))
+
+    fake = types.SimpleNamespace(config=new, lookup_account=lookup, loop=server.loop)
+    wire(fake)  # type: ignore[arg-type]  # installs forwarders into the scratch accounts only
+
+
+def apply_accounts(server: Server, old: ServerConfig, new: ServerConfig) -> None:
+    """Reconfigure live accounts (mappings, limits, exports, imports) from ``new``."""
+    from .imports import wire
+
+    if server.links is not None:
+        for fwd in server.links.forwarders:
+            fwd.close()
+    if new.mappings is not None:
+        from .mappings import Mappings
+
+        server.global_account.set_mappings(Mappings.from_config(new.mappings))
+    else:
+        server.global_account.set_mappings(None)
+    # Only accounts of the config file: others (from JWTs) belong to plugins.
+    for name in {*old.accounts, *new.accounts}:
+        account = server.lookup_account(name, create=True)
+        account.reset()
+        if name in new.accounts:
+            account.configure(new.accounts[name])
+    server.links = wire(server)
+
+
+async def reload(server: Server, new: ServerConfig) -> list[str]:
+    """Check ``new`` against the running config and apply it; return what changed.
+
+    Raises :class:`ConfigError` (the running config untouched) when a fixed
+    key changed or a plugin refused.
+    """
+    old = server.config
+    changed = changed_fields(old, new)
+    check_fixed(old, new, changed)
+    auth_changed = any(k in changed for k in AUTH)
+    if "accounts" in changed or "mappings" in changed:
+        _validate_accounts(server, new)
+    commits = server.plugins.reload(server, old, new)
+    if "tls" in changed and hasattr(server, "reload_tls"):
+        commits.append(lambda: server.reload_tls(new))
+    # Everything checked: from here on the new config is live.
+    server.config = new
+    if any(k in changed for k in LOGGING) and natsd_log.installed():
+        natsd_log.configure_from(new)
+    if "accounts" in changed or "mappings" in changed:
+        apply_accounts(server, old, new)
+    for commit in commits:
+        result = commit()
+        if inspect.isawaitable(result):
+            await result
+    for key in changed:
+        log.info("Reloaded: %s", key)
+    for key in server.plugins.changed_blocks(old, new):
+        log.info("Reloaded: %s", key)
+    authenticators = server.authenticators
+    server.after_reload(changed)
+    if auth_changed or server.authenticators != authenticators:
+        recheck_clients(server)
+    elif "max_payload" in changed or "max_control_line" in changed or "max_subscriptions" in changed:
+        for client in list(server.clients.values()):
+            if client.authorized and not client.closed:
+                client.apply_limits()
+    if "max_connections" in changed:
+        _enforce_max_connections(server)
+    log.info("Reloaded server configuration")
+    server.flush()
+    return changed
+
+
+def recheck_clients(server: Server) -> None:
+    """Authenticate every connected client again with the current authenticators."""
+    from .client import CLIENT_CLOSED, _first_verdict
+
+    authenticators = server.authenticators
+    for client in list(server.clients.values()):
+        if client.closed or not client.authorized or client.kind == "internal":
+            continue
+        if not authenticators:
+            if client.account is not server.global_account:
+                client.close(CLIENT_CLOSED)
+                continue
+            client.auth_result = None
+            client.user = None
+            client.perms = None
+            client.apply_limits()
+            continue
+        request = client.auth_request()
+        _, verdict = _first_verdict(authenticators, request)
+        if inspect.isawaitable(verdict):
+            # Asynchronous authenticators (auth callout) are not asked again:
+            # a reload must not fire one request per connected client.
+            if inspect.iscoroutine(verdict):
+                verdict.close()
+            continue
+        if verdict is None or not verdict.ok:
+            why = verdict.reason if verdict is not None else "no authenticator accepted the client"
+            log.error("%s - cid:%d - authentication error after reload - %s",
+                      client.describe, client.cid, why)
+            client.auth_violation()
+            continue
+        if (verdict.account or GLOBAL_ACCOUNT) != client.account.name:
+            log.info("%s - cid:%d - user moved to account %s; closing so that it reconnects",
+                     client.describe, client.cid, verdict.account or GLOBAL_ACCOUNT)
+            client.close(CLIENT_CLOSED)
+            continue
+        client.take_auth_result(verdict)
+        _prune_subscriptions(client)
+
+
+def _prune_subscriptions(client: Client) -> None:
+    perms = client.perms
+    if perms is None:
+        return
+    for sid, sub in list(client.subs.items()):
+        if perms.can_subscribe(sub.subject, sub.queue):
+            continue
+        client.remove_sub(sub)
+        subject, sid_text = sub.subject.decode(errors="replace"), sid.decode(errors="replace")
+        client.send_err(f'Permissions Violation for Subscription to "{subject}" (sid "{sid_text}")')
+        who = f'User "{client.user}"' if client.user else client.describe
+        log.info('Removed sub "%s" (sid "%s") for %s - not authorized', subject, sid_text, who)
+
+
+def _enforce_max_connections(server: Server) -> None:
+    from . import errors
+    from .client import MAX_CONNECTIONS
+
+    limit = server.config.max_connections
+    excess = len(server.clients) - limit
+    if limit <= 0 or excess <= 0:
+        return
+    for client in list(server.clients.values())[-excess:]:
+        client.close(MAX_CONNECTIONS, errors.MAX_CONNECTIONS)
+    log.info("Closed %d connections to fall within max_connections", excess)
