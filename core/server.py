@@ -304,9 +304,13 @@ class Server:
         if not clients:
             await self.shutdown()
             return
-        for client in clients:
+        for client in clients:  # those that understand asynchronous INFO (protocol 1)
             if client.connected and (client.connect_options or {}).get("protocol", 0) >= 1:
-                client.queue(encode_info(dict(self.client_info(client), ldm=True)))
+                info = dict(self._info, max_payload=client.parser.max_payload,
+                            client_id=client.cid)
+                if client.remote is not None:
+                    info["client_ip"] = client.remote[0]
+                client.queue(encode_info(dict(info, ldm=True)))
         self.flush()
         await asyncio.sleep(cfg.lame_duck_grace_period)
         log.info("Closing existing clients")

@@ -35,6 +35,13 @@ def natsd_stopping(server: Any) -> None:
 
 
 @hookimpl
+def natsd_lame_duck(server: Any) -> None:
+    events = _events.get(id(server))
+    if events is not None:
+        events.lame_duck()
+
+
+@hookimpl
 def natsd_shutdown(server: Any) -> None:
     events = _events.pop(id(server), None)
     if events is not None:

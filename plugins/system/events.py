@@ -9,7 +9,9 @@ Published in the system account (``system_account``, default ``$SYS``):
 - ``$SYS.SERVER.<id>.CLIENT.AUTH.ERR``: a refused CONNECT;
 - ``$SYS.SERVER.<id>.STATSZ``: server statistics, every 0.25 s doubling up
   to every 30 s after start, as nats-server paces them;
-- ``$SYS.SERVER.<id>.SHUTDOWN``: the server is stopping.
+- ``$SYS.SERVER.<id>.SHUTDOWN``: the server is stopping;
+- ``$SYS.SERVER.<id>.LAMEDUCK``: the server entered lame-duck mode (nats-server
+  2.10's event: the server's identity, as in every event's ``server`` object).
 
 Answered: ``$SYS.REQ.SERVER.PING`` and ``$SYS.REQ.SERVER.PING.<X>`` (every
 server), ``$SYS.REQ.SERVER.<id>.<X>`` (this one) for ``STATSZ`` and
@@ -147,6 +149,9 @@ class SystemEvents:
     def shutdown(self) -> None:
         self._publish(f"$SYS.SERVER.{self.server.server_id}.SHUTDOWN",
                       {"server": self.server.event_server_info(), "reason": "Server Shutdown"})
+
+    def lame_duck(self) -> None:
+        self._publish(f"$SYS.SERVER.{self.server.server_id}.LAMEDUCK", self.server.event_server_info())
 
     def _account_conns(self, account: Any) -> None:
         body = {**self._advisory(ACCOUNT_CONNS), **self.account_conns(account)}
