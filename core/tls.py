@@ -18,8 +18,8 @@ cipher suites, ``verify: true`` requests and checks a client certificate
 against ``ca_file`` (or the system's CAs). nats-server's cipher-suite and
 curve names are mapped to OpenSSL's; what OpenSSL through Python cannot honour
 is refused with a reason. :class:`PeerCertificate` is what a verified client
-certificate says (subject, email/DNS/URI names), with the candidate user names
-``verify_and_map`` tries, in nats-server's order.
+certificate says (subject, email/DNS/URI names); its ``map_to`` picks the
+configured user ``verify_and_map`` maps it to, in nats-server's order.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -370,21 +370,27 @@ class PeerCertificate:
                 rdns.append(tuple((typ, v) for v in vals))
         return _dn_string(reversed(rdns))
 
-    def user_names(self) -> Iterator[str]:
-        """Names ``verify_and_map`` looks up literally, in nats-server's order.
+    def map_to(self, names: Collection[str]) -> str | None:
+        """The configured user name this certificate stands for (``verify_and_map``).
 
-        Email, DNS and URI alternative names, then the subject as Go prints it
-        followed by its domain components, then without them. (Matching a
-        configured DN regardless of attribute order is :meth:`dn_matches`.)
+        As nats-server tries them: an email, DNS or URI alternative name equal
+        to a name; a name that is this subject as a DN, in order, then in any
+        order of its RDNs; the subject as Go prints it, followed by its domain
+        components, then without them.
         """
-        yield from self.emails
-        yield from self.dns_names
-        yield from self.uris
+        for name in (*self.emails, *self.dns_names, *self.uris):
+            if name in names:
+                return name
+        for any_order in (False, True):
+            for name in names:
+                if self.dn_matches(name, any_order=any_order):
+                    return name
         go = self.go_subject()
         dcs = [f"DC={v}" for rdn in self.subject for t, v in rdn if t == "DC"]
-        if dcs:
-            yield ",".join([go, *dcs]) if go else ",".join(dcs)
-        yield go
+        for name in ([",".join(x for x in (go, *dcs) if x)] if dcs else []) + [go]:
+            if name and name in names:
+                return name
+        return None
 
     def dn_matches(self, name: str, *, any_order: bool = False) -> bool:
         """Whether ``name`` (an RFC 2253 DN) is this subject; ``any_order`` ignores RDN order."""
@@ -519,7 +525,14 @@ def tls_override(current: TLSSettings | None, *, enable: bool | None, cert: str 
         block["ca_file"] = ca
     if current is not None:
         block["timeout"] = current.timeout
-    return load_tls({"--tls": block}, "--tls")
+    try:
+        return load_tls({"--tls": block}, "--tls")
+    except ConfError as exc:  # name the flag, not the block key it became
+        flag = _FLAGS.get(exc.key or "", exc.key)
+        raise ConfError(exc.reason, key=flag) from None
+
+
+_FLAGS = {"cert_file": "--tlscert", "key_file": "--tlskey", "ca_file": "--tlscacert"}
 
 
 __all__ = ["CIPHER_SUITES", "CURVES", "PeerCertificate", "TLSConnection", "TLSSettings",

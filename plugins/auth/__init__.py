@@ -4,7 +4,8 @@ natsd's core knows only the auth hook (``natsd_authenticators``); this plugin
 implements nats-server's configured methods through it: a token, a single
 user/password, users lists (plain or bcrypt passwords, NKeys), users inside
 ``accounts {}`` blocks, ``no_auth_user``, per-user permissions,
-``allowed_connection_types``, and the auth callout of nats-server 2.10
+``allowed_connection_types``, users mapped from TLS client certificates
+(``tls { verify_and_map: true }``), and the auth callout of nats-server 2.10
 (:mod:`.callout`). It is registered through the ``natsd`` entry-point group
 like any third-party plugin and does nothing when no users are configured.
 """
@@ -27,7 +28,8 @@ def natsd_configure(server: Any, config: Any) -> None:
     if not users and token is None:
         _by_server.pop(id(server), None)
         return
-    chain: list[Any] = [StaticAuthenticator(users, token, config.no_auth_user)]
+    tls_map = config.tls is not None and config.tls.map_users
+    chain: list[Any] = [StaticAuthenticator(users, token, config.no_auth_user, tls_map)]
     auth = config.authorization or {}
     if "auth_callout" in auth:
         settings = CalloutSettings(auth["auth_callout"], auth, users, config.accounts)
