@@ -119,6 +119,9 @@ class TLSSettings:
     curve_preferences: tuple[str, ...] = ()
     pinned_certs: frozenset[str] = frozenset()
     min_version: str = "1.2"
+    fingerprint: str = ""
+    """SHA-256 over the certificate, key and CA files as read: settings loaded
+    again from renewed files compare unequal, so a reload sees the change."""
 
 
 def load_tls(parent: Mapping[str, Any], key: str = "tls", value: Any = None, *,
@@ -144,8 +147,8 @@ def load_tls(parent: Mapping[str, Any], key: str = "tls", value: Any = None, *,
     for required in ("cert_file", "key_file"):
         if required not in opts:
             raise config_error(parent, key, f"missing '{required}' in TLS configuration")
-    context = _context(block, opts)
-    return TLSSettings(context=context, **opts)
+    context, fingerprint = _context(block, opts)
+    return TLSSettings(context=context, fingerprint=fingerprint, **opts)
 
 
 def _option(block: Mapping[str, Any], k: str, name: str, v: Any, opts: dict[str, Any],
@@ -242,16 +245,19 @@ def _names(block: Mapping[str, Any], k: str, v: Any, known: set[str],
     return list(v)
 
 
-def _context(block: Mapping[str, Any], opts: dict[str, Any]) -> ssl.SSLContext:
-    """The server-side context; reading or parsing the files fails with the key at fault."""
+def _context(block: Mapping[str, Any], opts: dict[str, Any]) -> tuple[ssl.SSLContext, str]:
+    """The server-side context and the files' fingerprint; errors name the key at fault."""
     cert_file, key_file = opts["cert_file"], opts["key_file"]
     cert_pem = _read(block, "cert_file", cert_file)
+    key_pem = _read(block, "key_file", key_file)
+    ca_pem = _read(block, "ca_file", opts["ca_file"]) if "ca_file" in opts else ""
+    fingerprint = hashlib.sha256("\0".join((cert_pem, key_pem, ca_pem)).encode()).hexdigest()
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=cert_pem)
     except (ssl.SSLError, ValueError):
         raise config_error(block, _key(block, "cert_file"),
                            f"{cert_file}: not a PEM certificate") from None
-    if "PRIVATE KEY-----" not in _read(block, "key_file", key_file):
+    if "PRIVATE KEY-----" not in key_pem:
         raise config_error(block, _key(block, "key_file"), f"{key_file}: not a PEM private key")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _VERSIONS[opts.get("min_version", "1.2")]
@@ -265,7 +271,6 @@ def _context(block: Mapping[str, Any], opts: dict[str, Any]) -> ssl.SSLContext:
         raise config_error(block, _key(block, "key_file"), reason) from None
     ca_file = opts.get("ca_file")
     if ca_file is not None:
-        _read(block, "ca_file", ca_file)
         try:
             ctx.load_verify_locations(cafile=ca_file)
         except ssl.SSLError:
@@ -287,7 +292,7 @@ def _context(block: Mapping[str, Any], opts: dict[str, Any]) -> ssl.SSLContext:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     for curve in opts.get("curve_preferences", ()):
         ctx.set_ecdh_curve(CURVES[curve])
-    return ctx
+    return ctx, fingerprint
 
 
 def _key(block: Mapping[str, Any], name: str) -> str:

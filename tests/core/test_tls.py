@@ -194,3 +194,16 @@ def test_cli_flags(tls_certs: Any) -> None:
     assert "key '--tlskey': private key" in bad.stderr and "does not match" in bad.stderr
     missing = natsd("--tls", "-t")
     assert missing.returncode == 1 and "TLS Server certificate must be present" in missing.stderr
+
+
+def test_renewed_files_compare_unequal(tmp_path: Path, tls_certs: Any) -> None:
+    """A reload that re-reads the same paths sees renewed certificates as a change."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(Path(tls_certs.server_cert).read_bytes())
+    key.write_bytes(Path(tls_certs.server_key).read_bytes())
+    block = {"cert_file": str(cert), "key_file": str(key)}
+    first = load_tls({"tls": block})
+    assert load_tls({"tls": block}) == first
+    cert.write_bytes(Path(tls_certs.other_server_cert).read_bytes())
+    key.write_bytes(Path(tls_certs.other_server_key).read_bytes())
+    assert load_tls({"tls": block}) != first
