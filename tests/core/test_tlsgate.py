@@ -31,12 +31,18 @@ async def connect(url: str, **kw: Any) -> Any:
                               connect_timeout=2, **kw)
 
 
-async def roundtrip(nc: Any, subject: str = "greet") -> bytes:
-    sub = await nc.subscribe(subject)
-    await nc.publish(subject, b"hello")
+async def across(receiver: Any, sender: Any, subject: str = "greet") -> bytes:
+    """What ``receiver`` gets of the message ``sender`` publishes to ``subject``."""
+    sub = await receiver.subscribe(subject)
+    await receiver.flush()
+    await sender.publish(subject, b"hello")
     msg = await sub.next_msg(timeout=2)
     await sub.unsubscribe()
     return msg.data
+
+
+async def roundtrip(nc: Any) -> bytes:
+    return await across(nc, nc)
 
 
 async def test_pub_sub_over_tls(natsd_factory: Any, tls_certs: Any) -> None:
@@ -126,11 +132,7 @@ async def test_handshake_first_with_fallback(natsd_factory: Any, tls_certs: Any)
     srv = natsd_factory({"tls": tls_certs.block(handshake_first="100ms")})
     first = await connect(srv.url, tls=tls_certs.client(), tls_handshake_first=True)
     late = await connect(srv.url, tls=tls_certs.client())  # INFO after 100 ms of silence
-    await first.subscribe("x", cb=None)
-    sub = await first.subscribe("fallback")
-    await first.flush()
-    await late.publish("fallback", b"both")
-    assert (await sub.next_msg(timeout=2)).data == b"both"
+    assert await across(first, late) == b"hello"
     await first.close()
     await late.close()
 
@@ -179,10 +181,7 @@ async def test_reload_tls_applies_to_new_connections_only(natsd_factory: Any, tl
     with pytest.raises(Exception):
         await connect(srv.url, tls=tls_certs.client())  # trusts only the first CA
     new = await connect(srv.url, tls=tls_certs.client(ca=tls_certs.other_ca))
-    sub = await old.subscribe("reload")
-    await old.flush()
-    await new.publish("reload", b"still here")
-    assert (await sub.next_msg(timeout=2)).data == b"still here"
+    assert await across(old, new) == b"hello"  # the old connection keeps its session
     assert await roundtrip(old) == b"hello"
     srv.call(srv.server.reload_tls, None)  # TLS off for new connections
     sock, info = info_of(srv.port)
