@@ -99,16 +99,16 @@ async def test_client_refuses_a_server_from_another_ca(natsd_factory: Any, tls_c
 @pytest.mark.parametrize("stall", [b"", PARTIAL_CLIENT_HELLO])
 async def test_stalled_handshake_is_cut_without_blocking_others(natsd_factory: Any, tls_certs: Any,
                                                                  stall: bytes) -> None:
-    srv = natsd_factory({"tls": tls_certs.block(timeout=0.5)})
+    srv = natsd_factory({"tls": tls_certs.block(timeout=1)})
     staller, _ = info_of(srv.port)
     staller.sendall(stall)
     started = time.monotonic()
     nc = await connect(srv.url, tls=tls_certs.client())  # accepted while the other one stalls
-    assert time.monotonic() - started < 0.4
+    assert time.monotonic() - started < 0.8
     assert await roundtrip(nc) == b"hello"
     closed = await asyncio.get_running_loop().run_in_executor(None, read_until, staller)
     elapsed = time.monotonic() - started
-    assert closed == b"" and 0.35 < elapsed < 1.5
+    assert closed == b"" and 0.85 < elapsed < 2.5
     staller.close()
     assert await roundtrip(nc) == b"hello"
     await nc.close()
