@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .account import Account
     from .server import Server
     from .sublist import Subscription
-    from .tls import PeerCertificate
+    from .peercert import PeerCertificate
 
 
 _CONNECTION_TYPES = {"tcp": "STANDARD", "unix": "STANDARD", "websocket": "WEBSOCKET",
@@ -36,7 +36,7 @@ class AuthRequest:
     ``options`` is the client's CONNECT object (``user``, ``pass``,
     ``auth_token``, ``nkey``, ``sig``, ``jwt`` ...). ``nonce`` is the nonce
     sent in INFO, if any. ``tls_peer`` is the client's verified certificate
-    (a :class:`natsd.tls.PeerCertificate`: subject DN, email/DNS/URI names)
+    (a :class:`natsd.peercert.PeerCertificate`: subject DN, email/DNS/URI names)
     when it connected over TLS with ``verify``, else ``None``.
     """
 

@@ -14,7 +14,8 @@ import pytest
 from natsd.conf import ConfError, parse
 from natsd.config import load
 from natsd.server import Server
-from natsd.tls import PeerCertificate, load_tls, parse_dn, tls_override
+from natsd.peercert import PeerCertificate, parse_dn
+from natsd.tls import load_tls, tls_override
 
 
 def conf_error(text: str, tmp_path: Path) -> ConfError:

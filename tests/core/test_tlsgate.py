@@ -159,7 +159,7 @@ async def test_allow_non_tls(natsd_factory: Any, tls_certs: Any) -> None:
 
 
 async def test_pinned_certs(natsd_factory: Any, tls_certs: Any) -> None:
-    from natsd.tls import PeerCertificate
+    from natsd.peercert import PeerCertificate
 
     der = ssl.PEM_cert_to_DER_cert(open(tls_certs.alice_cert).read())
     pin = PeerCertificate(der=der).spki_sha256()

@@ -8,7 +8,6 @@ import socket
 from typing import Any
 
 import nats
-import pytest
 
 from natsd.conf import parse
 from natsd.testing import read_until
