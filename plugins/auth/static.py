@@ -158,8 +158,9 @@ class StaticAuthenticator:
         if name is None:
             return AuthResult(ok=False, reason=f"user in cert [{peer.subject_dn}] not found")
         user = self.users[name]
-        given = request.options.get("pass") or ""
-        if (user.password or given) and not (isinstance(given, str) and secret_ok(user.password or "", given)):
+        # As nats-server: the configured password (usually none) must equal the one sent.
+        configured, given = user.password or "", request.options.get("pass") or ""
+        if (configured or given) and not (isinstance(given, str) and secret_ok(configured, given)):
             return AuthResult(ok=False, reason=f"wrong password for user {name!r} from cert")
         return self._accept(user, request)
 

@@ -107,14 +107,14 @@ def test_errors_name_file_line_and_key(tmp_path: Path, tls_certs: Any, line: str
 
 
 def test_invalid_certificate_and_mismatched_key(tmp_path: Path, tls_certs: Any) -> None:
-    err = conf_error(f'tls {{\n cert_file: "{tls_certs.server_key}"\n key_file: "{tls_certs.server_key}"\n}}',
-                     tmp_path)
+    def pair(cert: str, key: str) -> ConfError:
+        return conf_error(f'tls {{\n cert_file: "{cert}"\n key_file: "{key}"\n}}', tmp_path)
+
+    err = pair(tls_certs.server_key, tls_certs.server_key)
     assert (err.line, err.key) == (2, "cert_file") and "not a PEM certificate" in err.reason
-    err = conf_error(f'tls {{\n cert_file: "{tls_certs.server_cert}"\n key_file: "{tls_certs.server_cert}"\n}}',
-                     tmp_path)
+    err = pair(tls_certs.server_cert, tls_certs.server_cert)
     assert (err.line, err.key) == (3, "key_file") and "not a PEM private key" in err.reason
-    err = conf_error(f'tls {{\n cert_file: "{tls_certs.server_cert}"\n key_file: "{tls_certs.alice_key}"\n}}',
-                     tmp_path)
+    err = pair(tls_certs.server_cert, tls_certs.alice_key)
     assert (err.line, err.key) == (3, "key_file") and "does not match certificate" in err.reason
     err = conf_error(tls_certs.conf(f'ca_file: "{tmp_path}/none.pem"'), tmp_path)
     assert (err.line, err.key) == (4, "ca_file") and "cannot read" in err.reason
