@@ -31,6 +31,7 @@ from .nkeys import KeyPair, Prefix
 from .internal import InternalClient
 from .pluginmanager import PluginManager
 from .tls import TLSSettings
+from .tlsgate import TLSGate
 
 log = logging.getLogger("natsd.server")
 
@@ -281,8 +282,6 @@ class Server:
         client = self._client_class(self, "tcp")
         if self.tls is None:
             return client
-        from .tlsgate import TLSGate
-
         return TLSGate(client, self.tls, self.config.allow_non_tls)
 
     def reload_tls(self, settings: TLSSettings | None) -> None:
@@ -290,7 +289,8 @@ class Server:
 
         ``settings`` comes from :func:`natsd.tls.load_tls` (or a reloaded
         config's ``tls``); ``None`` turns TLS off. Open connections keep the
-        TLS session they negotiated; INFO for new ones follows the new settings.
+        TLS session they negotiated; INFO for new ones follows the new settings
+        (and ``config.allow_non_tls``: replace ``config`` first when it changes).
         """
         self.tls = settings
         if self._info:
