@@ -189,3 +189,12 @@ async def test_reload_tls_applies_to_new_connections_only(natsd_factory: Any, tl
     assert "tls_required" not in info
     await old.close()
     await new.close()
+
+
+def test_commands_sent_with_the_handshake_are_not_lost(natsd_factory: Any, tls_certs: Any) -> None:
+    """A client writing right after its Finished: the server decrypts it before handing over."""
+    srv = natsd_factory({"tls": tls_certs.block()})
+    raw, _ = info_of(srv.port)
+    with tls_certs.client().wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(b'CONNECT {"verbose":false}\r\nSUB a 1\r\nPUB a 2\r\nhi\r\nPING\r\n')
+        assert read_until(sock) == b"MSG a 1 2\r\nhi\r\nPONG\r\n"
