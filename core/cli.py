@@ -33,11 +33,6 @@ _LATER_FLAGS: dict[str, tuple[str | None, str]] = {
     "connect_retries": ("cluster", "--connect_retries"),
     "http_port": (None, "-m/--http_port"),
     "https_port": (None, "-ms/--https_port"),
-    "tls": (None, "--tls"),
-    "tlscert": (None, "--tlscert"),
-    "tlskey": (None, "--tlskey"),
-    "tlsverify": (None, "--tlsverify"),
-    "tlscacert": (None, "--tlscacert"),
     "syslog": (None, "-s/--syslog"),
     "remote_syslog": (None, "-r/--remote_syslog"),
     "client_advertise": (None, "--client_advertise"),
@@ -81,15 +76,22 @@ def make_parser() -> argparse.ArgumentParser:
                         (("--cluster_advertise",), "cluster_advertise"), (("--routes",), "routes"),
                         (("--no_advertise",), "no_advertise"), (("--connect_retries",), "connect_retries"),
                         (("-m", "--http_port"), "http_port"), (("-ms", "--https_port"), "https_port"),
-                        (("--tlscert",), "tlscert"), (("--tlskey",), "tlskey"),
-                        (("--tlscacert",), "tlscacert"),
                         (("-r", "--remote_syslog"), "remote_syslog"),
                         (("--client_advertise",), "client_advertise"), (("--profile",), "profile")):
         later.add_argument(*flags, dest=dest, default=None, help=argparse.SUPPRESS)
-    for flags, dest in ((("--tls",), "tls"), (("--tlsverify",), "tlsverify"), (("-s", "--syslog"), "syslog")):
-        later.add_argument(*flags, dest=dest, action="store_true", default=None, help=argparse.SUPPRESS)
+    later.add_argument("-s", "--syslog", dest="syslog", action="store_true", default=None,
+                       help=argparse.SUPPRESS)
     later.description = ("-js/--jetstream, -sd, --cluster, --routes ... are recognised and "
                          "answered with the plugin that provides them.")
+    t = p.add_argument_group("TLS Options (replace the file's tls {})")
+    t.add_argument("--tls", "-tls", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
+                   help="enable TLS, do not verify clients (--tls=false disables TLS)")
+    t.add_argument("--tlscert", "-tlscert", metavar="FILE", help="server certificate file")
+    t.add_argument("--tlskey", "-tlskey", metavar="FILE", help="private key for the server certificate")
+    t.add_argument("--tlsverify", "-tlsverify", type=_bool, nargs="?", const=True, default=None,
+                   metavar="BOOL", help="enable TLS, verify client certificates")
+    t.add_argument("--tlscacert", "-tlscacert", metavar="FILE",
+                   help="client certificate CA for verification")
     a = p.add_argument_group("Authorization Options")
     a.add_argument("--user", metavar="USER", help="user required for connections")
     a.add_argument("--pass", dest="password", metavar="PASSWORD", help="password required for connections")
@@ -142,6 +144,29 @@ def _overrides(args: argparse.Namespace, authorization: Any) -> dict[str, Any]:
     return out
 
 
+def _with_flags(args: argparse.Namespace, config: Any) -> Any:
+    """``config`` with the command line's flags applied over it."""
+    return _tls_flags(args, config.replace(**_overrides(args, config.authorization)))
+
+
+def _tls_flags(args: argparse.Namespace, config: Any) -> Any:
+    """``--tls*`` flags build a tls block that replaces the file's (as nats-server)."""
+    from .tls import tls_override
+
+    settings = tls_override(config.tls, enable=args.tls, cert=args.tlscert, key=args.tlskey,
+                            ca=args.tlscacert, verify=args.tlsverify)
+    if settings is config.tls:
+        return config
+    changes: dict[str, Any] = {"tls": settings}
+    if settings is not None and not _auth_timeout_set(config):
+        changes["auth_timeout"] = settings.timeout + 1.0
+    return config.replace(**changes)
+
+
+def _auth_timeout_set(config: Any) -> bool:
+    return any(k.lower() == "timeout" for k in (config.authorization or {}))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.signal is not None:
@@ -166,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conf = parse_file(args.config) if args.config else {}
         config = build_config(conf, plugins, args.plugin, source=args.config)
-        config = config.replace(**_overrides(args, config.authorization))
+        config = _with_flags(args, config)
     except (ConfError, PluginError) as exc:
         print(f"natsd: configuration error: {exc}", file=sys.stderr)
         return 1
@@ -174,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"natsd: cannot read config: {exc}", file=sys.stderr)
         return 1
     server = Server(config, plugin_manager=plugins)
-    server.flag_overrides = lambda cfg: cfg.replace(**_overrides(args, cfg.authorization))
+    server.flag_overrides = lambda cfg: _with_flags(args, cfg)  # flags win on reload too
     if args.test_config:
         try:
             server.configure()

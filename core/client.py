@@ -35,6 +35,7 @@ from .sublist import Subscription, SublistResult
 
 if TYPE_CHECKING:
     from .server import Server
+    from .tls import TLSConnection
 
 log = logging.getLogger("natsd.client")
 
@@ -54,6 +55,7 @@ MAX_ACCOUNT_CONNECTIONS = "Maximum Account Connections Exceeded"
 AUTH_EXPIRED = "Authentication Expired"
 MAX_PAYLOAD = "Maximum Message Payload Exceeded"
 MAX_CONTROL_LINE = "Maximum Control Line Exceeded"
+TLS_HANDSHAKE_FAILURE = "TLS Handshake Failure"
 
 
 class Client(asyncio.Protocol):
@@ -65,7 +67,7 @@ class Client(asyncio.Protocol):
         "name", "lang", "version", "user", "remote", "kind", "authorized", "pings_out",
         "_ping_timer", "_auth_timer", "_deadline_timer", "in_msgs", "in_bytes",
         "out_msgs", "out_bytes_total", "close_reason", "connect_options", "connected",
-        "nonce", "perms", "max_subs", "_expiry_timer", "_auth_task", "start",
+        "nonce", "perms", "max_subs", "_expiry_timer", "_auth_task", "start", "tls",
         "auth_result",
     )
 
@@ -106,6 +108,7 @@ class Client(asyncio.Protocol):
         self.start = 0.0
         self.close_reason = ""
         self.connect_options: dict[str, Any] = {}
+        self.tls: TLSConnection | None = None  # what the TLS handshake negotiated
 
     def __repr__(self) -> str:
         return f"<Client cid={self.cid} {self.remote} account={self.account.name}>"
@@ -113,6 +116,15 @@ class Client(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.accept(transport):
+            self.begin()
+
+    def accept(self, transport: asyncio.BaseTransport, *, send_info: bool = True) -> bool:
+        """Take a new connection: its id, INFO, the connection limit; ``False`` if refused.
+
+        The TLS gate (:mod:`natsd.tlsgate`) calls this and, once the handshake
+        is done, :meth:`begin`; ``send_info=False`` defers INFO (handshake first).
+        """
         self.transport = transport  # type: ignore[assignment]  (uvloop's is not a subclass)
         server = self.server
         peer = transport.get_extra_info("peername")
@@ -122,12 +134,24 @@ class Client(asyncio.Protocol):
         self.start = time.time()
         if server.nonce_required:
             self.nonce = base64.urlsafe_b64encode(os.urandom(11)).rstrip(b"=").decode()
-        transport.write(encode_info(server.client_info(self)))
+        if send_info:
+            self.send_info()
         if len(server.clients) >= server.config.max_connections:
             self.close(MAX_CONNECTIONS, errors.MAX_CONNECTIONS)
-            return
+            return False
         server.clients[self.cid] = self
         self.account.clients.add(self)
+        log.debug("%s - cid:%d - Client connection created", self._addr(), self.cid)
+        return True
+
+    def send_info(self) -> None:
+        """Write this connection's INFO now."""
+        assert self.transport is not None
+        self.transport.write(encode_info(self.server.client_info(self)))
+
+    def begin(self) -> None:
+        """Start the protocol: the authentication and ping timers (after TLS, if any)."""
+        server = self.server
         loop = server.loop
         if server.auth_required:
             self.parser.handler = _PreAuth(self)
@@ -136,7 +160,6 @@ class Client(asyncio.Protocol):
             self.authorized = True
         if server.config.ping_interval > 0:
             self._ping_timer = loop.call_later(server.config.ping_interval, self._ping_tick)
-        log.debug("%s - cid:%d - Client connection created", self._addr(), self.cid)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -380,9 +403,10 @@ class Client(asyncio.Protocol):
             self._auth_timer = None
 
     def auth_request(self) -> AuthRequest:
-        """What authenticators see of this client (its CONNECT options, address, nonce)."""
+        """What authenticators see of this client (CONNECT options, address, nonce, certificate)."""
         return AuthRequest(options=self.connect_options or {}, client_id=self.cid,
-                           remote=self.remote, transport=self.kind, nonce=self.nonce)
+                           remote=self.remote, transport=self.kind, nonce=self.nonce,
+                           tls_peer=self.tls.peer if self.tls is not None else None)
 
     def take_auth_result(self, result: AuthResult) -> None:
         """Apply an accepted verdict's identity, permissions, limits and expiry (also on reload)."""

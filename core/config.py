@@ -13,9 +13,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .conf import ConfError, ConfMap, parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from .tls import TLSSettings
 
 ConfigError = ConfError
 """Raised for any invalid configuration; names the file, line and key."""
@@ -42,9 +45,9 @@ PLUGIN_PROVIDED: dict[str, str] = {
 
 # nats-server keys natsd does not implement yet (they belong to later work).
 NOT_YET = frozenset({
-    "tls", "http", "http_port",
+    "http", "http_port",
     "https", "https_port", "monitor_port", "http_base_path", "server_tags",
-    "trusted", "trusted_keys", "allow_non_tls", "client_advertise", "syslog",
+    "trusted", "trusted_keys", "client_advertise", "syslog",
     "remote_syslog", "connect_error_reports", "reconnect_error_reports", "default_js_domain",
 })
 
@@ -121,6 +124,10 @@ class ServerConfig:
     system_account: str = ""
     """The system account's name; empty: ``$SYS`` (operator mode: the operator JWT's)."""
     no_system_account: bool = False
+    tls: TLSSettings | None = None
+    """The client port's ``tls {}`` (see :mod:`natsd.tls`); ``None``: plaintext."""
+    allow_non_tls: bool = False
+    """With ``tls``: accept plaintext clients too (INFO announces ``tls_available``)."""
     plugins: PluginSettings = field(default_factory=PluginSettings)
     blocks: dict[str, Any] = field(default_factory=dict)
     """Top-level keys owned by plugins (lower case) -> value; a :class:`ConfMap`
@@ -212,6 +219,12 @@ def _set_authorization(block: Any, key: str, value: Any, out: dict[str, Any]) ->
             out["auth_timeout"] = _duration(auth, k, v)
 
 
+def _set_tls(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
+    from .tls import load_tls
+
+    out["tls"] = load_tls(block, key, value)
+
+
 #: Keys of an account block in ``accounts {}`` (nats-server refuses any other).
 ACCOUNT_KEYS = frozenset({"users", "exports", "imports", "mappings", "limits",
                           "default_permissions", "nkey", "jetstream"})
@@ -267,6 +280,8 @@ CORE_KEYS: dict[str, _Setter] = {
     "mappings": _field("mappings", _block),
     "system_account": _field("system_account", _str),
     "no_system_account": _field("no_system_account", _bool),
+    "tls": _set_tls,
+    "allow_non_tls": _field("allow_non_tls", _bool),
 }
 
 
@@ -328,6 +343,8 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
             raise config_error(conf, key, "a nats-server option natsd does not support yet")
         else:
             raise config_error(conf, key, "unknown configuration key")
+    if values.get("tls") is not None and "auth_timeout" not in values:
+        values["auth_timeout"] = values["tls"].timeout + 1.0  # nats-server's default with TLS
     positions = {k.lower(): p for k, p in conf.positions.items()} if isinstance(conf, ConfMap) else {}
     config = ServerConfig(**values, plugins=plugin_settings(conf), blocks=blocks, source=source,
                           positions=positions)

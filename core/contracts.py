@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .account import Account
     from .server import Server
     from .sublist import Subscription
+    from .peercert import PeerCertificate
 
 
 _CONNECTION_TYPES = {"tcp": "STANDARD", "unix": "STANDARD", "websocket": "WEBSOCKET",
@@ -34,7 +35,9 @@ class AuthRequest:
 
     ``options`` is the client's CONNECT object (``user``, ``pass``,
     ``auth_token``, ``nkey``, ``sig``, ``jwt`` ...). ``nonce`` is the nonce
-    sent in INFO, if any.
+    sent in INFO, if any. ``tls_peer`` is the client's verified certificate
+    (a :class:`natsd.peercert.PeerCertificate`: subject DN, email/DNS/URI names)
+    when it connected over TLS with ``verify``, else ``None``.
     """
 
     options: Mapping[str, Any]
@@ -42,6 +45,7 @@ class AuthRequest:
     remote: tuple[str, int] | None
     transport: str = "tcp"
     nonce: str | None = None
+    tls_peer: PeerCertificate | None = None
 
     @property
     def connection_type(self) -> str:

@@ -10,7 +10,8 @@ the key (with file and line when known), as nats-server's
 ``config reload not supported for ...`` does.
 
 What applies, as in nats-server: users, permissions, accounts (mappings,
-limits, exports and imports), logging, limits, timeouts and the pid file.
+limits, exports and imports), TLS settings and certificates (for new
+connections), logging, limits, timeouts and the pid file.
 Connected clients are checked against the new users: a client whose
 credentials no longer pass gets ``-ERR 'Authorization Violation'`` and is
 closed, a client whose user moved to another account is closed so that it
@@ -138,8 +139,8 @@ async def reload(server: Server, new: ServerConfig) -> list[str]:
     if "accounts" in changed or "mappings" in changed:
         _validate_accounts(server, new)
     commits = server.plugins.reload(server, old, new)
-    if "tls" in changed and hasattr(server, "reload_tls"):
-        commits.append(lambda: server.reload_tls(new))
+    if "tls" in changed:
+        commits.append(lambda: server.reload_tls(new.tls))
     # Everything checked: from here on the new config is live.
     server.config = new
     if any(k in changed for k in LOGGING) and natsd_log.installed():

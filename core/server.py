@@ -30,6 +30,8 @@ from .contracts import Authenticator, Bridge, Listener, StorageBackend
 from .nkeys import KeyPair, Prefix
 from .internal import InternalClient
 from .pluginmanager import PluginManager
+from .tls import TLSSettings
+from .tlsgate import TLSGate
 
 log = logging.getLogger("natsd.server")
 
@@ -117,6 +119,8 @@ class Server:
         plugins add theirs at start-up."""
         self.host = config.host
         self.port = config.port
+        self.tls: TLSSettings | None = config.tls
+        """The client port's TLS settings for new connections (see :meth:`reload_tls`)."""
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -159,7 +163,7 @@ class Server:
         log.info("Plugins: %s", ", ".join(self.plugins.names()) or "none")
         try:
             self._listener = await self.loop.create_server(
-                self.client_protocol, host=cfg.host or None, port=cfg.port,
+                self._client_port_protocol, host=cfg.host or None, port=cfg.port,
                 reuse_address=True, backlog=1024)
         except OSError as exc:
             self._state = "stopped"
@@ -169,6 +173,10 @@ class Server:
         self._info = self._base_info()
         self.ports["nats"] = [self.client_url]
         log.info("Listening for client connections on %s:%d", self.host, self.port)
+        if self.tls is not None:
+            log.info("TLS required for client connections")
+            if self.tls.handshake_first and not self.tls.fallback_delay:
+                log.warning('Clients that are not using "TLS Handshake First" option will fail to connect')
         try:
             self._listeners = self.plugins.listeners(self)
             for listener in self._listeners:
@@ -358,6 +366,27 @@ class Server:
         """A protocol instance for one NATS client connection (for listeners too)."""
         return self._client_class(self, kind)
 
+    def _client_port_protocol(self) -> asyncio.Protocol:
+        """The protocol of a connection accepted on the client port (behind TLS if configured)."""
+        client = self._client_class(self, "tcp")
+        if self.tls is None:
+            return client
+        return TLSGate(client, self.tls, self.config.allow_non_tls)
+
+    def reload_tls(self, settings: TLSSettings | None) -> None:
+        """Use ``settings`` (e.g. renewed certificates) for connections accepted from now on.
+
+        ``settings`` comes from :func:`natsd.tls.load_tls` (or a reloaded
+        config's ``tls``); ``None`` turns TLS off. Open connections keep the
+        TLS session they negotiated; INFO for new ones follows the new settings
+        (and ``config.allow_non_tls``: replace ``config`` first when it changes).
+        """
+        self.tls = settings
+        if self._info:
+            self._info = self._base_info()
+        log.info("TLS %s for new client connections",
+                 "settings reloaded" if settings is not None else "disabled")
+
     def connect_internal(self, name: str, account: str = GLOBAL_ACCOUNT,
                          *, echo: bool = False) -> InternalClient:
         """An in-process client in ``account`` for plugins and bridges."""
@@ -423,6 +452,13 @@ class Server:
         }
         if self.auth_required:
             info["auth_required"] = True  # nats-server's field order: after headers
+        if self.tls is not None:  # nats-server: tls_required, tls_verify, tls_available
+            if not cfg.allow_non_tls:
+                info["tls_required"] = True
+            if self.tls.verify:
+                info["tls_verify"] = True
+            if cfg.allow_non_tls:
+                info["tls_available"] = True
         info["max_payload"] = cfg.max_payload
         return info
 

@@ -4,7 +4,8 @@ natsd's core knows only the auth hook (``natsd_authenticators``); this plugin
 implements nats-server's configured methods through it: a token, a single
 user/password, users lists (plain or bcrypt passwords, NKeys), users inside
 ``accounts {}`` blocks, ``no_auth_user``, per-user permissions,
-``allowed_connection_types``, and the auth callout of nats-server 2.10
+``allowed_connection_types``, users mapped from TLS client certificates
+(``tls { verify_and_map: true }``), and the auth callout of nats-server 2.10
 (:mod:`.callout`). It is registered through the ``natsd`` entry-point group
 like any third-party plugin and does nothing when no users are configured.
 """
@@ -25,7 +26,7 @@ def _chain(config: Any) -> list[Any]:
     users, token = build_users(config)
     if not users and token is None:
         return []
-    chain: list[Any] = [StaticAuthenticator(users, token, config.no_auth_user)]
+    chain: list[Any] = [StaticAuthenticator(users, token, config.no_auth_user, _maps(config))]
     auth = config.authorization or {}
     if "auth_callout" in auth:
         settings = CalloutSettings(auth["auth_callout"], auth, users, config.accounts)
@@ -42,10 +43,14 @@ def natsd_configure(server: Any, config: Any) -> None:
         _by_server.pop(id(server), None)
 
 
+def _maps(config: Any) -> bool:
+    return config.tls is not None and config.tls.map_users
+
+
 @hookimpl
 def natsd_reload(server: Any, old: Any, new: Any) -> Any:
-    if (old.authorization, old.accounts, old.no_auth_user) == (
-            new.authorization, new.accounts, new.no_auth_user):
+    if (old.authorization, old.accounts, old.no_auth_user, _maps(old)) == (
+            new.authorization, new.accounts, new.no_auth_user, _maps(new)):
         return None
     chain = _chain(new)  # raises ConfigError for bad users: nothing changes
 

@@ -119,11 +119,14 @@ def _add(users: dict[str, User], user: User, where: Any, index: int) -> None:
 class StaticAuthenticator:
     """Checks CONNECT credentials against the configured users or token."""
 
-    def __init__(self, users: dict[str, User], token: str | None, no_auth_user: str | None) -> None:
+    def __init__(self, users: dict[str, User], token: str | None, no_auth_user: str | None,
+                 tls_map: bool = False) -> None:
         self.users = users
         self.token = token
         self.no_auth_user = no_auth_user
+        self.tls_map = tls_map and bool(users)  # verify_and_map: the certificate names the user
         self.wants_nonce = any(u.nkey for u in users.values())
+        self._mappable = [name for name, u in users.items() if u.nkey is None]
 
     def authenticate(self, request: AuthRequest) -> AuthResult:
         opts = request.options
@@ -134,6 +137,8 @@ class StaticAuthenticator:
             return AuthResult(ok=False, reason="bad or missing token")
         if opts.get("nkey"):
             return self._nkey(request)
+        if self.tls_map:
+            return self._mapped(request)
         name = opts.get("user")
         if not name and not opts.get("pass") and self.no_auth_user is not None:
             return self._accept(self.users[self.no_auth_user], request)
@@ -142,6 +147,21 @@ class StaticAuthenticator:
             return AuthResult(ok=False, reason=f"unknown user {name!r}" if name else "no credentials")
         if not user.password_ok(opts.get("pass")):
             return AuthResult(ok=False, reason=f"wrong password for user {name!r}")
+        return self._accept(user, request)
+
+    def _mapped(self, request: AuthRequest) -> AuthResult:
+        """``verify_and_map``: the client certificate's subject or names pick the user."""
+        peer = request.tls_peer
+        if peer is None:
+            return AuthResult(ok=False, reason="user required in cert, no TLS client certificate")
+        name = peer.map_to(self._mappable)
+        if name is None:
+            return AuthResult(ok=False, reason=f"user in cert [{peer.subject_dn}] not found")
+        user = self.users[name]
+        # As nats-server: the configured password (usually none) must equal the one sent.
+        configured, given = user.password or "", request.options.get("pass") or ""
+        if (configured or given) and not (isinstance(given, str) and secret_ok(configured, given)):
+            return AuthResult(ok=False, reason=f"wrong password for user {name!r} from cert")
         return self._accept(user, request)
 
     def _nkey(self, request: AuthRequest) -> AuthResult:

@@ -228,3 +228,35 @@ def test_plugins_check_then_apply(natsd_factory, tmp_path):
     path.write_text(HEAD + "widget { size: 3 }\ngadget { x: 1 }\n")
     running.reload()
     assert widget.applied == [3]
+
+
+def test_renewed_certificates_apply_to_new_connections(natsd_factory, tmp_path, tls_certs):
+    import shutil
+    import ssl
+
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    shutil.copy(tls_certs.server_cert, cert)
+    shutil.copy(tls_certs.server_key, key)
+    path = _conf(tmp_path, f'tls {{ cert_file: "{cert}", key_file: "{key}" }}\n')
+    running = natsd_factory(str(path))
+
+    def tls_client(ca: str) -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", running.port), timeout=3)
+        assert b'"tls_required":true' in read_until(raw, b"\r\n")
+        sock = tls_certs.client(ca=ca).wrap_socket(raw, server_hostname="127.0.0.1")
+        sock.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+        assert read_until(sock) == b"PONG\r\n"
+        return sock
+
+    old = tls_client(tls_certs.ca)
+    shutil.copy(tls_certs.other_server_cert, cert)  # renewed in place, same paths
+    shutil.copy(tls_certs.other_server_key, key)
+    assert running.reload() == ["tls"]
+    with pytest.raises(ssl.SSLError):
+        tls_client(tls_certs.ca)
+    new = tls_client(tls_certs.other_ca)
+    new.sendall(b"SUB x 1\r\nPING\r\n")
+    read_until(new)
+    old.sendall(b"PUB x 2\r\nhi\r\nPING\r\n")  # the old session still works
+    assert read_until(old) == b"PONG\r\n"
+    assert _ping(new) == b"MSG x 1 2\r\nhi\r\nPONG\r\n"
