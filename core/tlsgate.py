@@ -5,8 +5,9 @@ a :class:`TLSGate` in front of its :class:`~natsd.client.Client`. The gate
 sends INFO in plaintext (``tls_required``), reads the first bytes and, when
 they open a TLS record (0x16), upgrades the connection with
 ``loop.start_tls`` and replays them into the TLS layer; anything else is a
-``TLS Handshake Failure`` (closed without a reply, as nats-server 2.9.10
-does), unless ``allow_non_tls`` lets a plaintext client through. With
+``TLS Handshake Failure``: the client gets ``-ERR 'Secure Connection - TLS
+Required'`` and is closed (nats-server 2.9.10 writes the same error but
+closes with the client's bytes unread, so the client sees a reset), unless ``allow_non_tls`` lets a plaintext client through. With
 ``handshake_first`` INFO waits until the handshake is done, or until the
 fallback delay passes without a byte. A handshake that does not finish within
 ``timeout`` is cut; it never holds up the accept loop or other clients.
@@ -23,6 +24,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .client import TLS_HANDSHAKE_FAILURE
+from .errors import SECURE_CONNECTION_REQUIRED
 from .tls import TLSConnection
 
 if TYPE_CHECKING:
@@ -77,7 +79,7 @@ class TLSGate(asyncio.Protocol):
         elif self.allow_plain and self.info_first:
             self._plain()
         else:
-            self._fail("first record does not look like a TLS handshake")
+            self._fail("first record does not look like a TLS handshake", err=SECURE_CONNECTION_REQUIRED)
 
     def eof_received(self) -> bool | None:
         return None
@@ -178,13 +180,13 @@ class TLSGate(asyncio.Protocol):
         log.error("%s - cid:%d - TLS handshake timeout", client._addr(), client.cid)
         self._fail("timeout", logged=True)
 
-    def _fail(self, reason: str, *, logged: bool = False) -> None:
+    def _fail(self, reason: str, *, logged: bool = False, err: str | None = None) -> None:
         client = self.client
         if not logged:
             log.error("%s - cid:%d - TLS handshake error: %s", client._addr(), client.cid, reason)
         self._cancel()
         self.state = "done"
-        client.close(TLS_HANDSHAKE_FAILURE)
+        client.close(TLS_HANDSHAKE_FAILURE, err)
 
     def _cancel(self, *, fallback_only: bool = False) -> None:
         if self._fallback is not None:

@@ -57,13 +57,13 @@ async def test_pub_sub_over_tls(natsd_factory: Any, tls_certs: Any) -> None:
     await nc.close()
 
 
-def test_plaintext_client_is_closed_without_a_reply(natsd_factory: Any, tls_certs: Any,
+def test_plaintext_client_is_told_tls_is_required(natsd_factory: Any, tls_certs: Any,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     srv = natsd_factory({"tls": tls_certs.block()})
     caplog.set_level(logging.DEBUG, logger="natsd.client")
     sock, _ = info_of(srv.port)
     sock.sendall(b"CONNECT {}\r\nPING\r\n")
-    assert read_until(sock) == b""  # closed, no -ERR (nats-server 2.9.10 sends nothing either)
+    assert read_until(sock) == b"-ERR 'Secure Connection - TLS Required'\r\n"  # then closed
     sock.close()
     deadline = time.monotonic() + 2
     while "TLS Handshake Failure" not in caplog.text and time.monotonic() < deadline:
