@@ -112,7 +112,12 @@ def server_traffic(server: Any) -> Totals:
 
 def account_traffic(account: Any) -> Totals:
     """Traffic of ``account``'s client connections since start (closed ones included)."""
-    return account.closed_totals.plus(c for c in account.clients if hasattr(c, "connected"))
+    return account.closed_totals.plus(c for c in account.clients if getattr(c, "connected", False))
+
+
+def account_connections(account: Any) -> int:
+    """Client connections of ``account`` that are connected (CONNECT accepted) now."""
+    return sum(1 for c in account.clients if getattr(c, "connected", False))
 
 
 _cpu_sample = (time.monotonic(), time.process_time(), 0.0)

@@ -12,10 +12,11 @@ Published in the system account (``system_account``, default ``$SYS``):
 - ``$SYS.SERVER.<id>.SHUTDOWN``: the server is stopping.
 
 Answered: ``$SYS.REQ.SERVER.PING`` and ``$SYS.REQ.SERVER.PING.<X>`` (every
-server), ``$SYS.REQ.SERVER.<id>.<X>`` (this one) for ``STATSZ`` and
-``HEALTHZ``, plus whatever views plugins register through
-``natsd_system_views`` (the monitoring plugin adds ``VARZ``, ``CONNZ`` ...),
-and ``$SYS.REQ.ACCOUNT.<acc>.<X>`` for account views.
+server), ``$SYS.REQ.SERVER.<id>.<X>`` (this one) for ``STATSZ``, ``HEALTHZ``
+and ``IDZ`` (nats-server 2.10's bare ``{"name", "host", "id"}``), plus
+whatever views plugins register through ``natsd_system_views`` (the
+monitoring plugin adds ``VARZ``, ``CONNZ`` ...), and
+``$SYS.REQ.ACCOUNT.<acc>.<X>`` for account views.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from natsd.stats import account_traffic, process_usage, server_traffic
+from natsd.stats import account_connections, account_traffic, process_usage, server_traffic
 
 log = logging.getLogger("natsd.system")
 
@@ -73,6 +74,16 @@ def client_info(client: Any, *, stop: float | None = None) -> dict[str, Any]:
 
 def _traffic(msgs: int, nbytes: int) -> dict[str, int]:
     return {"msgs": msgs, "bytes": nbytes}
+
+
+def account_stat(account: Any) -> dict[str, Any]:
+    """nats-server's ``AccountStat`` of ``account``: the ``account_connections`` body
+    without type, id and server, and an entry of monitoring's ``/accstatz``."""
+    conns = account_connections(account)
+    t = account_traffic(account)
+    return {"acc": account.name, "conns": conns, "leafnodes": 0, "total_conns": conns,
+            "sent": _traffic(t.out_msgs, t.out_bytes), "received": _traffic(t.in_msgs, t.in_bytes),
+            "slow_consumers": t.slow_consumers}
 
 
 class SystemEvents:
@@ -133,20 +144,12 @@ class SystemEvents:
                       {"server": self.server.event_server_info(), "reason": "Server Shutdown"})
 
     def _account_conns(self, account: Any) -> None:
-        body = {**self._advisory(ACCOUNT_CONNS), **self.account_conns(account)}
+        body = {**self._advisory(ACCOUNT_CONNS), **account_stat(account)}
         self._publish(f"$SYS.SERVER.ACCOUNT.{account.name}.CONNS", body)
         body = {**body, "server": self.server.event_server_info()}
         self._publish(f"$SYS.ACCOUNT.{account.name}.SERVER.CONNS", body)
 
     # -- views ------------------------------------------------------------------------
-
-    def account_conns(self, account: Any) -> dict[str, Any]:
-        """The ``account_connections`` body of ``account`` (without type, id, server)."""
-        conns = sum(1 for c in account.clients if getattr(c, "connected", False))
-        t = account_traffic(account)
-        return {"acc": account.name, "conns": conns, "leafnodes": 0, "total_conns": conns,
-                "sent": _traffic(t.out_msgs, t.out_bytes), "received": _traffic(t.in_msgs, t.in_bytes),
-                "slow_consumers": t.slow_consumers}
 
     def statsz(self) -> dict[str, Any]:
         server = self.server
@@ -177,6 +180,10 @@ class SystemEvents:
             return
         tokens = subject.decode().split(".")
         name = "STATSZ" if len(tokens) == 4 else tokens[-1]  # bare PING answers with statsz
+        if name == "IDZ":  # nats-server 2.10: the server's identity, not wrapped
+            server = self.server
+            self._publish("", {"name": server.name, "host": server.host, "id": server.server_id}, reply)
+            return
         self._answer(self.views.get(name), name, payload, reply,
                      "statsz" if name == "STATSZ" else "data")
 
@@ -188,7 +195,7 @@ class SystemEvents:
         view = self.account_views.get(name)
         if name == "CONNS":
             account = self.server.accounts.get(acc)
-            view = (lambda _: self.account_conns(account)) if account is not None else None
+            view = (lambda _: account_stat(account)) if account is not None else None
         self._answer(view and (lambda opts: view({**opts, "account": acc})), name, payload, reply, "data")
 
     def _answer(self, view: View | None, name: str, payload: bytes, reply: bytes, key: str) -> None:
