@@ -427,8 +427,9 @@ def _import(forwarder: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"subject": forwarder.local.decode(), "account": forwarder.exporter.name,
                                "to": forwarder.subject.decode(), "type": "service"}
     else:
-        out = {"subject": forwarder.sub.subject.decode(), "account": forwarder.exporter.name,
-               "type": "stream"}
+        subject = forwarder.sub.subject
+        out = {"subject": subject.decode(), "account": forwarder.exporter.name,
+               "local_subject": forwarder.target(subject).decode(), "type": "stream"}
     out.update(invalid=False, share=False, tracking=False)
     return out
 
