@@ -69,35 +69,30 @@ class Options:
                          f"parsing {_quote(str(value))}: invalid syntax")
 
     def int(self, *names: str) -> int:
-        name, value = self.raw(*names)
-        if value is None:
-            return 0
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        text = str(value)
-        if isinstance(value, str) and _INT.match(text):
-            if abs(int(text)) <= INT64_MAX:
-                return int(text)
-            why = "value out of range"
-        else:
-            why = "invalid syntax"
-        raise BadRequest(f"Error decoding int for '{name}': strconv.Atoi: parsing {_quote(text)}: {why}")
+        return self._number(names, _INT, INT64_MAX, "int", "strconv.Atoi")
 
     def uint(self, *names: str) -> int:
+        return self._number(names, _UINT, UINT64_MAX, "uint64", "strconv.ParseUint")
+
+    def _number(self, names: tuple[str, ...], pattern: re.Pattern[str], limit: int, kind: str,
+                parser: str) -> int:
         name, value = self.raw(*names)
         if value is None:
             return 0
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
         text = str(value)
-        if isinstance(value, str) and _UINT.match(text):
-            if int(text) <= UINT64_MAX:
+        if isinstance(value, (int, str)) and not isinstance(value, bool) and pattern.match(text):
+            if abs(int(text)) <= limit:
                 return int(text)
             why = "value out of range"
         else:
             why = "invalid syntax"
-        raise BadRequest(f"Error decoding uint64 for '{name}': strconv.ParseUint: "
-                         f"parsing {_quote(text)}: {why}")
+        raise BadRequest(f"Error decoding {kind} for '{name}': {parser}: parsing {_quote(text)}: {why}")
+
+    def page(self, default: int) -> tuple[int, int]:
+        """``(offset, limit)``: a negative offset is 0, a limit of 0 or less ``default``."""
+        offset = max(self.int("offset"), 0)
+        limit = self.int("limit")
+        return offset, limit if limit > 0 else default
 
     def subs(self) -> tuple[bool, bool]:
         """``(subscription subjects, subscription details)``: ``subs=1`` or ``subs=detail``.

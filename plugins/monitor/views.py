@@ -195,10 +195,7 @@ class Monitor:
         o = Options(params)
         auth = o.flag("auth")
         subs, detail = o.subs()
-        offset = max(o.int("offset"), 0)
-        limit = o.int("limit")
-        if limit <= 0:
-            limit = DEFAULT_LIST_SIZE
+        offset, limit = o.page(DEFAULT_LIST_SIZE)
         cid = o.uint("cid")
         state = o.state()
         sort = o.text("sort") or "cid"
@@ -287,10 +284,7 @@ class Monitor:
     def subsz(self, params: Mapping[str, Any]) -> dict[str, Any]:
         o = Options(params)
         subs = o.flag("subs", "subscriptions")
-        offset = max(o.int("offset"), 0)
-        limit = o.int("limit")
-        if limit <= 0:
-            limit = DEFAULT_LIST_SIZE
+        offset, limit = o.page(DEFAULT_LIST_SIZE)
         test = o.text("test")
         acc = o.text("acc", "account")
         if test and not valid_literal_subject(test.encode()):
@@ -383,8 +377,7 @@ class Monitor:
         o = Options(params)
         for name in ("accounts", "streams", "consumers", "config"):
             o.flag(name)
-        o.int("offset")
-        o.int("limit")
+        o.page(DEFAULT_LIST_SIZE)
         o.flag("leader-only", "leader_only")
         return {**self._head(), "disabled": True, "config": {"max_memory": 0, "max_storage": 0},
                 "memory": 0, "storage": 0, "reserved_memory": 0, "reserved_storage": 0,
