@@ -4,7 +4,7 @@ Registered through the entry point ``monitor_views`` and always on (it owns
 no config key), so ``$SYS.REQ.SERVER.PING.VARZ``, ``.CONNZ``, ``.SUBSZ``,
 ``.ACCOUNTZ``, ``.HEALTHZ``, ``.ROUTEZ``, ``.LEAFZ``, ``.GATEWAYZ``, ``.JSZ``
 and ``$SYS.REQ.ACCOUNT.<acc>.CONNZ``, ``.SUBSZ``, ``.STATZ``, ``.INFO``,
-``.LEAFZ``, ``.JSZ`` are answered whether or not the HTTP port
+``.LEAFZ`` (and ``.JSZ`` once a plugin provides ``/jsz``) are answered whether or not the HTTP port
 (``natsd_plugins.monitor``) is enabled. It does nothing without a system
 account; ``plugins { deny: [monitor_views] }`` turns it off.
 """

@@ -271,8 +271,9 @@ class Monitor:
                 info["authorized_user"] = user
             if c.account.name != GLOBAL_ACCOUNT:
                 info["account"] = c.account.name
-        if c.subs and detail:
-            info["subscriptions_list_detail"] = [sub_detail(s, c.cid) for s in c.subs.values()]
+        if c.subs and detail:  # closed ones name the account, as nats-server's saved details do
+            acc = c.account.name if closed else None
+            info["subscriptions_list_detail"] = [sub_detail(s, c.cid, acc) for s in c.subs.values()]
         elif c.subs and subs:
             info["subscriptions_list"] = [s.subject.decode(errors="replace") for s in c.subs.values()]
         if auth and c.connect_options.get("jwt"):
@@ -392,13 +393,15 @@ class Monitor:
         views: dict[str, View] = {name: ep[path] for path, name in SYSTEM_NAMES.items()}
         views.update({
             "ACCOUNT.CONNZ": lambda opts: ep["/connz"]({**opts, "acc": opts["account"]}),
-            "ACCOUNT.SUBSZ": lambda opts: ep["/subsz"]({**opts, "acc": opts["account"]}),
+            "ACCOUNT.SUBSZ": lambda opts: ep["/subsz"](
+                {**opts, "acc": opts["account"], "subscriptions": True}),
             "ACCOUNT.LEAFZ": lambda opts: ep["/leafz"]({**opts, "acc": opts["account"]}),
-            "ACCOUNT.JSZ": lambda opts: ep["/jsz"]({**opts, "acc": opts["account"]}),
             "ACCOUNT.STATZ": lambda opts: ep["/accstatz"](
                 {**opts, "accounts": [opts["account"]], "include_unused": True}),
             "ACCOUNT.INFO": lambda opts: self.accountz({"acc": opts["account"]})["account_detail"],
         })
+        if ep["/jsz"] != self.jsz:  # without JetStream nats-server answers an error
+            views["ACCOUNT.JSZ"] = lambda opts: ep["/jsz"]({**opts, "acc": opts["account"]})
         return views
 
 

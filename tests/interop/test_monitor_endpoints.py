@@ -4,9 +4,11 @@ Both servers run the same configuration (three accounts, an export and its
 imports, ``http_port``) and the same workload: two clients subscribe and
 publish, a third subscribes and leaves. Every endpoint's JSON must have the
 same keys, recursively (the keys of a list are those of all its objects),
-except the few natsd deliberately leaves out (:data:`NOT_FILLED`); the
-counts that do not depend on a server's internals must be equal; and bad
-query parameters must get the same status and text.
+except the few natsd deliberately leaves out (:data:`NOT_FILLED`,
+:data:`NOT_FILLED_IN`); so must the system account's ``$SYS.REQ`` answers
+built from the same views. The counts that do not depend on a server's
+internals must be equal, and bad query parameters must get the same status
+and text.
 """
 
 from __future__ import annotations
@@ -49,9 +51,23 @@ NOT_FILLED_IN = {
 
 PATHS = [
     "varz", "connz", "connz?subs=1", "connz?subs=detail", "connz?auth=1",
-    "connz?state=closed", "connz?state=closed&subs=1&auth=1", "connz?state=all&sort=start",
+    "connz?state=closed", "connz?state=closed&subs=1&auth=1", "connz?state=closed&subs=detail",
+    "connz?state=all&sort=start",
     "subsz", "subsz?subs=1&acc=A&test=foo.x", "accountz", "accountz?acc=A", "accountz?acc=B",
     "accstatz", "accstatz?unused=1", "healthz", "routez", "leafz", "gatewayz", "jsz",
+]
+
+#: System account requests answered by the same views: (subject, JSON options).
+SYSTEM = [
+    ("$SYS.REQ.SERVER.PING.VARZ", {}),
+    ("$SYS.REQ.SERVER.PING.CONNZ", {"subscriptions": True, "auth": True}),
+    ("$SYS.REQ.SERVER.PING.CONNZ", {"state": 1, "subscriptions_detail": True}),
+    ("$SYS.REQ.SERVER.PING.SUBSZ", {"subscriptions": True, "account": "A", "test": "foo.x"}),
+    ("$SYS.REQ.SERVER.PING.ACCOUNTZ", {}), ("$SYS.REQ.SERVER.PING.HEALTHZ", {}),
+    ("$SYS.REQ.SERVER.PING.ROUTEZ", {}), ("$SYS.REQ.SERVER.PING.LEAFZ", {}),
+    ("$SYS.REQ.SERVER.PING.GATEWAYZ", {}), ("$SYS.REQ.SERVER.PING.JSZ", {}),
+    ("$SYS.REQ.ACCOUNT.A.CONNZ", {}), ("$SYS.REQ.ACCOUNT.A.SUBSZ", {}),
+    ("$SYS.REQ.ACCOUNT.A.STATZ", {}), ("$SYS.REQ.ACCOUNT.B.INFO", {}), ("$SYS.REQ.ACCOUNT.A.LEAFZ", {}),
 ]
 
 BAD = [
@@ -115,7 +131,12 @@ def observed(server_factory: Any) -> dict[str, Any]:
         async def run() -> None:
             await workload(f"nats://{host}:{port}")
             base = f"http://{host}:{http_port}"
-            answers = {p: fetch(f"{base}/{p}") for p in PATHS + BAD}
+            answers: dict[str, Any] = {p: fetch(f"{base}/{p}") for p in PATHS + BAD}
+            sysc = await nats.connect(f"nats://{host}:{port}", user="sys", password="sys")
+            for subject, opts in SYSTEM:
+                reply = await sysc.request(subject, json.dumps(opts).encode(), timeout=2)
+                answers[subject + json.dumps(opts)] = json.loads(reply.data)
+            await sysc.close()
             for c in workload.clients:  # type: ignore[attr-defined]
                 await c.close()
             results[kind] = answers
@@ -139,6 +160,13 @@ def test_same_keys(observed: dict[str, Any], path: str) -> None:
     (s1, mine), (s2, real) = observed[T.NATSD][path], observed[T.NATS_SERVER][path]
     assert s1 == s2 == 200
     assert shape(json.loads(mine)) == shape(without_not_filled(path, json.loads(real)))
+
+
+@pytest.mark.parametrize("subject, opts", SYSTEM)
+def test_same_system_replies(observed: dict[str, Any], subject: str, opts: dict[str, Any]) -> None:
+    mine, real = (observed[kind][subject + json.dumps(opts)] for kind in (T.NATSD, T.NATS_SERVER))
+    assert "error" not in mine and "error" not in real
+    assert shape(mine["data"]) == shape(real["data"])
 
 
 @pytest.mark.parametrize("path", BAD)
