@@ -81,6 +81,13 @@ def _num(x: float) -> float | int:
     return int(x) if float(x).is_integer() else x
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (varz's ``gomaxprocs``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _end(conn: Any, now: float) -> float:
     return conn.stop if isinstance(conn, ClosedClient) else now
 
@@ -174,8 +181,7 @@ class Monitor:
             "write_deadline": int(cfg.write_deadline * NS),
             "start": rfc3339(server.start_time), "now": rfc3339(time.time()),
             "uptime": uptime(time.time() - server.start_time), "mem": mem,
-            "cores": os.cpu_count() or 1, "gomaxprocs": len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+            "cores": os.cpu_count() or 1, "gomaxprocs": _usable_cpus(),
             "cpu": _num(cpu), "connections": len(server.clients),
             "total_connections": server.total_connections, "routes": 0, "remotes": 0,
             "leafnodes": 0, "in_msgs": traffic.in_msgs, "out_msgs": traffic.out_msgs,
