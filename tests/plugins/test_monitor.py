@@ -433,3 +433,25 @@ def test_command_line_flag(tmp_path: Any) -> None:
     out = subprocess.run([sys.executable, "-m", "natsd", "-c", str(conf), "-m", "0"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "-m/--http_port is provided by the natsd plugin 'monitor'" in out.stderr
+
+
+def test_an_endpoint_offered_twice_is_an_error(natsd_factory: Any) -> None:
+    from natsd.pluginmanager import PluginError
+
+    class Routes:
+        @hookimpl
+        def natsd_monitor_endpoints(self) -> dict[str, Any]:
+            return {"routez": lambda params: {}}
+
+    with pytest.raises(PluginError, match="monitoring endpoint '/routez' offered twice"):
+        natsd_factory(parse("http_port: 0"), (Routes(), Routes()))
+
+
+async def test_no_closed_ring_still_counts(monitored: Any) -> None:
+    m = monitored("max_closed_clients: 0\n")
+    nc = await nats.connect(m.url)
+    await nc.publish("x", b"abc")
+    await nc.close()
+    varz = await until(lambda: (v := m("varz"))["connections"] == 0 and v)
+    assert varz["in_msgs"] == 1 and varz["in_bytes"] == 3 and varz["total_connections"] == 1
+    assert m("connz?state=closed")["connections"] == []
