@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import config_error, size_setting
+from .stats import Totals
 from .sublist import Sublist
 
 GLOBAL_ACCOUNT = "$G"
@@ -36,7 +37,8 @@ class Account:
     """
 
     __slots__ = ("name", "sublist", "clients", "mappings", "max_connections",
-                 "max_subscriptions", "max_payload", "max_leafnodes", "__weakref__")
+                 "max_subscriptions", "max_payload", "max_leafnodes", "closed_totals",
+                 "__weakref__")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -47,6 +49,7 @@ class Account:
         self.max_subscriptions = NO_LIMIT
         self.max_payload = NO_LIMIT
         self.max_leafnodes = NO_LIMIT
+        self.closed_totals = Totals()  # traffic of its closed connections (natsd.stats)
 
     def __repr__(self) -> str:
         return f"<Account {self.name} clients={len(self.clients)} subs={self.sublist.count}>"

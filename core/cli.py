@@ -31,7 +31,6 @@ _LATER_FLAGS: dict[str, tuple[str | None, str]] = {
     "routes": ("cluster", "--routes"),
     "no_advertise": ("cluster", "--no_advertise"),
     "connect_retries": ("cluster", "--connect_retries"),
-    "http_port": (None, "-m/--http_port"),
     "https_port": (None, "-ms/--https_port"),
     "syslog": (None, "-s/--syslog"),
     "remote_syslog": (None, "-r/--remote_syslog"),
@@ -52,6 +51,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--name", "--server_name", dest="server_name", metavar="NAME",
                    help="server name (default: the server id)")
     s.add_argument("-P", "--pid", dest="pid_file", metavar="FILE", help="file to store the PID")
+    s.add_argument("-m", "--http_port", type=int, metavar="PORT",
+                   help="use port for HTTP monitoring (the monitor plugin; 0 picks a free port)")
     s.add_argument("-c", "--config", metavar="FILE", help="configuration file")
     s.add_argument("-t", dest="test_config", action="store_true",
                    help="test the configuration and exit")
@@ -75,7 +76,7 @@ def make_parser() -> argparse.ArgumentParser:
                         (("--cluster_name",), "cluster_name"), (("--cluster_listen",), "cluster_listen"),
                         (("--cluster_advertise",), "cluster_advertise"), (("--routes",), "routes"),
                         (("--no_advertise",), "no_advertise"), (("--connect_retries",), "connect_retries"),
-                        (("-m", "--http_port"), "http_port"), (("-ms", "--https_port"), "https_port"),
+                        (("-ms", "--https_port"), "https_port"),
                         (("-r", "--remote_syslog"), "remote_syslog"),
                         (("--client_advertise",), "client_advertise"), (("--profile",), "profile")):
         later.add_argument(*flags, dest=dest, default=None, help=argparse.SUPPRESS)
@@ -144,9 +145,11 @@ def _overrides(args: argparse.Namespace, authorization: Any) -> dict[str, Any]:
     return out
 
 
-def _with_flags(args: argparse.Namespace, config: Any) -> Any:
+def _with_flags(args: argparse.Namespace, config: Any, owners: dict[str, str]) -> Any:
     """``config`` with the command line's flags applied over it."""
-    return _tls_flags(args, config.replace(**_overrides(args, config.authorization)))
+    config = _tls_flags(args, config.replace(**_overrides(args, config.authorization)))
+    _plugin_overrides(args, config, owners)
+    return config
 
 
 def _tls_flags(args: argparse.Namespace, config: Any) -> Any:
@@ -165,6 +168,18 @@ def _tls_flags(args: argparse.Namespace, config: Any) -> Any:
 
 def _auth_timeout_set(config: Any) -> bool:
     return any(k.lower() == "timeout" for k in (config.authorization or {}))
+
+
+def _plugin_overrides(args: argparse.Namespace, config: Any, owners: dict[str, str]) -> None:
+    """Flags that set keys owned by plugins (``-m`` sets the monitor plugin's ``http_port``)."""
+    if args.http_port is None:
+        return
+    if "http_port" not in owners:
+        from .conf import ConfError
+
+        raise ConfError("-m/--http_port is provided by the natsd plugin 'monitor' "
+                        "(natsd_plugins.monitor), which is not installed or not enabled")
+    config.blocks["http_port"] = args.http_port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conf = parse_file(args.config) if args.config else {}
         config = build_config(conf, plugins, args.plugin, source=args.config)
-        config = _with_flags(args, config)
+        config = _with_flags(args, config, plugins.owners)
     except (ConfError, PluginError) as exc:
         print(f"natsd: configuration error: {exc}", file=sys.stderr)
         return 1
@@ -199,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"natsd: cannot read config: {exc}", file=sys.stderr)
         return 1
     server = Server(config, plugin_manager=plugins)
-    server.flag_overrides = lambda cfg: _with_flags(args, cfg)  # flags win on reload too
+    server.flag_overrides = lambda cfg: _with_flags(args, cfg, plugins.owners)  # flags win on reload too
     if args.test_config:
         try:
             server.configure()

@@ -30,6 +30,7 @@ from .contracts import AuthRequest, AuthResult, Authenticator
 from .errors import ProtocolError
 from .log import TRACE
 from .protocol import CRLF, OK, PING, PONG, Parser, encode_err, encode_info, split_run
+from .stats import record_close
 from .subjects import valid_literal_subject, valid_subject
 from .sublist import Subscription, SublistResult
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .tls import TLSConnection
 
 log = logging.getLogger("natsd.client")
+_now = time.time
 
 NO_RESPONDERS_HDR = b"NATS/1.0 503\r\n\r\n"
 
@@ -67,7 +69,7 @@ class Client(asyncio.Protocol):
         "name", "lang", "version", "user", "remote", "kind", "authorized", "pings_out",
         "_ping_timer", "_auth_timer", "_deadline_timer", "in_msgs", "in_bytes",
         "out_msgs", "out_bytes_total", "close_reason", "connect_options", "connected",
-        "nonce", "perms", "max_subs", "_expiry_timer", "_auth_task", "start", "tls",
+        "nonce", "perms", "max_subs", "_expiry_timer", "_auth_task", "start", "last", "tls",
         "auth_result",
     )
 
@@ -105,7 +107,7 @@ class Client(asyncio.Protocol):
         self._auth_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
         self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes_total = 0
-        self.start = 0.0
+        self.start = self.last = 0.0  # connected at, last read at (Unix time)
         self.close_reason = ""
         self.connect_options: dict[str, Any] = {}
         self.tls: TLSConnection | None = None  # what the TLS handshake negotiated
@@ -131,7 +133,7 @@ class Client(asyncio.Protocol):
         if isinstance(peer, tuple):
             self.remote = (peer[0], peer[1])
         self.cid = server.next_cid()
-        self.start = time.time()
+        self.start = self.last = _now()
         if server.nonce_required:
             self.nonce = base64.urlsafe_b64encode(os.urandom(11)).rstrip(b"=").decode()
         if send_info:
@@ -140,6 +142,7 @@ class Client(asyncio.Protocol):
             self.close(MAX_CONNECTIONS, errors.MAX_CONNECTIONS)
             return False
         server.clients[self.cid] = self
+        server.total_connections += 1
         self.account.clients.add(self)
         log.debug("%s - cid:%d - Client connection created", self._addr(), self.cid)
         return True
@@ -164,6 +167,7 @@ class Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.last = _now()  # once per read, for monitoring's last_activity
         try:
             self.parser.feed(data)
         except ProtocolError as exc:
@@ -256,14 +260,17 @@ class Client(asyncio.Protocol):
                 timer.cancel()
         if self._auth_task is not None:
             self._auth_task.cancel()
+        server = self.server
+        registered = server.clients.pop(self.cid, None) is not None
+        if registered:
+            record_close(server, self)
         sublist = self.account.sublist
         for sub in self.subs.values():
             sub.closed = True
             sublist.remove(sub)
         self.subs.clear()
         self.account.clients.discard(self)
-        server = self.server
-        if server.clients.pop(self.cid, None) is not None:
+        if registered:
             log.debug("%s - cid:%d - Client connection closed: %s", self._addr(), self.cid, reason)
             if self.connected:
                 for observe in server.observe_closed:

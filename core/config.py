@@ -41,14 +41,18 @@ PLUGIN_PROVIDED: dict[str, str] = {
     "trusted_keys": "operator",
     "resolver": "operator",
     "resolver_preload": "operator",
+    "http": "monitor",
+    "http_port": "monitor",
+    "monitor_port": "monitor",
+    "https": "monitor",
+    "https_port": "monitor",
+    "http_base_path": "monitor",
 }
 
 # nats-server keys natsd does not implement yet (they belong to later work).
 NOT_YET = frozenset({
-    "http", "http_port",
-    "https", "https_port", "monitor_port", "http_base_path", "server_tags",
-    "trusted", "trusted_keys", "client_advertise", "syslog",
-    "remote_syslog", "connect_error_reports", "reconnect_error_reports", "default_js_domain",
+    "server_tags", "client_advertise", "syslog", "remote_syslog",
+    "connect_error_reports", "reconnect_error_reports", "default_js_domain",
 })
 
 
@@ -94,6 +98,8 @@ class ServerConfig:
     max_connections: int = 64 * 1024
     max_subscriptions: int = 0
     max_control_line: int = 4096
+    max_closed_clients: int = 10000
+    """Closed connections kept for monitoring (a natsd key; nats-server's fixed default)."""
     ping_interval: float = 120.0
     ping_max: int = 2
     write_deadline: float = 10.0
@@ -152,6 +158,13 @@ def _int(block: Any, key: str, v: Any) -> int:
     if isinstance(v, int) and not isinstance(v, bool):
         return v
     raise config_error(block, key, f"expected an integer, got {v!r}")
+
+
+def _count(block: Any, key: str, v: Any) -> int:
+    n = _int(block, key, v)
+    if n < 0:
+        raise config_error(block, key, "must not be negative")
+    return n
 
 
 def size_setting(block: Any, key: str, v: Any) -> int:
@@ -256,6 +269,7 @@ CORE_KEYS: dict[str, _Setter] = {
     "max_subscriptions": _field("max_subscriptions", _int),
     "max_subs": _field("max_subscriptions", _int),
     "max_control_line": _field("max_control_line", size_setting),
+    "max_closed_clients": _field("max_closed_clients", _count),
     "ping_interval": _field("ping_interval", _duration),
     "ping_max": _field("ping_max", _int),
     "write_deadline": _field("write_deadline", _duration),

@@ -46,6 +46,9 @@ def natsd_config_blocks() -> Iterable[str] | None:
     the plugin that owns it, and enables it: a plugin that owns blocks and is
     installed but whose blocks are all absent is not asked for listeners,
     bridges or observers. A key owned by two plugins is a start-up error.
+    An owned key may hold a single value instead of a block (the monitoring
+    plugin owns ``http_port: 8222``); a plugin owning several keys reads
+    every one of them from ``config.blocks``.
 
     Called once, before the config file is validated.
     """
@@ -248,4 +251,46 @@ def natsd_observers(server: Server) -> Observer | Iterable[Observer] | None:
     define costs nothing per message, and one it defines is called
     synchronously on the event loop, so it must be quick and must not raise
     (errors are logged and the observer keeps its place).
+    """
+
+
+# -------------------------------------------------------------------------
+# Monitoring
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def natsd_monitor_endpoints(server: Server) -> Mapping[str, Any] | None:
+    """Return monitoring endpoints by path, such as ``{"/routez": view}``.
+
+    The monitoring plugin (``natsd_plugins.monitor``) serves them on its HTTP
+    port, under ``http_base_path``, and over the system account as
+    ``$SYS.REQ.SERVER.PING.<NAME>`` and ``$SYS.REQ.SERVER.<id>.<NAME>``
+    (``/routez`` answers ``ROUTEZ``). A view is ``view(params) -> object``:
+    ``params`` maps option names to values, the query string's parameters
+    (strings, the first of repeated ones) over HTTP and the request's JSON
+    object over the system account; the result is sent as JSON. Raise
+    ``ValueError(text)`` for bad parameters: HTTP 400 with ``text`` as body.
+
+    A plugin's path replaces the monitoring plugin's own answer: natsd serves
+    nats-server's empty shapes for ``/routez``, ``/leafz``, ``/gatewayz`` and
+    ``/jsz`` until cluster, leafnode, gateway or JetStream plugins provide
+    them. A path offered by two plugins is a start-up error.
+
+    Called once per server, when its monitoring views are first built.
+    Added with the monitoring plugin.
+    """
+
+
+@hookspec
+def natsd_metrics(server: Server, registry: Any) -> None:
+    """Register Prometheus metrics on ``registry`` for ``/metrics``.
+
+    ``registry`` is the server's own ``prometheus_client.CollectorRegistry``.
+    Register a collector whose ``collect()`` reads the plugin's counters at
+    scrape time (``registry.register(collector)``), so that nothing is
+    updated once per message. Name metrics ``nats_<plugin>_...``.
+
+    Called once, when the monitoring plugin builds the registry (only when
+    the HTTP port is enabled). Added with the monitoring plugin.
     """

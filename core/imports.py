@@ -199,6 +199,7 @@ class StreamImport(_Forwarder):
     def __init__(self, server: Server, exporter: Account, importer: Account, subject: bytes,
                  target: Callable[[bytes], bytes]) -> None:
         super().__init__(server)
+        self.exporter = exporter
         self.importer = importer
         self.target = target
         self.sub = self._subscribe(exporter, subject)

@@ -236,13 +236,14 @@ class PluginManager:
                 await result
 
     def system_views(self, server: Server) -> dict[str, Any]:
-        views: dict[str, Any] = {}
-        for impl in self.pm.hook.natsd_system_views.get_hookimpls():
-            for name, view in (impl.function(**{a: server for a in impl.argnames}) or {}).items():
-                if name in views:
-                    raise PluginError(f"system view {name!r} offered twice (again by {impl.plugin_name!r})")
-                views[name] = view
-        return views
+        return _by_name(self.pm.hook.natsd_system_views, server, "system view")
+
+    def monitor_endpoints(self, server: Server) -> dict[str, Any]:
+        return _by_name(self.pm.hook.natsd_monitor_endpoints, server, "monitoring endpoint",
+                        lambda path: "/" + path.lstrip("/"))
+
+    def metrics(self, server: Server, registry: Any) -> None:
+        self.pm.hook.natsd_metrics(server=server, registry=registry)
 
     def stopping(self, server: Server) -> None:
         for impl in self.pm.hook.natsd_stopping.get_hookimpls():
@@ -259,6 +260,19 @@ class PluginManager:
                     await result
             except Exception:
                 log.exception("plugin %s failed during shutdown", impl.plugin_name)
+
+
+def _by_name(hook: Any, server: Server, what: str,
+             normalise: Any = lambda name: name) -> dict[str, Any]:
+    """Merge the mappings a hook's implementations return; a name offered twice is an error."""
+    out: dict[str, Any] = {}
+    for impl in hook.get_hookimpls():
+        for name, value in (impl.function(**{a: server for a in impl.argnames}) or {}).items():
+            name = normalise(name)
+            if name in out:
+                raise PluginError(f"{what} {name!r} offered twice (again by {impl.plugin_name!r})")
+            out[name] = value
+    return out
 
 
 def _flatten(results: Iterable[Any]) -> list[Any]:

@@ -18,6 +18,8 @@ import logging
 import os
 import platform
 import socket
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -32,6 +34,7 @@ from .internal import InternalClient
 from .pluginmanager import PluginManager
 from .tls import TLSSettings
 from .tlsgate import TLSGate
+from .stats import ClosedClient, Totals
 
 log = logging.getLogger("natsd.server")
 
@@ -88,6 +91,11 @@ class Server:
         self.clients: dict[int, Client] = {}
         self.dirty: list[Client] = []
         self.slow_consumers = 0
+        # For monitoring (natsd.stats): counted per connection, never per message.
+        self.start_time = time.time()
+        self.total_connections = 0
+        self.closed_totals = Totals()
+        self.closed_clients: deque[ClosedClient] = deque(maxlen=config.max_closed_clients)
         self.authenticators: list[Authenticator] = []
         self.nonce_required = False
         self.links: Any = None
@@ -131,6 +139,7 @@ class Server:
         self._state = "starting"
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        self.start_time = time.time()
         cfg = self.config
         try:
             self.configure()

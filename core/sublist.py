@@ -88,12 +88,13 @@ class _Level:
 class Sublist:
     """Subscriptions of one account, indexed for matching literal subjects."""
 
-    __slots__ = ("_root", "cache", "count")
+    __slots__ = ("_root", "cache", "count", "removes")
 
     def __init__(self) -> None:
         self._root = _Level()
         self.cache: dict[bytes, SublistResult] = {}
         self.count = 0
+        self.removes = 0  # for monitoring: inserts are count + removes
 
     def insert(self, sub: Subscription) -> None:
         level = self._root
@@ -147,6 +148,7 @@ class Sublist:
             if not group:
                 del node.qsubs[sub.queue]
         self.count -= 1
+        self.removes += 1
         for lvl, token, nd in reversed(path):  # prune empty branches
             if not nd.empty():
                 break

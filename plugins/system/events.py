@@ -14,10 +14,11 @@ Published in the system account (``system_account``, default ``$SYS``):
   2.10's event: the server's identity, as in every event's ``server`` object).
 
 Answered: ``$SYS.REQ.SERVER.PING`` and ``$SYS.REQ.SERVER.PING.<X>`` (every
-server), ``$SYS.REQ.SERVER.<id>.<X>`` (this one) for ``STATSZ`` and
-``HEALTHZ``, plus whatever views plugins register through
-``natsd_system_views`` (the monitoring plugin adds ``VARZ``, ``CONNZ`` ...),
-and ``$SYS.REQ.ACCOUNT.<acc>.<X>`` for account views.
+server), ``$SYS.REQ.SERVER.<id>.<X>`` (this one) for ``STATSZ``, ``HEALTHZ``
+and ``IDZ`` (nats-server 2.10's bare ``{"name", "host", "id"}``), plus
+whatever views plugins register through ``natsd_system_views`` (the
+monitoring plugin adds ``VARZ``, ``CONNZ`` ...), and
+``$SYS.REQ.ACCOUNT.<acc>.<X>`` for account views.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ import datetime
 import json
 import logging
 import os
-import resource
 import secrets
 import string
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from natsd.stats import account_connections, account_traffic, process_usage, server_traffic
 
 log = logging.getLogger("natsd.system")
 
@@ -76,6 +78,16 @@ def _traffic(msgs: int, nbytes: int) -> dict[str, int]:
     return {"msgs": msgs, "bytes": nbytes}
 
 
+def account_stat(account: Any) -> dict[str, Any]:
+    """nats-server's ``AccountStat`` of ``account``: the ``account_connections`` body
+    without type, id and server, and an entry of monitoring's ``/accstatz``."""
+    conns = account_connections(account)
+    t = account_traffic(account)
+    return {"acc": account.name, "conns": conns, "leafnodes": 0, "total_conns": conns,
+            "sent": _traffic(t.out_msgs, t.out_bytes), "received": _traffic(t.in_msgs, t.in_bytes),
+            "slow_consumers": t.slow_consumers}
+
+
 class SystemEvents:
     """The system account's publisher, request handlers and running totals."""
 
@@ -88,14 +100,6 @@ class SystemEvents:
                 self.account_views[key[len("ACCOUNT."):]] = view
             else:
                 self.views[key] = view
-        self.started = time.time()
-        self.total_connections = 0  # clients that sent CONNECT, refused ones included (nats-server's count)
-        # Totals of closed connections; live ones are summed when asked.
-        self.closed_in = [0, 0]
-        self.closed_out = [0, 0]
-        # account name -> [in msgs, in bytes, out msgs, out bytes, slow consumers] of closed clients
-        self.by_account: dict[str, list[int]] = {}
-        self._cpu = (time.monotonic(), time.process_time())
         self._statsz_delay = STATSZ_FIRST
         self._timer: Any = None
         self.client = server.connect_internal("system", server.system_account.name)
@@ -121,27 +125,18 @@ class SystemEvents:
                 "server": self.server.event_server_info()}
 
     def client_connected(self, client: Any) -> None:
-        self.total_connections += 1
         self._account_conns(client.account)
         self._publish(f"$SYS.ACCOUNT.{client.account.name}.CONNECT",
                       {**self._advisory(CONNECT), "client": client_info(client)})
 
     def client_closed(self, client: Any, reason: str) -> None:
         in_m, in_b, out_m, out_b = client.in_msgs, client.in_bytes, client.out_msgs, client.out_bytes_total
-        self.closed_in[0] += in_m
-        self.closed_in[1] += in_b
-        self.closed_out[0] += out_m
-        self.closed_out[1] += out_b
-        acc = self.by_account.setdefault(client.account.name, [0, 0, 0, 0, 0])
-        for i, v in enumerate((in_m, in_b, out_m, out_b, reason.startswith("Slow Consumer"))):
-            acc[i] += v
         self._account_conns(client.account)
         self._publish(f"$SYS.ACCOUNT.{client.account.name}.DISCONNECT", {
             **self._advisory(DISCONNECT), "client": client_info(client, stop=time.time()),
             "sent": _traffic(out_m, out_b), "received": _traffic(in_m, in_b), "reason": reason})
 
     def auth_failed(self, client: Any, reason: str) -> None:
-        self.total_connections += 1
         self._publish(f"$SYS.SERVER.{self.server.server_id}.CLIENT.AUTH.ERR", {
             **self._advisory(DISCONNECT), "client": client_info(client, stop=time.time()),
             "sent": _traffic(0, 0), "received": _traffic(0, 0), "reason": "Authentication Failure"})
@@ -154,43 +149,25 @@ class SystemEvents:
         self._publish(f"$SYS.SERVER.{self.server.server_id}.LAMEDUCK", self.server.event_server_info())
 
     def _account_conns(self, account: Any) -> None:
-        body = {**self._advisory(ACCOUNT_CONNS), **self.account_conns(account)}
+        body = {**self._advisory(ACCOUNT_CONNS), **account_stat(account)}
         self._publish(f"$SYS.SERVER.ACCOUNT.{account.name}.CONNS", body)
         body = {**body, "server": self.server.event_server_info()}
         self._publish(f"$SYS.ACCOUNT.{account.name}.SERVER.CONNS", body)
 
     # -- views ------------------------------------------------------------------------
 
-    def account_conns(self, account: Any) -> dict[str, Any]:
-        """The ``account_connections`` body of ``account`` (without type, id, server)."""
-        live = [c for c in account.clients if getattr(c, "connected", False)]
-        totals = list(self.by_account.get(account.name, [0, 0, 0, 0, 0]))
-        for c in live:
-            totals[0] += c.in_msgs
-            totals[1] += c.in_bytes
-            totals[2] += c.out_msgs
-            totals[3] += c.out_bytes_total
-        return {"acc": account.name, "conns": len(live), "leafnodes": 0, "total_conns": len(live),
-                "sent": _traffic(totals[2], totals[3]), "received": _traffic(totals[0], totals[1]),
-                "slow_consumers": totals[4]}
-
     def statsz(self) -> dict[str, Any]:
         server = self.server
-        clients = list(server.clients.values())
-        now_m, now_cpu = time.monotonic(), time.process_time()
-        then_m, then_cpu = self._cpu
-        cpu = 100.0 * (now_cpu - then_cpu) / (now_m - then_m) if now_m > then_m else 0.0
-        self._cpu = (now_m, now_cpu)
+        mem, cpu = process_usage()
+        t = server_traffic(server)
         return {
-            "start": rfc3339(self.started), "mem": _rss(), "cores": os.cpu_count() or 1,
-            "cpu": round(cpu), "connections": len(clients), "total_connections": self.total_connections,
+            "start": rfc3339(server.start_time), "mem": mem, "cores": os.cpu_count() or 1,
+            "cpu": round(cpu), "connections": len(server.clients),
+            "total_connections": server.total_connections,
             "active_accounts": sum(1 for a in server.accounts.values()
                                    if any(getattr(c, "connected", False) for c in a.clients)),
             "subscriptions": sum(a.sublist.count for a in server.accounts.values()),
-            "sent": _traffic(self.closed_out[0] + sum(c.out_msgs for c in clients),
-                             self.closed_out[1] + sum(c.out_bytes_total for c in clients)),
-            "received": _traffic(self.closed_in[0] + sum(c.in_msgs for c in clients),
-                                 self.closed_in[1] + sum(c.in_bytes for c in clients)),
+            "sent": _traffic(t.out_msgs, t.out_bytes), "received": _traffic(t.in_msgs, t.in_bytes),
             "slow_consumers": server.slow_consumers, "active_servers": 1,
         }
 
@@ -208,6 +185,10 @@ class SystemEvents:
             return
         tokens = subject.decode().split(".")
         name = "STATSZ" if len(tokens) == 4 else tokens[-1]  # bare PING answers with statsz
+        if name == "IDZ":  # nats-server 2.10: the server's identity, not wrapped
+            server = self.server
+            self._publish("", {"name": server.name, "host": server.host, "id": server.server_id}, reply)
+            return
         self._answer(self.views.get(name), name, payload, reply,
                      "statsz" if name == "STATSZ" else "data")
 
@@ -219,7 +200,7 @@ class SystemEvents:
         view = self.account_views.get(name)
         if name == "CONNS":
             account = self.server.accounts.get(acc)
-            view = (lambda _: self.account_conns(account)) if account is not None else None
+            view = (lambda _: account_stat(account)) if account is not None else None
         self._answer(view and (lambda opts: view({**opts, "account": acc})), name, payload, reply, "data")
 
     def _answer(self, view: View | None, name: str, payload: bytes, reply: bytes, key: str) -> None:
@@ -239,11 +220,3 @@ class SystemEvents:
                 body["error"] = {"code": 500, "description": f"{name} failed"}
         self._publish("", body, reply)
 
-
-def _rss() -> int:
-    """Resident memory in bytes."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

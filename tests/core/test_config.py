@@ -59,7 +59,7 @@ def test_plugin_blocks_without_plugin_name_the_plugin(key: str) -> None:
 
 def test_not_yet_supported_keys_say_so() -> None:
     with pytest.raises(ConfError, match="does not support yet"):
-        load(parse("http_port: 8222\n", "n.conf"))
+        load(parse("server_tags: [a]\n", "n.conf"))
 
 
 def test_variables_are_not_unknown_keys() -> None:
