@@ -897,7 +897,7 @@ def _deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | 
             perms.note_request(reply)
     if client.out is None:
         headers = payload[:hdr] if hdr else None
-        client.deliver(sub, subject, reply, headers, payload[hdr:-2])
+        client.deliver(sub, subject, reply, headers, payload[hdr:-2], sender)
     else:
         rep = reply + b" " if reply is not None else b""
         if not hdr:

@@ -205,7 +205,7 @@ class StreamImport(_Forwarder):
         self.sub = self._subscribe(exporter, subject)
 
     def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None,
-                headers: bytes | None, payload: bytes) -> None:
+                headers: bytes | None, payload: bytes, sender: Any = None) -> None:
         if not _FORWARDING[0]:
             self._forward(self.importer, self.target(subject), reply, headers, payload)
 
@@ -240,7 +240,7 @@ class ServiceImport(_Forwarder):
         return self.subject if self.local != self.subject else subject
 
     def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None,
-                headers: bytes | None, payload: bytes) -> None:
+                headers: bytes | None, payload: bytes, sender: Any = None) -> None:
         if sub is self.request_sub:
             if _FORWARDING[0]:
                 return

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .account import Account
 from .client import route
@@ -47,15 +47,24 @@ class InternalClient:
         self.closed = False
         self.subs: dict[bytes, Subscription] = {}
         self._callbacks: dict[bytes, Callback] = {}
+        self._elsewhere: dict[bytes, Account] = {}  # sid -> account of a subscription not in ours
         self._next_sid = 0
+        self.sender: Any = None
+        """During a callback: the connection (or internal client) that published the message."""
         account.clients.add(self)
 
     def __repr__(self) -> str:
         return f"<InternalClient {self.name} account={self.account.name}>"
 
     def subscribe(self, subject: str | bytes, callback: Callback,
-                  queue: str | bytes | None = None, max_msgs: int = 0) -> Subscription:
-        """Subscribe ``callback`` to ``subject`` (wildcards allowed)."""
+                  queue: str | bytes | None = None, max_msgs: int = 0,
+                  account: Account | None = None) -> Subscription:
+        """Subscribe ``callback`` to ``subject`` (wildcards allowed).
+
+        ``account`` subscribes in another account than the client's own (a
+        service the server offers in every account, such as
+        ``$SYS.REQ.USER.INFO``); the client does not join that account.
+        """
         subj = _b(subject)
         if not valid_subject(subj):
             raise ValueError(f"invalid subject {subject!r}")
@@ -65,7 +74,11 @@ class InternalClient:
         sub.max_msgs = max_msgs
         self.subs[sid] = sub
         self._callbacks[sid] = callback
-        self.account.sublist.insert(sub)
+        if account is not None and account is not self.account:
+            self._elsewhere[sid] = account
+        else:
+            account = self.account
+        account.sublist.insert(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -75,30 +88,35 @@ class InternalClient:
         if self.subs.pop(sub.sid, None) is not None:
             self._callbacks.pop(sub.sid, None)
             sub.closed = True
-            self.account.sublist.remove(sub)
+            self._elsewhere.pop(sub.sid, self.account).sublist.remove(sub)
 
     def publish(self, subject: str | bytes, payload: bytes = b"",
-                reply: str | bytes | None = None, headers: bytes | None = None) -> bool:
-        """Publish a message; returns True if any subscription received it."""
+                reply: str | bytes | None = None, headers: bytes | None = None,
+                account: Account | None = None) -> bool:
+        """Publish a message (in ``account``, default the client's own); returns
+        True if any subscription received it."""
         subj = _b(subject)
         if not valid_literal_subject(subj):
             raise ValueError(f"invalid publish subject {subject!r}")
         hdr = headers or b""
         body = hdr + payload
-        result = route(self, self.account, subj, _b(reply) if reply is not None else None,
+        result = route(self, account or self.account, subj, _b(reply) if reply is not None else None,
                        str(len(body)).encode(), body + CRLF, len(hdr))
         self.server.schedule_flush()
         return bool(result)
 
     def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None,
-                headers: bytes | None, payload: bytes) -> None:
+                headers: bytes | None, payload: bytes, sender: Any = None) -> None:
         callback = self._callbacks.get(sub.sid)
         if callback is None:
             return
+        self.sender = sender
         try:
             callback(subject, reply, headers, payload)
         except Exception:
             log.exception("%r: callback for %r failed", self, subject)
+        finally:
+            self.sender = None
 
     def close(self) -> None:
         if self.closed:

@@ -18,7 +18,9 @@ server), ``$SYS.REQ.SERVER.<id>.<X>`` (this one) for ``STATSZ``, ``HEALTHZ``
 and ``IDZ`` (nats-server 2.10's bare ``{"name", "host", "id"}``), plus
 whatever views plugins register through ``natsd_system_views`` (the
 monitoring plugin adds ``VARZ``, ``CONNZ`` ...), and
-``$SYS.REQ.ACCOUNT.<acc>.<X>`` for account views.
+``$SYS.REQ.ACCOUNT.<acc>.<X>`` for account views. In every account,
+``$SYS.REQ.USER.INFO`` (nats-server 2.10): the requesting user, its account,
+permissions and expiry.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ log = logging.getLogger("natsd.system")
 CONNECT = "io.nats.server.advisory.v1.client_connect"
 DISCONNECT = "io.nats.server.advisory.v1.client_disconnect"
 ACCOUNT_CONNS = "io.nats.server.advisory.v1.account_connections"
+USER_INFO = "$SYS.REQ.USER.INFO"
 STATSZ_FIRST, STATSZ_MAX = 0.25, 30.0
 _NUID = string.ascii_letters + string.digits
 
@@ -88,6 +91,32 @@ def account_stat(account: Any) -> dict[str, Any]:
             "slow_consumers": t.slow_consumers}
 
 
+def user_info(client: Any, account: Any) -> dict[str, Any]:
+    """nats-server 2.10's UserInfo: who the requesting connection is and what it may do."""
+    data: dict[str, Any] = {"user": client.user or "", "account": account.name}
+    result = client.auth_result
+    perms = result.permissions if result is not None else None
+    if perms is not None and not perms.unrestricted:
+        data["permissions"] = permissions_json(perms)
+    if result is not None and result.expires is not None:
+        data["expires"] = max(0, int((result.expires - time.time()) * 1e9))  # a Go duration
+    return data
+
+
+def permissions_json(perms: Any) -> dict[str, Any]:
+    """nats-server's ``Permissions`` JSON (empty parts left out, as its ``omitempty``)."""
+    out: dict[str, Any] = {}
+    for kind, allow, deny in (("publish", perms.publish_allow, perms.publish_deny),
+                              ("subscribe", perms.subscribe_allow, perms.subscribe_deny)):
+        part = {k: list(v) for k, v in (("allow", allow), ("deny", deny)) if v}
+        if part:
+            out[kind] = part
+    if perms.allow_responses is not None:
+        out["responses"] = {"max": perms.allow_responses.max_msgs,
+                            "ttl": int(perms.allow_responses.expires * 1e9)}
+    return out
+
+
 class SystemEvents:
     """The system account's publisher, request handlers and running totals."""
 
@@ -108,6 +137,9 @@ class SystemEvents:
         self.client.subscribe("$SYS.REQ.SERVER.PING.*", self._on_ping)
         self.client.subscribe(f"$SYS.REQ.SERVER.{sid}.*", self._on_ping)
         self.client.subscribe("$SYS.REQ.ACCOUNT.*.*", self._on_account)
+        self._user_info: set[str] = set()  # accounts offering $SYS.REQ.USER.INFO
+        for account in list(server.accounts.values()):
+            self._offer_user_info(account)
         self._timer = server.loop.call_later(self._statsz_delay, self._statsz_tick)
 
     def close(self) -> None:
@@ -125,6 +157,7 @@ class SystemEvents:
                 "server": self.server.event_server_info()}
 
     def client_connected(self, client: Any) -> None:
+        self._offer_user_info(client.account)
         self._account_conns(client.account)
         self._publish(f"$SYS.ACCOUNT.{client.account.name}.CONNECT",
                       {**self._advisory(CONNECT), "client": client_info(client)})
@@ -191,6 +224,21 @@ class SystemEvents:
             return
         self._answer(self.views.get(name), name, payload, reply,
                      "statsz" if name == "STATSZ" else "data")
+
+    def _offer_user_info(self, account: Any) -> None:
+        """``$SYS.REQ.USER.INFO`` in ``account``, as nats-server imports it into every account."""
+        if account.name in self._user_info:
+            return
+        self._user_info.add(account.name)
+        self.client.subscribe(USER_INFO, lambda _s, reply, _h, _p: self._on_user_info(account, reply),
+                              account=account)
+
+    def _on_user_info(self, account: Any, reply: bytes | None) -> None:
+        sender = self.client.sender
+        if not reply or sender is None or not hasattr(sender, "auth_result"):
+            return
+        body = {"server": self.server.event_server_info(), "data": user_info(sender, account)}
+        self.client.publish(reply, json.dumps(body, separators=(",", ":")).encode(), account=account)
 
     def _on_account(self, subject: bytes, reply: bytes | None, headers: bytes | None,
                     payload: bytes) -> None:
