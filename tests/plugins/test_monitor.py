@@ -210,17 +210,19 @@ async def test_subsz_accountz_accstatz(monitored: Any) -> None:
     await a.flush()
     stats = m("subsz")
     assert "server_id" not in stats and stats["num_subscriptions"] >= 2 and stats["num_cache"] >= 1
-    listed = m("subsz?subs=1&acc=A")
-    assert listed["total"] == 2 and {s["subject"] for s in listed["subscriptions_list"]} == {"foo.*", "foo.bar"}
+    listed = m("subsz?subs=1&acc=A")  # the server's own service is listed too, as nats-server's are
+    assert listed["total"] == 3 and {s["subject"] for s in listed["subscriptions_list"]} == {
+        "foo.*", "foo.bar", "$SYS.REQ.USER.INFO"}
     assert all(s["account"] == "A" for s in listed["subscriptions_list"])
     assert m("subsz?subs=1&acc=A&test=foo.zzz")["total"] == 1
-    assert m("subsz?subs=1&acc=A&limit=1&offset=1")["subscriptions_list"][0]["subject"] in ("foo.*", "foo.bar")
-    assert "subscriptions_list" not in m("subsz?subs=1&acc=B")  # nothing listed: the bare statistics
+    assert len(m("subsz?subs=1&acc=A&limit=1&offset=1")["subscriptions_list"]) == 1
+    assert [s["subject"] for s in m("subsz?subs=1&acc=B")["subscriptions_list"]] == ["$SYS.REQ.USER.INFO"]
+    assert "subscriptions_list" not in m("subsz?subs=1&acc=B&test=foo")  # nothing listed: the bare statistics
     accountz = m("accountz")
     assert set(accountz["accounts"]) >= {"$G", "A", "B", "SYS"} and accountz["system_account"] == "SYS"
     detail = m("accountz?acc=A")["account_detail"]
     assert detail["account_name"] == "A" and detail["client_connections"] == 1
-    assert detail["subscriptions"] == 2 and detail["sublist_stats"]["num_subscriptions"] == 2
+    assert detail["subscriptions"] == 3 and detail["sublist_stats"]["num_subscriptions"] == 3
     assert m("accountz?acc=SYS")["account_detail"]["is_system"] is True
     statz = m("accstatz")["account_statz"]
     assert [s["acc"] for s in statz] == ["A"] and statz[0]["received"] == {"msgs": 1, "bytes": 1}
@@ -379,7 +381,7 @@ async def test_system_account_views_without_http(natsd_factory: Any) -> None:
     closed = (await req(f"$SYS.REQ.SERVER.{srv.server.server_id}.CONNZ", {"state": 1}))["data"]
     assert closed["connections"] == []
     subsz = (await req("$SYS.REQ.SERVER.PING.SUBSZ", {"subscriptions": True, "account": "A"}))["data"]
-    assert [s["subject"] for s in subsz["subscriptions_list"]] == ["foo"]
+    assert [s["subject"] for s in subsz["subscriptions_list"]] == ["$SYS.REQ.USER.INFO", "foo"]
     assert "A" in (await req("$SYS.REQ.SERVER.PING.ACCOUNTZ"))["data"]["accounts"]
     assert (await req("$SYS.REQ.SERVER.PING.HEALTHZ"))["data"] == {"status": "ok"}
     assert (await req("$SYS.REQ.SERVER.PING.JSZ"))["data"]["disabled"] is True
