@@ -31,7 +31,6 @@ _LATER_FLAGS: dict[str, tuple[str | None, str]] = {
     "routes": ("cluster", "--routes"),
     "no_advertise": ("cluster", "--no_advertise"),
     "connect_retries": ("cluster", "--connect_retries"),
-    "https_port": (None, "-ms/--https_port"),
     "syslog": (None, "-s/--syslog"),
     "remote_syslog": (None, "-r/--remote_syslog"),
     "client_advertise": (None, "--client_advertise"),
@@ -53,6 +52,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-P", "--pid", dest="pid_file", metavar="FILE", help="file to store the PID")
     s.add_argument("-m", "--http_port", type=int, metavar="PORT",
                    help="use port for HTTP monitoring (the monitor plugin; 0 picks a free port)")
+    s.add_argument("-ms", "--https_port", type=int, metavar="PORT",
+                   help="use port for HTTPS monitoring (with the tls {} certificate)")
     s.add_argument("-c", "--config", metavar="FILE", help="configuration file")
     s.add_argument("-t", dest="test_config", action="store_true",
                    help="test the configuration and exit")
@@ -76,7 +77,6 @@ def make_parser() -> argparse.ArgumentParser:
                         (("--cluster_name",), "cluster_name"), (("--cluster_listen",), "cluster_listen"),
                         (("--cluster_advertise",), "cluster_advertise"), (("--routes",), "routes"),
                         (("--no_advertise",), "no_advertise"), (("--connect_retries",), "connect_retries"),
-                        (("-ms", "--https_port"), "https_port"),
                         (("-r", "--remote_syslog"), "remote_syslog"),
                         (("--client_advertise",), "client_advertise"), (("--profile",), "profile")):
         later.add_argument(*flags, dest=dest, default=None, help=argparse.SUPPRESS)
@@ -171,15 +171,20 @@ def _auth_timeout_set(config: Any) -> bool:
 
 
 def _plugin_overrides(args: argparse.Namespace, config: Any, owners: dict[str, str]) -> None:
-    """Flags that set keys owned by plugins (``-m`` sets the monitor plugin's ``http_port``)."""
-    if args.http_port is None:
-        return
-    if "http_port" not in owners:
-        from .conf import ConfError
+    """Flags that set keys owned by plugins (``-m``/``-ms``: the monitor plugin's ports)."""
+    for key, flag in (("http_port", "-m/--http_port"), ("https_port", "-ms/--https_port")):
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key not in owners:
+            from .conf import ConfError
 
-        raise ConfError("-m/--http_port is provided by the natsd plugin 'monitor' "
-                        "(natsd_plugins.monitor), which is not installed or not enabled")
-    config.blocks["http_port"] = args.http_port
+            raise ConfError(f"{flag} is provided by the natsd plugin 'monitor' "
+                            "(natsd_plugins.monitor), which is not installed or not enabled")
+        others = ("https", "https_port") if key == "http_port" else ("http", "http_port", "monitor_port")
+        for other in others:  # the flag's scheme replaces the file's
+            config.blocks.pop(other, None)
+        config.blocks[key] = value
 
 
 def main(argv: list[str] | None = None) -> int:

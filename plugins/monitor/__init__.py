@@ -1,10 +1,11 @@
 """nats-server's HTTP monitoring port and Prometheus metrics, as a first-party plugin.
 
 Enabled by any of nats-server's keys ``http``, ``http_port``,
-``monitor_port`` or ``http_base_path`` (``-m PORT`` on the command line):
-it then serves ``/varz``, ``/connz``, ``/subsz``, ``/accountz``,
+``monitor_port``, ``https``, ``https_port`` or ``http_base_path`` (``-m
+PORT`` or ``-ms PORT`` on the command line): it then serves ``/varz``, ``/connz``, ``/subsz``, ``/accountz``,
 ``/accstatz``, ``/healthz``, ``/routez``, ``/leafz``, ``/gatewayz``, ``/jsz``
-(see :mod:`.views`) and ``/metrics`` (see :mod:`.metrics`) over HTTP.
+(see :mod:`.views`) and ``/metrics`` (see :mod:`.metrics`) over HTTP, or
+HTTPS with the server's ``tls {}`` certificate.
 
 The same views answer the system account's ``$SYS.REQ.SERVER.PING.VARZ``
 ... whether or not the HTTP port is enabled: that is a separate plugin,
@@ -32,7 +33,7 @@ def natsd_config_blocks() -> tuple[str, ...]:
 
 @hookimpl
 def natsd_configure(server: Any, config: Any) -> None:
-    _configured[id(server)] = _settings.load(config.blocks)
+    _configured[id(server)] = _settings.load(config.blocks, config.tls)
 
 
 @hookimpl

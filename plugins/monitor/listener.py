@@ -59,12 +59,21 @@ class MonitorListener:
         try:
             self._listener = await asyncio.get_running_loop().create_server(
                 lambda: _Connection(self), host=host or None, port=self.settings.port or 0,
-                reuse_address=True)
+                reuse_address=True, ssl=self._ssl())
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen for monitoring on {host}:{self.settings.port}: "
                                      f"{exc.strerror}") from exc
         self.host, self.port = self._listener.sockets[0].getsockname()[:2]
-        log.info("Starting http monitor on %s:%d", self.host, self.port)
+        log.info("Starting %s monitor on %s:%d", self.scheme, self.host, self.port)
+        self.server.ports["monitoring"] = [self.url]
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.settings.https else "http"
+
+    def _ssl(self) -> Any:
+        """The client port's TLS context, for HTTPS (nats-server uses the same certificate)."""
+        return self.server.config.tls.context if self.settings.https else None
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -78,10 +87,10 @@ class MonitorListener:
 
     @property
     def url(self) -> str:
-        """``http://host:port<base path>`` (loopback when bound to every interface)."""
+        """``http(s)://host:port<base path>`` (loopback when bound to every interface)."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}{self.base_path}"
+        return f"{self.scheme}://{host}:{self.port}{self.base_path}"
 
     # -- answering ---------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 ``http: "host:port"`` (or a port) sets both; ``monitor_port`` and then
 ``http_port`` (also ``-m``) override the port. Port ``0`` or ``-1`` picks a
-free port (nats-server: ``-1``). ``https``/``https_port`` are refused until
-natsd serves TLS.
+free port (nats-server: ``-1``). ``https: "host:port"`` and ``https_port``
+(also ``-ms``) do the same for HTTPS, which uses the server's ``tls {}``
+certificate, as nats-server does; one port serves either HTTP or HTTPS.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class MonitorSettings:
     port: int | None = None
     base_path: str = ""
     """Prefix of every endpoint (``/nats`` serves ``/nats/varz``); empty: none."""
+    https: bool = False
+    """Serve HTTPS with the client port's ``tls {}`` (nats-server's ``https_port``)."""
 
 
 def _port(blocks: Mapping[str, Any], key: str, value: Any) -> int:
@@ -36,27 +39,36 @@ def _port(blocks: Mapping[str, Any], key: str, value: Any) -> int:
     return max(value, 0)
 
 
-def load(blocks: Mapping[str, Any]) -> MonitorSettings:
-    """Settings from the top-level keys in ``blocks`` (``ServerConfig.blocks``)."""
-    for key in ("https", "https_port"):
-        if key in blocks:
-            raise config_error(blocks, key, "HTTPS monitoring needs TLS, which natsd does not "
-                               "serve yet; use http_port")
+def _address(blocks: Mapping[str, Any], key: str) -> tuple[str, int]:
+    value = blocks[key]
+    if isinstance(value, str):
+        h, sep, p = value.rpartition(":")
+        if not sep or not p.lstrip("-").isdigit():
+            raise config_error(blocks, key, f"could not parse address string {value!r}")
+        return h.strip("[]"), _port(blocks, key, int(p))
+    return "", _port(blocks, key, value)
+
+
+def load(blocks: Mapping[str, Any], tls: Any = None) -> MonitorSettings:
+    """Settings from the top-level keys in ``blocks`` (``ServerConfig.blocks``);
+    ``tls`` is the server's TLS settings (needed for HTTPS)."""
+    plain = [k for k in ("http", "monitor_port", "http_port") if k in blocks]
+    secure = [k for k in ("https", "https_port") if k in blocks]
+    if plain and secure:
+        raise config_error(blocks, secure[0], f"{secure[0]} and {plain[0]} both set: the "
+                           "monitoring port serves either HTTP or HTTPS")
+    if secure and tls is None:
+        raise config_error(blocks, secure[0], "HTTPS monitoring uses the server's certificate: "
+                           "add a tls { cert_file, key_file } block")
     host, port = "", None
-    if "http" in blocks:
-        value = blocks["http"]
-        if isinstance(value, str):
-            h, sep, p = value.rpartition(":")
-            if not sep or not p.lstrip("-").isdigit():
-                raise config_error(blocks, "http", f"could not parse address string {value!r}")
-            host, port = h.strip("[]"), _port(blocks, "http", int(p))
-        else:
-            port = _port(blocks, "http", value)
-    for key in ("monitor_port", "http_port"):
+    for key in ("http", "https"):
+        if key in blocks:
+            host, port = _address(blocks, key)
+    for key in ("monitor_port", "http_port", "https_port"):
         if key in blocks:
             port = _port(blocks, key, blocks[key])
     base = blocks.get("http_base_path", "")
     if not isinstance(base, str):
         raise config_error(blocks, "http_base_path", f"expected a path, got {base!r}")
     base = base.strip("/")
-    return MonitorSettings(host, port, "/" + base if base else "")
+    return MonitorSettings(host, port, "/" + base if base else "", https=bool(secure))

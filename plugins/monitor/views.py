@@ -173,8 +173,10 @@ class Monitor:
             v["max_subscriptions"] = cfg.max_subscriptions
         v.update({
             "ping_interval": int(cfg.ping_interval * NS), "ping_max": cfg.ping_max,
-            "http_host": http.host if http else "", "http_port": http.port if http else 0,
-            "http_base_path": http.base_path if http else "", "https_port": 0,
+            "http_host": http.host if http else "",
+            "http_port": http.port if http and not http.settings.https else 0,
+            "http_base_path": http.base_path if http else "",
+            "https_port": http.port if http and http.settings.https else 0,
             "auth_timeout": _num(cfg.auth_timeout), "max_control_line": cfg.max_control_line,
             "max_payload": cfg.max_payload, "max_pending": cfg.max_pending,
             "cluster": {}, "gateway": {}, "leaf": {}, "mqtt": {}, "websocket": {}, "jetstream": {},

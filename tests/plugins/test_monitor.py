@@ -407,10 +407,31 @@ async def test_views_plugin_can_be_denied(natsd_factory: Any) -> None:
 
 
 def test_config_errors() -> None:
-    with pytest.raises(ConfError, match="HTTPS monitoring needs TLS"):
+    with pytest.raises(ConfError, match="HTTPS monitoring uses the server's certificate"):
         asyncio.run(Server(parse("port: 0\nhttps_port: 8443")).start())
     with pytest.raises(ConfError, match="provided by the natsd plugin 'monitor'"):
         Server(parse("port: 0\nhttp_port: 0\nplugins { deny: [monitor] }"))
+
+
+def test_https_with_the_server_certificate(natsd_factory: Any, tls_certs: Any) -> None:
+    import ssl
+    import urllib.request
+
+    from natsd_plugins.monitor import http_listener
+
+    srv = natsd_factory({"tls": tls_certs.block(), "https_port": 0})
+    listener = srv.call(http_listener, srv.server)
+    assert listener.url.startswith("https://127.0.0.1:")
+    ctx = ssl.create_default_context(cafile=tls_certs.ca)
+    with urllib.request.urlopen(listener.url + "/varz", context=ctx, timeout=5) as answer:
+        varz = json.loads(answer.read())
+    assert varz["https_port"] == listener.port and varz["http_port"] == 0
+    with pytest.raises(OSError):  # plain HTTP on the HTTPS port: no answer
+        urllib.request.urlopen(listener.url.replace("https:", "http:") + "/varz", timeout=5)
+    with pytest.raises(urllib.error.URLError):  # a client that does not trust the CA
+        urllib.request.urlopen(listener.url + "/varz", timeout=5,
+                               context=ssl.create_default_context(cafile=tls_certs.other_ca))
+    assert srv.server.ports["monitoring"] == [listener.url]
 
 
 def test_command_line_flag(tmp_path: Any) -> None:

@@ -87,14 +87,17 @@ def test_names() -> None:
     ('http_port: 1\nhttp_base_path: "/nats/"', MonitorSettings("", 1, "/nats")),
     ('http_base_path: "nats"', MonitorSettings("", None, "/nats")),
     ('http_base_path: "/"', MonitorSettings("", None, "")),
+    ('https: "127.0.0.1:7"', MonitorSettings("127.0.0.1", 7, "", https=True)),
+    ("https_port: 0", MonitorSettings("", 0, "", https=True)),
 ])
 def test_settings(text: str, expected: MonitorSettings) -> None:
-    assert load(parse(text)) == expected
+    assert load(parse(text), tls=object()) == expected
 
 
 @pytest.mark.parametrize("text, match", [
-    ("https_port: 8443", "HTTPS monitoring needs TLS"),
-    ('https: "0.0.0.0:8443"', "HTTPS monitoring needs TLS"),
+    ("https_port: 8443", "HTTPS monitoring uses the server's certificate"),
+    ('https: "0.0.0.0:8443"', "HTTPS monitoring uses the server's certificate"),
+    ("http_port: 1\nhttps_port: 2", "either HTTP or HTTPS"),
     ('http_port: "abc"', "expected a port number"),
     ("http_port: 70000", "out of range"),
     ('http: "nohost"', "could not parse address string"),
