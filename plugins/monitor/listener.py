@@ -21,7 +21,6 @@ from typing import Any
 from natsd.server import NATS_SERVER_VERSION
 
 from .http import HTTPError, Request, RequestParser, response
-from .metrics import build_registry, render
 from .settings import MonitorSettings
 from .views import Monitor, monitor_of
 
@@ -54,6 +53,8 @@ class MonitorListener:
     async def start(self) -> None:
         self.monitor = monitor_of(self.server)
         self.monitor.http = self
+        from .metrics import build_registry  # prometheus-client only when the port serves
+
         self.registry = build_registry(self.server)
         host = self.settings.host or self.server.config.host
         try:
@@ -108,6 +109,8 @@ class MonitorListener:
         if path == "/":
             return response(200, self._index(), "text/html; charset=utf-8", keep_alive=keep, head=head)
         if path == "/metrics":
+            from .metrics import render
+
             body, ctype = render(self.registry)
             return response(200, body, ctype, keep_alive=keep, head=head)
         if view is None:
