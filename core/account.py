@@ -9,12 +9,16 @@ connections, each connection's subscriptions and message size (``limits``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .config import config_error, size_setting
 from .stats import Totals
 from .sublist import Sublist
+
+if TYPE_CHECKING:
+    from .config import ServerConfig
+    from .server import Server
 
 GLOBAL_ACCOUNT = "$G"
 SYSTEM_ACCOUNT = "$SYS"
@@ -89,6 +93,29 @@ class Account:
     def connection_allowed(self) -> bool:
         """True if one more client may join (``max_connections`` not reached)."""
         return self.max_connections < 0 or len(self.clients) < self.max_connections
+
+
+def configure_accounts(server: Server, config: ServerConfig, forget: Iterable[str] = ()) -> None:
+    """Apply ``config``'s top-level ``mappings`` and ``accounts {}`` (mappings, limits,
+    exports, imports) to the server's accounts; at start-up and on reload.
+
+    Accounts named in ``forget`` (the previous config's) lose what they had
+    first; accounts from elsewhere (JWTs) are left to their plugin.
+    """
+    from .imports import wire
+    from .mappings import Mappings
+
+    if server.links is not None:
+        for fwd in server.links.forwarders:
+            fwd.close()
+    mappings = config.mappings
+    server.global_account.set_mappings(Mappings.from_config(mappings) if mappings is not None else None)
+    for name in {*forget, *config.accounts}:
+        account = server.lookup_account(name, create=True)
+        account.reset()
+        if name in config.accounts:
+            account.configure(config.accounts[name])
+    server.links = wire(server)
 
 
 def min_limit(*limits: int) -> int:

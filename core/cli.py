@@ -160,14 +160,9 @@ def _tls_flags(args: argparse.Namespace, config: Any) -> Any:
                             ca=args.tlscacert, verify=args.tlsverify)
     if settings is config.tls:
         return config
-    changes: dict[str, Any] = {"tls": settings}
-    if settings is not None and not _auth_timeout_set(config):
-        changes["auth_timeout"] = settings.timeout + 1.0
-    return config.replace(**changes)
+    from .config import with_tls
 
-
-def _auth_timeout_set(config: Any) -> bool:
-    return any(k.lower() == "timeout" for k in (config.authorization or {}))
+    return with_tls(config, settings)
 
 
 def _plugin_overrides(args: argparse.Namespace, config: Any, owners: dict[str, str]) -> None:

@@ -297,8 +297,6 @@ class Client(asyncio.Protocol):
     def _addr(self) -> str:
         return f"{self.remote[0]}:{self.remote[1]}" if self.remote else self.kind
 
-    describe = property(_addr, doc="``host:port`` of the peer (the transport kind if none), for logs.")
-
     # -- timers -------------------------------------------------------------
 
     def _ping_tick(self) -> None:

@@ -299,6 +299,15 @@ CORE_KEYS: dict[str, _Setter] = {
 }
 
 
+def with_tls(config: ServerConfig, tls: TLSSettings | None) -> ServerConfig:
+    """``config`` with the client port's ``tls``; unless ``authorization { timeout }``
+    is set, the authorization timeout becomes the TLS timeout + 1 s (nats-server's default)."""
+    changes: dict[str, Any] = {"tls": tls}
+    if tls is not None and not any(k.lower() == "timeout" for k in (config.authorization or {})):
+        changes["auth_timeout"] = tls.timeout + 1.0
+    return config.replace(**changes)
+
+
 def plugin_settings(conf: Mapping[str, Any]) -> PluginSettings:
     """Read the ``plugins`` block (needed before the plugins that own blocks load)."""
     block = conf.get("plugins")
@@ -357,11 +366,11 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
             raise config_error(conf, key, "a nats-server option natsd does not support yet")
         else:
             raise config_error(conf, key, "unknown configuration key")
-    if values.get("tls") is not None and "auth_timeout" not in values:
-        values["auth_timeout"] = values["tls"].timeout + 1.0  # nats-server's default with TLS
     positions = {k.lower(): p for k, p in conf.positions.items()} if isinstance(conf, ConfMap) else {}
     config = ServerConfig(**values, plugins=plugin_settings(conf), blocks=blocks, source=source,
                           positions=positions)
+    if config.tls is not None:
+        config = with_tls(config, config.tls)
     if config.lame_duck_grace_period >= config.lame_duck_duration:
         raise config_error(conf, "lame_duck_grace_period", (
             f"the lame-duck grace period ({config.lame_duck_grace_period:g}s) must be shorter "

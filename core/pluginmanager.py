@@ -189,13 +189,7 @@ class PluginManager:
         return commits
 
     async def lame_duck(self, server: Server) -> None:
-        for impl in self.pm.hook.natsd_lame_duck.get_hookimpls():
-            try:
-                result = impl.function(**{a: server for a in impl.argnames})
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("plugin %s failed entering lame-duck mode", impl.plugin_name)
+        await _each_logged(self.pm.hook.natsd_lame_duck, server, "entering lame-duck mode")
 
     # -- start-up hooks ------------------------------------------------------
 
@@ -253,13 +247,18 @@ class PluginManager:
                 log.exception("plugin %s failed before shutdown", impl.plugin_name)
 
     async def shutdown(self, server: Server) -> None:
-        for impl in self.pm.hook.natsd_shutdown.get_hookimpls():
-            try:
-                result = impl.function(**{a: server for a in impl.argnames})
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                log.exception("plugin %s failed during shutdown", impl.plugin_name)
+        await _each_logged(self.pm.hook.natsd_shutdown, server, "during shutdown")
+
+
+async def _each_logged(hook: Any, server: Server, when: str) -> None:
+    """Call every implementation (awaiting awaitables); a failure is logged, the rest still run."""
+    for impl in hook.get_hookimpls():
+        try:
+            result = impl.function(**{a: server for a in impl.argnames})
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("plugin %s failed %s", impl.plugin_name, when)
 
 
 def _by_name(hook: Any, server: Server, what: str,

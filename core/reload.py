@@ -26,11 +26,10 @@ import dataclasses
 import inspect
 import logging
 import types
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import log as natsd_log
-from .account import GLOBAL_ACCOUNT, Account
+from .account import GLOBAL_ACCOUNT, Account, configure_accounts
 from .config import ConfigError, ServerConfig
 
 if TYPE_CHECKING:
@@ -49,8 +48,6 @@ LOGGING = ("debug", "trace", "logtime", "log_file", "logfile_size_limit", "logfi
            "max_traced_msg_len")
 #: Fields not compared (bookkeeping).
 _IGNORED = ("source", "blocks", "plugins", "positions")
-
-Commit = Callable[[], Any]
 
 
 def changed_fields(old: ServerConfig, new: ServerConfig) -> list[str]:
@@ -86,44 +83,14 @@ def check_fixed(old: ServerConfig, new: ServerConfig, changed: list[str]) -> Non
 def _validate_accounts(server: Server, new: ServerConfig) -> None:
     """Configure scratch accounts with ``new`` so that bad mappings, limits or imports
     are refused before anything live changes."""
-    from .imports import wire
-
-    scratch: dict[str, Account] = {GLOBAL_ACCOUNT: Account(GLOBAL_ACCOUNT)}
-    if new.mappings is not None:
-        from .mappings import Mappings
-
-        Mappings.from_config(new.mappings)
-    for name, block in new.accounts.items():
-        scratch[name] = Account(name)
-        scratch[name].configure(block)
+    scratch: dict[str, Account] = {}
 
     def lookup(name: str, create: bool = False) -> Account:
         return scratch.setdefault(name, Account(name))
 
-    fake = types.SimpleNamespace(config=new, lookup_account=lookup, loop=server.loop)
-    wire(fake)  # type: ignore[arg-type]  # installs forwarders into the scratch accounts only
-
-
-def apply_accounts(server: Server, old: ServerConfig, new: ServerConfig) -> None:
-    """Reconfigure live accounts (mappings, limits, exports, imports) from ``new``."""
-    from .imports import wire
-
-    if server.links is not None:
-        for fwd in server.links.forwarders:
-            fwd.close()
-    if new.mappings is not None:
-        from .mappings import Mappings
-
-        server.global_account.set_mappings(Mappings.from_config(new.mappings))
-    else:
-        server.global_account.set_mappings(None)
-    # Only accounts of the config file: others (from JWTs) belong to plugins.
-    for name in {*old.accounts, *new.accounts}:
-        account = server.lookup_account(name, create=True)
-        account.reset()
-        if name in new.accounts:
-            account.configure(new.accounts[name])
-    server.links = wire(server)
+    fake = types.SimpleNamespace(config=new, accounts=scratch, links=None, loop=server.loop,
+                                 lookup_account=lookup, global_account=lookup(GLOBAL_ACCOUNT))
+    configure_accounts(fake, new)  # type: ignore[arg-type]  # forwarders land in the scratch accounts
 
 
 async def reload(server: Server, new: ServerConfig) -> list[str]:
@@ -146,7 +113,7 @@ async def reload(server: Server, new: ServerConfig) -> list[str]:
     if any(k in changed for k in LOGGING) and natsd_log.installed():
         natsd_log.configure_from(new)
     if "accounts" in changed or "mappings" in changed:
-        apply_accounts(server, old, new)
+        configure_accounts(server, new, forget=old.accounts)
     for commit in commits:
         result = commit()
         if inspect.isawaitable(result):
@@ -159,7 +126,7 @@ async def reload(server: Server, new: ServerConfig) -> list[str]:
     server.after_reload(changed)
     if auth_changed or server.authenticators != authenticators:
         recheck_clients(server)
-    elif "max_payload" in changed or "max_control_line" in changed or "max_subscriptions" in changed:
+    if any(k in changed for k in ("max_payload", "max_control_line", "max_subscriptions")):
         for client in list(server.clients.values()):
             if client.authorized and not client.closed:
                 client.apply_limits()
@@ -176,7 +143,7 @@ def recheck_clients(server: Server) -> None:
 
     authenticators = server.authenticators
     for client in list(server.clients.values()):
-        if client.closed or not client.authorized or client.kind == "internal":
+        if client.closed or not client.authorized:
             continue
         if not authenticators:
             if client.account is not server.global_account:
@@ -198,12 +165,12 @@ def recheck_clients(server: Server) -> None:
         if verdict is None or not verdict.ok:
             why = verdict.reason if verdict is not None else "no authenticator accepted the client"
             log.error("%s - cid:%d - authentication error after reload - %s",
-                      client.describe, client.cid, why)
+                      client._addr(), client.cid, why)
             client.auth_violation()
             continue
         if (verdict.account or GLOBAL_ACCOUNT) != client.account.name:
             log.info("%s - cid:%d - user moved to account %s; closing so that it reconnects",
-                     client.describe, client.cid, verdict.account or GLOBAL_ACCOUNT)
+                     client._addr(), client.cid, verdict.account or GLOBAL_ACCOUNT)
             client.close(CLIENT_CLOSED)
             continue
         client.take_auth_result(verdict)
@@ -220,7 +187,7 @@ def _prune_subscriptions(client: Client) -> None:
         client.remove_sub(sub)
         subject, sid_text = sub.subject.decode(errors="replace"), sid.decode(errors="replace")
         client.send_err(f'Permissions Violation for Subscription to "{subject}" (sid "{sid_text}")')
-        who = f'User "{client.user}"' if client.user else client.describe
+        who = f'User "{client.user}"' if client.user else client._addr()
         log.info('Removed sub "%s" (sid "%s") for %s - not authorized', subject, sid_text, who)
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import __version__, config as config_mod
-from .account import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Account
+from .account import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Account, configure_accounts
 from .client import SERVER_SHUTDOWN, Client, ObservedClient, TracedClient
 from .conf import ConfMap, parse_file
 from .config import ConfigError, ServerConfig
@@ -204,23 +204,15 @@ class Server:
 
     def configure(self) -> None:
         """Set up accounts and their links, hand plugins their blocks (``start`` and ``natsd -t``)."""
-        from .imports import wire
-
         cfg = self.config
         if self.links is None:
-            if cfg.mappings is not None:
-                from .mappings import Mappings
-
-                self.global_account.set_mappings(Mappings.from_config(cfg.mappings))
-            for name, block in cfg.accounts.items():
-                self.lookup_account(name).configure(block)
+            configure_accounts(self, cfg)
             if not cfg.no_system_account:
                 name = cfg.system_account or SYSTEM_ACCOUNT
                 if name != SYSTEM_ACCOUNT and name not in cfg.accounts and not _operator_mode(cfg):
                     raise ConfigError(f"system account {name!r} is not defined in accounts {{}}",
                                       file=cfg.source, key="system_account")
                 self.system_account = self.lookup_account(name, create=True)
-            self.links = wire(self)
         self.plugins.configure(self, cfg)
 
     async def shutdown(self) -> None:
@@ -317,7 +309,7 @@ class Server:
         if self._listener is not None:
             self._listener.close()
         await self.plugins.lame_duck(self)
-        clients = [c for c in self.clients.values() if not c.closed]
+        clients = list(self.clients.values())
         if not clients:
             await self.shutdown()
             return
