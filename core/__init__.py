@@ -1,7 +1,7 @@
 """natsd: a NATS-compatible message broker built as a pluggy plugin framework.
 
 The routing core lives here; everything else (clustering, JetStream, MQTT,
-WebSocket, tracing) plugs in through the hooks in :mod:`natsd.hookspecs`::
+WebSocket, tracing) plugs in through the hooks in :mod:`natsd.plugin.hookspecs`::
 
     from natsd import Server
 
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .hookspecs import hookimpl  # noqa: E402  (cheap: a pluggy marker)
+from natsd.plugin.hookspecs import hookimpl  # noqa: E402  (cheap: a pluggy marker)
 
 if TYPE_CHECKING:
-    from .config import ConfigError, ServerConfig
-    from .server import Server
+    from natsd.config import ConfigError, ServerConfig
+    from natsd.server import Server
 
 __all__ = ["ConfigError", "Server", "ServerConfig", "__version__", "hookimpl"]
 
@@ -27,9 +27,9 @@ __all__ = ["ConfigError", "Server", "ServerConfig", "__version__", "hookimpl"]
 def __getattr__(name: str) -> Any:
     # Lazy so that `import natsd` (e.g. by the pytest plugin) stays cheap.
     if name == "Server":
-        from .server import Server
+        from natsd.server import Server
         return Server
     if name in ("ServerConfig", "ConfigError"):
-        from . import config
+        from natsd import config
         return getattr(config, name)
     raise AttributeError(name)

@@ -1,5 +1,5 @@
 """``python -m natsd``: run the broker."""
 
-from .cli import main
+from natsd.cli import main
 
 raise SystemExit(main())

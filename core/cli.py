@@ -15,8 +15,8 @@ import signal
 import sys
 from typing import Any
 
-from . import __version__
-from . import log as natsd_log
+from natsd import __version__
+from natsd.config import log as natsd_log
 
 log = logging.getLogger("natsd")
 
@@ -154,13 +154,13 @@ def _with_flags(args: argparse.Namespace, config: Any, owners: dict[str, str]) -
 
 def _tls_flags(args: argparse.Namespace, config: Any) -> Any:
     """``--tls*`` flags build a tls block that replaces the file's (as nats-server)."""
-    from .tls import tls_override
+    from natsd.config.tls import tls_override
 
     settings = tls_override(config.tls, enable=args.tls, cert=args.tlscert, key=args.tlskey,
                             ca=args.tlscacert, verify=args.tlsverify)
     if settings is config.tls:
         return config
-    from .config import with_tls
+    from natsd.config import with_tls
 
     return with_tls(config, settings)
 
@@ -172,7 +172,7 @@ def _plugin_overrides(args: argparse.Namespace, config: Any, owners: dict[str, s
         if value is None:
             continue
         if key not in owners:
-            from .conf import ConfError
+            from natsd.config.conf import ConfError
 
             raise ConfError(f"{flag} is provided by the natsd plugin 'monitor' "
                             "(natsd_plugins.monitor), which is not installed or not enabled")
@@ -185,7 +185,7 @@ def _plugin_overrides(args: argparse.Namespace, config: Any, owners: dict[str, s
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.signal is not None:
-        from .signals import SignalError, send
+        from natsd.signals import SignalError, send
 
         try:
             pid = send(args.signal)
@@ -198,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"natsd: {problem}", file=sys.stderr)
         return 2
-    from .conf import ConfError, parse_file
-    from .pluginmanager import PluginError, PluginManager
-    from .server import Server, build_config
+    from natsd.config.conf import ConfError, parse_file
+    from natsd.plugin.manager import PluginError, PluginManager
+    from natsd.server import Server, build_config
 
     plugins = PluginManager()
     try:
@@ -267,7 +267,7 @@ def _run(server: Any) -> None:
 
 
 async def _reload(server: Any) -> None:
-    from .conf import ConfError
+    from natsd.config.conf import ConfError
 
     try:
         await server.reload()

@@ -28,13 +28,13 @@ import logging
 import types
 from typing import TYPE_CHECKING, Any
 
-from . import log as natsd_log
-from .account import GLOBAL_ACCOUNT, Account, configure_accounts
-from .config import ConfigError, ServerConfig
+from natsd.config import log as natsd_log
+from natsd.routing.account import GLOBAL_ACCOUNT, Account, configure_accounts
+from natsd.config import ConfigError, ServerConfig
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .server import Server
+    from natsd.conn.client import Client
+    from natsd.server import Server
 
 log = logging.getLogger("natsd.server")
 
@@ -139,7 +139,7 @@ async def reload(server: Server, new: ServerConfig) -> list[str]:
 
 def recheck_clients(server: Server) -> None:
     """Authenticate every connected client again with the current authenticators."""
-    from .client import CLIENT_CLOSED, _first_verdict
+    from natsd.conn.client import CLIENT_CLOSED, _first_verdict
 
     authenticators = server.authenticators
     for client in list(server.clients.values()):
@@ -192,8 +192,8 @@ def _prune_subscriptions(client: Client) -> None:
 
 
 def _enforce_max_connections(server: Server) -> None:
-    from . import errors
-    from .client import MAX_CONNECTIONS
+    from natsd.wire import errors
+    from natsd.conn.client import MAX_CONNECTIONS
 
     limit = server.config.max_connections
     excess = len(server.clients) - limit

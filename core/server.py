@@ -23,18 +23,19 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from . import __version__, config as config_mod
-from .account import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Account, configure_accounts
-from .client import SERVER_SHUTDOWN, Client, ObservedClient, TracedClient
-from .conf import ConfMap, parse_file
-from .config import ConfigError, ServerConfig
-from .contracts import Authenticator, Bridge, Listener, StorageBackend
-from .nkeys import KeyPair, Prefix
-from .internal import InternalClient
-from .pluginmanager import PluginManager
-from .tls import TLSSettings
-from .tlsgate import TLSGate
-from .stats import ClosedClient, Totals
+from natsd import __version__
+from natsd import config as config_mod
+from natsd.routing.account import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Account, configure_accounts
+from natsd.conn.client import SERVER_SHUTDOWN, Client, ObservedClient, TracedClient
+from natsd.config.conf import ConfMap, parse_file
+from natsd.config import ConfigError, ServerConfig
+from natsd.plugin.contracts import Authenticator, Bridge, Listener, StorageBackend
+from natsd.security.nkeys import KeyPair, Prefix
+from natsd.routing.internal import InternalClient
+from natsd.plugin.manager import PluginManager
+from natsd.config.tls import TLSSettings
+from natsd.conn.tlsgate import TLSGate
+from natsd.routing.stats import ClosedClient, Totals
 
 log = logging.getLogger("natsd.server")
 
@@ -91,7 +92,7 @@ class Server:
         self.clients: dict[int, Client] = {}
         self.dirty: list[Client] = []
         self.slow_consumers = 0
-        # For monitoring (natsd.stats): counted per connection, never per message.
+        # For monitoring (natsd.routing.stats): counted per connection, never per message.
         self.start_time = time.time()
         self.total_connections = 0
         self.closed_totals = Totals()
@@ -259,7 +260,7 @@ class Server:
         configuration kept) for a broken file, a setting that cannot change
         while running, or a plugin's refusal; see :mod:`natsd.reload`.
         """
-        from . import reload as reload_mod
+        from natsd import reload as reload_mod
 
         if self._reload_lock is None:
             self._reload_lock = asyncio.Lock()
@@ -302,7 +303,7 @@ class Server:
     async def _lame_duck_mode(self) -> None:
         import random
 
-        from .protocol import encode_info
+        from natsd.wire.protocol import encode_info
 
         cfg = self.config
         log.info("Entering lame duck mode, stop accepting new clients")
@@ -377,7 +378,7 @@ class Server:
     def reload_tls(self, settings: TLSSettings | None) -> None:
         """Use ``settings`` (e.g. renewed certificates) for connections accepted from now on.
 
-        ``settings`` comes from :func:`natsd.tls.load_tls` (or a reloaded
+        ``settings`` comes from :func:`natsd.config.tls.load_tls` (or a reloaded
         config's ``tls``); ``None`` turns TLS off. Open connections keep the
         TLS session they negotiated; INFO for new ones follows the new settings
         (and ``config.allow_non_tls``: replace ``config`` first when it changes).

@@ -31,7 +31,7 @@ class RunningServer:
     """A :class:`natsd.Server` running on a background thread's event loop."""
 
     def __init__(self, config: Any = None, plugins: Iterable[object | str] = ()) -> None:
-        from .server import Server
+        from natsd.server import Server
 
         cfg: Any = {"host": "127.0.0.1", "port": 0} if config is None else config
         if isinstance(cfg, Mapping):

@@ -16,7 +16,7 @@ import bcrypt
 
 from natsd import hookimpl
 from natsd.config import config_error
-from natsd.contracts import AuthRequest, AuthResult
+from natsd.plugin.contracts import AuthRequest, AuthResult
 
 
 class UsersFile:

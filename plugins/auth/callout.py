@@ -15,7 +15,7 @@ goes to the server log) or ``jwt``: a user JWT, issued by ``issuer`` for the
 account) and whose permissions and limits apply as in operator mode.
 
 Only the connecting client waits for the answer (see the async
-:class:`natsd.contracts.Authenticator` contract); no answer within 90 % of the
+:class:`natsd.plugin.contracts.Authenticator` contract); no answer within 90 % of the
 auth timeout refuses it with 'Authorization Violation'.
 """
 
@@ -29,10 +29,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from natsd.config import config_error
-from natsd.contracts import AuthRequest, AuthResult
-from natsd.jwtclaims import GenericClaims, JWTError, UserClaims, decode, encode_generic, validate
-from natsd.nkeys import KeyPair, Prefix, is_valid_public_key
-from natsd.permissions import Permissions
+from natsd.plugin.contracts import AuthRequest, AuthResult
+from natsd_jwt.claims import GenericClaims, JWTError, UserClaims, decode, encode_generic, validate
+from natsd.security.nkeys import KeyPair, Prefix, is_valid_public_key
+from natsd.security.permissions import Permissions
 
 log = logging.getLogger("natsd.auth")
 

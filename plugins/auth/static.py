@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natsd.config import ConfigError, config_error
-from natsd.contracts import AuthRequest, AuthResult
+from natsd.plugin.contracts import AuthRequest, AuthResult
 
 CONNECTION_TYPES = frozenset({"STANDARD", "WEBSOCKET", "MQTT", "LEAFNODE"})
 
@@ -42,7 +42,7 @@ def secret_ok(configured: str, given: str) -> bool:
 
 
 def _permissions(block: Mapping[str, Any], key: str) -> Any:
-    from natsd.permissions import Permissions
+    from natsd.security.permissions import Permissions
 
     return Permissions.from_config(block[key], block=block, key=key)
 
@@ -56,7 +56,7 @@ def _user(entry: Any, where: Any, index: int, account: str | None,
     if (name is None) == (nkey is None):
         raise config_error(entry, next(iter(entry), "user"), "a user needs either user or nkey")
     if nkey is not None:
-        from natsd.nkeys import is_valid_public_key
+        from natsd.security.nkeys import is_valid_public_key
 
         if not isinstance(nkey, str) or not is_valid_public_key(nkey, "U"):
             raise config_error(entry, "nkey", f"not a user NKey public key: {nkey!r}")
@@ -165,7 +165,7 @@ class StaticAuthenticator:
         return self._accept(user, request)
 
     def _nkey(self, request: AuthRequest) -> AuthResult:
-        from natsd.nkeys import KeyPair, NKeyError
+        from natsd.security.nkeys import KeyPair, NKeyError
 
         key = request.options.get("nkey")
         user = self.users.get(key) if isinstance(key, str) else None

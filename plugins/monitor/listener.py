@@ -1,6 +1,6 @@
 """The HTTP monitoring port: an asyncio listener serving a server's monitoring endpoints.
 
-:class:`MonitorListener` is a :class:`natsd.contracts.Listener`. Each
+:class:`MonitorListener` is a :class:`natsd.plugin.contracts.Listener`. Each
 connection is a thin :class:`asyncio.Protocol` around the sans-I/O
 :class:`~.http.RequestParser`; requests are answered in order on the event
 loop (the views only read counters). GET and HEAD are served, anything else

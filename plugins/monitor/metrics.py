@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from natsd.stats import account_connections, account_traffic, process_usage, server_traffic
+from natsd.routing.stats import account_connections, account_traffic, process_usage, server_traffic
 
 #: ``nats_varz_<name>``: help text.
 VARZ = {

@@ -5,7 +5,7 @@ whoever asks first (the HTTP port or the system account). Each view takes a
 request's options (see :mod:`.params`) and returns a JSON-able object with
 nats-server's field names, order and omissions; bad options raise
 :class:`~.params.BadRequest`. Everything is read from the core's counters
-when asked (:mod:`natsd.stats`), so monitoring costs nothing per message.
+when asked (:mod:`natsd.routing.stats`), so monitoring costs nothing per message.
 
 ``/routez``, ``/leafz``, ``/gatewayz`` and ``/jsz`` answer nats-server's
 shapes for a server without routes, leaf nodes, gateways or JetStream until
@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from natsd.account import GLOBAL_ACCOUNT
+from natsd.routing.account import GLOBAL_ACCOUNT
 from natsd.server import NATS_SERVER_VERSION
-from natsd.stats import (ClosedClient, account_connections, authorized_user, process_usage,
+from natsd.routing.stats import (ClosedClient, account_connections, authorized_user, process_usage,
                          server_traffic)
-from natsd.subjects import subject_matches, subjects_collide, valid_literal_subject
-from natsd.sublist import Subscription
+from natsd.routing.subjects import subject_matches, subjects_collide, valid_literal_subject
+from natsd.routing.sublist import Subscription
 from natsd_plugins.system.events import account_stat, rfc3339
 
 from .params import BadRequest, Options

@@ -15,10 +15,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from natsd.imports import StreamImport, ServiceImport
-from natsd.jwtclaims import AccountClaims, GenericClaims, JWTError, decode, is_revoked
-from natsd.mappings import MappingError, SubjectTransform, transform_tokenize
-from natsd.subjects import subject_is_subset, valid_subject
+from natsd.routing.imports import StreamImport, ServiceImport
+from natsd_jwt.claims import AccountClaims, GenericClaims, JWTError, decode, is_revoked
+from natsd.routing.mappings import MappingError, SubjectTransform, transform_tokenize
+from natsd.routing.subjects import subject_is_subset, valid_subject
 
 if TYPE_CHECKING:
     from .trust import OperatorMode

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from natsd.jwtclaims import AccountClaims, JWTError, decode
+from natsd_jwt.claims import AccountClaims, JWTError, decode
 
 from .settings import DirectorySettings
 

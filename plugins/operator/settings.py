@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natsd.config import ConfigError, config_error
-from natsd.conf import parse_duration
-from natsd.jwtclaims import AccountClaims, JWTError, OperatorClaims, decode, read_operator_jwt
-from natsd.nkeys import is_valid_public_key
+from natsd.config.conf import parse_duration
+from natsd_jwt.claims import AccountClaims, JWTError, OperatorClaims, decode, read_operator_jwt
+from natsd.security.nkeys import is_valid_public_key
 
 KEYS = ("operator", "operators", "trusted", "trusted_keys", "resolver", "resolver_preload")
 

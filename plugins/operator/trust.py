@@ -2,10 +2,10 @@
 
 :class:`OperatorMode` loads an account JWT from the resolver the first time a
 user of that account connects, verifies it against the trusted operator
-keys, and applies it to the server's :class:`~natsd.account.Account` (its
+keys, and applies it to the server's :class:`~natsd.routing.account.Account` (its
 limits, subject mappings and imports). Its :meth:`OperatorMode.authenticate`
 is the plugin's authenticator: the whole chain of
-:func:`natsd.jwtclaims.verify_user_chain`, then the nonce signature unless
+:func:`natsd_jwt.claims.verify_user_chain`, then the nonce signature unless
 the user is a bearer token, then permissions and limits from the claims (or
 from the scope of the signing key that issued the user).
 """
@@ -15,15 +15,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from natsd.account import NO_LIMIT
-from natsd.contracts import AuthRequest, AuthResult
-from natsd.jwtclaims import (
+from natsd.routing.account import NO_LIMIT
+from natsd.plugin.contracts import AuthRequest, AuthResult
+from natsd_jwt.claims import (
     AccountClaims, JWTError, UserClaims, account_of, decode, is_revoked, verify_account,
     verify_user_chain,
 )
-from natsd.mappings import MapDest, Mapping, MappingError, Mappings
-from natsd.nkeys import is_valid_public_key, verify_nonce_signature
-from natsd.permissions import Permissions
+from natsd.routing.mappings import MapDest, Mapping, MappingError, Mappings
+from natsd.security.nkeys import is_valid_public_key, verify_nonce_signature
+from natsd.security.permissions import Permissions
 
 from .links import JWTLinks
 from .resolver import Resolver

@@ -20,8 +20,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from natsd.jwtclaims import JWTError, decode, verify_account
-from natsd.nkeys import is_valid_public_key
+from natsd_jwt.claims import JWTError, decode, verify_account
+from natsd.security.nkeys import is_valid_public_key
 
 from .resolver import DirectoryResolver, decode_account
 

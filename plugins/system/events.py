@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from natsd.stats import account_connections, account_traffic, process_usage, server_traffic
+from natsd.routing.stats import account_connections, account_traffic, process_usage, server_traffic
 
 log = logging.getLogger("natsd.system")
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from natsd import log as natsd_log
+from natsd.config import log as natsd_log
 from natsd import signals
 from natsd.config import ConfigError, load
 from natsd.testing import read_until
@@ -30,7 +30,7 @@ def _wait(predicate, timeout: float = 5.0, what: str = "condition") -> None:
 
 @pytest.fixture
 def natsd_process(tmp_path):
-    """Start ``python -m natsd -c natsd.conf`` with a pid file and a log file."""
+    """Start ``python -m natsd -c natsd.config.conf`` with a pid file and a log file."""
     procs: list[subprocess.Popen] = []
 
     def start(conf: str) -> tuple[subprocess.Popen, dict]:

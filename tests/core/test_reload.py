@@ -158,7 +158,7 @@ def test_limits_apply_to_connected_and_new_clients(natsd_factory, tmp_path):
 
 
 def test_logging_is_reconfigured_when_natsd_installed_it(natsd_factory, tmp_path):
-    from natsd import log as natsd_log
+    from natsd.config import log as natsd_log
 
     logger = logging.getLogger("natsd")
     saved = (list(logger.handlers), logger.level, logger.propagate)

@@ -11,8 +11,8 @@ import pytest
 
 from natsd import Server, hookimpl
 from natsd.config import ServerConfig
-from natsd.contracts import AuthResult
-from natsd.pluginmanager import PluginError
+from natsd.plugin.contracts import AuthResult
+from natsd.plugin.manager import PluginError
 
 
 class Conn:

@@ -13,7 +13,7 @@ from typing import Any
 import bcrypt
 import pytest
 
-from natsd.conf import ConfError, parse
+from natsd.config.conf import ConfError, parse
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 

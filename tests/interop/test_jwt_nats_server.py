@@ -1,14 +1,14 @@
 """Operator mode side by side: a keytool-built JWT chain against nats-server (and natsd).
 
-``build_chain`` makes a chain with ``natsd.keytool`` (plus tokens crafted with
-``natsd.jwtclaims`` for the refusals), ``check_server(host, port, chain)``
+``build_chain`` makes a chain with ``natsd_jwt.keytool`` (plus tokens crafted with
+``natsd_jwt.claims`` for the refusals), ``check_server(host, port, chain)``
 connects every case to whichever server listens there and reports what
 happened, and the test compares that with ``EXPECTED`` (what nats-server
 2.9.10 does). The good users also connect with nats-py from their ``.creds``
 files and round-trip a message (nats-py signs with the PyPI ``nkeys``
 package, a test dependency).
 natsd runs through the same function with the same ``resolver.conf``.
-``library_verdict`` applies ``natsd.jwtclaims`` to the same cases without a
+``library_verdict`` applies ``natsd_jwt.claims`` to the same cases without a
 server and must reach the same verdicts.
 """
 
@@ -26,12 +26,12 @@ import nats
 import pytest
 
 import transcripts as T  # on sys.path via conftest.py
-from natsd import keytool
-from natsd.jwtclaims import (
+from natsd_jwt import keytool
+from natsd_jwt.claims import (
     AccountClaims, JWTError, UserClaims, account_of, decode, encode, parse_creds,
     read_operator_jwt, verify_account, verify_user_chain,
 )
-from natsd.nkeys import KeyPair, NKeyError, Prefix, sign_nonce, verify_nonce_signature
+from natsd.security.nkeys import KeyPair, NKeyError, Prefix, sign_nonce, verify_nonce_signature
 
 AUTH_VIOLATION = "-ERR 'Authorization Violation'"
 OK = "ok"
@@ -330,7 +330,7 @@ def test_operator_mode_chain(kind, tmp_path, server_factory):
 
 
 def library_verdict(chain: Chain, case: Case, nonce: str = "bm9uY2Utbm9uY2U") -> str:
-    """What natsd.jwtclaims decides for ``case``, in the server's words (no server involved)."""
+    """What natsd_jwt.claims decides for ``case``, in the server's words (no server involved)."""
     _, operator = read_operator_jwt(os.path.join(chain.dir, "operator.jwt"))
     accounts = {}
     for fname in os.listdir(os.path.join(chain.dir, "accounts")):
@@ -356,7 +356,7 @@ def library_verdict(chain: Chain, case: Case, nonce: str = "bm9uY2Utbm9uY2U") ->
 
 
 def test_library_agrees_with_nats_server(tmp_path):
-    """natsd.jwtclaims and nkeys reach nats-server's verdict (EXPECTED) on every case."""
+    """natsd_jwt.claims and nkeys reach nats-server's verdict (EXPECTED) on every case."""
     chain = build_chain(str(tmp_path))
     verdicts = {name: library_verdict(chain, case) for name, case in chain.cases.items()
                 if isinstance(case.jwt, str)}  # a non-string jwt never reaches the library
@@ -364,7 +364,7 @@ def test_library_agrees_with_nats_server(tmp_path):
 
 
 def test_keytool_cli(tmp_path, capsys):
-    """``python -m natsd.keytool`` end to end (the server run is in the test above)."""
+    """``python -m natsd_jwt.keytool`` end to end (the server run is in the test above)."""
     root = str(tmp_path / "ops")
     assert keytool.main(["init", root]) == 0
     assert keytool.main(["init", root]) == 1

@@ -17,8 +17,8 @@ import nats
 import pytest
 
 import transcripts as T  # on sys.path via conftest.py
-from natsd import keytool
-from natsd.jwtclaims import decode, parse_creds
+from natsd_jwt import keytool
+from natsd_jwt.claims import decode, parse_creds
 
 
 def _read(path: str) -> str:

@@ -5,7 +5,7 @@ runs it) with the same config text. Compared: INFO (masked) and what a
 plaintext client gets, nats-py over TLS and mutual TLS, the client refusing
 an untrusted server, a stalled handshake being cut at ``timeout``, and
 ``verify_and_map`` with permissions. (``handshake_first`` is nats-server
-2.10; natsd's is tested in tests/core/test_tlsgate.py.)
+2.10; natsd's is tested in tests/core/conn/test_tlsgate.py.)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import nats
 import pytest
 from nats.errors import NoServersError
 
-from natsd.conf import ConfError, parse
+from natsd.config.conf import ConfError, parse
 from natsd.server import Server
 from natsd.testing import read_until
 
@@ -153,7 +153,7 @@ def test_user_permissions_are_enforced(natsd_factory: Any) -> None:
 def test_nkey_user_signs_the_nonce(natsd_factory: Any) -> None:
     import base64
 
-    from natsd.nkeys import KeyPair
+    from natsd.security.nkeys import KeyPair
 
     user = KeyPair.create("U")
     srv = natsd_factory(parse(f"authorization {{ users: [ {{nkey: {user.public_key}}} ] }}"))

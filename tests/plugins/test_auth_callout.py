@@ -1,4 +1,4 @@
-"""Auth callout against a callout service written with nats-py and natsd.jwtclaims."""
+"""Auth callout against a callout service written with nats-py and natsd_jwt.claims."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import nats
 import pytest
 from nats.errors import NoServersError
 
-from natsd.conf import ConfError, parse
-from natsd.jwtclaims import GenericClaims, Permission, Permissions, UserClaims, decode, encode, \
+from natsd.config.conf import ConfError, parse
+from natsd_jwt.claims import GenericClaims, Permission, Permissions, UserClaims, decode, encode, \
     encode_generic
-from natsd.nkeys import KeyPair, Prefix
+from natsd.security.nkeys import KeyPair, Prefix
 from natsd.server import Server
 from natsd_plugins.auth.callout import REQUEST_SUBJECT
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import nats
 
-from natsd.conf import parse
+from natsd.config.conf import parse
 from natsd.testing import read_until
 
 VIOLATION = b"-ERR 'Authorization Violation'\r\n"

@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from natsd import hookimpl
-from natsd.conf import ConfError, parse
+from natsd.config.conf import ConfError, parse
 from natsd.server import Server, free_port
 from natsd.testing import read_until
 from natsd_plugins.monitor import http_listener
@@ -459,7 +459,7 @@ def test_command_line_flag(tmp_path: Any) -> None:
 
 
 def test_an_endpoint_offered_twice_is_an_error(natsd_factory: Any) -> None:
-    from natsd.pluginmanager import PluginError
+    from natsd.plugin.manager import PluginError
 
     class Routes:
         @hookimpl

@@ -6,7 +6,7 @@ import pytest
 
 from natsd_plugins.monitor.params import BadRequest, Options
 from natsd_plugins.monitor.settings import MonitorSettings, load
-from natsd.conf import ConfError, parse
+from natsd.config.conf import ConfError, parse
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -16,11 +16,11 @@ from typing import Any
 import nats
 import pytest
 
-from natsd import keytool
-from natsd.conf import ConfError, parse
-from natsd.jwtclaims import AccountClaims, AccountLimits, UserClaims, encode, encode_generic, parse_creds
-from natsd.jwtclaims import Permissions as JWTPermissions
-from natsd.nkeys import KeyPair, Prefix, sign_nonce
+from natsd_jwt import keytool
+from natsd.config.conf import ConfError, parse
+from natsd_jwt.claims import AccountClaims, AccountLimits, UserClaims, encode, encode_generic, parse_creds
+from natsd_jwt.claims import Permissions as JWTPermissions
+from natsd.security.nkeys import KeyPair, Prefix, sign_nonce
 from natsd.server import Server
 from natsd.testing import read_until
 
@@ -32,7 +32,7 @@ def _seed(root: str, name: str) -> KeyPair:
 
 def _reissue(root: str, name: str, **changes: Any) -> AccountClaims:
     """Re-sign account ``name`` with ``changes`` applied (and refresh resolver.conf)."""
-    from natsd.jwtclaims import decode
+    from natsd_jwt.claims import decode
 
     path = os.path.join(root, "accounts", f"{name}.jwt")
     with open(path) as f:
@@ -46,7 +46,7 @@ def _reissue(root: str, name: str, **changes: Any) -> AccountClaims:
 
 
 def _user_creds(root: str, account: str, name: str, **claims: Any) -> str:
-    from natsd.jwtclaims import format_creds
+    from natsd_jwt.claims import format_creds
 
     user = KeyPair.create(Prefix.USER)
     token = encode(UserClaims(subject=user.public_key, name=name, **claims), _seed(root, account))

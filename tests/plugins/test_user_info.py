@@ -8,8 +8,8 @@ import time
 import nats
 
 from natsd import hookimpl
-from natsd.contracts import AuthResult
-from natsd.permissions import Permissions
+from natsd.plugin.contracts import AuthResult
+from natsd.security.permissions import Permissions
 
 CONF = {
     "accounts": {

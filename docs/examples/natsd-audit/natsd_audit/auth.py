@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from natsd.contracts import AuthRequest, AuthResult
+from natsd.plugin.contracts import AuthRequest, AuthResult
 
 from .observer import Stats
 

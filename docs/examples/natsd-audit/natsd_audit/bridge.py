@@ -60,7 +60,7 @@ class JsonLog:
 
 
 class AuditBridge:
-    """A ``natsd.contracts.Bridge``: copies every message on ``bridge_subject``.
+    """A ``natsd.plugin.contracts.Bridge``: copies every message on ``bridge_subject``.
 
     Each message is kept in a store of the configured storage backend (the
     ``audit-memory`` one this plugin offers, by default) and, when

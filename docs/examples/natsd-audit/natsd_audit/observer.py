@@ -30,7 +30,7 @@ class Stats:
 
 
 class AuditObserver:
-    """An observer defines only the events it wants (see ``natsd.contracts.Observer``).
+    """An observer defines only the events it wants (see ``natsd.plugin.contracts.Observer``).
 
     natsd collects these bound methods once at start-up and calls them
     synchronously on the event loop, so each must be quick and must not block.

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natsd.config import config_error
-from natsd.subjects import valid_literal_subject, valid_subject
+from natsd.routing.subjects import valid_literal_subject, valid_subject
 
 
 @dataclass(frozen=True)

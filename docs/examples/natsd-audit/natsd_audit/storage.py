@@ -7,7 +7,7 @@ from typing import Any
 
 
 class MemoryStore:
-    """A ``natsd.contracts.MessageStore``: an append-only log, sequence numbers from 1.
+    """A ``natsd.plugin.contracts.MessageStore``: an append-only log, sequence numbers from 1.
 
     Kept in a list, so it is exactly as durable as the process.
     """
@@ -37,7 +37,7 @@ class MemoryStore:
 
 
 class MemoryBackend:
-    """A ``natsd.contracts.StorageBackend``: opening a name twice gives the same store."""
+    """A ``natsd.plugin.contracts.StorageBackend``: opening a name twice gives the same store."""
 
     def __init__(self) -> None:
         self.stores: dict[str, MemoryStore] = {}

@@ -11,7 +11,7 @@ from .observer import log
 
 
 class UnixSocketListener:
-    """A ``natsd.contracts.Listener``: ``async start()`` and ``async stop()``.
+    """A ``natsd.plugin.contracts.Listener``: ``async start()`` and ``async stop()``.
 
     Each accepted connection gets ``server.client_protocol("unix")``, the same
     protocol object TCP clients get, so Unix-socket clients speak plain NATS,

@@ -1,0 +1,1 @@
+"""The plugin contract (:mod:`.hookspecs`, :mod:`.contracts`) and the manager that loads plugins."""

@@ -1,0 +1,124 @@
+"""Accounts: isolated subject spaces inside one server.
+
+Every client belongs to exactly one account, and messages never cross
+accounts unless an export/import says so (:mod:`natsd.routing.imports`). The default
+account, used when nothing else is configured, is ``$G`` as in nats-server.
+An account may rewrite published subjects (``mappings``) and limit its
+connections, each connection's subscriptions and message size (``limits``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from natsd.config import config_error, size_setting
+from .stats import Totals
+from .sublist import Sublist
+
+if TYPE_CHECKING:
+    from natsd.config import ServerConfig
+    from natsd.server import Server
+
+GLOBAL_ACCOUNT = "$G"
+SYSTEM_ACCOUNT = "$SYS"
+NO_LIMIT = -1
+
+#: ``limits {}`` keys of an account block -> Account attribute (nats-server 2.9 names).
+LIMIT_KEYS = {
+    "max_connections": "max_connections", "max_conn": "max_connections",
+    "max_subscriptions": "max_subscriptions", "max_subs": "max_subscriptions",
+    "max_payload": "max_payload", "max_pay": "max_payload",
+    "max_leafnodes": "max_leafnodes", "max_leafs": "max_leafnodes",
+}
+
+
+class Account:
+    """One account: its subscriptions, clients, subject mappings and limits.
+
+    Limits are ``-1`` when unlimited (nats-server's ``jwt.NoLimit``);
+    ``max_subscriptions`` and ``max_payload`` apply to each connection.
+    """
+
+    __slots__ = ("name", "sublist", "clients", "mappings", "max_connections",
+                 "max_subscriptions", "max_payload", "max_leafnodes", "closed_totals",
+                 "__weakref__")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sublist = Sublist()
+        self.clients: set[Any] = set()
+        self.mappings: Any = None  # a natsd.routing.mappings.Mappings when configured
+        self.max_connections = NO_LIMIT
+        self.max_subscriptions = NO_LIMIT
+        self.max_payload = NO_LIMIT
+        self.max_leafnodes = NO_LIMIT
+        self.closed_totals = Totals()  # traffic of its closed connections (natsd.routing.stats)
+
+    def __repr__(self) -> str:
+        return f"<Account {self.name} clients={len(self.clients)} subs={self.sublist.count}>"
+
+    def set_mappings(self, mappings: Any) -> None:
+        """Install subject mappings (``None`` or an empty collection removes them)."""
+        self.mappings = mappings if mappings else None
+
+    def reset(self) -> None:
+        """Forget mappings and limits (before a reloaded config block applies)."""
+        self.mappings = None
+        self.max_connections = self.max_subscriptions = NO_LIMIT
+        self.max_payload = self.max_leafnodes = NO_LIMIT
+
+    def configure(self, block: Mapping[str, Any]) -> None:
+        """Take ``mappings {}`` and ``limits {}`` from the account's config block."""
+        if "mappings" in block:
+            from .mappings import Mappings
+
+            self.set_mappings(Mappings.from_config(block["mappings"], parent=block))
+        limits = block.get("limits")
+        if limits is None:
+            return
+        if not isinstance(limits, Mapping):
+            raise config_error(block, "limits", "expected a block { max_connections: ... }")
+        for key, value in limits.items():
+            attr = LIMIT_KEYS.get(key.lower())
+            if attr is None:
+                raise config_error(limits, key, "unknown account limit (known: "
+                                   + ", ".join(sorted(set(LIMIT_KEYS.values()))) + ")")
+            if attr == "max_payload" and isinstance(value, str):
+                value = size_setting(limits, key, value)
+            if not isinstance(value, int) or isinstance(value, bool) or value < NO_LIMIT:
+                raise config_error(limits, key, f"expected a number (-1: unlimited), got {value!r}")
+            setattr(self, attr, value)
+
+    def connection_allowed(self) -> bool:
+        """True if one more client may join (``max_connections`` not reached)."""
+        return self.max_connections < 0 or len(self.clients) < self.max_connections
+
+
+def configure_accounts(server: Server, config: ServerConfig, forget: Iterable[str] = ()) -> None:
+    """Apply ``config``'s top-level ``mappings`` and ``accounts {}`` (mappings, limits,
+    exports, imports) to the server's accounts; at start-up and on reload.
+
+    Accounts named in ``forget`` (the previous config's) lose what they had
+    first; accounts from elsewhere (JWTs) are left to their plugin.
+    """
+    from .imports import wire
+    from .mappings import Mappings
+
+    if server.links is not None:
+        for fwd in server.links.forwarders:
+            fwd.close()
+    mappings = config.mappings
+    server.global_account.set_mappings(Mappings.from_config(mappings) if mappings is not None else None)
+    for name in {*forget, *config.accounts}:
+        account = server.lookup_account(name, create=True)
+        account.reset()
+        if name in config.accounts:
+            account.configure(config.accounts[name])
+    server.links = wire(server)
+
+
+def min_limit(*limits: int) -> int:
+    """The tightest of several limits where ``-1`` (or any negative) means none."""
+    real = [x for x in limits if x >= 0]
+    return min(real) if real else NO_LIMIT

@@ -1,0 +1,1 @@
+"""Identity and policy: NKeys, publish/subscribe permissions, TLS peer certificates."""
