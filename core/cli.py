@@ -20,28 +20,34 @@ from natsd.config import log as natsd_log
 
 log = logging.getLogger("natsd")
 
-# flag -> (plugin providing it or None when natsd lacks it, description)
-_LATER_FLAGS: dict[str, tuple[str | None, str]] = {
-    "jetstream": ("jetstream", "-js/--jetstream"),
-    "store_dir": ("jetstream", "-sd/--store_dir"),
-    "cluster": ("cluster", "--cluster"),
-    "cluster_name": ("cluster", "--cluster_name"),
-    "cluster_listen": ("cluster", "--cluster_listen"),
-    "cluster_advertise": ("cluster", "--cluster_advertise"),
-    "routes": ("cluster", "--routes"),
-    "no_advertise": ("cluster", "--no_advertise"),
-    "connect_retries": ("cluster", "--connect_retries"),
-    "syslog": (None, "-s/--syslog"),
-    "remote_syslog": (None, "-r/--remote_syslog"),
-    "client_advertise": (None, "--client_advertise"),
-    "profile": (None, "--profile"),
-}
+#: nats-server flags that plugins provide (capability) or natsd lacks (None), as
+#: ``(flags, capability, argparse keywords)``. Those no loaded plugin registers
+#: are still recognised, and refused by name.
+NATS_SERVER_FLAGS: tuple[tuple[tuple[str, ...], str | None, dict[str, Any]], ...] = (
+    (("-js", "--jetstream"), "JetStream", {"action": "store_true"}),
+    (("-sd", "--store_dir"), "JetStream", {}),
+    (("--cluster",), "clustering", {}),
+    (("--cluster_name",), "clustering", {}),
+    (("--cluster_listen",), "clustering", {}),
+    (("--cluster_advertise",), "clustering", {}),
+    (("--routes",), "clustering", {}),
+    (("--no_advertise",), "clustering", {}),
+    (("--connect_retries",), "clustering", {}),
+    (("-m", "--http_port"), "HTTP monitoring", {}),
+    (("-ms", "--https_port"), "HTTP monitoring", {}),
+    (("-s", "--syslog"), None, {"action": "store_true"}),
+    (("-r", "--remote_syslog"), None, {}),
+    (("--client_advertise",), None, {}),
+    (("--profile",), None, {}),
+)
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
+    """The core's options; plugins add theirs (``natsd_addoption``) before parsing."""
     p = argparse.ArgumentParser(
         prog="natsd", description="natsd: a NATS-compatible message broker in Python.",
-        epilog="Config files use nats-server's format; flags override the file.")
+        epilog="Config files use nats-server's format; flags override the file.",
+        add_help=add_help, allow_abbrev=False)
     s = p.add_argument_group("Server Options")
     s.add_argument("-a", "--addr", "--net", dest="host", metavar="HOST",
                    help="bind to host address (default: 0.0.0.0)")
@@ -50,10 +56,6 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--name", "--server_name", dest="server_name", metavar="NAME",
                    help="server name (default: the server id)")
     s.add_argument("-P", "--pid", dest="pid_file", metavar="FILE", help="file to store the PID")
-    s.add_argument("-m", "--http_port", type=int, metavar="PORT",
-                   help="use port for HTTP monitoring (the monitor plugin; 0 picks a free port)")
-    s.add_argument("-ms", "--https_port", type=int, metavar="PORT",
-                   help="use port for HTTPS monitoring (with the tls {} certificate)")
     s.add_argument("-c", "--config", metavar="FILE", help="configuration file")
     s.add_argument("-t", dest="test_config", action="store_true",
                    help="test the configuration and exit")
@@ -71,19 +73,6 @@ def make_parser() -> argparse.ArgumentParser:
     lg.add_argument("-D", "--debug", action="store_true", default=None, help="enable debugging output")
     lg.add_argument("-V", "--trace", action="store_true", default=None, help="trace the raw protocol")
     lg.add_argument("-DV", dest="debug_trace", action="store_true", help="debug and trace")
-    later = p.add_argument_group("Options of capabilities provided by plugins or later versions")
-    later.add_argument("-js", "--jetstream", action="store_true", default=None, help=argparse.SUPPRESS)
-    for flags, dest in ((("-sd", "--store_dir"), "store_dir"), (("--cluster",), "cluster"),
-                        (("--cluster_name",), "cluster_name"), (("--cluster_listen",), "cluster_listen"),
-                        (("--cluster_advertise",), "cluster_advertise"), (("--routes",), "routes"),
-                        (("--no_advertise",), "no_advertise"), (("--connect_retries",), "connect_retries"),
-                        (("-r", "--remote_syslog"), "remote_syslog"),
-                        (("--client_advertise",), "client_advertise"), (("--profile",), "profile")):
-        later.add_argument(*flags, dest=dest, default=None, help=argparse.SUPPRESS)
-    later.add_argument("-s", "--syslog", dest="syslog", action="store_true", default=None,
-                       help=argparse.SUPPRESS)
-    later.description = ("-js/--jetstream, -sd, --cluster, --routes ... are recognised and "
-                         "answered with the plugin that provides them.")
     t = p.add_argument_group("TLS Options (replace the file's tls {})")
     t.add_argument("--tls", "-tls", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
                    help="enable TLS, do not verify clients (--tls=false disables TLS)")
@@ -112,12 +101,26 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
 
 
-def _refuse_later_flags(args: argparse.Namespace) -> str | None:
-    for dest, (plugin, flag) in _LATER_FLAGS.items():
-        if getattr(args, dest, None) is not None:
-            if plugin:
-                return (f"{flag} is provided by the natsd plugin {plugin!r} "
-                        f"(natsd_plugins.{plugin}), which is not installed or not enabled")
+def add_unprovided_flags(parser: argparse.ArgumentParser, known: set[str]) -> None:
+    """Recognise nats-server's flags that no loaded plugin registered (to refuse them by name)."""
+    for flags, _, kwargs in NATS_SERVER_FLAGS:
+        if not any(f in known for f in flags):
+            parser.add_argument(*flags, dest=_unprovided(flags), default=None,
+                                help=argparse.SUPPRESS, **kwargs)
+
+
+def _unprovided(flags: tuple[str, ...]) -> str:
+    return "unprovided_" + flags[-1].lstrip("-")
+
+
+def refuse_unprovided(args: argparse.Namespace) -> str | None:
+    """The error for a nats-server flag that nothing here provides, if one was given."""
+    for flags, capability, _ in NATS_SERVER_FLAGS:
+        if getattr(args, _unprovided(flags), None) is not None:
+            flag = "/".join(flags)
+            if capability:
+                return (f"{flag} configures {capability}, which needs a natsd plugin: "
+                        "none installed and enabled provides it")
             return f"{flag} is a nats-server option natsd does not support yet"
     return None
 
@@ -145,10 +148,11 @@ def _overrides(args: argparse.Namespace, authorization: Any) -> dict[str, Any]:
     return out
 
 
-def _with_flags(args: argparse.Namespace, config: Any, owners: dict[str, str]) -> Any:
-    """``config`` with the command line's flags applied over it."""
+def _with_flags(args: argparse.Namespace, config: Any, options: OptionParser,
+                owners: dict[str, str]) -> Any:
+    """``config`` with the command line's flags applied over it (plugins' options included)."""
     config = _tls_flags(args, config.replace(**_overrides(args, config.authorization)))
-    _plugin_overrides(args, config, owners)
+    options.apply(args, config.blocks, owners)
     return config
 
 
@@ -165,56 +169,59 @@ def _tls_flags(args: argparse.Namespace, config: Any) -> Any:
     return with_tls(config, settings)
 
 
-def _plugin_overrides(args: argparse.Namespace, config: Any, owners: dict[str, str]) -> None:
-    """Flags that set keys owned by plugins (``-m``/``-ms``: the monitor plugin's ports)."""
-    for key, flag in (("http_port", "-m/--http_port"), ("https_port", "-ms/--https_port")):
-        value = getattr(args, key)
-        if value is None:
-            continue
-        if key not in owners:
-            from natsd.config.conf import ConfError
-
-            raise ConfError(f"{flag} is provided by the natsd plugin 'monitor' "
-                            "(natsd_plugins.monitor), which is not installed or not enabled")
-        others = ("https", "https_port") if key == "http_port" else ("http", "http_port", "monitor_port")
-        for other in others:  # the flag's scheme replaces the file's
-            config.blocks.pop(other, None)
-        config.blocks[key] = value
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    if args.signal is not None:
-        from natsd.signals import SignalError, send
+    argv = sys.argv[1:] if argv is None else list(argv)
+    early, _ = make_parser(add_help=False).parse_known_args(argv)
+    if early.signal is not None:
+        from .signals import SignalError, send
 
         try:
-            pid = send(args.signal)
+            pid = send(early.signal)
         except SignalError as exc:
             print(f"natsd: {exc}", file=sys.stderr)
             return 1
-        print(f"natsd: signal {args.signal.partition('=')[0]} sent to pid {pid}")
+        print(f"natsd: signal {early.signal.partition('=')[0]} sent to pid {pid}")
         return 0
-    problem = _refuse_later_flags(args)
-    if problem:
-        print(f"natsd: {problem}", file=sys.stderr)
-        return 2
-    from natsd.config.conf import ConfError, parse_file
-    from natsd.plugin.manager import PluginError, PluginManager
-    from natsd.server import Server, build_config
+    from .config import plugin_settings
+    from .config.conf import ConfError, parse_file
+    from .plugin.manager import OptionParser, PluginError, PluginManager
+    from .server import Server, build_config
 
+    wants_help = any(a in ("-h", "--help") for a in argv)
     plugins = PluginManager()
+    conf: Any = {}
     try:
-        conf = parse_file(args.config) if args.config else {}
-        config = build_config(conf, plugins, args.plugin, source=args.config)
-        config = _with_flags(args, config, plugins.owners)
+        conf = parse_file(early.config) if early.config else {}
+        if wants_help:  # show every installed plugin's options, even with a broken config
+            plugins.load(plugin_settings(conf), early.plugin)
+    except (ConfError, PluginError, OSError) as exc:
+        if not wants_help:
+            print(f"natsd: {'cannot read config' if isinstance(exc, OSError) else 'configuration error'}: "
+                  f"{exc}", file=sys.stderr)
+            return 1
+    try:
+        config = None if wants_help else build_config(conf, plugins, early.plugin, source=early.config)
     except (ConfError, PluginError) as exc:
         print(f"natsd: configuration error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"natsd: cannot read config: {exc}", file=sys.stderr)
+    parser = make_parser()
+    options = OptionParser(parser)
+    plugins.addoption(options)
+    add_unprovided_flags(parser, options.flags())
+    args = parser.parse_args(argv)
+    problem = refuse_unprovided(args)
+    if problem:
+        print(f"natsd: {problem}", file=sys.stderr)
+        return 2
+    assert config is not None
+    try:
+        config = _with_flags(args, config, options, plugins.owners)
+    except (ConfError, PluginError) as exc:
+        print(f"natsd: configuration error: {exc}", file=sys.stderr)
         return 1
     server = Server(config, plugin_manager=plugins)
-    server.flag_overrides = lambda cfg: _with_flags(args, cfg, plugins.owners)  # flags win on reload too
+    # flags win on reload too
+    server.flag_overrides = lambda cfg: _with_flags(args, cfg, options, plugins.owners)
     if args.test_config:
         try:
             server.configure()

@@ -33,7 +33,6 @@ from natsd.routing.account import GLOBAL_ACCOUNT, Account, configure_accounts
 from natsd.config import ConfigError, ServerConfig
 
 if TYPE_CHECKING:
-    from natsd.conn.client import Client
     from natsd.server import Server
 
 log = logging.getLogger("natsd.server")
@@ -122,11 +121,13 @@ async def reload(server: Server, new: ServerConfig) -> list[str]:
         log.info("Reloaded: %s", key)
     for key in server.plugins.changed_blocks(old, new):
         log.info("Reloaded: %s", key)
-    authenticators = server.authenticators
+    authenticators = server.auth.authenticators
     server.after_reload(changed)
-    if auth_changed or server.authenticators != authenticators:
-        recheck_clients(server)
-    if any(k in changed for k in ("max_payload", "max_control_line", "max_subscriptions")):
+    if auth_changed or server.auth.authenticators != authenticators:
+        for client in list(server.clients.values()):
+            client.reauthenticate()
+    if any(k in changed for k in ("max_payload", "max_control_line", "max_subscriptions",
+                                  "max_pending")):
         for client in list(server.clients.values()):
             if client.authorized and not client.closed:
                 client.apply_limits()
@@ -135,60 +136,6 @@ async def reload(server: Server, new: ServerConfig) -> list[str]:
     log.info("Reloaded server configuration")
     server.flush()
     return changed
-
-
-def recheck_clients(server: Server) -> None:
-    """Authenticate every connected client again with the current authenticators."""
-    from natsd.conn.client import CLIENT_CLOSED, _first_verdict
-
-    authenticators = server.authenticators
-    for client in list(server.clients.values()):
-        if client.closed or not client.authorized:
-            continue
-        if not authenticators:
-            if client.account is not server.global_account:
-                client.close(CLIENT_CLOSED)
-                continue
-            client.auth_result = None
-            client.user = None
-            client.perms = None
-            client.apply_limits()
-            continue
-        request = client.auth_request()
-        _, verdict = _first_verdict(authenticators, request)
-        if inspect.isawaitable(verdict):
-            # Asynchronous authenticators (auth callout) are not asked again:
-            # a reload must not fire one request per connected client.
-            if inspect.iscoroutine(verdict):
-                verdict.close()
-            continue
-        if verdict is None or not verdict.ok:
-            why = verdict.reason if verdict is not None else "no authenticator accepted the client"
-            log.error("%s - cid:%d - authentication error after reload - %s",
-                      client._addr(), client.cid, why)
-            client.auth_violation()
-            continue
-        if (verdict.account or GLOBAL_ACCOUNT) != client.account.name:
-            log.info("%s - cid:%d - user moved to account %s; closing so that it reconnects",
-                     client._addr(), client.cid, verdict.account or GLOBAL_ACCOUNT)
-            client.close(CLIENT_CLOSED)
-            continue
-        client.take_auth_result(verdict)
-        _prune_subscriptions(client)
-
-
-def _prune_subscriptions(client: Client) -> None:
-    perms = client.perms
-    if perms is None:
-        return
-    for sid, sub in list(client.subs.items()):
-        if perms.can_subscribe(sub.subject, sub.queue):
-            continue
-        client.remove_sub(sub)
-        subject, sid_text = sub.subject.decode(errors="replace"), sid.decode(errors="replace")
-        client.send_err(f'Permissions Violation for Subscription to "{subject}" (sid "{sid_text}")')
-        who = f'User "{client.user}"' if client.user else client._addr()
-        log.info('Removed sub "%s" (sid "%s") for %s - not authorized', subject, sid_text, who)
 
 
 def _enforce_max_connections(server: Server) -> None:

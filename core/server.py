@@ -25,19 +25,25 @@ from typing import Any
 
 from natsd import __version__
 from natsd import config as config_mod
-from natsd.routing.account import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Account, configure_accounts
-from natsd.conn.client import SERVER_SHUTDOWN, Client, ObservedClient, TracedClient
-from natsd.config.conf import ConfMap, parse_file
 from natsd.config import ConfigError, ServerConfig
-from natsd.plugin.contracts import Authenticator, Bridge, Listener, StorageBackend
-from natsd.security.nkeys import KeyPair, Prefix
-from natsd.routing.internal import InternalClient
-from natsd.plugin.manager import PluginManager
+from natsd.config.conf import ConfMap, parse_file
 from natsd.config.tls import TLSSettings
+from natsd.conn.client import Client, ObservedClient, TracedClient
 from natsd.conn.tlsgate import TLSGate
-from natsd.routing.stats import ClosedClient, Totals
+from natsd.plugin.auth import AuthChain
+from natsd.plugin.contracts import AuthRequest, AuthResult, Bridge, Listener, StorageBackend
+from natsd.plugin.manager import PluginManager
+from natsd.plugin.stash import Stash
+from natsd.routing.account import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Account, configure_accounts
+from natsd.routing.connection import SERVER_SHUTDOWN, Connection, Kind, Observers, notify
+from natsd.routing.interest import InterestRegistry
+from natsd.routing.internal import InternalClient
+from natsd.routing.stats import ClosedClient, Totals, record_close
+from natsd.security.nkeys import KeyPair, Prefix
+from natsd.wire.protocol import encode_info
 
 log = logging.getLogger("natsd.server")
+conn_log = logging.getLogger("natsd.client")
 
 NATS_SERVER_VERSION = "2.9.10"
 """The nats-server release whose client-visible behaviour natsd implements.
@@ -86,28 +92,27 @@ class Server:
         self.name = config.server_name or self.server_id
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.accounts: dict[str, Account] = {}
+        self.interest = InterestRegistry(self.accounts)
+        self._egress: tuple[Any, ...] = ()
         self.global_account = self.lookup_account(GLOBAL_ACCOUNT, create=True)
         for name in config.accounts:
             self.lookup_account(name, create=True)
-        self.clients: dict[int, Client] = {}
-        self.dirty: list[Client] = []
+        self.clients: dict[int, Connection] = {}
+        self.dirty: list[Connection] = []
         self.slow_consumers = 0
         # For monitoring (natsd.routing.stats): counted per connection, never per message.
         self.start_time = time.time()
         self.total_connections = 0
         self.closed_totals = Totals()
         self.closed_clients: deque[ClosedClient] = deque(maxlen=config.max_closed_clients)
-        self.authenticators: list[Authenticator] = []
-        self.nonce_required = False
+        self.auth = AuthChain()
         self.links: Any = None
         self.system_account: Account | None = None
         self.storage_backends: dict[str, StorageBackend] = {}
-        self.observe_connected: list[Any] = []
-        self.observe_closed: list[Any] = []
-        self.observe_auth_failed: list[Any] = []
-        self.observe_subscribed: list[Any] = []
-        self.observe_unsubscribed: list[Any] = []
-        self.observe_published: list[Any] = []
+        self.observers = Observers()
+        self.stash = Stash()
+        """Per-server plugin state under typed keys (see :mod:`natsd.plugin.stash`)."""
+        self._services: dict[str, object] = {}
         self._client_class: type[Client] = Client
         self._cid = 0
         self._event_seq = 0
@@ -115,8 +120,9 @@ class Server:
         self._listener: asyncio.AbstractServer | None = None
         self._listeners: list[Listener] = []
         self._bridges: list[Bridge] = []
-        self._internal: list[InternalClient] = []
+        self._internal: set[InternalClient] = set()
         self._info: dict[str, Any] = {}
+        self._info_fields: dict[str, Any] = {}  # INFO fields plugins contribute (update_info)
         self._stopped: asyncio.Event | None = None
         self._state = "new"
         self._reload_lock: asyncio.Lock | None = None
@@ -147,22 +153,17 @@ class Server:
         except BaseException:
             self._state = "stopped"
             raise
-        self.authenticators = self.plugins.authenticators(self)
-        self.nonce_required = any(getattr(a, "wants_nonce", False) for a in self.authenticators)
-        if not self.authenticators and (cfg.authorization or _has_users(cfg.accounts)):
+        self.auth = AuthChain(self.plugins.authenticators(self))
+        if not self.auth.required and (cfg.authorization or _has_users(cfg.accounts)):
             self._state = "stopped"
             raise ConfigError(
                 "users are configured but no plugin authenticates them: the built-in "
                 "auth plugin (natsd_plugins.auth) is denied or not installed",
                 file=cfg.source, key="authorization" if cfg.authorization else "accounts")
         self.storage_backends = self.plugins.storage_backends(self)
-        events = self.plugins.observers(self)
-        self.observe_connected = events["client_connected"]
-        self.observe_closed = events["client_closed"]
-        self.observe_auth_failed = events["auth_failed"]
-        self.observe_subscribed = events["subscribed"]
-        self.observe_unsubscribed = events["unsubscribed"]
-        self.observe_published = events["message_published"]
+        for listener in self.plugins.interest_listeners(self):
+            self.interest.listen(listener, listener.kinds)
+        self.observers = self.plugins.observers(self)
         self._pick_client_class()
         log.info("Starting natsd (nats-server %s compatible)", NATS_SERVER_VERSION)
         log.info("  Version:  %s", __version__)
@@ -206,15 +207,15 @@ class Server:
     def configure(self) -> None:
         """Set up accounts and their links, hand plugins their blocks (``start`` and ``natsd -t``)."""
         cfg = self.config
+        name = cfg.system_account or SYSTEM_ACCOUNT
         if self.links is None:
             configure_accounts(self, cfg)
-            if not cfg.no_system_account:
-                name = cfg.system_account or SYSTEM_ACCOUNT
-                if name != SYSTEM_ACCOUNT and name not in cfg.accounts and not _operator_mode(cfg):
-                    raise ConfigError(f"system account {name!r} is not defined in accounts {{}}",
-                                      file=cfg.source, key="system_account")
+            if not cfg.no_system_account and (name == SYSTEM_ACCOUNT or name in cfg.accounts):
                 self.system_account = self.lookup_account(name, create=True)
-        self.plugins.configure(self, cfg)
+        self.plugins.configure(self, cfg)  # a plugin may name the system account (operator JWTs)
+        if self.system_account is None and not cfg.no_system_account:
+            raise ConfigError(f"system account {name!r} is not defined in accounts {{}}",
+                              file=cfg.source, key="system_account")
 
     async def shutdown(self) -> None:
         """Stop accepting, close every client, stop plugins; idempotent."""
@@ -237,8 +238,8 @@ class Server:
             await _quietly(listener.stop(), f"listener {listener!r}")
         for bridge in reversed(self._bridges):
             await _quietly(bridge.stop(), f"bridge {bridge!r}")
-        for internal in self._internal:
-            internal.close()
+        for internal in list(self._internal):
+            internal.close(SERVER_SHUTDOWN)
         await self.plugins.shutdown(self)
         if self._listener is not None:
             await _quietly(self._listener.wait_closed(), "client listener")
@@ -282,8 +283,7 @@ class Server:
 
     def after_reload(self, changed: list[str]) -> None:
         """Refresh what the core derived from the config (called by :mod:`natsd.reload`)."""
-        self.authenticators = self.plugins.authenticators(self)
-        self.nonce_required = any(getattr(a, "wants_nonce", False) for a in self.authenticators)
+        self.auth = AuthChain(self.plugins.authenticators(self))
         self._pick_client_class()
         self._info = self._base_info()
         if "pid_file" in changed:
@@ -303,8 +303,6 @@ class Server:
     async def _lame_duck_mode(self) -> None:
         import random
 
-        from natsd.wire.protocol import encode_info
-
         cfg = self.config
         log.info("Entering lame duck mode, stop accepting new clients")
         if self._listener is not None:
@@ -314,14 +312,7 @@ class Server:
         if not clients:
             await self.shutdown()
             return
-        for client in clients:  # those that understand asynchronous INFO (protocol 1)
-            if client.connected and (client.connect_options or {}).get("protocol", 0) >= 1:
-                info = dict(self._info, max_payload=client.parser.max_payload,
-                            client_id=client.cid)
-                if client.remote is not None:
-                    info["client_ip"] = client.remote[0]
-                client.queue(encode_info(dict(info, ldm=True)))
-        self.flush()
+        self.broadcast_info(ldm=True)
         await asyncio.sleep(cfg.lame_duck_grace_period)
         log.info("Closing existing clients")
         spread = max(cfg.lame_duck_duration - cfg.lame_duck_grace_period, 1.0)
@@ -364,9 +355,14 @@ class Server:
 
     # -- connections -------------------------------------------------------------
 
-    def client_protocol(self, kind: str = "tcp") -> Client:
-        """A protocol instance for one NATS client connection (for listeners too)."""
-        return self._client_class(self, kind)
+    def client_protocol(self, transport: str = "tcp") -> Client:
+        """A protocol instance for one NATS client connection (for listeners too).
+
+        ``transport`` names how it speaks (``"tcp"``, ``"websocket"`` ...).
+        Give it an asyncio transport, or an adapter with the methods of
+        :class:`natsd.plugin.contracts.ByteTransport`.
+        """
+        return self._client_class(self, transport)
 
     def _client_port_protocol(self) -> asyncio.Protocol:
         """The protocol of a connection accepted on the client port (behind TLS if configured)."""
@@ -389,12 +385,71 @@ class Server:
         log.info("TLS %s for new client connections",
                  "settings reloaded" if settings is not None else "disabled")
 
-    def connect_internal(self, name: str, account: str = GLOBAL_ACCOUNT,
-                         *, echo: bool = False) -> InternalClient:
-        """An in-process client in ``account`` for plugins and bridges."""
-        client = InternalClient(self, name, self.lookup_account(account, create=True), echo=echo)
-        self._internal.append(client)
+    def connect_internal(self, name: str, account: str = GLOBAL_ACCOUNT, *, echo: bool = False,
+                         kind: Kind = Kind.SYSTEM, identity: AuthResult | None = None,
+                         transport: str = "internal",
+                         remote: tuple[str, int] | None = None) -> InternalClient:
+        """An in-process client: a service of a plugin, or a session of another protocol.
+
+        Without ``identity`` it is a service (kind ``SYSTEM`` unless told, in
+        ``account``), not counted as a connection. With ``identity`` (an
+        accepted :class:`AuthResult`, from :meth:`authenticate`) it is a client
+        connection of kind ``CLIENT`` speaking ``transport`` from ``remote``:
+        in the identity's account, bound by its permissions and limits,
+        counted in ``max_connections`` (:class:`ConnectionRefusedError` when
+        full), shown by monitoring and told to observers; ``close()`` ends it.
+        """
+        if identity is None:
+            client = InternalClient(self, name, self.lookup_account(account, create=True),
+                                    echo=echo, kind=kind, transport=transport)
+            client.remote = remote
+            self._internal.add(client)
+            return client
+        if not identity.ok:
+            raise PermissionError(f"identity refused: {identity.reason}")
+        acc = self.lookup_account(identity.account or GLOBAL_ACCOUNT, create=True)
+        client = InternalClient(self, name, acc, echo=echo, kind=Kind.CLIENT, transport=transport)
+        client.remote = remote
+        client.cid = self.next_cid()
+        client.start = client.last = time.time()
+        if not acc.connection_allowed() or not self.register(client):
+            raise ConnectionRefusedError("maximum connections exceeded")
+        client.take_auth_result(identity)
+        client.connected = True
+        self._internal.add(client)
+        notify(self.observers.connected, client)
         return client
+
+    async def authenticate(self, request: AuthRequest) -> AuthResult:
+        """Run the authenticators on ``request`` (a connection a plugin accepted itself).
+
+        Never ``None``: without authenticators everybody is accepted; when
+        nobody accepts, the result is a refusal (``ok=False``).
+        """
+        return await self.auth.authenticate(request)
+
+    def register(self, conn: Connection) -> bool:
+        """Count a new client connection (``False``: ``max_connections`` reached)."""
+        if len(self.clients) >= self.config.max_connections:
+            return False
+        self.clients[conn.cid] = conn
+        self.total_connections += 1
+        conn.account.clients.add(conn)
+        return True
+
+    def connection_closed(self, conn: Connection, reason: str) -> None:
+        """The server's part of closing a connection: its record, its subscriptions, observers."""
+        registered = self.clients.get(conn.cid) is conn
+        if registered:
+            del self.clients[conn.cid]
+            record_close(self, conn)
+        conn.drop_subs()
+        conn.account.clients.discard(conn)
+        self._internal.discard(conn)  # type: ignore[arg-type]
+        if registered:
+            conn_log.debug("%s - Client connection closed: %s", conn.describe(), reason)
+            if conn.connected:
+                notify(self.observers.closed, conn, reason)
 
     def lookup_account(self, name: str, create: bool = False) -> Account:
         account = self.accounts.get(name)
@@ -402,12 +457,42 @@ class Server:
             if not create:
                 raise KeyError(f"no account {name!r}")
             account = self.accounts[name] = Account(name)
+            account.egress = self._egress
+            self.interest.account_created(account)
         return account
+
+    def add_egress(self, egress: Any) -> None:
+        """Offer every account's messages to ``egress`` after local delivery (gateways).
+
+        ``egress(sender, account, subject, reply, size, payload, hdr, result,
+        served) -> bool`` (see :mod:`natsd.routing.deliver`); accounts created
+        later get it too.
+        """
+        self._egress = (*self._egress, egress)
+        for account in self.accounts.values():
+            account.egress = (*account.egress, egress)
+
+    def remove_egress(self, egress: Any) -> None:
+        self._egress = tuple(e for e in self._egress if e is not egress)
+        for account in self.accounts.values():
+            account.egress = tuple(e for e in account.egress if e is not egress)
+
+    # -- services of plugins --------------------------------------------------------
+
+    def register_service(self, name: str, service: object) -> None:
+        """Offer ``service`` to other plugins under ``name`` (``"jetstream"``, ``"system"``...)."""
+        if name in self._services and self._services[name] is not service:
+            raise ValueError(f"service {name!r} is already registered")
+        self._services[name] = service
+
+    def service(self, name: str) -> Any:
+        """The service another plugin registered under ``name``, or ``None``."""
+        return self._services.get(name)
 
     def _pick_client_class(self) -> None:
         if self.config.trace:
             self._client_class = TracedClient
-        elif self.observe_published:
+        elif self.observers.published:
             self._client_class = ObservedClient
         else:
             self._client_class = Client
@@ -438,7 +523,7 @@ class Server:
 
     @property
     def auth_required(self) -> bool:
-        return bool(self.authenticators)
+        return self.auth.required
 
     def _base_info(self) -> dict[str, Any]:
         cfg = self.config
@@ -462,17 +547,48 @@ class Server:
             if cfg.allow_non_tls:
                 info["tls_available"] = True
         info["max_payload"] = cfg.max_payload
+        info.update(self._info_fields)
         return info
 
-    def client_info(self, client: Client) -> dict[str, Any]:
-        """The INFO object sent to ``client`` when it connects."""
+    def client_info(self, conn: Connection) -> dict[str, Any]:
+        """The INFO object sent to ``conn`` when it connects."""
         info = dict(self._info)
-        info["client_id"] = client.cid
-        if client.nonce is not None:
-            info["nonce"] = client.nonce
-        if client.remote is not None:
-            info["client_ip"] = client.remote[0]
+        info["client_id"] = conn.cid
+        nonce = getattr(conn, "nonce", None)
+        if nonce is not None:
+            info["nonce"] = nonce
+        if conn.remote is not None:
+            info["client_ip"] = conn.remote[0]
         return info
+
+    def update_info(self, **fields: Any) -> None:
+        """Set INFO fields a plugin contributes (``connect_urls``, ``cluster`` ...); ``None`` removes one.
+
+        New connections see them at once; call :meth:`broadcast_info` to tell
+        the connected ones.
+        """
+        for key, value in fields.items():
+            if value is None:
+                self._info_fields.pop(key, None)
+            else:
+                self._info_fields[key] = value
+        if self._info:
+            self._info = self._base_info()
+
+    def broadcast_info(self, **extra: Any) -> None:
+        """Send an asynchronous INFO (with ``extra`` fields, e.g. ``ldm=True``) to every client
+        that understands it (CONNECT ``protocol`` 1), as nats-server does when its cluster changes."""
+        for conn in list(self.clients.values()):
+            if not conn.connected or conn.out is None or conn.connect_options.get("protocol", 0) < 1:
+                continue
+            info = dict(self._info, client_id=conn.cid, **extra)
+            parser = getattr(conn, "parser", None)
+            if parser is not None:
+                info["max_payload"] = parser.max_payload
+            if conn.remote is not None:
+                info["client_ip"] = conn.remote[0]
+            conn.queue(encode_info(info))
+        self.flush()
 
     def event_server_info(self) -> dict[str, Any]:
         """The ``server`` object of system-account messages (nats-server's ServerInfo)."""
@@ -490,8 +606,8 @@ class Server:
         while dirty:
             batch = dirty[:]
             dirty.clear()
-            for client in batch:
-                client.flush()
+            for conn in batch:
+                conn.flush()
 
     def schedule_flush(self) -> None:
         """Flush soon, for output produced outside a read (timers, internal clients)."""
@@ -502,11 +618,6 @@ class Server:
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self.flush()
-
-
-def _operator_mode(cfg: ServerConfig) -> bool:
-    """Accounts come from JWTs (their names are public keys), not from ``accounts {}``."""
-    return any(k in cfg.blocks for k in ("operator", "operators", "trusted", "trusted_keys"))
 
 
 def _has_users(accounts: Mapping[str, Mapping[str, Any]]) -> bool:

@@ -25,29 +25,25 @@ ConfigError = ConfError
 
 DEFAULT_PORT = 4222
 
-# Capabilities that will arrive as plugins: block -> plugin providing it.
-PLUGIN_PROVIDED: dict[str, str] = {
-    "cluster": "cluster",
-    "gateway": "gateway",
-    "leafnodes": "leafnodes",
-    "leaf": "leafnodes",
-    "jetstream": "jetstream",
-    "mqtt": "mqtt",
-    "websocket": "websocket",
-    "tracing": "otel",
-    "operator": "operator",
-    "operators": "operator",
-    "trusted": "operator",
-    "trusted_keys": "operator",
-    "resolver": "operator",
-    "resolver_preload": "operator",
-    "http": "monitor",
-    "http_port": "monitor",
-    "monitor_port": "monitor",
-    "https": "monitor",
-    "https_port": "monitor",
-    "http_base_path": "monitor",
+# nats-server's top-level keys that natsd leaves to plugins: key -> what it configures.
+# (The core names capabilities, never the plugins that provide them.)
+PLUGIN_CAPABILITIES: dict[str, str] = {
+    "cluster": "clustering", "gateway": "superclusters (gateways)",
+    "leafnodes": "leaf nodes", "leaf": "leaf nodes", "jetstream": "JetStream",
+    "mqtt": "MQTT", "websocket": "WebSocket", "tracing": "tracing",
+    "operator": "operator mode (JWT)", "operators": "operator mode (JWT)",
+    "trusted": "operator mode (JWT)", "trusted_keys": "operator mode (JWT)",
+    "resolver": "operator mode (JWT)", "resolver_preload": "operator mode (JWT)",
+    "http": "HTTP monitoring", "http_port": "HTTP monitoring", "monitor_port": "HTTP monitoring",
+    "https": "HTTP monitoring", "https_port": "HTTP monitoring",
+    "http_base_path": "HTTP monitoring",
 }
+
+
+def missing_plugin(key: str, capability: str) -> str:
+    """The error for a nats-server option whose natsd plugin is not there."""
+    return f"configures {capability}, which needs a natsd plugin: none installed and enabled provides it"
+
 
 # nats-server keys natsd does not implement yet (they belong to later work).
 NOT_YET = frozenset({
@@ -357,11 +353,8 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
             CORE_KEYS[k](conf, key, value, values)
         elif key in used:
             continue  # a variable definition
-        elif k in PLUGIN_PROVIDED:
-            plugin = PLUGIN_PROVIDED[k]
-            raise config_error(conf, key, (
-                f"provided by the natsd plugin {plugin!r} (natsd_plugins.{plugin}), "
-                "which is not installed or not enabled"))
+        elif k in PLUGIN_CAPABILITIES:
+            raise config_error(conf, key, missing_plugin(key, PLUGIN_CAPABILITIES[k]))
         elif k in NOT_YET:
             raise config_error(conf, key, "a nats-server option natsd does not support yet")
         else:

@@ -1,10 +1,12 @@
-"""Client connections: the asyncio adapter around the sans-I/O parser, and routing.
+"""Client connections: the NATS client protocol over a byte transport.
 
-:class:`Client` is an :class:`asyncio.Protocol`. Each read goes through the
-:class:`~natsd.wire.protocol.Parser` in one pass; every ``PUB`` is routed at once
-by :func:`route`, which appends ``MSG`` frames to the output lists of the
-receiving connections and marks them dirty. At the end of the read the
-server flushes each dirty connection with a single ``transport.write``.
+:class:`Client` is an :class:`asyncio.Protocol` and a
+:class:`~natsd.routing.connection.Connection`. Each read goes through the
+:class:`~natsd.wire.protocol.Parser` in one pass; every ``PUB`` is delivered
+at once by its account (:func:`natsd.routing.deliver.deliver`), which appends
+``MSG`` frames to the output lists of the receiving connections and marks
+them dirty. At the end of the read the server flushes each dirty connection
+with a single write.
 
 A connection whose unsent output exceeds ``max_pending``, or whose socket
 stays blocked longer than ``write_deadline``, is a slow consumer and is
@@ -20,23 +22,33 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Sequence
-from random import random
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from natsd.wire import errors
-from natsd.routing.account import NO_LIMIT, Account, min_limit
-from natsd.plugin.contracts import AuthRequest, AuthResult, Authenticator
-from natsd.wire.errors import ProtocolError
 from natsd.config.log import TRACE
-from natsd.wire.protocol import CRLF, OK, PING, PONG, Parser, encode_err, encode_info, split_run
-from natsd.routing.stats import record_close
+from natsd.plugin.contracts import AuthRequest, AuthResult
+from natsd.routing.account import GLOBAL_ACCOUNT
+from natsd.routing.connection import (
+    CLIENT_CLOSED,
+    NO_LIMIT,
+    SERVER_SHUTDOWN,
+    SLOW_CONSUMER_DEADLINE,
+    SLOW_CONSUMER_PENDING,
+    Connection,
+    Kind,
+    min_limit,
+    notify,
+)
 from natsd.routing.subjects import valid_literal_subject, valid_subject
-from natsd.routing.sublist import Subscription, SublistResult
+from natsd.routing.sublist import SublistResult, Subscription
+from natsd.wire import errors
+from natsd.wire.errors import ProtocolError
+from natsd.wire.protocol import CRLF, OK, PING, PONG, Parser, encode_err, encode_info, split_run
+
+from natsd.plugin.auth import NOBODY_ACCEPTED
 
 if TYPE_CHECKING:
-    from natsd.server import Server
-    from natsd.security.peercert import TLSConnection
+    from natsd.plugin.contracts import ByteTransport, ServerAPI
 
 log = logging.getLogger("natsd.client")
 _now = time.time
@@ -44,10 +56,6 @@ _now = time.time
 NO_RESPONDERS_HDR = b"NATS/1.0 503\r\n\r\n"
 
 # Close reasons, worded as nats-server's monitoring shows them.
-CLIENT_CLOSED = "Client Closed"
-SERVER_SHUTDOWN = "Server Shutdown"
-SLOW_CONSUMER_PENDING = "Slow Consumer (Pending Bytes)"
-SLOW_CONSUMER_DEADLINE = "Slow Consumer (Write Deadline)"
 STALE_CONNECTION = "Stale Connection"
 PROTOCOL_VIOLATION = "Protocol Violation"
 AUTH_TIMEOUT = "Authentication Timeout"
@@ -59,58 +67,37 @@ MAX_PAYLOAD = "Maximum Message Payload Exceeded"
 MAX_CONTROL_LINE = "Maximum Control Line Exceeded"
 TLS_HANDSHAKE_FAILURE = "TLS Handshake Failure"
 
+__all__ = ["CLIENT_CLOSED", "SERVER_SHUTDOWN", "Client", "ObservedClient", "TracedClient"]
 
-class Client(asyncio.Protocol):
-    """One NATS client connection (TCP or any stream transport)."""
 
-    __slots__ = (
-        "server", "cid", "transport", "parser", "account", "subs", "out", "out_bytes",
-        "dirty", "closed", "verbose", "pedantic", "echo", "headers", "no_responders",
-        "name", "lang", "version", "user", "remote", "kind", "authorized", "pings_out",
-        "_ping_timer", "_auth_timer", "_deadline_timer", "in_msgs", "in_bytes",
-        "out_msgs", "out_bytes_total", "close_reason", "connect_options", "connected",
-        "nonce", "perms", "max_subs", "_expiry_timer", "_auth_task", "start", "last", "tls",
-        "auth_result",
-    )
+class Client(Connection, asyncio.Protocol):
+    """One NATS client connection over a byte transport (TCP, TLS, a WebSocket adapter ...).
 
-    def __init__(self, server: Server, kind: str = "tcp") -> None:
-        self.server = server
-        self.kind = kind
-        self.cid = 0
-        self.transport: asyncio.Transport | None = None
+    The transport (``io``) is anything with the methods of
+    :class:`natsd.plugin.contracts.ByteTransport`: an asyncio transport, or a
+    plugin's adapter that frames what the client writes (WebSocket).
+    """
+
+    __slots__ = ("io", "parser", "verbose", "pedantic", "no_responders", "authorized",
+                 "pings_out", "nonce", "_ping_timer", "_auth_timer", "_deadline_timer",
+                 "_auth_task")
+
+    def __init__(self, server: ServerAPI, transport: str = "tcp") -> None:
+        super().__init__(server, server.global_account, kind=Kind.CLIENT, transport=transport)
+        self.server: ServerAPI = server
+        self.io: ByteTransport | None = None
         self.parser = Parser(self, server.config.max_payload, server.config.max_control_line)
-        self.account: Account = server.global_account
-        self.subs: dict[bytes, Subscription] = {}
-        self.out: list[bytes] = []
-        self.out_bytes = 0
-        self.dirty = False
-        self.closed = False
         # nats-server's defaults until CONNECT says otherwise.
         self.verbose = True
         self.pedantic = True
-        self.echo = True
-        self.headers = False
         self.no_responders = False
-        self.name = self.lang = self.version = ""
-        self.user: str | None = None
-        self.remote: tuple[str, int] | None = None
         self.authorized = False
-        self.connected = False  # a CONNECT was accepted (observers were told)
         self.nonce: str | None = None
-        self.perms: Any = None  # a PermissionChecker when the user has permissions
-        self.max_subs = server.config.max_subscriptions or NO_LIMIT
-        self._expiry_timer: asyncio.TimerHandle | None = None
-        self._auth_task: asyncio.Task[None] | None = None
         self.pings_out = 0
         self._ping_timer: asyncio.TimerHandle | None = None
-        self.auth_result: AuthResult | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
-        self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes_total = 0
-        self.start = self.last = 0.0  # connected at, last read at (Unix time)
-        self.close_reason = ""
-        self.connect_options: dict[str, Any] = {}
-        self.tls: TLSConnection | None = None  # what the TLS handshake negotiated
+        self._auth_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Client cid={self.cid} {self.remote} account={self.account.name}>"
@@ -118,45 +105,42 @@ class Client(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.accept(transport):
+        if self.accept(transport):  # type: ignore[arg-type]
             self.begin()
 
-    def accept(self, transport: asyncio.BaseTransport, *, send_info: bool = True) -> bool:
+    def accept(self, transport: ByteTransport, *, send_info: bool = True) -> bool:
         """Take a new connection: its id, INFO, the connection limit; ``False`` if refused.
 
         The TLS gate (:mod:`natsd.conn.tlsgate`) calls this and, once the handshake
         is done, :meth:`begin`; ``send_info=False`` defers INFO (handshake first).
         """
-        self.transport = transport  # type: ignore[assignment]  (uvloop's is not a subclass)
+        self.io = transport
         server = self.server
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.remote = (peer[0], peer[1])
         self.cid = server.next_cid()
         self.start = self.last = _now()
-        if server.nonce_required:
+        if server.auth.nonce:
             self.nonce = base64.urlsafe_b64encode(os.urandom(11)).rstrip(b"=").decode()
         if send_info:
             self.send_info()
-        if len(server.clients) >= server.config.max_connections:
+        if not server.register(self):
             self.close(MAX_CONNECTIONS, errors.MAX_CONNECTIONS)
             return False
-        server.clients[self.cid] = self
-        server.total_connections += 1
-        self.account.clients.add(self)
-        log.debug("%s - cid:%d - Client connection created", self._addr(), self.cid)
+        log.debug("%s - Client connection created", self.describe())
         return True
 
     def send_info(self) -> None:
         """Write this connection's INFO now."""
-        assert self.transport is not None
-        self.transport.write(encode_info(self.server.client_info(self)))
+        assert self.io is not None
+        self.io.write(encode_info(self.server.client_info(self)))
 
     def begin(self) -> None:
         """Start the protocol: the authentication and ping timers (after TLS, if any)."""
         server = self.server
         loop = server.loop
-        if server.auth_required:
+        if server.auth.required:
             self.parser.handler = _PreAuth(self)
             self._auth_timer = loop.call_later(server.config.auth_timeout, self._auth_expired)
         else:
@@ -194,21 +178,6 @@ class Client(asyncio.Protocol):
 
     # -- output -------------------------------------------------------------
 
-    def queue(self, data: bytes) -> None:
-        """Append ``data`` to the output flushed at the end of the current read."""
-        if self.closed:
-            return
-        self.out.append(data)
-        self.out_bytes += len(data)
-        if not self.dirty:
-            self.dirty = True
-            self.server.dirty.append(self)
-
-    def send(self, data: bytes) -> None:
-        """Queue ``data`` from outside a read (timers, internal clients) and flush soon."""
-        self.queue(data)
-        self.server.schedule_flush()
-
     def flush(self) -> None:
         self.dirty = False
         out = self.out
@@ -220,16 +189,11 @@ class Client(asyncio.Protocol):
         data = b"".join(out) if len(out) > 1 else out[0]
         out.clear()
         self.out_bytes = 0
-        transport = self.transport
-        assert transport is not None
-        transport.write(data)
-        if transport.get_write_buffer_size() > self.server.config.max_pending:
+        io = self.io
+        assert io is not None
+        io.write(data)
+        if io.get_write_buffer_size() > self.max_pending:
             self.slow_consumer(SLOW_CONSUMER_PENDING)
-
-    def slow_consumer(self, reason: str) -> None:
-        log.warning("%s - cid:%d - Slow Consumer Detected: %s", self._addr(), self.cid, reason)
-        self.server.slow_consumers += 1
-        self.close(reason, abort=True)
 
     # -- closing ------------------------------------------------------------
 
@@ -237,47 +201,35 @@ class Client(asyncio.Protocol):
         """Close the connection, optionally after ``-ERR '<err>'``."""
         if self.closed:
             return
-        transport = self.transport
-        if transport is not None and not abort:
+        io = self.io
+        if io is not None and not abort:
             if self.out:
-                transport.write(b"".join(self.out))
+                io.write(b"".join(self.out))
             if err is not None:
-                transport.write(encode_err(err))
+                io.write(encode_err(err))
         self._teardown(reason)
-        if transport is not None:
+        if io is not None:
             if abort:
-                transport.abort()
+                io.abort()
             else:
-                transport.close()
+                io.close()
 
     def _teardown(self, reason: str) -> None:
         self.closed = True
         self.close_reason = reason
+        assert self.out is not None
         self.out.clear()
         self.out_bytes = 0
-        for timer in (self._ping_timer, self._auth_timer, self._deadline_timer, self._expiry_timer):
+        for timer in (self._ping_timer, self._auth_timer, self._deadline_timer):
             if timer is not None:
                 timer.cancel()
+        self.cancel_timers()
         if self._auth_task is not None:
             self._auth_task.cancel()
-        server = self.server
-        registered = server.clients.pop(self.cid, None) is not None
-        if registered:
-            record_close(server, self)
-        sublist = self.account.sublist
-        for sub in self.subs.values():
-            sub.closed = True
-            sublist.remove(sub)
-        self.subs.clear()
-        self.account.clients.discard(self)
-        if registered:
-            log.debug("%s - cid:%d - Client connection closed: %s", self._addr(), self.cid, reason)
-            if self.connected:
-                for observe in server.observe_closed:
-                    _safe(observe, self, reason)
+        self.server.connection_closed(self, reason)
 
     def _protocol_error(self, exc: ProtocolError) -> None:
-        log.error("%s - cid:%d - %s", self._addr(), self.cid, exc.detail)
+        log.error("%s - %s", self.describe(), exc.detail)
         reason = PROTOCOL_VIOLATION
         if exc.text == errors.MAX_PAYLOAD:
             reason = MAX_PAYLOAD
@@ -285,17 +237,13 @@ class Client(asyncio.Protocol):
             reason = MAX_CONTROL_LINE
         elif exc.text == errors.AUTH_VIOLATION:
             reason = AUTH_VIOLATION
-            for observe in self.server.observe_auth_failed:
-                _safe(observe, self, exc.detail)
+            notify(self.server.observers.auth_failed, self, exc.detail)
         self.close(reason, exc.text)
 
     def send_err(self, text: str) -> None:
         """``-ERR`` that does not close the connection."""
-        log.debug("%s - cid:%d - sending -ERR '%s'", self._addr(), self.cid, text)
+        log.debug("%s - sending -ERR '%s'", self.describe(), text)
         self.queue(encode_err(text))
-
-    def _addr(self) -> str:
-        return f"{self.remote[0]}:{self.remote[1]}" if self.remote else self.kind
 
     # -- timers -------------------------------------------------------------
 
@@ -346,7 +294,7 @@ class Client(asyncio.Protocol):
             raise ProtocolError(errors.NO_RESPONDERS_NEEDS_HEADERS)
         if not self.authorized:
             request = self.auth_request()
-            index, result = _first_verdict(self.server.authenticators, request)
+            index, result = self.server.auth.first(request)
             if inspect.isawaitable(result):
                 self._pause_for_verdict(request, index, result)
                 return
@@ -358,20 +306,19 @@ class Client(asyncio.Protocol):
             self.queue(OK)
         if not self.connected:
             self.connected = True
-            for observe in self.server.observe_connected:
-                _safe(observe, self)
+            notify(self.server.observers.connected, self)
 
     def _pause_for_verdict(self, request: AuthRequest, index: int,
                            pending: Awaitable[AuthResult | None]) -> None:
         """Stop reading this connection until an authenticator's awaitable answers."""
         self.parser.paused = True
-        assert self.transport is not None
-        self.transport.pause_reading()
+        assert self.io is not None
+        self.io.pause_reading()
         self._auth_task = self.server.loop.create_task(self._finish_auth(request, index, pending))
 
     async def _finish_auth(self, request: AuthRequest, index: int,
                            pending: Awaitable[AuthResult | None]) -> None:
-        result = await _await_verdict(self.server.authenticators, request, index, pending)
+        result = await self.server.auth.settle(request, index, pending)
         self._auth_task = None
         if self.closed:
             return
@@ -382,15 +329,15 @@ class Client(asyncio.Protocol):
         except ProtocolError as exc:
             self._protocol_error(exc)
         if not self.closed:
-            assert self.transport is not None
-            self.transport.resume_reading()
+            assert self.io is not None
+            self.io.resume_reading()
         self.server.flush()
 
     def _authorize(self, result: AuthResult | None) -> None:
         """Apply an authenticator's verdict: join the account, take the limits."""
         server = self.server
         if result is None or not result.ok:
-            why = result.reason if result is not None else "no authenticator accepted the client"
+            why = result.reason if result is not None else NOBODY_ACCEPTED
             raise ProtocolError(errors.AUTH_VIOLATION, f"authentication error: {why}")
         if result.account and result.account != self.account.name:
             account = server.lookup_account(result.account, create=True)
@@ -410,48 +357,75 @@ class Client(asyncio.Protocol):
     def auth_request(self) -> AuthRequest:
         """What authenticators see of this client (CONNECT options, address, nonce, certificate)."""
         return AuthRequest(options=self.connect_options or {}, client_id=self.cid,
-                           remote=self.remote, transport=self.kind, nonce=self.nonce,
+                           remote=self.remote, transport=self.transport, nonce=self.nonce,
                            tls_peer=self.tls.peer if self.tls is not None else None)
-
-    def take_auth_result(self, result: AuthResult) -> None:
-        """Apply an accepted verdict's identity, permissions, limits and expiry (also on reload)."""
-        self.auth_result = result
-        self.user = result.user
-        if result.permissions is not None:
-            from natsd.security.permissions import PermissionChecker
-
-            self.perms = PermissionChecker(result.permissions)
-        else:
-            self.perms = None
-        self.apply_limits()
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
-        if result.expires is not None:
-            self._expiry_timer = self.server.loop.call_later(
-                max(0.0, result.expires - time.time()), self._auth_expiry)
 
     def apply_limits(self) -> None:
         """The tightest of the user's, the account's and the server's limits."""
+        super().apply_limits()
         result, account, cfg = self.auth_result, self.account, self.server.config
-        self.max_subs = min_limit(result.max_subscriptions if result else NO_LIMIT,
-                                  account.max_subscriptions, cfg.max_subscriptions or NO_LIMIT)
         max_payload = min_limit(result.max_payload if result else NO_LIMIT,
                                 account.max_payload, cfg.max_payload)
         parser = self.parser
         if (max_payload, cfg.max_control_line) != (parser.max_payload, parser.max_control_line):
             parser.set_limits(max_payload, cfg.max_control_line)
 
-    def auth_violation(self) -> None:
-        """Refuse an authenticated client (credentials no longer valid after a reload)."""
-        for observe in self.server.observe_auth_failed:
-            _safe(observe, self, "credentials no longer accepted")
-        self.close(AUTH_VIOLATION, errors.AUTH_VIOLATION)
+    def reauthenticate(self) -> None:
+        """Check this connection's credentials again, with the current authenticators (reload).
 
-    def _auth_expiry(self) -> None:
-        self._expiry_timer = None
+        A refused client gets ``-ERR 'Authorization Violation'`` and is
+        closed; a client whose user moved to another account is closed so
+        that it reconnects into it; otherwise the new permissions and limits
+        apply at once, and subscriptions they forbid are removed (see
+        :meth:`prune_subs`). Asynchronous authenticators (auth callout) are
+        not asked again: a reload must not fire one request per client.
+        """
+        if self.closed or not self.authorized:
+            return
+        auth = self.server.auth
+        if not auth.required:
+            if self.account is not self.server.global_account:
+                self.close(CLIENT_CLOSED)
+            else:
+                self.forget_identity()
+            return
+        _, verdict = auth.first(self.auth_request())
+        if inspect.isawaitable(verdict):
+            if inspect.iscoroutine(verdict):
+                verdict.close()
+            return
+        if verdict is None or not verdict.ok:
+            why = verdict.reason if verdict is not None else NOBODY_ACCEPTED
+            log.error("%s - authentication error after reload - %s", self.describe(), why)
+            notify(self.server.observers.auth_failed, self, "credentials no longer accepted")
+            self.close(AUTH_VIOLATION, errors.AUTH_VIOLATION)
+            return
+        if (verdict.account or GLOBAL_ACCOUNT) != self.account.name:
+            log.info("%s - user moved to account %s; closing so that it reconnects",
+                     self.describe(), verdict.account or GLOBAL_ACCOUNT)
+            self.close(CLIENT_CLOSED)
+            return
+        self.take_auth_result(verdict)
+        self.prune_subs()
+
+    def prune_subs(self) -> None:
+        """Remove the subscriptions this connection's permissions no longer allow (``-ERR`` each)."""
+        perms = self.perms
+        if perms is None:
+            return
+        for sid, sub in list(self.subs.items()):
+            if perms.can_subscribe(sub.subject, sub.queue):
+                continue
+            self.remove_sub(sub)
+            subject, sid_text = sub.subject.decode(errors="replace"), sid.decode(errors="replace")
+            self.send_err(f'Permissions Violation for Subscription to "{subject}" (sid "{sid_text}")')
+            who = f'User "{self.user}"' if self.user else self.describe()
+            log.info('Removed sub "%s" (sid "%s") for %s - not authorized', subject, sid_text, who)
+
+    def auth_expired(self) -> None:
+        super().auth_expired()
         if not self.closed:
-            log.info("%s - cid:%d - User Authentication Expired", self._addr(), self.cid)
+            log.info("%s - User Authentication Expired", self.describe())
             self.close(AUTH_EXPIRED, errors.AUTH_EXPIRED)
 
     def on_info(self, info: dict[str, Any]) -> None:
@@ -478,7 +452,7 @@ class Client(asyncio.Protocol):
             from natsd.security.permissions import sub_violation
 
             text = sub_violation(subject, queue)
-            log.error("%s - cid:%d - Subscription Violation - %s", self._addr(), self.cid, text)
+            log.error("%s - Subscription Violation - %s", self.describe(), text)
             self.send_err(text)
             return
         if sid in self.subs:
@@ -489,14 +463,9 @@ class Client(asyncio.Protocol):
         if self.max_subs >= 0 and len(self.subs) >= self.max_subs:
             self.send_err(errors.MAX_SUBSCRIPTIONS)
             return
-        sub = Subscription(self, subject, queue, sid)
-        sub.careful = perms is not None
-        self.subs[sid] = sub
-        self.account.sublist.insert(sub)
+        self.add_sub(Subscription(self, subject, queue, sid))
         if self.verbose:
             self.queue(OK)
-        for observe in self.server.observe_subscribed:
-            _safe(observe, self, sub)
 
     def on_unsub(self, sid: bytes, max_msgs: int | None) -> None:
         sub = self.subs.get(sid)
@@ -508,19 +477,12 @@ class Client(asyncio.Protocol):
         if self.verbose:
             self.queue(OK)
 
-    def remove_sub(self, sub: Subscription) -> None:
-        if self.subs.pop(sub.sid, None) is None:
-            return
-        sub.closed = True
-        self.account.sublist.remove(sub)
-        for observe in self.server.observe_unsubscribed:
-            _safe(observe, self, sub)
-
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
         if self.pedantic and not valid_literal_subject(subject):
             self.send_err(errors.INVALID_PUBLISH_SUBJECT)  # and deliver anyway, as nats-server
-        if self.account.mappings is not None:
-            subject = self.account.mappings.map(subject)
+        account = self.account
+        if account.mappings is not None:
+            subject = account.mappings.map(subject)
             if not subject:
                 return
         if self.perms is not None and not self.perms.can_publish(subject):
@@ -530,8 +492,8 @@ class Client(asyncio.Protocol):
         self.in_bytes += len(payload) - 2
         if self.verbose:
             self.queue(OK)
-        result = route(self, self.account, subject, reply, size, payload, 0)
-        if reply is not None and self.no_responders and not result.psubs and not result.qsubs:
+        if not account.deliver(self, subject, reply, size, payload, 0) and (
+                reply is not None and self.no_responders):
             self._no_responders(reply)
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
@@ -541,8 +503,9 @@ class Client(asyncio.Protocol):
             raise ProtocolError(None, "HPUB without headers support")
         if self.pedantic and not valid_literal_subject(subject):
             self.send_err(errors.INVALID_PUBLISH_SUBJECT)
-        if self.account.mappings is not None:
-            subject = self.account.mappings.map(subject)
+        account = self.account
+        if account.mappings is not None:
+            subject = account.mappings.map(subject)
             if not subject:
                 return
         if self.perms is not None and not self.perms.can_publish(subject):
@@ -552,8 +515,8 @@ class Client(asyncio.Protocol):
         self.in_bytes += len(payload) - 2
         if self.verbose:
             self.queue(OK)
-        result = route(self, self.account, subject, reply, size, payload, hdr_size)
-        if not result and reply is not None and self.no_responders:
+        if not account.deliver(self, subject, reply, size, payload, hdr_size) and (
+                reply is not None and self.no_responders):
             self._no_responders(reply)
 
     def on_pub_run(self, subject: bytes, size: bytes, line: bytes, frames: bytes,
@@ -565,26 +528,27 @@ class Client(asyncio.Protocol):
         that only the frame lines were replaced (a payload that contains the
         control line falls back to message-by-message delivery).
         """
-        if self.verbose or self.pedantic or self.perms is not None or self.account.mappings is not None:
+        account = self.account
+        if self.verbose or self.pedantic or self.perms is not None or account.mappings is not None:
             for payload in split_run(line, frames, count):
                 self.on_pub(subject, None, size, payload)
             return
         self.in_msgs += count
         self.in_bytes += count * int(size)
-        result = self.account.sublist.match(subject)
-        if not result:
+        result = account.sublist.match(subject)
+        if not result.interest:
             return
-        batch = result.qsubs == () and _distinct_clients(result)
+        batch = (result.qsubs == () and result.remote is None and not account.egress
+                 and _distinct_clients(result))
         for sub in result.psubs if batch else ():
-            if sub.max_msgs or sub.closed or sub.careful:
+            if sub.max_msgs or sub.closed or sub.client.perms is not None:
                 batch = False
                 break
         if not batch:
             for payload in split_run(line, frames, count):
-                route(self, self.account, subject, None, size, payload, 0)
+                account.deliver(self, subject, None, size, payload, 0)
             return
-        server = self.server
-        max_pending = server.config.max_pending
+        total = count * int(size)
         for sub in result.psubs:
             client = sub.client
             if client is self and not self.echo:
@@ -593,22 +557,14 @@ class Client(asyncio.Protocol):
             stream = frames.replace(line, msg_line)
             if len(stream) != len(frames) + count * (len(msg_line) - len(line)):
                 stream = b"".join([msg_line + p for p in split_run(line, frames, count)])
-            client.out.append(stream)
             sub.delivered += count
-            client.out_msgs += count
-            client.out_bytes_total += count * int(size)
-            client.out_bytes += len(stream)
-            if not client.dirty:
-                client.dirty = True
-                server.dirty.append(client)
-            if client.out_bytes > max_pending:
-                client.slow_consumer(SLOW_CONSUMER_PENDING)
+            client.add_msg(stream, b"", b"", total, count)
 
     def _pub_violation(self, subject: bytes) -> None:
         from natsd.security.permissions import pub_violation
 
         text = pub_violation(subject)
-        log.error("%s - cid:%d - Publish Violation - %s", self._addr(), self.cid, text)
+        log.error("%s - Publish Violation - %s", self.describe(), text)
         self.send_err(text)
 
     def _no_responders(self, reply: bytes) -> None:
@@ -635,15 +591,13 @@ class ObservedClient(Client):
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
         super().on_pub(subject, reply, size, payload)
         body = payload[:-2]
-        for observe in self.server.observe_published:
-            _safe(observe, self, self.account, subject, reply, None, body)
+        notify(self.server.observers.published, self, self.account, subject, reply, None, body)
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
                 payload: bytes) -> None:
         super().on_hpub(subject, reply, hdr_size, size, payload)
         hdr, body = payload[:hdr_size], payload[hdr_size:-2]
-        for observe in self.server.observe_published:
-            _safe(observe, self, self.account, subject, reply, hdr, body)
+        notify(self.server.observers.published, self, self.account, subject, reply, hdr, body)
 
 
 def _distinct_clients(result: SublistResult) -> bool:
@@ -661,7 +615,7 @@ class TracedClient(ObservedClient):
     __slots__ = ()
 
     def _trace(self, direction: str, text: str) -> None:
-        log.log(TRACE, "%s - cid:%d - %s [%s]", self._addr(), self.cid, direction, text)
+        log.log(TRACE, "%s - %s [%s]", self.describe(), direction, text)
 
     def on_connect(self, options: dict[str, Any]) -> None:
         shown = {k: ("[REDACTED]" if k in _SECRETS else v) for k, v in options.items()}
@@ -703,7 +657,6 @@ class TracedClient(ObservedClient):
             self._trace("->>", data.rstrip(b"\r\n").decode(errors="replace"))
         super().queue(data)
 
-
     def _clip(self, data: bytes) -> bytes:
         limit = self.server.config.max_traced_msg_len or TRACED_PAYLOAD
         return data if len(data) <= limit else data[:limit] + b"..."
@@ -741,177 +694,6 @@ _CONNECT_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def _verdict(authenticator: Authenticator, request: AuthRequest) -> Any:
-    try:
-        return authenticator.authenticate(request)
-    except Exception:
-        log.exception("authenticator %r failed", authenticator)
-        return AuthResult(ok=False, reason=f"authenticator {authenticator!r} raised")
-
-
-def _first_verdict(authenticators: Sequence[Authenticator], request: AuthRequest,
-                   start: int = 0) -> tuple[int, Any]:
-    """``(index, answer)`` of the first authenticator from ``start`` not answering ``None``.
-
-    The answer may be an awaitable (see :func:`_await_verdict`).
-    """
-    for i in range(start, len(authenticators)):
-        result = _verdict(authenticators[i], request)
-        if result is not None:
-            return i, result
-    return len(authenticators), None
-
-
-async def _await_verdict(authenticators: Sequence[Authenticator], request: AuthRequest,
-                         index: int, pending: Awaitable[AuthResult | None]) -> AuthResult | None:
-    """Await authenticator ``index``'s answer; on ``None`` ask the ones after it."""
-    result: Any = pending
-    while inspect.isawaitable(result):
-        try:
-            result = await result
-        except Exception:
-            log.exception("authenticator %r failed", authenticators[index])
-            return AuthResult(ok=False, reason=f"authenticator {authenticators[index]!r} raised")
-        if result is None:
-            index, result = _first_verdict(authenticators, request, index + 1)
-    return result  # type: ignore[no-any-return]
-
-
 def _opt(options: dict[str, Any], key: str, current: bool) -> bool:
     value = options.get(key)
     return current if value is None else bool(value)
-
-
-def _safe(fn: Any, *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception:
-        log.exception("observer %r failed", fn)
-
-
-def route(sender: Any, account: Account, subject: bytes, reply: bytes | None, size: bytes,
-          payload: bytes, hdr: int) -> SublistResult:
-    """Deliver one message to every matching subscription of ``account``.
-
-    ``payload`` ends with CRLF; ``hdr`` is the header length (0: no headers);
-    ``size`` is the total size as the publisher wrote it. Returns the match
-    result so the caller can tell whether anybody was interested.
-    """
-    sublist = account.sublist
-    result = sublist.cache.get(subject)
-    if result is None:
-        result = sublist.match(subject)
-    if result.psubs:
-        if hdr:
-            _deliver_h(sender, result.psubs, subject, reply, size, payload, hdr)
-        else:
-            targets = result.targets
-            if targets is None:
-                targets = result.targets = tuple(
-                    (s, s.client, s.client.out, b"MSG " + subject + b" " + s.sid + b" ")
-                    for s in result.psubs)
-            tail = reply + b" " + size + CRLF if reply is not None else size + CRLF
-            nbytes = len(tail) + len(payload)
-            psize = len(payload) - 2
-            server = sender.server
-            max_pending = server.config.max_pending
-            echo = sender.echo
-            for sub, client, out, prefix in targets:
-                if client is sender and not echo:
-                    continue
-                if out is None or sub.max_msgs or sub.careful:  # in-process, auto-unsub, perms
-                    _deliver_one(sender, sub, subject, reply, size, payload, 0)
-                    continue
-                out.append(prefix)
-                out.append(tail)
-                out.append(payload)
-                sub.delivered += 1
-                client.out_msgs += 1
-                client.out_bytes_total += psize
-                client.out_bytes += len(prefix) + nbytes
-                if not client.dirty:
-                    client.dirty = True
-                    server.dirty.append(client)
-                if client.out_bytes > max_pending:
-                    client.slow_consumer(SLOW_CONSUMER_PENDING)
-    if result.qsubs:
-        for group in result.qsubs:
-            n = len(group)
-            sub = group[int(random() * n)]
-            if sub.closed or sub.max_msgs or sub.careful or hdr or sub.client.out is None or (
-                    sub.client is sender and not sender.echo):
-                _deliver_queue(sender, group, sub, subject, reply, size, payload, hdr)
-                continue
-            client = sub.client
-            head = b"MSG " + subject + b" " + sub.sid + b" "
-            tail = reply + b" " + size + CRLF if reply is not None else size + CRLF
-            out = client.out
-            out.append(head)
-            out.append(tail)
-            out.append(payload)
-            sub.delivered += 1
-            client.out_msgs += 1
-            client.out_bytes_total += len(payload) - 2
-            client.out_bytes += len(head) + len(tail) + len(payload)
-            if not client.dirty:
-                client.dirty = True
-                client.server.dirty.append(client)
-            if client.out_bytes > client.server.config.max_pending:
-                client.slow_consumer(SLOW_CONSUMER_PENDING)
-    return result
-
-
-def _deliver_queue(sender: Any, group: tuple[Subscription, ...], first: Subscription,
-                   subject: bytes, reply: bytes | None, size: bytes, payload: bytes,
-                   hdr: int) -> None:
-    """Deliver to one member of a queue group, starting at ``first``."""
-    n = len(group)
-    start = group.index(first)
-    for k in range(n):
-        sub = group[(start + k) % n]
-        if sub.closed or (sub.client is sender and not sender.echo):
-            continue
-        _deliver_one(sender, sub, subject, reply, size, payload, hdr)
-        return
-
-
-def _deliver_h(sender: Any, psubs: tuple[Subscription, ...], subject: bytes,
-               reply: bytes | None, size: bytes, payload: bytes, hdr: int) -> None:
-    for sub in psubs:
-        if sub.client is sender and not sender.echo:
-            continue
-        _deliver_one(sender, sub, subject, reply, size, payload, hdr)
-
-
-def _deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | None,
-                 size: bytes, payload: bytes, hdr: int) -> None:
-    """Deliver to one subscription (queue members, headers, internal clients)."""
-    client = sub.client
-    perms = client.perms
-    if perms is not None:
-        if perms.deny_delivery(subject):
-            return
-        if reply is not None:
-            perms.note_request(reply)
-    if client.out is None:
-        headers = payload[:hdr] if hdr else None
-        client.deliver(sub, subject, reply, headers, payload[hdr:-2], sender)
-    else:
-        rep = reply + b" " if reply is not None else b""
-        if not hdr:
-            client.queue(b"MSG %s %s %s%s\r\n" % (subject, sub.sid, rep, size))
-            client.queue(payload)
-        elif client.headers:
-            client.queue(b"HMSG %s %s %s%d %s\r\n" % (subject, sub.sid, rep, hdr, size))
-            client.queue(payload)
-        else:  # strip headers for clients that did not ask for them
-            body = payload[hdr:]
-            client.queue(b"MSG %s %s %s%d\r\n" % (subject, sub.sid, rep, len(body) - 2))
-            client.queue(body)
-        client.out_msgs += 1
-        client.out_bytes_total += len(payload) - 2
-        if client.out_bytes > client.server.config.max_pending:
-            client.slow_consumer(SLOW_CONSUMER_PENDING)
-    sub.delivered += 1
-    if sub.max_msgs and sub.delivered >= sub.max_msgs:
-        client.remove_sub(sub)

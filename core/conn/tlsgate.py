@@ -61,7 +61,7 @@ class TLSGate(asyncio.Protocol):
         if not client.accept(transport, send_info=self.info_first):
             return
         loop = client.server.loop
-        log.debug("%s - cid:%d - Starting TLS client connection handshake", client._addr(), client.cid)
+        log.debug("%s - Starting TLS client connection handshake", client.describe())
         self._timer = loop.call_later(self.settings.timeout, self._expired)
         if not self.info_first and self.settings.fallback_delay > 0:
             self._fallback = loop.call_later(self.settings.fallback_delay, self._fall_back)
@@ -133,10 +133,10 @@ class TLSGate(asyncio.Protocol):
         self._cancel()
         self.state = "done"
         client.tls = info
-        client.transport = tls_transport
+        client.io = tls_transport
         tls_transport.set_protocol(client)
-        log.debug("%s - cid:%d - TLS handshake complete", client._addr(), client.cid)
-        log.debug("%s - cid:%d - TLS version %s, cipher suite %s", client._addr(), client.cid,
+        log.debug("%s - TLS handshake complete", client.describe())
+        log.debug("%s - TLS version %s, cipher suite %s", client.describe(),
                   info.version, info.cipher)
         if not self.info_first:
             client.send_info()
@@ -177,13 +177,13 @@ class TLSGate(asyncio.Protocol):
             self._plain()  # nats-server treats a silent client as plaintext
             return
         client = self.client
-        log.error("%s - cid:%d - TLS handshake timeout", client._addr(), client.cid)
+        log.error("%s - TLS handshake timeout", client.describe())
         self._fail("timeout", logged=True)
 
     def _fail(self, reason: str, *, logged: bool = False, err: str | None = None) -> None:
         client = self.client
         if not logged:
-            log.error("%s - cid:%d - TLS handshake error: %s", client._addr(), client.cid, reason)
+            log.error("%s - TLS handshake error: %s", client.describe(), reason)
         self._cancel()
         self.state = "done"
         client.close(TLS_HANDSHAKE_FAILURE, err)

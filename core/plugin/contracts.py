@@ -1,20 +1,35 @@
-"""The objects plugins hand to the core, as typing protocols.
+"""The objects plugins and the core exchange, as typing protocols and data classes.
 
-Hooks in :mod:`natsd.plugin.hookspecs` return these. They are structural: a plugin
-does not subclass anything, it provides the methods listed here.
+Hooks in :mod:`natsd.plugin.hookspecs` receive a :class:`ServerAPI` (what a
+plugin may use of the server) and return the other objects described here.
+They are structural: a plugin does not subclass anything, it provides the
+methods listed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from natsd.routing.connection import Host
+
 if TYPE_CHECKING:
+    import asyncio
+    from collections import deque
+
+    from natsd.config import ServerConfig
     from natsd.routing.account import Account
-    from natsd.server import Server
+    from natsd.routing.connection import Connection, Kind
+    from natsd.routing.interest import InterestRegistry
+    from natsd.routing.internal import InternalClient
+    from natsd.routing.stats import ClosedClient, Totals
     from natsd.routing.sublist import Subscription
     from natsd.security.peercert import PeerCertificate
+
+    from .auth import AuthChain
+    from .manager import PluginManager
+    from .stash import Stash
 
 
 _CONNECTION_TYPES = {"tcp": "STANDARD", "unix": "STANDARD", "websocket": "WEBSOCKET",
@@ -120,22 +135,127 @@ class StorageBackend(Protocol):
 class Bridge(Protocol):
     """Moves messages between natsd and another system (see ``natsd_bridges``)."""
 
-    async def start(self, server: Server) -> None: ...
+    async def start(self, server: ServerAPI) -> None: ...
     async def stop(self) -> None: ...
 
 
 class Observer(Protocol):
     """Any subset of these methods; each one defined is called synchronously."""
 
-    def client_connected(self, client: Any) -> None: ...
-    def client_closed(self, client: Any, reason: str) -> None: ...
-    def auth_failed(self, client: Any, reason: str) -> None: ...
-    def subscribed(self, client: Any, sub: Subscription) -> None: ...
-    def unsubscribed(self, client: Any, sub: Subscription) -> None: ...
+    def client_connected(self, client: Connection) -> None: ...
+    def client_closed(self, client: Connection, reason: str) -> None: ...
+    def auth_failed(self, client: Connection, reason: str) -> None: ...
+    def subscribed(self, client: Connection, sub: Subscription) -> None: ...
+    def unsubscribed(self, client: Connection, sub: Subscription) -> None: ...
     def message_published(
-        self, client: Any, account: Account, subject: bytes, reply: bytes | None,
+        self, client: Connection, account: Account, subject: bytes, reply: bytes | None,
         headers: bytes | None, payload: bytes,
     ) -> None: ...
+
+
+class InterestListener(Protocol):
+    """Hears an account's interest change (see ``natsd_interest_listeners``).
+
+    ``kinds`` are the connection kinds whose subscriptions count (a route
+    counts clients, in-process clients and leaf nodes: ``natsd.routing.
+    connection.LOCAL_KINDS | {Kind.LEAF}``). ``interest_changed`` is called
+    for a plain subject when its first subscription arrives (``weight`` 1)
+    and when its last one goes (0); for a queue group at every change of its
+    total weight (0 when it is gone). Called synchronously during SUB, UNSUB,
+    a connection's close, a reload: it must be quick and must not raise.
+    """
+
+    kinds: Iterable[Kind]
+
+    def interest_changed(self, account: Account, subject: bytes, queue: bytes | None,
+                         weight: int) -> None: ...
+
+
+class ByteTransport(Protocol):
+    """What a :class:`natsd.conn.client.Client` needs of the transport it speaks over.
+
+    An asyncio transport has these methods. A plugin that frames the NATS
+    protocol in something else (WebSocket) gives the client an adapter with
+    them: ``write`` frames the bytes, the others pass through. The adapter
+    calls the client's ``connection_made(adapter)``, ``data_received(bytes)``
+    (de-framed, any split), ``connection_lost(exc)`` and, for flow control,
+    ``pause_writing()`` / ``resume_writing()``.
+    """
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+    def get_write_buffer_size(self) -> int: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class ServerAPI(Host, Protocol):
+    """What plugins (and the core's connection layer) may use of a server.
+
+    :class:`natsd.Server` implements it; hooks receive it as ``server``.
+    """
+
+    # -- identity and settings --
+    name: str
+    server_id: str
+    host: str
+    port: int
+    start_time: float
+    plugins: PluginManager
+    stash: Stash
+    """Per-server plugin state under typed keys (see :mod:`natsd.plugin.stash`)."""
+    storage_backends: dict[str, StorageBackend]
+    ports: dict[str, list[str]]
+    """URLs per kind of port (``nats``, ``monitoring`` ...) for ``ports_file_dir``; plugins add theirs."""
+
+    @property
+    def client_url(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def in_lame_duck(self) -> bool: ...
+
+    # -- accounts and connections --
+    accounts: dict[str, Account]
+    system_account: Account | None
+    clients: dict[int, Connection]
+    """Client connections by id (sockets and sessions of in-process clients)."""
+    total_connections: int
+    closed_totals: Totals
+    closed_clients: deque[ClosedClient]
+    auth: AuthChain
+    interest: InterestRegistry
+    """Interest listeners and the current weights (``server.interest.weights(account, kinds)``)."""
+
+    def connect_internal(self, name: str, account: str = ..., *, echo: bool = False,
+                         kind: Kind = ..., identity: AuthResult | None = None,
+                         transport: str = "internal",
+                         remote: tuple[str, int] | None = None) -> InternalClient: ...
+    def client_protocol(self, transport: str = "tcp") -> asyncio.Protocol: ...
+    async def authenticate(self, request: AuthRequest) -> AuthResult: ...
+    def next_cid(self) -> int: ...
+    def register(self, conn: Connection) -> bool: ...
+    def add_egress(self, egress: Callable[..., bool]) -> None: ...
+    def remove_egress(self, egress: Callable[..., bool]) -> None: ...
+
+    # -- INFO --
+    def client_info(self, conn: Connection) -> dict[str, Any]: ...
+    def update_info(self, **fields: Any) -> None: ...
+    def broadcast_info(self, **extra: Any) -> None: ...
+    def event_server_info(self) -> dict[str, Any]: ...
+
+    # -- services of plugins --
+    def register_service(self, name: str, service: object) -> None: ...
+    def service(self, name: str) -> Any: ...
+
+    # -- output and lifecycle --
+    def flush(self) -> None: ...
+    def reload_tls(self, settings: Any) -> None: ...
+    def lame_duck(self) -> None: ...
+    async def shutdown(self) -> None: ...
 
 
 OBSERVER_EVENTS = (

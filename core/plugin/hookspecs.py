@@ -13,6 +13,12 @@ nothing. pluggy has no async support, so hooks that need to do I/O return an
 awaitable, which the core awaits.
 
 Every hook receives keyword arguments; a plugin declares only those it uses.
+The ``server`` they receive is a :class:`natsd.plugin.contracts.ServerAPI`.
+Hooks are called through pluggy, so its markers work as documented:
+``@hookimpl(tryfirst=True)`` / ``trylast=True`` order an implementation
+among the others, ``wrapper=True`` wraps them, and ``optionalhook=True``
+marks an implementation of a hook that another plugin declares (see
+:func:`natsd_addhooks`) and that may be absent.
 """
 
 from __future__ import annotations
@@ -24,13 +30,60 @@ import pluggy
 
 if TYPE_CHECKING:
     from natsd.config import ServerConfig
-    from .contracts import Authenticator, Bridge, Listener, Observer, StorageBackend
-    from natsd.server import Server
+
+    from .contracts import (
+        Authenticator,
+        Bridge,
+        InterestListener,
+        Listener,
+        Observer,
+        ServerAPI,
+        StorageBackend,
+    )
+    from .manager import OptionParser, PluginManager
 
 PROJECT = "natsd"
 hookspec = pluggy.HookspecMarker(PROJECT)
+"""Marks a hook specification (for plugins that declare hooks of their own)."""
 hookimpl = pluggy.HookimplMarker(PROJECT)
 """Marks a plugin function as a hook implementation (``@natsd.hookimpl``)."""
+
+
+# -------------------------------------------------------------------------
+# Registration and the command line
+# -------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def natsd_addhooks(pluginmanager: PluginManager) -> None:
+    """Declare the hooks this plugin offers to other plugins.
+
+    Call ``pluginmanager.add_hookspecs(module)`` with a module of functions
+    marked ``@natsd.plugin.hookspecs.hookspec``. The monitoring plugin
+    declares ``natsd_monitor_endpoints`` and ``natsd_metrics`` this way. A
+    plugin implementing a hook declared by a plugin that may be absent marks
+    it ``@hookimpl(optionalhook=True)``.
+
+    Historic: called for every plugin as it registers, so declarations are
+    in place before hook implementations are checked.
+    """
+
+
+@hookspec
+def natsd_addoption(parser: OptionParser) -> None:
+    """Add command-line options to ``natsd`` (they show in ``natsd --help``).
+
+    ``parser.group(title)`` returns a group whose ``add_option(*flags,
+    config=..., apply=..., **argparse_kwargs)`` adds an option. An option
+    given on the command line sets the dotted config key ``config`` to its
+    value (``"cluster.routes"`` sets ``routes`` in the ``cluster {}`` block;
+    the flag wins over the file, on reload too), or calls ``apply(value,
+    blocks)`` to change the plugin-owned top-level ``blocks`` itself. Options
+    set only keys of blocks a plugin owns (see :func:`natsd_config_blocks`).
+
+    Called once by the command line, after plugins are loaded (the config
+    file's ``plugins {}`` and ``--plugin`` are read first).
+    """
 
 
 # -------------------------------------------------------------------------
@@ -56,7 +109,7 @@ def natsd_config_blocks() -> Iterable[str] | None:
 
 @hookspec
 def natsd_configure(
-    server: Server, config: ServerConfig, block: Mapping[str, Any] | None
+    server: ServerAPIAPI, config: ServerConfig, block: Mapping[str, Any] | None
 ) -> None:
     """Validate and take the plugin's configuration.
 
@@ -80,7 +133,7 @@ def natsd_configure(
 
 
 @hookspec
-def natsd_listeners(server: Server) -> Iterable[Listener] | None:
+def natsd_listeners(server: ServerAPI) -> Iterable[Listener] | None:
     """Return extra listeners to run beside the client port.
 
     A :class:`natsd.plugin.contracts.Listener` has ``async start()`` and ``async
@@ -100,7 +153,7 @@ def natsd_listeners(server: Server) -> Iterable[Listener] | None:
 
 
 @hookspec
-def natsd_authenticators(server: Server) -> Iterable[Authenticator] | None:
+def natsd_authenticators(server: ServerAPI) -> Iterable[Authenticator] | None:
     """Return authenticators consulted for each CONNECT.
 
     When any authenticator is configured the server announces
@@ -121,7 +174,7 @@ def natsd_authenticators(server: Server) -> Iterable[Authenticator] | None:
 
 
 @hookspec
-def natsd_storage_backends(server: Server) -> Mapping[str, StorageBackend] | None:
+def natsd_storage_backends(server: ServerAPI) -> Mapping[str, StorageBackend] | None:
     """Return storage backends by name, for the subsystems that persist messages.
 
     Backends appear in ``server.storage_backends``; persistence features pick
@@ -138,7 +191,7 @@ def natsd_storage_backends(server: Server) -> Mapping[str, StorageBackend] | Non
 
 
 @hookspec
-def natsd_bridges(server: Server) -> Iterable[Bridge] | None:
+def natsd_bridges(server: ServerAPI) -> Iterable[Bridge] | None:
     """Return bridges that move messages between natsd and another system.
 
     A :class:`natsd.plugin.contracts.Bridge` gets ``async start(server)`` once the
@@ -155,7 +208,7 @@ def natsd_bridges(server: Server) -> Iterable[Bridge] | None:
 
 
 @hookspec
-def natsd_startup(server: Server) -> Awaitable[None] | None:
+def natsd_startup(server: ServerAPI) -> Awaitable[None] | None:
     """The server is listening; run start-up work (may return an awaitable).
 
     Called after listeners and bridges have started, before ``Server.start``
@@ -164,7 +217,7 @@ def natsd_startup(server: Server) -> Awaitable[None] | None:
 
 
 @hookspec
-def natsd_stopping(server: Server) -> None:
+def natsd_stopping(server: ServerAPI) -> None:
     """The server is about to shut down: clients are still connected.
 
     The last moment to tell them something (a shutdown event, a final
@@ -174,7 +227,7 @@ def natsd_stopping(server: Server) -> None:
 
 @hookspec
 def natsd_reload(
-    server: Server, old: ServerConfig, new: ServerConfig, block: Mapping[str, Any] | None
+    server: ServerAPI, old: ServerConfig, new: ServerConfig, block: Mapping[str, Any] | None
 ) -> Callable[[], Awaitable[None] | None] | None:
     """The config is being reloaded (SIGHUP, ``natsd --signal reload``): check, then apply.
 
@@ -199,7 +252,7 @@ def natsd_reload(
 
 
 @hookspec
-def natsd_lame_duck(server: Server) -> Awaitable[None] | None:
+def natsd_lame_duck(server: ServerAPI) -> Awaitable[None] | None:
     """The server entered lame-duck mode (SIGUSR2, ``natsd --signal ldm``).
 
     The client port has stopped accepting; clients will be closed spread
@@ -210,7 +263,7 @@ def natsd_lame_duck(server: Server) -> Awaitable[None] | None:
 
 
 @hookspec
-def natsd_shutdown(server: Server) -> Awaitable[None] | None:
+def natsd_shutdown(server: ServerAPI) -> Awaitable[None] | None:
     """The server is shutting down; release resources (may return an awaitable).
 
     Called after clients are closed and listeners stopped. Exceptions are
@@ -224,7 +277,7 @@ def natsd_shutdown(server: Server) -> Awaitable[None] | None:
 
 
 @hookspec
-def natsd_system_views(server: Server) -> Mapping[str, Any] | None:
+def natsd_system_views(server: ServerAPI) -> Mapping[str, Any] | None:
     """Return views answered over the system account, by name.
 
     A view is ``view(options) -> object``: ``options`` is the request's JSON
@@ -238,7 +291,26 @@ def natsd_system_views(server: Server) -> Mapping[str, Any] | None:
 
 
 @hookspec
-def natsd_observers(server: Server) -> Observer | Iterable[Observer] | None:
+def natsd_interest_listeners(server: ServerAPI) -> InterestListener | Iterable[InterestListener] | None:
+    """Return listeners of interest changes: which subjects each account has subscribers for.
+
+    This is how a plugin that links servers learns what to announce (routes
+    send ``RS+``/``RS-``, leaf nodes ``LS+``/``LS-``). A
+    :class:`natsd.plugin.contracts.InterestListener` names the connection
+    kinds whose subscriptions count and hears, per account, the first and
+    last subscription of each subject and every change of a queue group's
+    weight, whichever way it happened (SUB, UNSUB, auto-unsubscribe, a
+    connection's close, in-process clients, imports, a reload).
+    ``server.interest.weights(account, kinds)`` gives the current state (for
+    a link that has just come up).
+
+    Called once at start-up, after :func:`natsd_configure`. Without any
+    listener, subscribing costs nothing more.
+    """
+
+
+@hookspec
+def natsd_observers(server: ServerAPI) -> Observer | Iterable[Observer] | None:
     """Return observers of connections and messages.
 
     An observer defines any of ``client_connected(client)``,
@@ -251,46 +323,4 @@ def natsd_observers(server: Server) -> Observer | Iterable[Observer] | None:
     define costs nothing per message, and one it defines is called
     synchronously on the event loop, so it must be quick and must not raise
     (errors are logged and the observer keeps its place).
-    """
-
-
-# -------------------------------------------------------------------------
-# Monitoring
-# -------------------------------------------------------------------------
-
-
-@hookspec
-def natsd_monitor_endpoints(server: Server) -> Mapping[str, Any] | None:
-    """Return monitoring endpoints by path, such as ``{"/routez": view}``.
-
-    The monitoring plugin (``natsd_plugins.monitor``) serves them on its HTTP
-    port, under ``http_base_path``, and over the system account as
-    ``$SYS.REQ.SERVER.PING.<NAME>`` and ``$SYS.REQ.SERVER.<id>.<NAME>``
-    (``/routez`` answers ``ROUTEZ``). A view is ``view(params) -> object``:
-    ``params`` maps option names to values, the query string's parameters
-    (strings, the first of repeated ones) over HTTP and the request's JSON
-    object over the system account; the result is sent as JSON. Raise
-    ``ValueError(text)`` for bad parameters: HTTP 400 with ``text`` as body.
-
-    A plugin's path replaces the monitoring plugin's own answer: natsd serves
-    nats-server's empty shapes for ``/routez``, ``/leafz``, ``/gatewayz`` and
-    ``/jsz`` until cluster, leafnode, gateway or JetStream plugins provide
-    them. A path offered by two plugins is a start-up error.
-
-    Called once per server, when its monitoring views are first built.
-    Added with the monitoring plugin.
-    """
-
-
-@hookspec
-def natsd_metrics(server: Server, registry: Any) -> None:
-    """Register Prometheus metrics on ``registry`` for ``/metrics``.
-
-    ``registry`` is the server's own ``prometheus_client.CollectorRegistry``.
-    Register a collector whose ``collect()`` reads the plugin's counters at
-    scrape time (``registry.register(collector)``), so that nothing is
-    updated once per message. Name metrics ``nats_<plugin>_...``.
-
-    Called once, when the monitoring plugin builds the registry (only when
-    the HTTP port is enabled). Added with the monitoring plugin.
     """

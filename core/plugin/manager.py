@@ -1,36 +1,53 @@
 """A typed facade over pluggy: how the core finds, validates and calls plugins.
 
 The core never calls ``pm.hook.<name>(...)`` directly; it calls one method
-per hook here, which also normalises what plugins return. Plugins come from
-the ``natsd`` entry-point group (first-party ones too), from module names
-(``plugins { modules: [...] }``, ``--plugin``) and from objects passed to
-:class:`natsd.Server`. A hook implementation whose name matches no hook spec
-is a start-up error, so a misspelt hook never silently does nothing.
+per hook here, which also normalises what plugins return. Every hook goes
+through pluggy's hook callers, so ``tryfirst``/``trylast``, hook wrappers
+and historic hooks behave as pluggy documents. Hooks that hand each plugin
+its own config block (``natsd_configure``, ``natsd_reload``) call one plugin
+at a time through :meth:`pluggy.PluginManager.subset_hook_caller`, in
+pluggy's call order.
+
+Plugins come from the ``natsd`` entry-point group (first-party ones too),
+from module names (``plugins { modules: [...] }``, ``--plugin``) and from
+objects passed to :class:`natsd.Server`. A hook implementation whose name
+matches no hook spec is a start-up error, so a misspelt hook never silently
+does nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from natsd.plugin import hookspecs
 from natsd.config import ConfigError, PluginSettings, ServerConfig
-from .contracts import OBSERVER_EVENTS
+from natsd.config.conf import ConfError, ConfMap
+from natsd.routing.connection import Observers
+
+from . import hookspecs
 
 if TYPE_CHECKING:
-    from .contracts import Authenticator, Bridge, Listener, StorageBackend
-    from natsd.server import Server
+    from .contracts import Authenticator, Bridge, InterestListener, Listener, ServerAPI, StorageBackend
 
 log = logging.getLogger("natsd.plugins")
 
 ENTRY_POINT_GROUP = "natsd"
 hookimpl = hookspecs.hookimpl
+
+OBSERVER_EVENTS = {
+    "client_connected": "connected", "client_closed": "closed", "auth_failed": "auth_failed",
+    "subscribed": "subscribed", "unsubscribed": "unsubscribed", "message_published": "published",
+}
+"""Observer method name -> :class:`~natsd.routing.connection.Observers` list."""
 
 
 class PluginError(Exception):
@@ -45,6 +62,20 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.owners: dict[str, str] = {}  # config block -> plugin name
         self._loaded = False
+        self.pm.hook.natsd_addhooks.call_historic(kwargs={"pluginmanager": self})
+
+    @property
+    def hook(self) -> Any:
+        """pluggy's hook relay, for plugins calling the hooks they declared."""
+        return self.pm.hook
+
+    def add_hookspecs(self, module: ModuleType | object) -> None:
+        """Declare a plugin's own hooks (from ``natsd_addhooks``); declaring twice is harmless."""
+        names = [n for n in dir(module) if n.startswith("natsd_")]
+        if names and all(getattr(self.pm.hook, n, None) is not None and
+                         getattr(self.pm.hook, n).spec is not None for n in names):
+            return
+        self.pm.add_hookspecs(module)
 
     # -- loading ---------------------------------------------------------
 
@@ -95,24 +126,40 @@ class PluginManager:
             raise PluginError(f"{exc} (known hooks: {', '.join(sorted(self.hook_names()))})") from exc
 
     def hook_names(self) -> list[str]:
-        return [n for n in dir(hookspecs) if n.startswith("natsd_")]
+        return sorted(n for n in dir(self.pm.hook) if n.startswith("natsd_")
+                      and getattr(self.pm.hook, n).spec is not None)
 
     def names(self) -> list[str]:
         return [self.pm.get_name(p) or repr(p) for p in self.pm.get_plugins()]
+
+    def _in_call_order(self, hook_name: str) -> list[tuple[str, object]]:
+        """``(name, plugin)`` of a hook's implementations, in the order pluggy calls them."""
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        return [(i.plugin_name, i.plugin) for i in reversed(impls) if not (i.wrapper or i.hookwrapper)]
+
+    def _call_one(self, hook_name: str, plugin: object, **kwargs: Any) -> Any:
+        """Call one plugin's implementation of a hook (and that plugin's wrappers)."""
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        return self.pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+
+    # -- the command line --------------------------------------------------
+
+    def addoption(self, parser: OptionParser) -> None:
+        self.pm.hook.natsd_addoption(parser=parser)
 
     # -- configuration -----------------------------------------------------
 
     def config_blocks(self) -> dict[str, str]:
         """Top-level config keys owned by plugins, mapped to the owning plugin."""
         owners: dict[str, str] = {}
-        for impl in self.pm.hook.natsd_config_blocks.get_hookimpls():
-            name = impl.plugin_name
-            for key in impl.function() or ():
-                key = key.lower()
-                if key in owners and owners[key] != name:
-                    raise PluginError(
-                        f"config block {key!r} is claimed by both {owners[key]!r} and {name!r}")
-                owners[key] = name
+        for name, plugin in self._in_call_order("natsd_config_blocks"):
+            for keys in self._call_one("natsd_config_blocks", plugin):
+                for key in keys or ():
+                    key = key.lower()
+                    if key in owners and owners[key] != name:
+                        raise PluginError(
+                            f"config block {key!r} is claimed by both {owners[key]!r} and {name!r}")
+                    owners[key] = name
         self.owners = owners
         return owners
 
@@ -129,17 +176,16 @@ class PluginManager:
                 block = config.blocks[key]
         return block
 
-    def configure(self, server: Server, config: ServerConfig) -> None:
+    def configure(self, server: ServerAPI, config: ServerConfig) -> None:
         """Hand each plugin its block; drop plugins that own blocks none of which are present."""
         owned_by = self._owned_by()
         for name, keys in owned_by.items():
             if not any(k in config.blocks for k in keys) and name not in config.plugins.blocks:
                 log.debug("plugin %s has no config block; not enabled", name)
                 self.pm.unregister(name=name)
-        for impl in self.pm.hook.natsd_configure.get_hookimpls():
-            block = self._block_for(impl.plugin_name, config, owned_by)
-            kwargs = {"server": server, "config": config, "block": block}
-            impl.function(**{a: kwargs[a] for a in impl.argnames})
+        for name, plugin in self._in_call_order("natsd_configure"):
+            self._call_one("natsd_configure", plugin, server=server, config=config,
+                           block=self._block_for(name, config, owned_by))
         for name in config.plugins.blocks:
             if not self.pm.has_plugin(name):
                 blk = config.plugins.blocks[name]
@@ -157,14 +203,14 @@ class PluginManager:
                        if old.plugins.blocks.get(n) != new.plugins.blocks.get(n))
         return keys
 
-    def reload(self, server: Server, old: ServerConfig, new: ServerConfig) -> list[Any]:
+    def reload(self, server: ServerAPI, old: ServerConfig, new: ServerConfig) -> list[Any]:
         """Let plugins check a reloaded config; return their apply callables.
 
         A changed block whose plugin is not running or cannot reload refuses
         the reload with :class:`ConfigError` naming the key.
         """
-        impls = self.pm.hook.natsd_reload.get_hookimpls()
-        reloadable = {impl.plugin_name for impl in impls}
+        order = self._in_call_order("natsd_reload")
+        reloadable = {name for name, _ in order}
         for key in self.changed_blocks(old, new):
             name = key.removeprefix("plugins.") if key.startswith("plugins.") else self.owners.get(key, key)
             if not self.pm.has_plugin(name):
@@ -180,96 +226,86 @@ class PluginManager:
                               line=pos.line if pos else None, key=key)
         owned_by = self._owned_by()
         commits = []
-        for impl in impls:
-            kwargs = {"server": server, "old": old, "new": new,
-                      "block": self._block_for(impl.plugin_name, new, owned_by)}
-            commit = impl.function(**{a: kwargs[a] for a in impl.argnames})
-            if commit is not None:
-                commits.append(commit)
+        for name, plugin in order:
+            for commit in self._call_one("natsd_reload", plugin, server=server, old=old, new=new,
+                                         block=self._block_for(name, new, owned_by)):
+                if commit is not None:
+                    commits.append(commit)
         return commits
-
-    async def lame_duck(self, server: Server) -> None:
-        await _each_logged(self.pm.hook.natsd_lame_duck, server, "entering lame-duck mode")
 
     # -- start-up hooks ------------------------------------------------------
 
-    def listeners(self, server: Server) -> list[Listener]:
+    def listeners(self, server: ServerAPI) -> list[Listener]:
         return _flatten(self.pm.hook.natsd_listeners(server=server))
 
-    def authenticators(self, server: Server) -> list[Authenticator]:
+    def authenticators(self, server: ServerAPI) -> list[Authenticator]:
         return _flatten(self.pm.hook.natsd_authenticators(server=server))
 
-    def bridges(self, server: Server) -> list[Bridge]:
+    def bridges(self, server: ServerAPI) -> list[Bridge]:
         return _flatten(self.pm.hook.natsd_bridges(server=server))
 
-    def storage_backends(self, server: Server) -> dict[str, StorageBackend]:
-        out: dict[str, StorageBackend] = {}
-        for impl in self.pm.hook.natsd_storage_backends.get_hookimpls():
-            backends: Mapping[str, StorageBackend] | None = impl.function(
-                **{a: server for a in impl.argnames})
-            for key, backend in (backends or {}).items():
-                if key in out:
-                    raise PluginError(f"storage backend {key!r} offered twice "
-                                      f"(again by {impl.plugin_name!r})")
-                out[key] = backend
-        return out
+    def storage_backends(self, server: ServerAPI) -> dict[str, StorageBackend]:
+        return merge_by_name(self.pm.hook.natsd_storage_backends(server=server), "storage backend")
 
-    def observers(self, server: Server) -> dict[str, list[Any]]:
-        """Bound observer methods per event name (empty lists when unobserved)."""
-        events: dict[str, list[Any]] = {e: [] for e in OBSERVER_EVENTS}
+    def interest_listeners(self, server: ServerAPI) -> list[InterestListener]:
+        return _flatten(self.pm.hook.natsd_interest_listeners(server=server))
+
+    def observers(self, server: ServerAPI) -> Observers:
+        """The bound methods of every observer, by event (empty lists when unobserved)."""
+        events = Observers()
         for observer in _flatten(self.pm.hook.natsd_observers(server=server)):
-            for event in OBSERVER_EVENTS:
-                method = getattr(observer, event, None)
+            for method_name, slot in OBSERVER_EVENTS.items():
+                method = getattr(observer, method_name, None)
                 if callable(method):
-                    events[event].append(method)
+                    getattr(events, slot).append(method)
         return events
 
-    async def startup(self, server: Server) -> None:
+    async def startup(self, server: ServerAPI) -> None:
         for result in self.pm.hook.natsd_startup(server=server):
             if inspect.isawaitable(result):
                 await result
 
-    def system_views(self, server: Server) -> dict[str, Any]:
-        return _by_name(self.pm.hook.natsd_system_views, server, "system view")
+    def system_views(self, server: ServerAPI) -> dict[str, Any]:
+        return merge_by_name(self.pm.hook.natsd_system_views(server=server), "system view")
 
-    def monitor_endpoints(self, server: Server) -> dict[str, Any]:
-        return _by_name(self.pm.hook.natsd_monitor_endpoints, server, "monitoring endpoint",
-                        lambda path: "/" + path.lstrip("/"))
+    def stopping(self, server: ServerAPI) -> None:
+        self._each_logged("natsd_stopping", server, "before shutdown")
 
-    def metrics(self, server: Server, registry: Any) -> None:
-        self.pm.hook.natsd_metrics(server=server, registry=registry)
+    async def lame_duck(self, server: ServerAPI) -> None:
+        await self._each_logged_async("natsd_lame_duck", server, "entering lame-duck mode")
 
-    def stopping(self, server: Server) -> None:
-        for impl in self.pm.hook.natsd_stopping.get_hookimpls():
+    async def shutdown(self, server: ServerAPI) -> None:
+        await self._each_logged_async("natsd_shutdown", server, "during shutdown")
+
+    def _each_logged(self, hook_name: str, server: ServerAPI, when: str) -> list[Any]:
+        """Call each plugin's implementation; a failure is logged and the others still run."""
+        results = []
+        for name, plugin in self._in_call_order(hook_name):
             try:
-                impl.function(**{a: server for a in impl.argnames})
+                results.extend(self._call_one(hook_name, plugin, server=server))
             except Exception:
-                log.exception("plugin %s failed before shutdown", impl.plugin_name)
+                log.exception("plugin %s failed %s", name, when)
+        return results
 
-    async def shutdown(self, server: Server) -> None:
-        await _each_logged(self.pm.hook.natsd_shutdown, server, "during shutdown")
-
-
-async def _each_logged(hook: Any, server: Server, when: str) -> None:
-    """Call every implementation (awaiting awaitables); a failure is logged, the rest still run."""
-    for impl in hook.get_hookimpls():
-        try:
-            result = impl.function(**{a: server for a in impl.argnames})
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("plugin %s failed %s", impl.plugin_name, when)
+    async def _each_logged_async(self, hook_name: str, server: ServerAPI, when: str) -> None:
+        for name, plugin in self._in_call_order(hook_name):
+            try:
+                for result in self._call_one(hook_name, plugin, server=server):
+                    if inspect.isawaitable(result):
+                        await result
+            except Exception:
+                log.exception("plugin %s failed %s", name, when)
 
 
-def _by_name(hook: Any, server: Server, what: str,
-             normalise: Any = lambda name: name) -> dict[str, Any]:
+def merge_by_name(results: Iterable[Mapping[str, Any] | None], what: str,
+                  normalise: Callable[[str], str] = lambda name: name) -> dict[str, Any]:
     """Merge the mappings a hook's implementations return; a name offered twice is an error."""
     out: dict[str, Any] = {}
-    for impl in hook.get_hookimpls():
-        for name, value in (impl.function(**{a: server for a in impl.argnames}) or {}).items():
+    for mapping in results:
+        for name, value in (mapping or {}).items():
             name = normalise(name)
             if name in out:
-                raise PluginError(f"{what} {name!r} offered twice (again by {impl.plugin_name!r})")
+                raise PluginError(f"{what} {name!r} offered twice by plugins")
             out[name] = value
     return out
 
@@ -284,3 +320,88 @@ def _flatten(results: Iterable[Any]) -> list[Any]:
         else:
             out.append(item)
     return out
+
+
+# -- the command line -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Option:
+    dest: str
+    flag: str
+    config: str | None
+    apply: Callable[[Any, MutableMapping[str, Any]], None] | None
+
+
+class OptionGroup:
+    """A titled group of command-line options (see ``natsd_addoption``)."""
+
+    def __init__(self, parser: OptionParser, group: argparse._ArgumentGroup) -> None:
+        self._parser = parser
+        self._group = group
+
+    def add_option(self, *flags: str, config: str | None = None,
+                   apply: Callable[[Any, MutableMapping[str, Any]], None] | None = None,
+                   **kwargs: Any) -> None:
+        """Add an option (argparse's ``add_argument`` keywords) that sets ``config`` or calls ``apply``.
+
+        ``config`` is a dotted key under a plugin-owned top-level key
+        (``"cluster.routes"``, or ``"http_port"``); ``apply(value, blocks)``
+        edits the plugin-owned blocks itself. Either runs only when the
+        option was given.
+        """
+        if (config is None) == (apply is None):
+            raise PluginError(f"option {flags[0]} needs exactly one of config= or apply=")
+        kwargs.setdefault("default", None)
+        action = self._group.add_argument(*flags, **kwargs)
+        self._parser.options.append(_Option(action.dest, "/".join(flags), config, apply))
+
+
+class OptionParser:
+    """The ``natsd`` command line as plugins see it: groups of options that map to config."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+        self.options: list[_Option] = []
+        self._groups: dict[str, OptionGroup] = {}
+
+    def group(self, title: str, description: str | None = None) -> OptionGroup:
+        """The option group ``title`` (created on first use; shown in ``--help``)."""
+        group = self._groups.get(title)
+        if group is None:
+            group = self._groups[title] = OptionGroup(
+                self, self.parser.add_argument_group(title, description))
+        return group
+
+    def flags(self) -> set[str]:
+        """Every option string the parser knows."""
+        return set(self.parser._option_string_actions)
+
+    def apply(self, args: argparse.Namespace, blocks: MutableMapping[str, Any],
+              owners: Mapping[str, str]) -> None:
+        """Apply the plugin options given in ``args`` to the plugin-owned ``blocks``."""
+        for option in self.options:
+            value = getattr(args, option.dest, None)
+            if value is None:
+                continue
+            if option.apply is not None:
+                option.apply(value, blocks)
+                continue
+            assert option.config is not None
+            path = option.config.split(".")
+            if path[0].lower() not in owners:
+                raise ConfError(f"{option.flag} sets {option.config!r}, which no plugin owns")
+            set_path(blocks, path, value, option.flag)
+
+
+def set_path(blocks: MutableMapping[str, Any], path: list[str], value: Any, flag: str) -> None:
+    """Set ``blocks[path[0]][path[1]]...`` to ``value``, creating blocks on the way."""
+    node = blocks
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = ConfMap()
+        elif not isinstance(child, MutableMapping):
+            raise ConfError(f"{flag} sets {'.'.join(path)!r}, but {part!r} is not a block")
+        node = child
+    node[path[-1]] = value

@@ -13,16 +13,20 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from natsd.config import config_error, size_setting
+
+from .connection import NO_LIMIT
+from .deliver import deliver
 from .stats import Totals
-from .sublist import Sublist
+from .sublist import Sublist, Subscription
 
 if TYPE_CHECKING:
     from natsd.config import ServerConfig
-    from natsd.server import Server
+
+    from .connection import Host
+    from .interest import InterestTable
 
 GLOBAL_ACCOUNT = "$G"
 SYSTEM_ACCOUNT = "$SYS"
-NO_LIMIT = -1
 
 #: ``limits {}`` keys of an account block -> Account attribute (nats-server 2.9 names).
 LIMIT_KEYS = {
@@ -38,15 +42,25 @@ class Account:
 
     Limits are ``-1`` when unlimited (nats-server's ``jwt.NoLimit``);
     ``max_subscriptions`` and ``max_payload`` apply to each connection.
+
+    Every subscription change goes through :meth:`add_sub`, :meth:`remove_sub`
+    and :meth:`reweigh`, which tell the interest tables (see
+    :mod:`natsd.routing.interest`). Messages published in the account go
+    through :meth:`deliver` (see :mod:`natsd.routing.deliver`); ``egress``
+    holds callables offered every message after local delivery (gateways).
     """
 
     __slots__ = ("name", "sublist", "clients", "mappings", "max_connections",
                  "max_subscriptions", "max_payload", "max_leafnodes", "closed_totals",
-                 "__weakref__")
+                 "interest", "egress", "__weakref__")
+
+    deliver = deliver
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.sublist = Sublist()
+        self.interest: tuple[InterestTable, ...] = ()
+        self.egress: tuple[Any, ...] = ()
         self.clients: set[Any] = set()
         self.mappings: Any = None  # a natsd.routing.mappings.Mappings when configured
         self.max_connections = NO_LIMIT
@@ -57,6 +71,29 @@ class Account:
 
     def __repr__(self) -> str:
         return f"<Account {self.name} clients={len(self.clients)} subs={self.sublist.count}>"
+
+    # -- subscriptions ---------------------------------------------------------
+
+    def add_sub(self, sub: Subscription) -> None:
+        """Index ``sub`` and tell the interest tables."""
+        self.sublist.insert(sub)
+        for table in self.interest:
+            table.added(self, sub)
+
+    def remove_sub(self, sub: Subscription) -> bool:
+        """Remove ``sub`` (False if it was not indexed) and tell the interest tables."""
+        if not self.sublist.remove(sub):
+            return False
+        for table in self.interest:
+            table.removed(self, sub)
+        return True
+
+    def reweigh(self, sub: Subscription, weight: int) -> None:
+        """Change the weight of a remote queue subscription and tell the interest tables."""
+        old = sub.weight
+        self.sublist.reweigh(sub, weight)
+        for table in self.interest:
+            table.reweighed(self, sub, old)
 
     def set_mappings(self, mappings: Any) -> None:
         """Install subject mappings (``None`` or an empty collection removes them)."""
@@ -95,7 +132,7 @@ class Account:
         return self.max_connections < 0 or len(self.clients) < self.max_connections
 
 
-def configure_accounts(server: Server, config: ServerConfig, forget: Iterable[str] = ()) -> None:
+def configure_accounts(server: Host, config: ServerConfig, forget: Iterable[str] = ()) -> None:
     """Apply ``config``'s top-level ``mappings`` and ``accounts {}`` (mappings, limits,
     exports, imports) to the server's accounts; at start-up and on reload.
 
@@ -116,9 +153,3 @@ def configure_accounts(server: Server, config: ServerConfig, forget: Iterable[st
         if name in config.accounts:
             account.configure(config.accounts[name])
     server.links = wire(server)
-
-
-def min_limit(*limits: int) -> int:
-    """The tightest of several limits where ``-1`` (or any negative) means none."""
-    real = [x for x in limits if x >= 0]
-    return min(real) if real else NO_LIMIT

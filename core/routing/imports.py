@@ -14,7 +14,9 @@ account, so the routing core needs no special case.
   requester's own reply subject (once for ``singleton``, until the response
   threshold for ``stream`` and ``chunked``).
 
-Forwarded messages are never forwarded again, so import cycles cannot loop.
+Forwarders are connections of kind ``ACCOUNT``: a message a forwarder
+publishes is never forwarded again by a stream import or a service request
+(they check the sender's kind), so import cycles cannot loop.
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from natsd.conn.client import route
-from natsd.config import ConfigError, config_error
+from natsd.config import config_error
 from natsd.wire.protocol import CRLF
+
+from .connection import Connection, Kind
 from .subjects import subject_is_subset, valid_literal_subject, valid_subject
 from .sublist import Subscription
 
 if TYPE_CHECKING:
     from .account import Account
-    from natsd.server import Server
+    from .connection import Host
 
 log = logging.getLogger("natsd.imports")
 
@@ -97,7 +100,7 @@ def _exports(name: str, block: Mapping[str, Any], known: set[str]) -> list[Expor
     return out
 
 
-def wire(server: Server) -> Links:
+def wire(server: Host) -> Links:
     """Validate ``accounts {}`` exports/imports and install the forwarders."""
     accounts = server.config.accounts
     known = set(accounts)
@@ -152,41 +155,36 @@ def _stream_target(entry: Mapping[str, Any], subject: bytes) -> Callable[[bytes]
     return lambda s: s
 
 
-class _Forwarder:
+class _Forwarder(Connection):
     """An in-process subscriber that routes what it receives into another account."""
 
-    out = None
-    headers = True
-    echo = True
-    closed = False
-    perms = None
+    __slots__ = ("_placed",)
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self._subs: list[tuple[Account, Subscription]] = []
+    def __init__(self, server: Host, importer: Account) -> None:
+        super().__init__(server, importer, kind=Kind.ACCOUNT, transport="internal")
+        self.out = None
+        self.headers = True
+        self._placed: list[tuple[Account, Subscription]] = []
 
     def _subscribe(self, account: Account, subject: bytes) -> Subscription:
         sub = Subscription(self, subject, None, b"import")
-        account.sublist.insert(sub)
-        self._subs.append((account, sub))
+        account.add_sub(sub)
+        self._placed.append((account, sub))
         return sub
 
-    def close(self) -> None:
+    def close(self, reason: str = "", err: str | None = None, *, abort: bool = False) -> None:
         """Remove the forwarder's subscriptions (an import that no longer applies)."""
-        for account, sub in self._subs:
+        self.closed = True
+        for account, sub in self._placed:
             sub.closed = True
-            account.sublist.remove(sub)
-        self._subs.clear()
+            account.remove_sub(sub)
+        self._placed.clear()
 
     def _forward(self, account: Account, subject: bytes, reply: bytes | None,
                  headers: bytes | None, payload: bytes) -> None:
         hdr = headers or b""
         body = hdr + payload
-        _FORWARDING[0] = True
-        try:
-            route(self, account, subject, reply, str(len(body)).encode(), body + CRLF, len(hdr))
-        finally:
-            _FORWARDING[0] = False
+        account.deliver(self, subject, reply, str(len(body)).encode(), body + CRLF, len(hdr))
         self.server.schedule_flush()
 
     def remove_sub(self, sub: Subscription) -> None:
@@ -196,28 +194,33 @@ class _Forwarder:
 class StreamImport(_Forwarder):
     """Messages published in ``exporter`` on ``subject`` appear in ``importer``."""
 
-    def __init__(self, server: Server, exporter: Account, importer: Account, subject: bytes,
+    __slots__ = ("exporter", "importer", "target", "sub")
+
+    def __init__(self, server: Host, exporter: Account, importer: Account, subject: bytes,
                  target: Callable[[bytes], bytes]) -> None:
-        super().__init__(server)
+        super().__init__(server, importer)
         self.exporter = exporter
         self.importer = importer
         self.target = target
         self.sub = self._subscribe(exporter, subject)
 
     def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None,
-                headers: bytes | None, payload: bytes, sender: Any = None) -> None:
-        if not _FORWARDING[0]:
+                headers: bytes | None, payload: bytes, sender: Connection) -> None:
+        if sender.kind != Kind.ACCOUNT:
             self._forward(self.importer, self.target(subject), reply, headers, payload)
 
 
 class ServiceImport(_Forwarder):
     """Requests in ``importer`` on ``local`` are answered by ``exporter`` on ``subject``."""
 
+    __slots__ = ("exporter", "importer", "subject", "local", "response_type", "prefix",
+                 "replies", "_seq", "_transform", "request_sub", "response_sub")
+
     _ids = itertools.count(1)
 
-    def __init__(self, server: Server, exporter: Account, importer: Account, subject: bytes,
+    def __init__(self, server: Host, exporter: Account, importer: Account, subject: bytes,
                  local: bytes, response_type: str) -> None:
-        super().__init__(server)
+        super().__init__(server, importer)
         self.exporter = exporter
         self.importer = importer
         self.subject = subject
@@ -240,9 +243,9 @@ class ServiceImport(_Forwarder):
         return self.subject if self.local != self.subject else subject
 
     def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None,
-                headers: bytes | None, payload: bytes, sender: Any = None) -> None:
+                headers: bytes | None, payload: bytes, sender: Connection) -> None:
         if sub is self.request_sub:
-            if _FORWARDING[0]:
+            if sender.kind == Kind.ACCOUNT:
                 return
             mapped = None
             if reply is not None:
@@ -266,7 +269,3 @@ class ServiceImport(_Forwarder):
         now = time.monotonic()
         for key in [k for k, (_, exp) in self.replies.items() if exp < now]:
             del self.replies[key]
-
-
-_FORWARDING = [False]
-"""Set while a forwarder routes a message, so that it is not forwarded again."""

@@ -1,10 +1,19 @@
-"""In-process clients: how plugins and bridges publish and subscribe without a socket.
+"""In-process clients: how plugins publish and subscribe without a socket.
 
-An :class:`InternalClient` joins an account like any connection, but its
+An :class:`InternalClient` is a :class:`~.connection.Connection` whose
 subscriptions call Python callbacks instead of writing ``MSG`` frames.
 Callbacks run synchronously on the event loop while the publisher's read is
 being processed: they must be quick and must not block (schedule real work
 with ``asyncio`` if needed).
+
+Two uses, both through ``Server.connect_internal``:
+
+- a *service* of the server or a plugin (the system account, a bridge): kind
+  ``SYSTEM`` (or ``JETSTREAM`` ...), not counted as a client connection;
+- a *session* of a protocol a plugin speaks (an MQTT client): created with the
+  identity an authenticator returned, it is a client connection like any
+  other: counted in ``max_connections``, shown by monitoring and system
+  events, bound by the user's permissions and limits, removed when closed.
 """
 
 from __future__ import annotations
@@ -13,14 +22,15 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .account import Account
-from natsd.conn.client import route
 from natsd.wire.protocol import CRLF
+
+from .connection import CLIENT_CLOSED, NO_LIMIT, Connection, Kind
 from .subjects import valid_literal_subject, valid_subject
 from .sublist import Subscription
 
 if TYPE_CHECKING:
-    from natsd.server import Server
+    from .account import Account
+    from .connection import Host
 
 log = logging.getLogger("natsd.internal")
 
@@ -32,26 +42,24 @@ def _b(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-class InternalClient:
+class InternalClient(Connection):
     """A client living inside the server process (see ``Server.connect_internal``)."""
 
-    out = None  # tells the router to call deliver() instead of writing frames
-    headers = True
-    perms = None
+    __slots__ = ("_callbacks", "_elsewhere", "_next_sid", "sender")
 
-    def __init__(self, server: Server, name: str, account: Account, *, echo: bool = False) -> None:
-        self.server = server
+    def __init__(self, server: Host, name: str, account: Account, *, echo: bool = False,
+                 kind: Kind = Kind.SYSTEM, transport: str = "internal") -> None:
+        super().__init__(server, account, kind=kind, transport=transport)
+        self.out = None  # tells the router to call deliver() instead of writing frames
+        self.max_subs = NO_LIMIT  # until an identity's limits apply
         self.name = name
-        self.account = account
         self.echo = echo
-        self.closed = False
-        self.subs: dict[bytes, Subscription] = {}
+        self.headers = True
         self._callbacks: dict[bytes, Callback] = {}
         self._elsewhere: dict[bytes, Account] = {}  # sid -> account of a subscription not in ours
         self._next_sid = 0
         self.sender: Any = None
         """During a callback: the connection (or internal client) that published the message."""
-        account.clients.add(self)
 
     def __repr__(self) -> str:
         return f"<InternalClient {self.name} account={self.account.name}>"
@@ -64,52 +72,83 @@ class InternalClient:
         ``account`` subscribes in another account than the client's own (a
         service the server offers in every account, such as
         ``$SYS.REQ.USER.INFO``); the client does not join that account.
+        A client created with an identity is bound by its permissions and
+        subscription limit: :class:`PermissionError` says what was refused,
+        in nats-server's words.
         """
         subj = _b(subject)
+        q = _b(queue) if queue is not None else None
         if not valid_subject(subj):
             raise ValueError(f"invalid subject {subject!r}")
+        if self.closed:
+            raise RuntimeError(f"{self!r} is closed")
+        if self.perms is not None and not self.perms.can_subscribe(subj, q):
+            from natsd.security.permissions import sub_violation
+
+            raise PermissionError(sub_violation(subj, q))
+        if 0 <= self.max_subs <= len(self.subs):
+            raise PermissionError("maximum subscriptions exceeded")
         self._next_sid += 1
         sid = str(self._next_sid).encode()
-        sub = Subscription(self, subj, _b(queue) if queue is not None else None, sid)
+        sub = Subscription(self, subj, q, sid)
         sub.max_msgs = max_msgs
-        self.subs[sid] = sub
         self._callbacks[sid] = callback
         if account is not None and account is not self.account:
             self._elsewhere[sid] = account
+            self.subs[sid] = sub
+            account.add_sub(sub)
         else:
-            account = self.account
-        account.sublist.insert(sub)
+            self.add_sub(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.remove_sub(sub)
 
     def remove_sub(self, sub: Subscription) -> None:
-        if self.subs.pop(sub.sid, None) is not None:
-            self._callbacks.pop(sub.sid, None)
-            sub.closed = True
-            self._elsewhere.pop(sub.sid, self.account).sublist.remove(sub)
+        if self.subs.get(sub.sid) is not sub:
+            return
+        self._callbacks.pop(sub.sid, None)
+        elsewhere = self._elsewhere.pop(sub.sid, None)
+        if elsewhere is None:
+            super().remove_sub(sub)
+            return
+        del self.subs[sub.sid]
+        sub.closed = True
+        elsewhere.remove_sub(sub)
 
     def publish(self, subject: str | bytes, payload: bytes = b"",
                 reply: str | bytes | None = None, headers: bytes | None = None,
                 account: Account | None = None) -> bool:
         """Publish a message (in ``account``, default the client's own); returns
-        True if any subscription received it."""
+        True if any subscription received it.
+
+        A client created with an identity is bound by its publish
+        permissions (:class:`PermissionError`).
+        """
         subj = _b(subject)
         if not valid_literal_subject(subj):
             raise ValueError(f"invalid publish subject {subject!r}")
+        if self.perms is not None and not self.perms.can_publish(subj):
+            from natsd.security.permissions import pub_violation
+
+            raise PermissionError(pub_violation(subj))
         hdr = headers or b""
         body = hdr + payload
-        result = route(self, account or self.account, subj, _b(reply) if reply is not None else None,
-                       str(len(body)).encode(), body + CRLF, len(hdr))
+        self.in_msgs += 1
+        self.in_bytes += len(body)
+        target = account or self.account
+        delivered = target.deliver(self, subj, _b(reply) if reply is not None else None,
+                                   str(len(body)).encode(), body + CRLF, len(hdr))
         self.server.schedule_flush()
-        return bool(result)
+        return delivered
 
     def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None,
-                headers: bytes | None, payload: bytes, sender: Any = None) -> None:
+                headers: bytes | None, payload: bytes, sender: Connection) -> None:
         callback = self._callbacks.get(sub.sid)
         if callback is None:
             return
+        self.out_msgs += 1
+        self.out_bytes_total += len(payload) + (len(headers) if headers else 0)
         self.sender = sender
         try:
             callback(subject, reply, headers, payload)
@@ -118,10 +157,14 @@ class InternalClient:
         finally:
             self.sender = None
 
-    def close(self) -> None:
+    def close(self, reason: str = CLIENT_CLOSED, err: str | None = None, *,
+              abort: bool = False) -> None:
+        """Remove every subscription and leave the server (idempotent)."""
         if self.closed:
             return
         self.closed = True
+        self.close_reason = reason
+        self.cancel_timers()
         for sub in list(self.subs.values()):
             self.remove_sub(sub)
-        self.account.clients.discard(self)
+        self.server.connection_closed(self, reason)

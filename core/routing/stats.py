@@ -12,6 +12,7 @@ asked. :func:`process_usage` samples the process's memory and CPU.
 
 from __future__ import annotations
 
+import datetime
 import os
 import resource
 import time
@@ -58,7 +59,7 @@ class ClosedClient:
     ``None``) and nothing pending.
     """
 
-    __slots__ = ("cid", "kind", "remote", "start", "last", "stop", "close_reason", "name", "lang",
+    __slots__ = ("cid", "kind", "transport", "remote", "start", "last", "stop", "close_reason", "name", "lang",
                  "version", "auth_user", "account", "in_msgs", "in_bytes", "out_msgs",
                  "out_bytes_total", "subs", "connect_options")
 
@@ -68,6 +69,7 @@ class ClosedClient:
     def __init__(self, client: Any, stop: float) -> None:
         self.cid = client.cid
         self.kind = client.kind
+        self.transport = client.transport
         self.remote = client.remote
         self.start = client.start
         self.last = client.last
@@ -118,6 +120,26 @@ def account_traffic(account: Any) -> Totals:
 def account_connections(account: Any) -> int:
     """Client connections of ``account`` that are connected (CONNECT accepted) now."""
     return sum(1 for c in account.clients if getattr(c, "connected", False))
+
+
+def traffic(msgs: int, nbytes: int) -> dict[str, int]:
+    """nats-server's ``DataStats`` JSON: ``{"msgs": ..., "bytes": ...}``."""
+    return {"msgs": msgs, "bytes": nbytes}
+
+
+def account_stat(account: Any) -> dict[str, Any]:
+    """nats-server's ``AccountStat`` of ``account``: the body of the system account's
+    ``account_connections`` event and an entry of monitoring's ``/accstatz``."""
+    conns = account_connections(account)
+    t = account_traffic(account)
+    return {"acc": account.name, "conns": conns, "leafnodes": 0, "total_conns": conns,
+            "sent": traffic(t.out_msgs, t.out_bytes), "received": traffic(t.in_msgs, t.in_bytes),
+            "slow_consumers": t.slow_consumers}
+
+
+def rfc3339(ts: float) -> str:
+    """A Unix time as Go's ``time.Time`` marshals it (UTC, with a ``Z``)."""
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 _cpu_sample = (time.monotonic(), time.process_time(), 0.0)

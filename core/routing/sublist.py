@@ -6,6 +6,11 @@ returns a :class:`SublistResult` with plain subscriptions and queue groups;
 results for literal subjects are cached (bounded), and an insert or removal
 drops only the cached subjects it can affect, so a stream of request/reply
 inbox subscriptions does not flush the cache of a busy subject.
+
+Subscriptions of connections to other servers (routes, leaf nodes: see
+:data:`REMOTE_KINDS`) live in their own slots of each node and reach the
+result as :attr:`SublistResult.remote`, grouped by connection, so that a
+server without such connections never looks at them.
 """
 
 from __future__ import annotations
@@ -14,16 +19,24 @@ from typing import Any
 
 from .subjects import has_wildcard, subject_matches
 
+REMOTE_KINDS = frozenset({1, 2, 4})
+"""``Kind.ROUTER``, ``Kind.GATEWAY`` and ``Kind.LEAF`` (see :mod:`.connection`)."""
+
 CACHE_MAX = 1024
 """Cached subjects per sublist (nats-server uses the same bound)."""
 
 
 class Subscription:
-    """One SUB of one client (or of an in-process client)."""
+    """One SUB of one connection (a client, an in-process client, a remote server).
 
-    __slots__ = ("client", "subject", "queue", "sid", "max_msgs", "delivered", "closed", "careful")
+    ``weight`` counts the members a queue subscription of a remote server
+    stands for (``RS+ <acc> <subject> <queue> <weight>``); it is 1 otherwise.
+    """
 
-    def __init__(self, client: Any, subject: bytes, queue: bytes | None, sid: bytes) -> None:
+    __slots__ = ("client", "subject", "queue", "sid", "max_msgs", "delivered", "closed", "weight")
+
+    def __init__(self, client: Any, subject: bytes, queue: bytes | None, sid: bytes,
+                 weight: int = 1) -> None:
         self.client = client
         self.subject = subject
         self.queue = queue
@@ -31,46 +44,72 @@ class Subscription:
         self.max_msgs = 0  # 0: no auto-unsubscribe
         self.delivered = 0
         self.closed = False
-        self.careful = False  # deliver message by message (permissions to apply)
+        self.weight = weight
 
     def __repr__(self) -> str:
         q = f" queue={self.queue!r}" if self.queue else ""
         return f"<Subscription {self.subject!r} sid={self.sid!r}{q}>"
 
 
+class Remote:
+    """The remote part of a :class:`SublistResult`.
+
+    ``plain`` lists each remote connection with a plain subscription that
+    matched, once however many matched. ``groups`` holds every queue group
+    that has a remote member, as ``(queue, members)``: local members once,
+    remote ones repeated by their weight, so that a uniform pick is weighted.
+    """
+
+    __slots__ = ("plain", "groups")
+
+    def __init__(self, plain: tuple[Any, ...],
+                 groups: tuple[tuple[bytes, tuple[Subscription, ...]], ...]) -> None:
+        self.plain = plain
+        self.groups = groups
+
+
 class SublistResult:
     """Subscriptions matching one literal subject.
 
-    ``psubs`` are plain subscriptions; ``qsubs`` holds one tuple per queue
-    group, of which one member receives each message. ``targets`` is filled
-    lazily by the delivery code: per plain subscription, the subscription, its
-    client, the client's output list and ``MSG <subject> <sid> ``.
+    ``psubs`` are local plain subscriptions; ``qsubs`` holds one tuple per
+    local queue group, of which one member receives each message. ``remote``
+    is ``None`` unless a remote connection's subscription matched (a
+    :class:`Remote`; queue groups with a remote member are then there, not
+    in ``qsubs``). ``interest`` is true when anything matched. ``targets`` is
+    filled lazily by the delivery code: per plain subscription, the
+    subscription, its client, the client's output list and
+    ``MSG <subject> <sid> ``.
     """
 
-    __slots__ = ("psubs", "qsubs", "targets")
+    __slots__ = ("psubs", "qsubs", "remote", "interest", "targets")
 
-    def __init__(self, psubs: tuple[Subscription, ...], qsubs: tuple[tuple[Subscription, ...], ...]):
+    def __init__(self, psubs: tuple[Subscription, ...], qsubs: tuple[tuple[Subscription, ...], ...],
+                 remote: Remote | None = None):
         self.psubs = psubs
         self.qsubs = qsubs
+        self.remote = remote
+        self.interest = bool(psubs or qsubs or remote)
         self.targets: tuple[tuple[Any, ...], ...] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.psubs or self.qsubs)
+        return self.interest
 
 
 EMPTY_RESULT = SublistResult((), ())
 
 
 class _Node:
-    __slots__ = ("next", "psubs", "qsubs")
+    __slots__ = ("next", "psubs", "qsubs", "rsubs")
 
     def __init__(self) -> None:
         self.next: _Level | None = None
         self.psubs: dict[Subscription, None] = {}
         self.qsubs: dict[bytes, dict[Subscription, None]] = {}
+        self.rsubs: dict[Subscription, None] | None = None  # remote kinds, plain and queue
 
     def empty(self) -> bool:
-        return not self.psubs and not self.qsubs and (self.next is None or self.next.empty())
+        return (not self.psubs and not self.qsubs and not self.rsubs
+                and (self.next is None or self.next.empty()))
 
 
 class _Level:
@@ -112,7 +151,11 @@ class Sublist:
                 node.next = _Level()
             level = node.next
         assert node is not None
-        if sub.queue is None:
+        if _is_remote(sub):
+            if node.rsubs is None:
+                node.rsubs = {}
+            node.rsubs[sub] = None
+        elif sub.queue is None:
             node.psubs[sub] = None
         else:
             node.qsubs.setdefault(sub.queue, {})[sub] = None
@@ -138,7 +181,10 @@ class Sublist:
             path.append((level, token, node))
             level = node.next
         assert node is not None
-        if sub.queue is None:
+        if _is_remote(sub):
+            if not node.rsubs or node.rsubs.pop(sub, False) is False:
+                return False
+        elif sub.queue is None:
             if node.psubs.pop(sub, False) is False:
                 return False
         else:
@@ -161,6 +207,11 @@ class Sublist:
         self._invalidate(sub.subject)
         return True
 
+    def reweigh(self, sub: Subscription, weight: int) -> None:
+        """Change the weight of a remote queue subscription (``RS+`` with a new weight)."""
+        sub.weight = weight
+        self._invalidate(sub.subject)
+
     def _invalidate(self, subject: bytes) -> None:
         cache = self.cache
         if not cache:
@@ -178,8 +229,12 @@ class Sublist:
             return result
         psubs: list[Subscription] = []
         groups: dict[bytes, list[Subscription]] = {}
-        _collect(self._root, subject.split(b"."), 0, psubs, groups)
-        result = SublistResult(tuple(psubs), tuple(tuple(g) for g in groups.values()))
+        remote: list[Subscription] = []
+        _collect(self._root, subject.split(b"."), 0, psubs, groups, remote)
+        if remote:
+            result = _with_remote(psubs, groups, remote)
+        else:
+            result = SublistResult(tuple(psubs), tuple(tuple(g) for g in groups.values()))
         cache = self.cache
         if len(cache) >= CACHE_MAX:
             del cache[next(iter(cache))]
@@ -193,28 +248,54 @@ class Sublist:
         return out
 
 
-def _add(node: _Node, psubs: list[Subscription], groups: dict[bytes, list[Subscription]]) -> None:
+def _is_remote(sub: Subscription) -> bool:
+    return getattr(sub.client, "kind", 0) in REMOTE_KINDS
+
+
+def _with_remote(psubs: list[Subscription], groups: dict[bytes, list[Subscription]],
+                 remote: list[Subscription]) -> SublistResult:
+    """A result whose remote subscriptions are grouped per connection and per queue group."""
+    plain: dict[Any, None] = {}
+    mixed: dict[bytes, list[Subscription]] = {}
+    for sub in remote:
+        if sub.queue is None:
+            plain[sub.client] = None
+        else:
+            mixed.setdefault(sub.queue, [])
+    for queue in mixed:
+        mixed[queue].extend(groups.pop(queue, ()))
+    for sub in remote:
+        if sub.queue is not None:
+            mixed[sub.queue].extend([sub] * max(sub.weight, 1))
+    return SublistResult(tuple(psubs), tuple(tuple(g) for g in groups.values()),
+                         Remote(tuple(plain), tuple((q, tuple(m)) for q, m in mixed.items())))
+
+
+def _add(node: _Node, psubs: list[Subscription], groups: dict[bytes, list[Subscription]],
+         remote: list[Subscription]) -> None:
     psubs.extend(node.psubs)
     for queue, members in node.qsubs.items():
         groups.setdefault(queue, []).extend(members)
+    if node.rsubs:
+        remote.extend(node.rsubs)
 
 
 def _collect(level: _Level, tokens: list[bytes], i: int, psubs: list[Subscription],
-             groups: dict[bytes, list[Subscription]]) -> None:
+             groups: dict[bytes, list[Subscription]], remote: list[Subscription]) -> None:
     last = len(tokens) - 1
     while True:
         if level.fwc is not None:
-            _add(level.fwc, psubs, groups)
+            _add(level.fwc, psubs, groups, remote)
         if level.pwc is not None:
             if i == last:
-                _add(level.pwc, psubs, groups)
+                _add(level.pwc, psubs, groups, remote)
             elif level.pwc.next is not None:
-                _collect(level.pwc.next, tokens, i + 1, psubs, groups)
+                _collect(level.pwc.next, tokens, i + 1, psubs, groups, remote)
         node = level.nodes.get(tokens[i])
         if node is None:
             return
         if i == last:
-            _add(node, psubs, groups)
+            _add(node, psubs, groups, remote)
             return
         if node.next is None:
             return
@@ -232,5 +313,7 @@ def _all(level: _Level, out: list[Subscription]) -> None:
         out.extend(node.psubs)
         for members in node.qsubs.values():
             out.extend(members)
+        if node.rsubs:
+            out.extend(node.rsubs)
         if node.next is not None:
             _all(node.next, out)

@@ -12,14 +12,18 @@ like any third-party plugin and does nothing when no users are configured.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from natsd import hookimpl
+from natsd.config import ServerConfig
+from natsd.plugin.contracts import Authenticator, ServerAPI
+from natsd.plugin.stash import StashKey
 
 from .callout import AuthCallout, CalloutSettings
 from .static import StaticAuthenticator, build_users
 
-_by_server: dict[int, list[Any]] = {}
+CHAIN = StashKey[list[Authenticator]]()
 
 
 def _chain(config: Any) -> list[Any]:
@@ -35,12 +39,12 @@ def _chain(config: Any) -> list[Any]:
 
 
 @hookimpl
-def natsd_configure(server: Any, config: Any) -> None:
+def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
     chain = _chain(config)
     if chain:
-        _by_server[id(server)] = chain
+        server.stash[CHAIN] = chain
     else:
-        _by_server.pop(id(server), None)
+        server.stash.pop(CHAIN, None)
 
 
 def _maps(config: Any) -> bool:
@@ -48,7 +52,7 @@ def _maps(config: Any) -> bool:
 
 
 @hookimpl
-def natsd_reload(server: Any, old: Any, new: Any) -> Any:
+def natsd_reload(server: ServerAPI, old: ServerConfig, new: ServerConfig) -> Callable[[], None] | None:
     if (old.authorization, old.accounts, old.no_auth_user, _maps(old)) == (
             new.authorization, new.accounts, new.no_auth_user, _maps(new)):
         return None
@@ -57,25 +61,25 @@ def natsd_reload(server: Any, old: Any, new: Any) -> Any:
     def apply() -> None:
         natsd_shutdown(server)
         if chain:
-            _by_server[id(server)] = chain
+            server.stash[CHAIN] = chain
             natsd_startup(server)
     return apply
 
 
 @hookimpl
-def natsd_authenticators(server: Any) -> list[Any] | None:
-    return _by_server.get(id(server))
+def natsd_authenticators(server: ServerAPI) -> list[Authenticator] | None:
+    return server.stash.get(CHAIN, None)
 
 
 @hookimpl
-def natsd_startup(server: Any) -> None:
-    for auth in _by_server.get(id(server), ()):
+def natsd_startup(server: ServerAPI) -> None:
+    for auth in server.stash.get(CHAIN, ()):
         if isinstance(auth, AuthCallout):
             auth.start(server)
 
 
 @hookimpl
-def natsd_shutdown(server: Any) -> None:
-    for auth in _by_server.pop(id(server), ()):
+def natsd_shutdown(server: ServerAPI) -> None:
+    for auth in server.stash.pop(CHAIN, ()):
         if isinstance(auth, AuthCallout):
             auth.stop()

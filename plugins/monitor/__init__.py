@@ -15,15 +15,46 @@ that denying one leaves the other.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from natsd import hookimpl
+from natsd.config import ServerConfig
+from natsd.plugin.contracts import ServerAPI
+from natsd.plugin.manager import OptionParser, PluginManager
+from natsd.plugin.stash import StashKey
 
+from . import hookspecs
 from . import settings as _settings
 from .listener import MonitorListener
 from .views import forget, monitor_of
 
-_configured: dict[int, _settings.MonitorSettings] = {}
+SETTINGS = StashKey[_settings.MonitorSettings]()
+
+
+@hookimpl
+def natsd_addhooks(pluginmanager: PluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def natsd_addoption(parser: OptionParser) -> None:
+    group = parser.group("Monitoring Options")
+    group.add_option("-m", "--http_port", type=int, metavar="PORT", apply=_flag_port("http_port"),
+                     help="use port for HTTP monitoring (0 picks a free port)")
+    group.add_option("-ms", "--https_port", type=int, metavar="PORT", apply=_flag_port("https_port"),
+                     help="use port for HTTPS monitoring (with the tls {} certificate)")
+
+
+def _flag_port(key: str) -> Any:
+    """``-m``/``-ms``: the flag's port and scheme replace the file's monitoring port."""
+    others = ("https", "https_port") if key == "http_port" else ("http", "http_port", "monitor_port")
+
+    def apply(value: int, blocks: MutableMapping[str, Any]) -> None:
+        for other in others:
+            blocks.pop(other, None)
+        blocks[key] = value
+    return apply
 
 
 @hookimpl
@@ -32,25 +63,25 @@ def natsd_config_blocks() -> tuple[str, ...]:
 
 
 @hookimpl
-def natsd_configure(server: Any, config: Any) -> None:
-    _configured[id(server)] = _settings.load(config.blocks, config.tls)
+def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
+    server.stash[SETTINGS] = _settings.load(config.blocks, config.tls)
 
 
 @hookimpl
-def natsd_listeners(server: Any) -> MonitorListener | None:
-    found = _configured.pop(id(server), None)
+def natsd_listeners(server: ServerAPI) -> MonitorListener | None:
+    found = server.stash.pop(SETTINGS, None)
     if found is None or found.port is None:
         return None
     return MonitorListener(server, found)
 
 
 @hookimpl
-def natsd_shutdown(server: Any) -> None:
-    _configured.pop(id(server), None)
+def natsd_shutdown(server: ServerAPI) -> None:
+    server.stash.pop(SETTINGS, None)
     forget(server)
 
 
-def http_listener(server: Any) -> MonitorListener | None:
+def http_listener(server: ServerAPI) -> MonitorListener | None:
     """The server's running HTTP monitoring listener (its ``port``, ``url`` ...), if any."""
     listener = monitor_of(server).http if server.running else None
     return listener if isinstance(listener, MonitorListener) else None

@@ -93,7 +93,7 @@ def build_registry(server: Any) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ServerCollector(server))
     ProcessCollector(registry=registry)
-    server.plugins.metrics(server, registry)
+    server.plugins.hook.natsd_metrics(server=server, registry=registry)
     return registry
 
 

@@ -11,18 +11,24 @@ account; ``plugins { deny: [monitor_views] }`` turns it off.
 
 from __future__ import annotations
 
-from typing import Any
-
 from natsd import hookimpl
+from natsd.plugin.contracts import ServerAPI
+from natsd.plugin.manager import PluginManager
 
+from . import hookspecs
 from .views import View, forget, monitor_of
 
 
 @hookimpl
-def natsd_system_views(server: Any) -> dict[str, View]:
+def natsd_addhooks(pluginmanager: PluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def natsd_system_views(server: ServerAPI) -> dict[str, View]:
     return monitor_of(server).system_views()
 
 
 @hookimpl
-def natsd_shutdown(server: Any) -> None:
+def natsd_shutdown(server: ServerAPI) -> None:
     forget(server)

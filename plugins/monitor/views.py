@@ -20,13 +20,22 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from natsd.plugin.contracts import ServerAPI
+from natsd.plugin.manager import merge_by_name
+from natsd.plugin.stash import StashKey
 from natsd.routing.account import GLOBAL_ACCOUNT
-from natsd.server import NATS_SERVER_VERSION
-from natsd.routing.stats import (ClosedClient, account_connections, authorized_user, process_usage,
-                         server_traffic)
+from natsd.routing.stats import (
+    ClosedClient,
+    account_connections,
+    account_stat,
+    authorized_user,
+    process_usage,
+    rfc3339,
+    server_traffic,
+)
 from natsd.routing.subjects import subject_matches, subjects_collide, valid_literal_subject
 from natsd.routing.sublist import Subscription
-from natsd_plugins.system.events import account_stat, rfc3339
+from natsd.server import NATS_SERVER_VERSION
 
 from .params import BadRequest, Options
 
@@ -93,8 +102,8 @@ def _end(conn: Any, now: float) -> float:
 
 
 def _pending(conn: Any) -> int:
-    transport = getattr(conn, "transport", None)
-    buffered = transport.get_write_buffer_size() if transport is not None and not conn.closed else 0
+    io = getattr(conn, "io", None)
+    buffered = io.get_write_buffer_size() if io is not None and not conn.closed else 0
     return int(conn.out_bytes + buffered)
 
 
@@ -149,7 +158,9 @@ class Monitor:
             "/routez": self.routez, "/leafz": self.leafz, "/gatewayz": self.gatewayz,
             "/jsz": self.jsz,
         }
-        self.endpoints.update(server.plugins.monitor_endpoints(server))
+        self.endpoints.update(merge_by_name(
+            server.plugins.hook.natsd_monitor_endpoints(server=server), "monitoring endpoint",
+            lambda path: "/" + path.lstrip("/")))
 
     def _head(self) -> dict[str, Any]:
         return {"server_id": self.server.server_id, "now": rfc3339(time.time())}
@@ -259,7 +270,7 @@ class Monitor:
                   detail: bool = False) -> dict[str, Any]:
         """nats-server's ``ConnInfo`` of a live or closed connection."""
         ip, port = c.remote if c.remote else ("", 0)
-        info: dict[str, Any] = {"cid": c.cid, "kind": "Client", "type": _client_type(c.kind),
+        info: dict[str, Any] = {"cid": c.cid, "kind": "Client", "type": _client_type(c.transport),
                                 "ip": ip, "port": port, "start": rfc3339(c.start),
                                 "last_activity": rfc3339(c.last)}
         closed = isinstance(c, ClosedClient)
@@ -438,19 +449,17 @@ def _import(forwarder: Any) -> dict[str, Any]:
     return out
 
 
-_monitors: dict[int, Monitor] = {}
+MONITOR = StashKey[Monitor]()
 
 
-def monitor_of(server: Any) -> Monitor:
+def monitor_of(server: ServerAPI) -> Monitor:
     """The server's :class:`Monitor`, made on first use (its endpoints are fixed then)."""
-    monitor = _monitors.get(id(server))
-    if monitor is None or monitor.server is not server:
-        monitor = _monitors[id(server)] = Monitor(server)
+    monitor = server.stash.get(MONITOR, None)
+    if monitor is None:
+        monitor = server.stash[MONITOR] = Monitor(server)
     return monitor
 
 
-def forget(server: Any) -> None:
+def forget(server: ServerAPI) -> None:
     """Drop the server's :class:`Monitor` (at shutdown)."""
-    monitor = _monitors.get(id(server))
-    if monitor is not None and monitor.server is server:
-        del _monitors[id(server)]
+    server.stash.pop(MONITOR, None)

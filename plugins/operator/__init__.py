@@ -13,9 +13,11 @@ come from the resolver and are verified against the operator's keys
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from natsd import hookimpl
+from natsd.config import ServerConfig
+from natsd.plugin.contracts import ServerAPI
+from natsd.plugin.stash import StashKey
 
 from . import settings as settings_mod
 from .resolver import DirectoryResolver, MemoryResolver
@@ -24,8 +26,8 @@ from .updates import ClaimUpdates
 
 log = logging.getLogger("natsd.operator")
 
-_modes: dict[int, OperatorMode] = {}
-_updates: dict[int, ClaimUpdates] = {}
+MODE = StashKey[OperatorMode]()
+UPDATES = StashKey[ClaimUpdates]()
 
 
 @hookimpl
@@ -34,28 +36,30 @@ def natsd_config_blocks() -> tuple[str, ...]:
 
 
 @hookimpl
-def natsd_configure(server: Any, config: Any) -> None:
+def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
     settings = settings_mod.load(config.blocks, config.source)
     if config.no_system_account:
         server.system_account = None
-    elif not config.system_account:
+    elif config.system_account:  # an account of the operator's, by public key
+        server.system_account = server.lookup_account(config.system_account, create=True)
+    else:
         named = next((op.system_account for op in settings.operators if op.system_account), None)
         if named:
             server.system_account = server.lookup_account(named, create=True)
     resolver = (DirectoryResolver(settings.directory, settings.preload)
                 if settings.directory is not None else MemoryResolver(settings.preload))
-    _modes[id(server)] = OperatorMode(server, settings, resolver)
+    server.stash[MODE] = OperatorMode(server, settings, resolver)
 
 
 @hookimpl
-def natsd_authenticators(server: Any) -> list[OperatorMode] | None:
-    mode = _modes.get(id(server))
+def natsd_authenticators(server: ServerAPI) -> list[OperatorMode] | None:
+    mode = server.stash.get(MODE, None)
     return [mode] if mode is not None else None
 
 
 @hookimpl
-def natsd_startup(server: Any) -> None:
-    mode = _modes.get(id(server))
+def natsd_startup(server: ServerAPI) -> None:
+    mode = server.stash.get(MODE, None)
     if mode is None:
         return
     system = server.system_account
@@ -64,13 +68,13 @@ def natsd_startup(server: Any) -> None:
             mode.account(system.name)
         except Exception as e:  # noqa: BLE001 - a missing system account JWT is not fatal
             log.warning("system account %s not loaded: %s", system.name, e)
-        _updates[id(server)] = ClaimUpdates(mode)
+        server.stash[UPDATES] = ClaimUpdates(mode)
     log.info("Operator mode: trusting %s", ", ".join(sorted(mode.trusted)))
 
 
 @hookimpl
-def natsd_shutdown(server: Any) -> None:
-    _modes.pop(id(server), None)
-    updates = _updates.pop(id(server), None)
+def natsd_shutdown(server: ServerAPI) -> None:
+    server.stash.pop(MODE, None)
+    updates = server.stash.pop(UPDATES, None)
     if updates is not None:
         updates.close()

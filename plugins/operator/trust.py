@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from natsd.routing.account import NO_LIMIT
+from natsd.routing.connection import NO_LIMIT
 from natsd.plugin.contracts import AuthRequest, AuthResult
 from natsd_jwt.claims import (
     AccountClaims, JWTError, UserClaims, account_of, decode, is_revoked, verify_account,

@@ -9,40 +9,41 @@ views (STATSZ, HEALTHZ, CONNS) and those other plugins register through
 
 from __future__ import annotations
 
-from typing import Any
-
 from natsd import hookimpl
+from natsd.plugin.contracts import ServerAPI
+from natsd.plugin.stash import StashKey
 
 from .events import SystemEvents
 
-_events: dict[int, SystemEvents] = {}
+EVENTS = StashKey[SystemEvents]()
 
 
 @hookimpl
-def natsd_observers(server: Any) -> SystemEvents | None:
+def natsd_observers(server: ServerAPI) -> SystemEvents | None:
     if server.system_account is None:
         return None
     events = SystemEvents(server, server.plugins.system_views(server))
-    _events[id(server)] = events
+    server.stash[EVENTS] = events
+    server.register_service("system", events)
     return events
 
 
 @hookimpl
-def natsd_stopping(server: Any) -> None:
-    events = _events.get(id(server))
+def natsd_stopping(server: ServerAPI) -> None:
+    events = server.stash.get(EVENTS, None)
     if events is not None:
         events.shutdown()
 
 
 @hookimpl
-def natsd_lame_duck(server: Any) -> None:
-    events = _events.get(id(server))
+def natsd_lame_duck(server: ServerAPI) -> None:
+    events = server.stash.get(EVENTS, None)
     if events is not None:
         events.lame_duck()
 
 
 @hookimpl
-def natsd_shutdown(server: Any) -> None:
-    events = _events.pop(id(server), None)
+def natsd_shutdown(server: ServerAPI) -> None:
+    events = server.stash.pop(EVENTS, None)
     if events is not None:
         events.close()

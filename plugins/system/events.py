@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from natsd.routing.stats import account_connections, account_traffic, process_usage, server_traffic
+from natsd.routing.stats import account_stat, process_usage, rfc3339, server_traffic, traffic
 
 log = logging.getLogger("natsd.system")
 
@@ -48,11 +48,6 @@ _NUID = string.ascii_letters + string.digits
 
 View = Callable[[Mapping[str, Any]], Any]
 """A view answers a request's JSON options (``{}`` when empty) with a JSON-able object."""
-
-
-def rfc3339(ts: float) -> str:
-    """A Unix time as Go's ``time.Time`` marshals it (UTC, with a ``Z``)."""
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def event_id() -> str:
@@ -73,22 +68,8 @@ def client_info(client: Any, *, stop: float | None = None) -> dict[str, Any]:
     if stop is not None:
         info["stop"] = rfc3339(stop)
     info["kind"] = "Client"
-    info["client_type"] = {"websocket": "websocket", "mqtt": "mqtt"}.get(client.kind, "nats")
+    info["client_type"] = {"websocket": "websocket", "mqtt": "mqtt"}.get(client.transport, "nats")
     return info
-
-
-def _traffic(msgs: int, nbytes: int) -> dict[str, int]:
-    return {"msgs": msgs, "bytes": nbytes}
-
-
-def account_stat(account: Any) -> dict[str, Any]:
-    """nats-server's ``AccountStat`` of ``account``: the ``account_connections`` body
-    without type, id and server, and an entry of monitoring's ``/accstatz``."""
-    conns = account_connections(account)
-    t = account_traffic(account)
-    return {"acc": account.name, "conns": conns, "leafnodes": 0, "total_conns": conns,
-            "sent": _traffic(t.out_msgs, t.out_bytes), "received": _traffic(t.in_msgs, t.in_bytes),
-            "slow_consumers": t.slow_consumers}
 
 
 def user_info(client: Any, account: Any) -> dict[str, Any]:
@@ -167,12 +148,12 @@ class SystemEvents:
         self._account_conns(client.account)
         self._publish(f"$SYS.ACCOUNT.{client.account.name}.DISCONNECT", {
             **self._advisory(DISCONNECT), "client": client_info(client, stop=time.time()),
-            "sent": _traffic(out_m, out_b), "received": _traffic(in_m, in_b), "reason": reason})
+            "sent": traffic(out_m, out_b), "received": traffic(in_m, in_b), "reason": reason})
 
     def auth_failed(self, client: Any, reason: str) -> None:
         self._publish(f"$SYS.SERVER.{self.server.server_id}.CLIENT.AUTH.ERR", {
             **self._advisory(DISCONNECT), "client": client_info(client, stop=time.time()),
-            "sent": _traffic(0, 0), "received": _traffic(0, 0), "reason": "Authentication Failure"})
+            "sent": traffic(0, 0), "received": traffic(0, 0), "reason": "Authentication Failure"})
 
     def shutdown(self) -> None:
         self._publish(f"$SYS.SERVER.{self.server.server_id}.SHUTDOWN",
@@ -200,7 +181,7 @@ class SystemEvents:
             "active_accounts": sum(1 for a in server.accounts.values()
                                    if any(getattr(c, "connected", False) for c in a.clients)),
             "subscriptions": sum(a.sublist.count for a in server.accounts.values()),
-            "sent": _traffic(t.out_msgs, t.out_bytes), "received": _traffic(t.in_msgs, t.in_bytes),
+            "sent": traffic(t.out_msgs, t.out_bytes), "received": traffic(t.in_msgs, t.in_bytes),
             "slow_consumers": server.slow_consumers, "active_servers": 1,
         }
 

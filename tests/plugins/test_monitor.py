@@ -409,7 +409,7 @@ async def test_views_plugin_can_be_denied(natsd_factory: Any) -> None:
 def test_config_errors() -> None:
     with pytest.raises(ConfError, match="HTTPS monitoring uses the server's certificate"):
         asyncio.run(Server(parse("port: 0\nhttps_port: 8443")).start())
-    with pytest.raises(ConfError, match="provided by the natsd plugin 'monitor'"):
+    with pytest.raises(ConfError, match="configures HTTP monitoring, which needs a natsd plugin"):
         Server(parse("port: 0\nhttp_port: 0\nplugins { deny: [monitor] }"))
 
 
@@ -455,7 +455,7 @@ def test_command_line_flag(tmp_path: Any) -> None:
     conf.write_text("plugins { deny: [monitor] }\n")
     out = subprocess.run([sys.executable, "-m", "natsd", "-c", str(conf), "-m", "0"],
                          capture_output=True, text=True, timeout=30)
-    assert out.returncode == 1 and "-m/--http_port is provided by the natsd plugin 'monitor'" in out.stderr
+    assert out.returncode == 2 and "-m/--http_port configures HTTP monitoring" in out.stderr
 
 
 def test_an_endpoint_offered_twice_is_an_error(natsd_factory: Any) -> None:

@@ -51,10 +51,10 @@ def test_wrong_type_is_refused() -> None:
 
 
 @pytest.mark.parametrize("key", ["mqtt", "websocket", "jetstream", "leafnodes", "gateway", "cluster"])
-def test_plugin_blocks_without_plugin_name_the_plugin(key: str) -> None:
+def test_plugin_blocks_without_plugin_name_the_capability(key: str) -> None:
     with pytest.raises(ConfError) as info:
         load(parse(f"port: 1\n{key} {{ port: 2 }}\n", "n.conf"))
-    assert info.value.line == 2 and "natsd_plugins." in str(info.value)
+    assert info.value.line == 2 and "which needs a natsd plugin" in str(info.value)
 
 
 def test_not_yet_supported_keys_say_so() -> None:

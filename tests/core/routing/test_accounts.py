@@ -11,7 +11,8 @@ import nats
 import pytest
 
 from natsd import hookimpl
-from natsd.routing.account import NO_LIMIT, Account, min_limit
+from natsd.routing.account import Account
+from natsd.routing.connection import NO_LIMIT, min_limit
 from natsd.config.conf import ConfError, parse
 from natsd.plugin.contracts import AuthRequest, AuthResult
 from natsd.server import Server

@@ -49,7 +49,7 @@ class AuditObserver:
     def client_closed(self, client: Any, reason: str) -> None:
         self.stats.open -= 1
         log.info("audit: %s client cid=%d user=%s account=%s closed (%s) after %d messages in",
-                 client.kind, client.cid, client.user or "-", client.account.name, reason,
+                 client.transport, client.cid, client.user or "-", client.account.name, reason,
                  client.in_msgs)
 
     def message_published(self, client: Any, account: Any, subject: bytes, reply: bytes | None,

@@ -1,0 +1,252 @@
+"""Delivery: how one published message reaches every receiver of its account.
+
+:func:`deliver` is the router (``Account.deliver``). It looks the subject up
+in the account's sublist (a cached :class:`~.sublist.SublistResult` is one
+dict lookup) and then:
+
+1. **Local plain subscriptions.** For each, three references are appended to
+   the receiver's output list (``MSG <subject> <sid> ``, ``[reply ]size``,
+   the payload) and the receiver goes on the dirty list once; no bytes are
+   copied. Receivers with permissions, auto-unsubscribe or no output list
+   (in-process clients) take the careful path, :func:`deliver_one`.
+2. **Queue groups.** One member per group. A group with only local members
+   is served by a uniformly random member. A group with members on other
+   servers follows nats-server's rules (:data:`QUEUE_PICK`): a message from
+   a client picks among local members and routes (weighted by the routes'
+   queue weights), leaf nodes only when nothing else can take it; a message
+   that came over a route is served by a local member first.
+3. **Remote connections** (routes, leaf nodes) with interest get the message
+   once each, through :meth:`Connection.forward`, with the names of the
+   queue groups they were chosen for; :data:`FORWARD` says which kinds may
+   receive from which (a message from a route never goes to another route:
+   the one-hop rule).
+4. **Egress** (``Account.egress``, gateways): called once after local
+   delivery with the match result and the queue groups already served.
+
+The single-server path (no remote interest, no egress) pays one check for
+both. ``deliver`` returns whether anything could receive the message (for
+no-responders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from random import random
+from typing import TYPE_CHECKING, Any
+
+from natsd.wire.protocol import CRLF
+
+from .connection import LOCAL_KINDS, SLOW_CONSUMER_PENDING, Kind
+from .sublist import SublistResult, Subscription
+
+if TYPE_CHECKING:
+    from .account import Account
+    from .connection import Connection
+
+_LEAF = Kind.LEAF
+_ROUTER = Kind.ROUTER
+
+FORWARD: dict[int, frozenset[Kind]] = {
+    **{k: frozenset({Kind.ROUTER, Kind.LEAF}) for k in LOCAL_KINDS},
+    Kind.ROUTER: frozenset({Kind.LEAF}),
+    Kind.LEAF: frozenset({Kind.ROUTER, Kind.LEAF}),
+    Kind.GATEWAY: frozenset({Kind.ROUTER, Kind.LEAF}),
+}
+"""Sender kind -> kinds of remote connections that may receive its messages (plain interest).
+
+Gateways never appear: they receive through egress. A connection never
+receives its own message back.
+"""
+
+QUEUE_PICK: dict[int, frozenset[Kind]] = {
+    **{k: frozenset({Kind.ROUTER}) for k in LOCAL_KINDS},
+    Kind.ROUTER: frozenset(),
+    Kind.LEAF: frozenset({Kind.ROUTER}),
+    Kind.GATEWAY: frozenset({Kind.ROUTER}),
+}
+"""Sender kind -> remote kinds that take part in a queue group's random pick beside local
+members. Leaf nodes are a fallback for every sender: chosen only when no other member is."""
+
+EGRESS_FROM = LOCAL_KINDS | {Kind.LEAF}
+"""Sender kinds whose messages are offered to the account's egress (gateways)."""
+
+Egress = Any
+"""``egress(sender, account, subject, reply, size, payload, hdr, result, served) -> bool``:
+``served`` names the queue groups already served; returns True if the message went out."""
+
+
+def deliver(account: Account, sender: Any, subject: bytes, reply: bytes | None, size: bytes,
+            payload: bytes, hdr: int, queues: Sequence[bytes] | None = None) -> bool:
+    """Deliver one message published in ``account``; True if anybody could receive it.
+
+    ``payload`` ends with CRLF; ``hdr`` is the header length (0: no
+    headers); ``size`` is the total size as the publisher wrote it.
+    ``queues`` is ``None`` for a message published on this server; for one
+    that arrived from another server it names the queue groups this server
+    should serve (empty: none).
+    """
+    sublist = account.sublist
+    result = sublist.cache.get(subject)
+    if result is None:
+        result = sublist.match(subject)
+    if result.psubs:
+        if hdr:
+            for sub in result.psubs:
+                if sub.client is not sender or sender.echo:
+                    deliver_one(sender, sub, subject, reply, size, payload, hdr)
+        else:
+            targets = result.targets
+            if targets is None:
+                targets = result.targets = tuple(
+                    (s, s.client, s.client.out, b"MSG " + subject + b" " + s.sid + b" ")
+                    for s in result.psubs)
+            tail = reply + b" " + size + CRLF if reply is not None else size + CRLF
+            nbytes = len(tail) + len(payload)
+            psize = len(payload) - 2
+            dirty = sender.server.dirty
+            echo = sender.echo
+            # The hot loop: Connection.add_msg's bookkeeping, inlined (a method call per
+            # delivery costs more than the rest of the loop body on 1->1 traffic).
+            for sub, client, out, prefix in targets:
+                if client is sender and not echo:
+                    continue
+                if out is None or sub.max_msgs or client.perms is not None:
+                    deliver_one(sender, sub, subject, reply, size, payload, 0)
+                    continue
+                out.append(prefix)
+                out.append(tail)
+                out.append(payload)
+                sub.delivered += 1
+                client.out_msgs += 1
+                client.out_bytes_total += psize
+                client.out_bytes += len(prefix) + nbytes
+                if not client.dirty:
+                    client.dirty = True
+                    dirty.append(client)
+                if client.out_bytes > client.max_pending:
+                    client.slow_consumer(SLOW_CONSUMER_PENDING)
+    if queues is None and result.remote is None and not account.egress:
+        for group in result.qsubs:
+            sub = group[int(random() * len(group))]
+            client = sub.client
+            if sub.closed or sub.max_msgs or hdr or client.out is None or client.perms is not None or (
+                    client is sender and not sender.echo):
+                _serve_group(sender, group, sub, subject, reply, size, payload, hdr)
+                continue
+            tail = reply + b" " + size + CRLF if reply is not None else size + CRLF
+            sub.delivered += 1
+            client.add_msg(b"MSG " + subject + b" " + sub.sid + b" ", tail, payload, len(payload) - 2)
+        return result.interest
+    return _beyond(account, sender, result, subject, reply, size, payload, hdr, queues)
+
+
+def _beyond(account: Account, sender: Any, result: SublistResult, subject: bytes,
+            reply: bytes | None, size: bytes, payload: bytes, hdr: int,
+            queues: Sequence[bytes] | None) -> bool:
+    """Queue groups with remote members or a queue filter, remote connections, egress."""
+    kind = sender.kind
+    remote = result.remote
+    served: list[bytes] = []
+    targets: dict[Any, list[bytes]] = {}
+    if remote is not None:
+        allowed = FORWARD.get(kind, frozenset())
+        for conn in remote.plain:
+            if conn is not sender and conn.kind in allowed:
+                targets[conn] = []
+    if queues is None or queues:
+        pick = QUEUE_PICK.get(kind, frozenset())
+        groups = [(g[0].queue, g) for g in result.qsubs]
+        if remote is not None:
+            groups.extend(remote.groups)
+        for name, members in groups:
+            if queues is not None and name not in queues:
+                continue
+            sub = _choose(sender, members, pick)
+            if sub is None:
+                continue
+            client = sub.client
+            if client.kind in LOCAL_KINDS:
+                deliver_one(sender, sub, subject, reply, size, payload, hdr)
+            else:
+                targets.setdefault(client, []).append(name)  # type: ignore[arg-type]
+            served.append(name)  # type: ignore[arg-type]
+    for conn, names in targets.items():
+        conn.forward(sender, account, subject, reply, size, payload, hdr, names)
+    delivered = result.interest
+    if account.egress and kind in EGRESS_FROM:
+        for egress in account.egress:
+            if egress(sender, account, subject, reply, size, payload, hdr, result, served):
+                delivered = True
+    return delivered
+
+
+def _choose(sender: Any, members: tuple[Subscription, ...], pick: frozenset[Kind]
+            ) -> Subscription | None:
+    """One member of a queue group, from a random start (see :data:`QUEUE_PICK`)."""
+    n = len(members)
+    start = int(random() * n)
+    fallback = None
+    for k in range(n):
+        sub = members[(start + k) % n]
+        if sub.closed:
+            continue
+        client = sub.client
+        kind = client.kind
+        if kind in LOCAL_KINDS:
+            if client is sender and not sender.echo:
+                continue
+            return sub
+        if client is sender:
+            continue
+        if kind in pick:
+            return sub
+        if kind == _LEAF and fallback is None:
+            fallback = sub
+    return fallback
+
+
+def _serve_group(sender: Any, group: tuple[Subscription, ...], first: Subscription,
+                 subject: bytes, reply: bytes | None, size: bytes, payload: bytes,
+                 hdr: int) -> None:
+    """Deliver to one member of a local queue group, starting at ``first``."""
+    n = len(group)
+    start = group.index(first)
+    for k in range(n):
+        sub = group[(start + k) % n]
+        if sub.closed or (sub.client is sender and not sender.echo):
+            continue
+        deliver_one(sender, sub, subject, reply, size, payload, hdr)
+        return
+
+
+def deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | None,
+                size: bytes, payload: bytes, hdr: int) -> None:
+    """Deliver to one local subscription, checking its connection's permissions.
+
+    Frames are ``MSG``, ``HMSG``, or ``MSG`` with the headers stripped for a
+    client that did not ask for headers; in-process clients get a call.
+    Auto-unsubscribe (``UNSUB <sid> <max>``) is counted here.
+    """
+    client: Connection = sub.client
+    perms = client.perms
+    if perms is not None:
+        if perms.deny_delivery(subject):
+            return
+        if reply is not None:
+            perms.note_request(reply)
+    if client.out is None:
+        headers = payload[:hdr] if hdr else None
+        client.deliver(sub, subject, reply, headers, payload[hdr:-2], sender)
+    else:
+        rep = reply + b" " if reply is not None else b""
+        head = b"MSG " + subject + b" " + sub.sid + b" "
+        if not hdr:
+            client.add_msg(head, rep + size + CRLF, payload, len(payload) - 2)
+        elif client.headers:
+            client.add_msg(b"H" + head, b"%s%d %s\r\n" % (rep, hdr, size), payload, len(payload) - 2)
+        else:  # strip headers for clients that did not ask for them
+            body = payload[hdr:]
+            client.add_msg(head, b"%s%d\r\n" % (rep, len(body) - 2), body, len(payload) - 2)
+    sub.delivered += 1
+    if sub.max_msgs and sub.delivered >= sub.max_msgs:
+        client.remove_sub(sub)
