@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from natsd.plugin.hookspecs import hookimpl  # noqa: E402  (cheap: a pluggy marker)
+from natsd.plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from natsd.config import ConfigError, ServerConfig

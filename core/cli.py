@@ -13,10 +13,13 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from natsd import __version__
 from natsd.config import log as natsd_log
+
+if TYPE_CHECKING:
+    from natsd.plugin.manager import OptionParser
 
 log = logging.getLogger("natsd")
 

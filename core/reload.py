@@ -26,14 +26,19 @@ import dataclasses
 import inspect
 import logging
 import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from natsd.config import ConfigError, ServerConfig
 from natsd.config import log as natsd_log
 from natsd.routing.account import GLOBAL_ACCOUNT, Account, configure_accounts
-from natsd.config import ConfigError, ServerConfig
 
 if TYPE_CHECKING:
-    from natsd.server import Server
+    from natsd.plugin.contracts import ServerAPI
+
+    class Server(ServerAPI, Protocol):
+        """What a reload needs of the server (:class:`natsd.server.Server`)."""
+
+        def after_reload(self, changed: list[str]) -> None: ...
 
 log = logging.getLogger("natsd.server")
 
@@ -89,7 +94,7 @@ def _validate_accounts(server: Server, new: ServerConfig) -> None:
 
     fake = types.SimpleNamespace(config=new, accounts=scratch, links=None, loop=server.loop,
                                  lookup_account=lookup, global_account=lookup(GLOBAL_ACCOUNT))
-    configure_accounts(fake, new)  # type: ignore[arg-type]  # forwarders land in the scratch accounts
+    configure_accounts(fake, new)  # forwarders land in the scratch accounts
 
 
 async def reload(server: Server, new: ServerConfig) -> list[str]:
@@ -139,8 +144,8 @@ async def reload(server: Server, new: ServerConfig) -> list[str]:
 
 
 def _enforce_max_connections(server: Server) -> None:
-    from natsd.wire import errors
     from natsd.conn.client import MAX_CONNECTIONS
+    from natsd.wire import errors
 
     limit = server.config.max_connections
     excess = len(server.clients) - limit

@@ -161,8 +161,8 @@ class Server:
                 "auth plugin (natsd_plugins.auth) is denied or not installed",
                 file=cfg.source, key="authorization" if cfg.authorization else "accounts")
         self.storage_backends = self.plugins.storage_backends(self)
-        for listener in self.plugins.interest_listeners(self):
-            self.interest.listen(listener, listener.kinds)
+        for watcher in self.plugins.interest_listeners(self):
+            self.interest.listen(watcher, watcher.kinds)
         self.observers = self.plugins.observers(self)
         self._pick_client_class()
         log.info("Starting natsd (nats-server %s compatible)", NATS_SERVER_VERSION)
@@ -445,7 +445,7 @@ class Server:
             record_close(self, conn)
         conn.drop_subs()
         conn.account.clients.discard(conn)
-        self._internal.discard(conn)  # type: ignore[arg-type]
+        self._internal.discard(conn)
         if registered:
             conn_log.debug("%s - Client connection closed: %s", conn.describe(), reason)
             if conn.connected:
@@ -593,7 +593,7 @@ class Server:
     def event_server_info(self) -> dict[str, Any]:
         """The ``server`` object of system-account messages (nats-server's ServerInfo)."""
         self._event_seq += 1
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         return {"name": self.name, "host": self.host, "id": self.server_id,
                 "ver": NATS_SERVER_VERSION, "seq": self._event_seq, "jetstream": False,
                 "time": now.isoformat().replace("+00:00", "Z")}

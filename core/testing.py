@@ -76,7 +76,7 @@ class RunningServer:
     def reload(self, config: Any = None) -> list[str]:
         """:meth:`natsd.Server.reload` on the server's loop: re-read its config file
         (or take ``config``); returns the changed settings, raises ``ConfigError``."""
-        return asyncio.run_coroutine_threadsafe(  # type: ignore[no-any-return]
+        return asyncio.run_coroutine_threadsafe(
             self.server.reload(config), self.loop).result(10)
 
     def stop(self) -> None:

@@ -114,7 +114,7 @@ class Permission:
         return out
 
     @classmethod
-    def from_json(cls, d: dict) -> "Permission":
+    def from_json(cls, d: dict) -> Permission:
         return cls(_strs(d, "allow"), _strs(d, "deny"))
 
     def empty(self) -> bool:
@@ -132,7 +132,7 @@ class ResponsePermission:
         return {"max": self.max_msgs, "ttl": self.ttl_ns}
 
     @classmethod
-    def from_json(cls, d: dict) -> "ResponsePermission":
+    def from_json(cls, d: dict) -> ResponsePermission:
         return cls(_int(d, "max"), _int(d, "ttl"))
 
 
@@ -149,7 +149,7 @@ class Permissions:
         return out
 
     @classmethod
-    def from_json(cls, d: dict) -> "Permissions":
+    def from_json(cls, d: dict) -> Permissions:
         resp = d.get("resp")
         return cls(Permission.from_json(_obj(d, "pub")), Permission.from_json(_obj(d, "sub")),
                    ResponsePermission.from_json(_obj(d, "resp")) if resp is not None else None)
@@ -195,7 +195,7 @@ class AccountLimits:
         return out
 
     @classmethod
-    def from_json(cls, d: dict) -> "AccountLimits":
+    def from_json(cls, d: dict) -> AccountLimits:
         known = {*cls._INTS, "wildcards", "disallow_bearer", "conn", "leaf"}
         return cls(**{k: _int(d, k) for k in cls._INTS}, wildcards=bool(d.get("wildcards")),
                    disallow_bearer=bool(d.get("disallow_bearer")), conn=_int(d, "conn"),
@@ -261,7 +261,7 @@ class Claims:
                     raw=payload)
 
     @classmethod
-    def from_payload(cls, payload: dict, nats: dict, version: int) -> "Claims":
+    def from_payload(cls, payload: dict, nats: dict, version: int) -> Claims:
         return cls(**cls._base_kwargs(payload, nats), version=version)
 
 
@@ -272,7 +272,7 @@ class GenericClaims(Claims):
     kind: str = ""
 
     @classmethod
-    def from_payload(cls, payload: dict, nats: dict, version: int) -> "GenericClaims":
+    def from_payload(cls, payload: dict, nats: dict, version: int) -> GenericClaims:
         kwargs = cls._base_kwargs(payload, nats)
         return cls(**kwargs, version=version, kind=_str(nats, "type") or _str(payload, "type"))
 
@@ -304,7 +304,7 @@ class OperatorClaims(Claims):
         return out
 
     @classmethod
-    def from_payload(cls, payload: dict, nats: dict, version: int) -> "OperatorClaims":
+    def from_payload(cls, payload: dict, nats: dict, version: int) -> OperatorClaims:
         return cls(**cls._base_kwargs(payload, nats), version=version,
                    signing_keys=_strs(nats, "signing_keys"),
                    account_server_url=_str(nats, "account_server_url"),
@@ -356,7 +356,7 @@ class AccountClaims(Claims):
         return out
 
     @classmethod
-    def from_payload(cls, payload: dict, nats: dict, version: int) -> "AccountClaims":
+    def from_payload(cls, payload: dict, nats: dict, version: int) -> AccountClaims:
         revocations = _obj(nats, "revocations")
         return cls(**cls._base_kwargs(payload, nats), version=version,
                    imports=list(nats.get("imports") or []), exports=list(nats.get("exports") or []),
@@ -429,7 +429,7 @@ class UserClaims(Claims):
         return out
 
     @classmethod
-    def from_payload(cls, payload: dict, nats: dict, version: int) -> "UserClaims":
+    def from_payload(cls, payload: dict, nats: dict, version: int) -> UserClaims:
         src = nats.get("src") or []
         if isinstance(src, str):  # older tokens: one comma-separated string
             src = [s.strip().lower() for s in src.split(",") if s.strip()]
@@ -921,7 +921,9 @@ def encode(claims: Claims, signer: KeyPair, *, issued_at: int | None = None,
     signed = dataclasses.replace(claims, issuer=signer.public_key,
                                  issued_at=int(time.time()) if issued_at is None else issued_at)
     signed = dataclasses.replace(signed, jti=_jti(signed))
-    return _JWS.encode(_go_json(signed.to_payload()), signer, algorithm=algorithm, sort_headers=False)
+    # The ed25519-nkey algorithm natsd registers signs with a KeyPair.
+    return _JWS.encode(_go_json(signed.to_payload()), signer,  # type: ignore[arg-type]
+                       algorithm=algorithm, sort_headers=False)
 
 
 def encode_generic(kind: str, subject: str, nats: dict, signer: KeyPair, *,
@@ -934,7 +936,8 @@ def encode_generic(kind: str, subject: str, nats: dict, signer: KeyPair, *,
     if expires:
         payload["exp"] = expires
     payload["nats"] = {**nats, "type": kind, "version": 2}
-    return _JWS.encode(_go_json(payload), signer, algorithm=ALGORITHM, sort_headers=False)
+    return _JWS.encode(_go_json(payload), signer,  # type: ignore[arg-type]
+                       algorithm=ALGORITHM, sort_headers=False)
 
 
 # --------------------------------------------------------------------------

@@ -25,11 +25,22 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .claims import (
-    ALL_KEYS, AccountClaims, JWTError, OperatorClaims, Permission, Permissions, UserClaims,
-    decode, encode, format_creds, parse_creds, read_operator_jwt,
-)
 from natsd.security.nkeys import KeyPair, NKeyError, Prefix
+
+from .claims import (
+    ALL_KEYS,
+    AccountClaims,
+    JWTError,
+    OperatorClaims,
+    Permission,
+    Permissions,
+    UserClaims,
+    decode,
+    encode,
+    format_creds,
+    parse_creds,
+    read_operator_jwt,
+)
 
 SYSTEM_ACCOUNT = "SYS"
 _DURATION = re.compile(r"(-?\d+)([smhdw]?)")

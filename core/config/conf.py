@@ -548,7 +548,7 @@ class _Parser:
             value = _dt.datetime.strptime(match.group(), "%Y-%m-%dT%H:%M:%SZ")
         except ValueError as exc:
             raise self.error(f"invalid datetime {match.group()!r}: {exc}", start) from None
-        return value.replace(tzinfo=_dt.timezone.utc)
+        return value.replace(tzinfo=_dt.UTC)
 
     # -- variables and includes ----------------------------------------------
 
@@ -705,6 +705,7 @@ def parse(text: str, filename: str = "<string>", env: Mapping[str, str] | None =
     current directory for ``"<string>"``); ``$VAR`` falls back to ``env``,
     which defaults to ``os.environ``.
     """
+    active: tuple[str, ...]
     if filename == "<string>":
         base_dir, active = os.getcwd(), ()
     else:  # `active` lets an include of the file itself be caught as a cycle
@@ -766,9 +767,9 @@ def parse_duration(
         if math.isfinite(seconds):
             return seconds
     elif isinstance(value, str):
-        seconds = _go_duration(value)
-        if seconds is not None:
-            return seconds
+        parsed = _go_duration(value)
+        if parsed is not None:
+            return parsed
     raise ConfError(f"invalid duration {value!r}", file=file, line=line, key=key)
 
 

@@ -69,7 +69,7 @@ class RotatingLogFile(logging.FileHandler):
         try:
             if self.stream is not None:
                 self.stream.close()
-                self.stream = None  # type: ignore[assignment]
+                self.stream = None
             now = time.time()
             stamp = time.strftime("%Y.%m.%d.%H.%M.%S", time.localtime(now))
             os.replace(self.baseFilename, f"{self.baseFilename}.{stamp}.{int(now % 1 * 1e6):06d}")
@@ -107,7 +107,6 @@ def configure(debug: bool = False, trace: bool = False, logtime: bool = True,
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(NatsFormatter(logtime))
-    handler._natsd = True  # type: ignore[attr-defined]  # installed by natsd, may be reconfigured
     logger = logging.getLogger("natsd")
     for old in list(logger.handlers):
         logger.removeHandler(old)
@@ -125,7 +124,7 @@ def configure_from(config: Any) -> None:
 
 def installed() -> bool:
     """True if natsd's own handler is in place (the command line installed it)."""
-    return any(getattr(h, "_natsd", False) for h in logging.getLogger("natsd").handlers)
+    return any(isinstance(h.formatter, NatsFormatter) for h in logging.getLogger("natsd").handlers)
 
 
 def reopen() -> None:

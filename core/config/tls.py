@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .options import config_error
 from .conf import ConfError, parse_duration
+from .options import config_error
 
 TLS_TIMEOUT = 2.0
 """nats-server's default TLS handshake timeout, in seconds."""

@@ -26,6 +26,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from natsd.config.log import TRACE
+from natsd.plugin.auth import NOBODY_ACCEPTED
 from natsd.plugin.contracts import AuthRequest, AuthResult
 from natsd.routing.account import GLOBAL_ACCOUNT
 from natsd.routing.connection import (
@@ -44,8 +45,6 @@ from natsd.routing.sublist import SublistResult, Subscription
 from natsd.wire import errors
 from natsd.wire.errors import ProtocolError
 from natsd.wire.protocol import CRLF, OK, PING, PONG, Parser, encode_err, encode_info, split_run
-
-from natsd.plugin.auth import NOBODY_ACCEPTED
 
 if TYPE_CHECKING:
     from natsd.plugin.contracts import ByteTransport, ServerAPI
@@ -78,9 +77,8 @@ class Client(Connection, asyncio.Protocol):
     plugin's adapter that frames what the client writes (WebSocket).
     """
 
-    __slots__ = ("io", "parser", "verbose", "pedantic", "no_responders", "authorized",
-                 "pings_out", "nonce", "_ping_timer", "_auth_timer", "_deadline_timer",
-                 "_auth_task")
+    __slots__ = ("io", "parser", "verbose", "pedantic", "no_responders", "pings_out", "nonce",
+                 "_ping_timer", "_auth_timer", "_deadline_timer", "_auth_task")
 
     def __init__(self, server: ServerAPI, transport: str = "tcp") -> None:
         super().__init__(server, server.global_account, kind=Kind.CLIENT, transport=transport)
@@ -449,7 +447,7 @@ class Client(Connection, asyncio.Protocol):
             return
         perms = self.perms
         if (perms is not None and not perms.can_subscribe(subject, queue)) or queue == b"_sys_":
-            from natsd.security.permissions import sub_violation
+            from natsd.wire.errors import sub_violation
 
             text = sub_violation(subject, queue)
             log.error("%s - Subscription Violation - %s", self.describe(), text)
@@ -561,7 +559,7 @@ class Client(Connection, asyncio.Protocol):
             client.add_msg(stream, b"", b"", total, count)
 
     def _pub_violation(self, subject: bytes) -> None:
-        from natsd.security.permissions import pub_violation
+        from natsd.wire.errors import pub_violation
 
         text = pub_violation(subject)
         log.error("%s - Publish Violation - %s", self.describe(), text)
@@ -641,7 +639,7 @@ class TracedClient(ObservedClient):
         super().on_sub(subject, queue, sid)
 
     def on_unsub(self, sid: bytes, max_msgs: int | None) -> None:
-        self._trace("<<-", f"UNSUB {sid.decode(errors='replace')}{' %d' % max_msgs if max_msgs else ''}")
+        self._trace("<<-", f"UNSUB {sid.decode(errors='replace')}{f' {max_msgs}' if max_msgs else ''}")
         super().on_unsub(sid, max_msgs)
 
     def on_ping(self) -> None:

@@ -7,9 +7,10 @@ they open a TLS record (0x16), upgrades the connection with
 ``loop.start_tls`` and replays them into the TLS layer; anything else is a
 ``TLS Handshake Failure``: the client gets ``-ERR 'Secure Connection - TLS
 Required'`` and is closed (nats-server 2.9.10 writes the same error but
-closes with the client's bytes unread, so the client sees a reset), unless ``allow_non_tls`` lets a plaintext client through. With
-``handshake_first`` INFO waits until the handshake is done, or until the
-fallback delay passes without a byte. A handshake that does not finish within
+closes with the client's bytes unread, so the client sees a reset), unless
+``allow_non_tls`` lets a plaintext client through. With ``handshake_first``
+INFO waits until the handshake is done, or until the fallback delay passes
+without a byte. A handshake that does not finish within
 ``timeout`` is cut; it never holds up the accept loop or other clients.
 
 Once the handshake is done the gate hands the TLS transport to the client
@@ -23,13 +24,15 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .client import TLS_HANDSHAKE_FAILURE
-from natsd.wire.errors import SECURE_CONNECTION_REQUIRED
 from natsd.security.peercert import TLSConnection
+from natsd.wire.errors import SECURE_CONNECTION_REQUIRED
+
+from .client import TLS_HANDSHAKE_FAILURE
 
 if TYPE_CHECKING:
-    from .client import Client
     from natsd.config.tls import TLSSettings
+
+    from .client import Client
 
 log = logging.getLogger("natsd.client")
 
@@ -58,7 +61,7 @@ class TLSGate(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         client = self.client
-        if not client.accept(transport, send_info=self.info_first):
+        if not client.accept(transport, send_info=self.info_first):  # type: ignore[arg-type]
             return
         loop = client.server.loop
         log.debug("%s - Starting TLS client connection handshake", client.describe())

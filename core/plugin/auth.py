@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from .contracts import AuthRequest, AuthResult, Authenticator
+from .contracts import Authenticator, AuthRequest, AuthResult
 
 log = logging.getLogger("natsd.auth")
 
@@ -58,7 +58,7 @@ class AuthChain:
                 return AuthResult(ok=False, reason=f"authenticator {self.authenticators[index]!r} raised")
             if result is None:
                 index, result = self.first(request, index + 1)
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def authenticate(self, request: AuthRequest) -> AuthResult:
         """The chain's verdict for ``request``, never ``None``.

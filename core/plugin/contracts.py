@@ -8,7 +8,7 @@ methods listed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -18,13 +18,14 @@ if TYPE_CHECKING:
     import asyncio
     from collections import deque
 
-    from natsd.config import ServerConfig
+    from natsd.config.tls import TLSSettings
     from natsd.routing.account import Account
     from natsd.routing.connection import Connection, Kind
     from natsd.routing.interest import InterestRegistry
     from natsd.routing.internal import InternalClient
     from natsd.routing.stats import ClosedClient, Totals
     from natsd.routing.sublist import Subscription
+    from natsd.security.nkeys import KeyPair
     from natsd.security.peercert import PeerCertificate
 
     from .auth import AuthChain
@@ -201,6 +202,8 @@ class ServerAPI(Host, Protocol):
     # -- identity and settings --
     name: str
     server_id: str
+    server_key: KeyPair
+    """The server's NKey (its public key is ``server_id``); it signs the server's own JWTs."""
     host: str
     port: int
     start_time: float
@@ -217,6 +220,10 @@ class ServerAPI(Host, Protocol):
     def running(self) -> bool: ...
     @property
     def in_lame_duck(self) -> bool: ...
+    @property
+    def auth_required(self) -> bool: ...
+    tls: TLSSettings | None
+    """The client port's TLS settings for new connections."""
 
     # -- accounts and connections --
     accounts: dict[str, Account]

@@ -109,7 +109,7 @@ def natsd_config_blocks() -> Iterable[str] | None:
 
 @hookspec
 def natsd_configure(
-    server: ServerAPIAPI, config: ServerConfig, block: Mapping[str, Any] | None
+    server: ServerAPI, config: ServerConfig, block: Mapping[str, Any] | None
 ) -> None:
     """Validate and take the plugin's configuration.
 

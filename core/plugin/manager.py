@@ -69,7 +69,7 @@ class PluginManager:
         """pluggy's hook relay, for plugins calling the hooks they declared."""
         return self.pm.hook
 
-    def add_hookspecs(self, module: ModuleType | object) -> None:
+    def add_hookspecs(self, module: ModuleType | type) -> None:
         """Declare a plugin's own hooks (from ``natsd_addhooks``); declaring twice is harmless."""
         names = [n for n in dir(module) if n.startswith("natsd_")]
         if names and all(getattr(self.pm.hook, n, None) is not None and
@@ -138,8 +138,10 @@ class PluginManager:
         return [(i.plugin_name, i.plugin) for i in reversed(impls) if not (i.wrapper or i.hookwrapper)]
 
     def _call_one(self, hook_name: str, plugin: object, **kwargs: Any) -> Any:
-        """Call one plugin's implementation of a hook (and that plugin's wrappers)."""
-        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        """Call one plugin's implementation of a hook, inside every plugin's wrappers of it."""
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        wrapping = {id(i.plugin) for i in impls if i.wrapper or i.hookwrapper}
+        others = [p for p in self.pm.get_plugins() if p is not plugin and id(p) not in wrapping]
         return self.pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
 
     # -- the command line --------------------------------------------------

@@ -164,7 +164,7 @@ class Connection:
 
     __slots__ = (
         "server", "kind", "transport", "cid", "account", "subs", "out", "out_bytes", "dirty",
-        "closed", "connected", "echo", "headers", "perms", "max_subs", "max_pending", "name",
+        "closed", "connected", "authorized", "echo", "headers", "perms", "max_subs", "max_pending", "name",
         "lang", "version", "user", "remote", "start", "last", "in_msgs", "in_bytes", "out_msgs",
         "out_bytes_total", "close_reason", "connect_options", "auth_result", "tls",
         "_expiry_timer",
@@ -183,6 +183,7 @@ class Connection:
         self.dirty = False
         self.closed = False
         self.connected = False  # accepted and announced to observers
+        self.authorized = True  # a client socket is not until its CONNECT is accepted
         self.echo = True
         self.headers = False
         self.perms: Permits | None = None

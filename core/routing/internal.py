@@ -83,7 +83,7 @@ class InternalClient(Connection):
         if self.closed:
             raise RuntimeError(f"{self!r} is closed")
         if self.perms is not None and not self.perms.can_subscribe(subj, q):
-            from natsd.security.permissions import sub_violation
+            from natsd.wire.errors import sub_violation
 
             raise PermissionError(sub_violation(subj, q))
         if 0 <= self.max_subs <= len(self.subs):
@@ -129,7 +129,7 @@ class InternalClient(Connection):
         if not valid_literal_subject(subj):
             raise ValueError(f"invalid publish subject {subject!r}")
         if self.perms is not None and not self.perms.can_publish(subj):
-            from natsd.security.permissions import pub_violation
+            from natsd.wire.errors import pub_violation
 
             raise PermissionError(pub_violation(subj))
         hdr = headers or b""

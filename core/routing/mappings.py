@@ -70,9 +70,10 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Mapping as _MappingABC
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from natsd.config.conf import ConfError, ConfList, ConfMap
+
 from .subjects import valid_subject
 
 __all__ = [
@@ -323,7 +324,7 @@ def _split(i: int, sep: bytes) -> Callable[[list[bytes]], bytes]:
     return split
 
 
-_Op = Union[bytes, int, Callable[[list[bytes]], bytes]]
+_Op = bytes | int | Callable[[list[bytes]], bytes]
 
 
 def _as_text(subject: str | bytes) -> str:
@@ -479,7 +480,7 @@ class MapDest:
     cluster: str = ""
 
 
-_DestLike = Union[MapDest, str, bytes, Sequence[Any]]
+_DestLike = MapDest | str | bytes | Sequence[Any]
 _RANDOM = random.Random()
 
 
@@ -506,9 +507,10 @@ class Mapping:
         self.source: bytes = _as_bytes(src)
         if not valid_subject(self.source):
             raise MappingError(_BAD_SUBJECT)
-        if isinstance(destinations, (str, bytes, MapDest)):
-            destinations = [destinations]
-        dests = [_map_dest(d) for d in destinations]
+        listed: Iterable[_DestLike] = (
+            [destinations] if isinstance(destinations, (str, bytes, MapDest))
+            else destinations)  # type: ignore[assignment]
+        dests = [_map_dest(d) for d in listed]
         main: list[tuple[SubjectTransform, int]] = []
         by_cluster: dict[str, list[tuple[SubjectTransform, int]]] = {}
         seen: set[str] = set()
@@ -603,7 +605,7 @@ def _map_dest(d: _DestLike) -> MapDest:
         return d
     if isinstance(d, (str, bytes)):
         return MapDest(_as_text(d))
-    subject, *rest = d
+    subject, *rest = tuple(d)
     return MapDest(_as_text(subject), *rest)
 
 
@@ -706,8 +708,8 @@ class Mappings:
         if hit is _NO_MATCH:
             return subject
         if hit.__class__ is bytes:
-            return hit  # type: ignore[no-any-return]
-        return hit._select(subject, self.rand)  # type: ignore[no-any-return]
+            return hit
+        return hit._select(subject, self.rand)
 
     @classmethod
     def from_config(cls, block: Any, *, parent: _MappingABC[str, Any] | None = None,

@@ -139,7 +139,7 @@ def account_stat(account: Any) -> dict[str, Any]:
 
 def rfc3339(ts: float) -> str:
     """A Unix time as Go's ``time.Time`` marshals it (UTC, with a ``Z``)."""
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 _cpu_sample = (time.monotonic(), time.process_time(), 0.0)

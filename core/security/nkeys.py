@@ -20,7 +20,6 @@ from enum import IntEnum
 import nacl.exceptions
 import nacl.signing
 
-
 __all__ = [
     "NKeyError", "Prefix", "KeyPair", "encode", "decode", "encode_seed", "decode_seed",
     "prefix_of", "is_valid_public_key", "from_seed", "from_public_key", "create",
@@ -203,16 +202,16 @@ class KeyPair:
         self._seed = seed
 
     @classmethod
-    def create(cls, prefix: Prefix | int | str) -> "KeyPair":
+    def create(cls, prefix: Prefix | int | str) -> KeyPair:
         """A fresh key pair of kind ``prefix`` (operator, account, user, server, cluster)."""
         return cls.from_raw_seed(prefix, os.urandom(SEED_LEN))
 
     @classmethod
-    def from_raw_seed(cls, prefix: Prefix | int | str, raw_seed: bytes) -> "KeyPair":
+    def from_raw_seed(cls, prefix: Prefix | int | str, raw_seed: bytes) -> KeyPair:
         return cls.from_seed(encode_seed(prefix, raw_seed))
 
     @classmethod
-    def from_seed(cls, seed: str | bytes | bytearray) -> "KeyPair":
+    def from_seed(cls, seed: str | bytes | bytearray) -> KeyPair:
         """Load an encoded seed (``SU...``, ``SA...``, ``SO...`` ...)."""
         text = bytes(seed).decode("ascii", "replace") if not isinstance(seed, str) else seed
         kind, raw = decode_seed(text)
@@ -220,7 +219,7 @@ class KeyPair:
         return cls(kind, signing_key.verify_key, signing_key, text)
 
     @classmethod
-    def from_public_key(cls, public_key: str | bytes) -> "KeyPair":
+    def from_public_key(cls, public_key: str | bytes) -> KeyPair:
         """A verify-only key pair for an encoded public key."""
         body = _checked(_b32decode(public_key))
         if body[0] not in PUBLIC_PREFIXES or len(body) != 33:

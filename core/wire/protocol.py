@@ -21,6 +21,7 @@ import json
 from typing import Any, Protocol
 
 from natsd.wire import errors
+
 from .errors import ProtocolError
 
 CRLF = b"\r\n"
@@ -105,7 +106,7 @@ class Parser:
         self._need = 0
         self._last = b""
         self._lines: dict[bytes, tuple[bytes, bytes | None, bytes, int]] = {}
-        self._last_args: tuple[bytes, None, bytes, int] = (b"", None, b"", 0)
+        self._last_args: tuple[bytes, bytes | None, bytes, int] = (b"", None, b"", 0)
 
     def set_limits(self, max_payload: int, max_control_line: int) -> None:
         self.max_payload = max_payload

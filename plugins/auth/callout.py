@@ -29,10 +29,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from natsd.config import config_error
-from natsd.plugin.contracts import AuthRequest, AuthResult
-from natsd_jwt.claims import GenericClaims, JWTError, UserClaims, decode, encode_generic, validate
+from natsd.plugin.contracts import AuthRequest, AuthResult, ServerAPI
 from natsd.security.nkeys import KeyPair, Prefix, is_valid_public_key
 from natsd.security.permissions import Permissions
+from natsd_jwt.claims import GenericClaims, JWTError, UserClaims, decode, encode_generic, validate
 
 log = logging.getLogger("natsd.auth")
 
@@ -85,13 +85,13 @@ class AuthCallout:
     def __init__(self, settings: CalloutSettings, accounts: Mapping[str, Any]) -> None:
         self.settings = settings
         self.accounts = set(accounts) | {"$G"}
-        self.server: Any = None
+        self.server: ServerAPI | None = None
         self.client: Any = None
         self._inbox = ""
         self._seq = itertools.count(1)
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}
 
-    def start(self, server: Any) -> None:
+    def start(self, server: ServerAPI) -> None:
         self.server = server
         self.client = server.connect_internal("auth-callout", self.settings.account)
         self._inbox = f"_INBOX.{server.server_id[-12:]}.callout"
@@ -118,6 +118,7 @@ class AuthCallout:
 
     async def _ask(self, request: AuthRequest) -> AuthResult:
         server = self.server
+        assert server is not None, "auth callout asked before start()"
         user_key = request.options.get("nkey")
         if not (isinstance(user_key, str) and is_valid_public_key(user_key, Prefix.USER)):
             user_key = KeyPair.create(Prefix.USER).public_key
@@ -136,7 +137,7 @@ class AuthCallout:
                 return AuthResult(ok=False, reason=f"auth callout: no service listens on {REQUEST_SUBJECT} "
                                   f"in account {self.settings.account}")
             answer = await asyncio.wait_for(fut, server.config.auth_timeout * 0.9)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return AuthResult(ok=False, reason="auth callout: the service did not answer in time")
         finally:
             self._pending.pop(reply, None)
@@ -144,6 +145,7 @@ class AuthCallout:
 
     def _verdict(self, answer: bytes, user_key: str, request: AuthRequest) -> AuthResult:
         issuer = self.settings.issuer
+        assert self.server is not None
         try:
             response = decode(answer.decode("utf-8", "replace").strip())
             if not isinstance(response, GenericClaims) or response.kind != "authorization_response":

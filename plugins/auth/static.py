@@ -103,8 +103,8 @@ def build_users(config: Any) -> tuple[dict[str, User], str | None]:
         for i, entry in enumerate(entries):
             _add(users, _user(entry, entries, i, name, None), entries, i)
     if config.no_auth_user is not None:
-        user = users.get(config.no_auth_user)
-        if user is None or user.nkey is not None:
+        default = users.get(config.no_auth_user)
+        if default is None or default.nkey is not None:
             raise ConfigError(f"no_auth_user {config.no_auth_user!r} is not a configured user",
                               file=config.source, key="no_auth_user")
     return users, token

@@ -18,6 +18,7 @@ import logging
 import re
 from typing import Any
 
+from natsd.plugin.contracts import ServerAPI
 from natsd.server import NATS_SERVER_VERSION
 
 from .http import HTTPError, Request, RequestParser, response
@@ -37,7 +38,7 @@ _LINKS = ("varz", "jsz", "connz", "accountz", "accstatz", "subsz", "routez", "le
 class MonitorListener:
     """Serves ``monitor``'s endpoints on ``settings``' address; see the module docstring."""
 
-    def __init__(self, server: Any, settings: MonitorSettings) -> None:
+    def __init__(self, server: ServerAPI, settings: MonitorSettings) -> None:
         self.server = server
         self.settings = settings
         self.base_path = settings.base_path
@@ -74,7 +75,8 @@ class MonitorListener:
 
     def _ssl(self) -> Any:
         """The client port's TLS context, for HTTPS (nats-server uses the same certificate)."""
-        return self.server.config.tls.context if self.settings.https else None
+        tls = self.server.config.tls
+        return tls.context if self.settings.https and tls is not None else None
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -104,7 +106,7 @@ class MonitorListener:
         path = self._endpoint_path(request.path)
         assert self.monitor is not None
         view = self.monitor.endpoints.get(path) if path else None
-        if path in ("/", "/metrics") or view is not None:
+        if path is not None and (path in ("/", "/metrics") or view is not None):
             self.requests[path] = self.requests.get(path, 0) + 1
         if path == "/":
             return response(200, self._index(), "text/html; charset=utf-8", keep_alive=keep, head=head)
@@ -124,16 +126,16 @@ class MonitorListener:
             log.exception("monitoring endpoint %s failed", path)
             return response(500, b"internal error\n", keep_alive=keep, head=head)
         if path in COMPACT:
-            body = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+            text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
         else:
-            body = json.dumps(result, indent=2, ensure_ascii=False)
+            text = json.dumps(result, indent=2, ensure_ascii=False)
         callback = request.query.get("callback", "")
         if callback:
             if not _CALLBACK.match(callback):
                 return response(400, b"invalid callback name", keep_alive=keep, head=head)
-            return response(200, f"{callback}({body})".encode(), "application/javascript",
+            return response(200, f"{callback}({text})".encode(), "application/javascript",
                             keep_alive=keep, head=head)
-        return response(200, body.encode(), "application/json", keep_alive=keep, head=head)
+        return response(200, text.encode(), "application/json", keep_alive=keep, head=head)
 
     def _endpoint_path(self, path: str) -> str | None:
         """``path`` without the base path (``/`` for the base itself); None if outside it."""

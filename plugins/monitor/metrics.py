@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from natsd.plugin.contracts import ServerAPI
 from natsd.routing.stats import account_connections, account_traffic, process_usage, server_traffic
 
 #: ``nats_varz_<name>``: help text.
@@ -52,7 +52,7 @@ ACCOUNT = {
 class ServerCollector:
     """Collects a server's ``nats_varz_*`` and ``nats_account_*`` gauges when scraped."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: ServerAPI) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
@@ -88,7 +88,7 @@ class ServerCollector:
         yield from families.values()
 
 
-def build_registry(server: Any) -> CollectorRegistry:
+def build_registry(server: ServerAPI) -> CollectorRegistry:
     """The server's registry: its counters, the process's, and the plugins' (``natsd_metrics``)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ServerCollector(server))

@@ -68,10 +68,10 @@ class Options:
         raise BadRequest(f"Error decoding boolean for '{name}': strconv.ParseBool: "
                          f"parsing {_quote(str(value))}: invalid syntax")
 
-    def int(self, *names: str) -> int:
+    def integer(self, *names: str) -> int:
         return self._number(names, _INT, INT64_MAX, "int", "strconv.Atoi")
 
-    def uint(self, *names: str) -> int:
+    def unsigned(self, *names: str) -> int:
         return self._number(names, _UINT, UINT64_MAX, "uint64", "strconv.ParseUint")
 
     def _number(self, names: tuple[str, ...], pattern: re.Pattern[str], limit: int, kind: str,
@@ -90,8 +90,8 @@ class Options:
 
     def page(self, default: int) -> tuple[int, int]:
         """``(offset, limit)``: a negative offset is 0, a limit of 0 or less ``default``."""
-        offset = max(self.int("offset"), 0)
-        limit = self.int("limit")
+        offset = max(self.integer("offset"), 0)
+        limit = self.integer("limit")
         return offset, limit if limit > 0 else default
 
     def subs(self) -> tuple[bool, bool]:

@@ -148,7 +148,7 @@ def sublist_stats(sublists: Iterable[Any]) -> dict[str, Any]:
 class Monitor:
     """The monitoring views of one server, with the endpoints plugins add."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: ServerAPI) -> None:
         self.server = server
         self.http: Any = None
         """The HTTP listener when the port is enabled: its address and request counts."""
@@ -215,7 +215,7 @@ class Monitor:
         auth = o.flag("auth")
         subs, detail = o.subs()
         offset, limit = o.page(DEFAULT_LIST_SIZE)
-        cid = o.uint("cid")
+        cid = o.unsigned("cid")
         state = o.state()
         sort = o.text("sort") or "cid"
         if sort not in SORTS:

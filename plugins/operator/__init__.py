@@ -66,7 +66,7 @@ def natsd_startup(server: ServerAPI) -> None:
     if system is not None:
         try:
             mode.account(system.name)
-        except Exception as e:  # noqa: BLE001 - a missing system account JWT is not fatal
+        except Exception as e:
             log.warning("system account %s not loaded: %s", system.name, e)
         server.stash[UPDATES] = ClaimUpdates(mode)
     log.info("Operator mode: trusting %s", ", ".join(sorted(mode.trusted)))

@@ -15,10 +15,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from natsd.routing.imports import StreamImport, ServiceImport
-from natsd_jwt.claims import AccountClaims, GenericClaims, JWTError, decode, is_revoked
+from natsd.plugin.contracts import ServerAPI
+from natsd.routing.imports import ServiceImport, StreamImport
 from natsd.routing.mappings import MappingError, SubjectTransform, transform_tokenize
 from natsd.routing.subjects import subject_is_subset, valid_subject
+from natsd_jwt.claims import AccountClaims, GenericClaims, JWTError, decode, is_revoked
 
 if TYPE_CHECKING:
     from .trust import OperatorMode
@@ -63,7 +64,7 @@ def activation_problem(token: Any, exporter: AccountClaims, importer: str, subje
 class JWTLinks:
     """The forwarders built from the imports of every loaded account JWT."""
 
-    def __init__(self, server: Any, mode: OperatorMode) -> None:
+    def __init__(self, server: ServerAPI, mode: OperatorMode) -> None:
         self.server = server
         self.mode = mode
         self.forwarders: list[Any] = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+
 from natsd_jwt.claims import AccountClaims, JWTError, decode
 
 from .settings import DirectorySettings

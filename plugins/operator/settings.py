@@ -14,8 +14,8 @@ from typing import Any
 
 from natsd.config import ConfigError, config_error
 from natsd.config.conf import parse_duration
-from natsd_jwt.claims import AccountClaims, JWTError, OperatorClaims, decode, read_operator_jwt
 from natsd.security.nkeys import is_valid_public_key
+from natsd_jwt.claims import AccountClaims, JWTError, OperatorClaims, decode, read_operator_jwt
 
 KEYS = ("operator", "operators", "trusted", "trusted_keys", "resolver", "resolver_preload")
 

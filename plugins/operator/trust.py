@@ -15,15 +15,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from natsd.plugin.contracts import AuthRequest, AuthResult, ServerAPI
 from natsd.routing.connection import NO_LIMIT
-from natsd.plugin.contracts import AuthRequest, AuthResult
-from natsd_jwt.claims import (
-    AccountClaims, JWTError, UserClaims, account_of, decode, is_revoked, verify_account,
-    verify_user_chain,
-)
 from natsd.routing.mappings import MapDest, Mapping, MappingError, Mappings
 from natsd.security.nkeys import is_valid_public_key, verify_nonce_signature
 from natsd.security.permissions import Permissions
+from natsd_jwt.claims import (
+    AccountClaims,
+    JWTError,
+    UserClaims,
+    account_of,
+    decode,
+    is_revoked,
+    verify_account,
+    verify_user_chain,
+)
 
 from .links import JWTLinks
 from .resolver import Resolver
@@ -55,7 +61,7 @@ class OperatorMode:
 
     wants_nonce = True
 
-    def __init__(self, server: Any, settings: OperatorSettings, resolver: Resolver) -> None:
+    def __init__(self, server: ServerAPI, settings: OperatorSettings, resolver: Resolver) -> None:
         self.server = server
         self.settings = settings
         self.resolver = resolver

@@ -20,8 +20,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from natsd_jwt.claims import JWTError, decode, verify_account
 from natsd.security.nkeys import is_valid_public_key
+from natsd_jwt.claims import JWTError, decode, verify_account
 
 from .resolver import DirectoryResolver, decode_account
 
@@ -43,6 +43,7 @@ class ClaimUpdates:
     def __init__(self, mode: OperatorMode) -> None:
         self.mode = mode
         server = mode.server
+        assert server.system_account is not None
         self.client = server.connect_internal("account-resolver", server.system_account.name)
         for subject in UPDATE_SUBJECTS:
             self.client.subscribe(subject, self._on_update)

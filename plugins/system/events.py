@@ -25,7 +25,6 @@ permissions and expiry.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from natsd.plugin.contracts import ServerAPI
 from natsd.routing.stats import account_stat, process_usage, rfc3339, server_traffic, traffic
 
 log = logging.getLogger("natsd.system")
@@ -101,7 +101,7 @@ def permissions_json(perms: Any) -> dict[str, Any]:
 class SystemEvents:
     """The system account's publisher, request handlers and running totals."""
 
-    def __init__(self, server: Any, views: Mapping[str, View]) -> None:
+    def __init__(self, server: ServerAPI, views: Mapping[str, View]) -> None:
         self.server = server
         self.views: dict[str, View] = {"STATSZ": lambda _: self.statsz(), "HEALTHZ": lambda _: {"status": "ok"}}
         self.account_views: dict[str, View] = {}
@@ -112,6 +112,7 @@ class SystemEvents:
                 self.views[key] = view
         self._statsz_delay = STATSZ_FIRST
         self._timer: Any = None
+        assert server.system_account is not None  # the plugin runs only with one
         self.client = server.connect_internal("system", server.system_account.name)
         sid = server.server_id
         self.client.subscribe("$SYS.REQ.SERVER.PING", self._on_ping)

@@ -29,17 +29,17 @@ def test_bad_flag(value: object) -> None:
 
 def test_int_and_uint() -> None:
     o = Options({"limit": "12", "offset": "-3", "cid": "7", "plus": "+4", "json": 5})
-    assert (o.int("limit"), o.int("offset"), o.uint("cid"), o.int("plus"), o.int("json")) == (12, -3, 7, 4, 5)
-    assert Options({}).int("limit") == 0 and Options({"limit": ""}).int("limit") == 0
+    assert (o.integer("limit"), o.integer("offset"), o.unsigned("cid"), o.integer("plus"), o.integer("json")) == (12, -3, 7, 4, 5)
+    assert Options({}).integer("limit") == 0 and Options({"limit": ""}).integer("limit") == 0
     with pytest.raises(BadRequest, match=r"""^Error decoding int for 'limit': strconv.Atoi: parsing "abc": invalid syntax$"""):
-        Options({"limit": "abc"}).int("limit")
+        Options({"limit": "abc"}).integer("limit")
     for bad in ("1.5", " 1", "1_0", "0x10"):
         with pytest.raises(BadRequest):
-            Options({"limit": bad}).int("limit")
+            Options({"limit": bad}).integer("limit")
     with pytest.raises(BadRequest, match="value out of range"):
-        Options({"limit": "9" * 30}).int("limit")
+        Options({"limit": "9" * 30}).integer("limit")
     with pytest.raises(BadRequest, match=r"""^Error decoding uint64 for 'cid': strconv.ParseUint: parsing "-1": invalid syntax$"""):
-        Options({"cid": "-1"}).uint("cid")
+        Options({"cid": "-1"}).unsigned("cid")
 
 
 def test_names_are_tried_in_order() -> None:
