@@ -162,16 +162,19 @@ def natsd_pythonpath() -> str:
 
 
 def snapshot_natsd(ref: str) -> tuple[Path, str]:
-    """Export core/ and plugins/ at ``ref`` as importable natsd / natsd_plugins."""
+    """Export core/, plugins/ and jwtlib/ at ``ref`` as importable natsd, natsd_plugins, natsd_jwt."""
     import io
     import tarfile
 
     commit = subprocess.run(["git", "rev-parse", "--short", ref + "^{commit}"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout.strip()
     root = Path(tempfile.mkdtemp(prefix=f"natsd-src-{commit}-"))
-    for src, dst in (("core", "natsd"), ("plugins", "natsd_plugins")):
-        tar = subprocess.run(["git", "archive", commit, src], cwd=REPO, capture_output=True,
-                             check=True).stdout
+    for src, dst in (("core", "natsd"), ("plugins", "natsd_plugins"), ("jwtlib", "natsd_jwt")):
+        archived = subprocess.run(["git", "archive", commit, src], cwd=REPO, capture_output=True)
+        if archived.returncode != 0 and src == "jwtlib":
+            continue  # older commits kept the JWT code in core/
+        archived.check_returncode()
+        tar = archived.stdout
         with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
             tf.extractall(root, filter="data")
         (root / src).rename(root / dst)
@@ -1111,7 +1114,7 @@ def run_case(case: Case, spec: ServerSpec, cfg, logdir: Path) -> Outcome:
 def source_fingerprint() -> str:
     """Identify the natsd code under test: git HEAD + hash of core/ and plugins/."""
     h = hashlib.sha256()
-    for d in ("core", "plugins"):
+    for d in ("core", "plugins", "jwtlib"):
         for f in sorted((REPO / d).rglob("*.py")):
             try:
                 h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")

@@ -17,6 +17,7 @@ import bcrypt
 from natsd import hookimpl
 from natsd.config import config_error
 from natsd.plugin.contracts import AuthRequest, AuthResult
+from natsd.plugin.stash import StashKey
 
 
 class UsersFile:
@@ -48,7 +49,7 @@ class UsersFile:
         return AuthResult(ok=True, user=name, account=entry.get("account"))
 
 
-_instances: dict[int, UsersFile] = {}
+USERS_FILE = StashKey[UsersFile]()  # per-server state lives in server.stash
 
 
 @hookimpl
@@ -57,9 +58,9 @@ def natsd_configure(server: Any, block: Any) -> None:
         raise config_error(block, "path", "users_file_auth needs path: <users.json>")
     if not os.path.exists(block["path"]):
         raise config_error(block, "path", f"no such file: {block['path']}")
-    _instances[id(server)] = UsersFile(block["path"])
+    server.stash[USERS_FILE] = UsersFile(block["path"])
 
 
 @hookimpl
 def natsd_authenticators(server: Any) -> list[UsersFile]:
-    return [_instances[id(server)]]
+    return [server.stash[USERS_FILE]]

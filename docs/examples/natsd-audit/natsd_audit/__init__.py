@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natsd import hookimpl
+from natsd.plugin.contracts import ServerAPI
+from natsd.plugin.stash import StashKey
 
 from .auth import TokenAuthenticator
 from .bridge import AuditBridge, JsonLog, StatsService
@@ -50,12 +52,13 @@ class Audit:
 
 
 # One process may run several servers (tests do) and a module plugin is shared
-# by all of them, so per-server state is kept by server.
-_audits: dict[int, Audit] = {}
+# by all of them, so per-server state lives in the server's stash, under a key
+# of this plugin's.
+AUDIT = StashKey[Audit]()
 
 
-def _audit(server: Any) -> Audit:
-    return _audits[id(server)]
+def _audit(server: ServerAPI) -> Audit:
+    return server.stash[AUDIT]
 
 
 # -- configuration -------------------------------------------------------------
@@ -69,24 +72,24 @@ def natsd_config_blocks() -> list[str]:
 
 
 @hookimpl
-def natsd_configure(server: Any, block: Mapping[str, Any] | None) -> None:
+def natsd_configure(server: ServerAPI, block: Mapping[str, Any] | None) -> None:
     if block is None:
         return
     settings = parse(block)  # raises natsd.config.ConfigError on a bad value
     journal = JsonLog(settings.log_file) if settings.log_file else None
-    _audits[id(server)] = Audit(settings, journal=journal)
+    server.stash[AUDIT] = Audit(settings, journal=journal)
 
 
 # -- per-connection and per-message objects --------------------------------------
 
 
 @hookimpl
-def natsd_observers(server: Any) -> AuditObserver:
+def natsd_observers(server: ServerAPI) -> AuditObserver:
     return AuditObserver(_audit(server).stats)
 
 
 @hookimpl
-def natsd_authenticators(server: Any) -> list[TokenAuthenticator] | None:
+def natsd_authenticators(server: ServerAPI) -> list[TokenAuthenticator] | None:
     audit = _audit(server)
     if not audit.settings.tokens:
         return None  # returning an authenticator turns on auth_required for everyone
@@ -94,18 +97,18 @@ def natsd_authenticators(server: Any) -> list[TokenAuthenticator] | None:
 
 
 @hookimpl
-def natsd_listeners(server: Any) -> list[UnixSocketListener] | None:
+def natsd_listeners(server: ServerAPI) -> list[UnixSocketListener] | None:
     path = _audit(server).settings.unix_socket
     return [UnixSocketListener(server, path)] if path else None
 
 
 @hookimpl
-def natsd_storage_backends(server: Any) -> dict[str, MemoryBackend]:
+def natsd_storage_backends(server: ServerAPI) -> dict[str, MemoryBackend]:
     return {"audit-memory": MemoryBackend()}
 
 
 @hookimpl
-def natsd_bridges(server: Any) -> list[Any]:
+def natsd_bridges(server: ServerAPI) -> list[Any]:
     audit = _audit(server)
     bridge = AuditBridge(audit.settings, audit.journal)
     return [bridge, StatsService(audit.settings, audit.stats, bridge)]
@@ -117,7 +120,7 @@ def natsd_bridges(server: Any) -> list[Any]:
 
 
 @hookimpl
-async def natsd_startup(server: Any) -> None:
+async def natsd_startup(server: ServerAPI) -> None:
     audit = _audit(server)
     if audit.journal is not None:
         await audit.journal.open()
@@ -128,9 +131,9 @@ async def natsd_startup(server: Any) -> None:
 
 
 @hookimpl
-async def natsd_shutdown(server: Any) -> None:
+async def natsd_shutdown(server: ServerAPI) -> None:
     # Called after clients, listeners and bridges have stopped, even when
     # start-up failed half-way, so it must cope with what was never opened.
-    audit = _audits.pop(id(server), None)
+    audit = server.stash.pop(AUDIT, None)
     if audit is not None and audit.journal is not None:
         await audit.journal.close()
