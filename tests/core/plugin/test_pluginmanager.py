@@ -265,3 +265,16 @@ def test_services_between_plugins(natsd_factory: Any) -> None:
     assert srv.call(srv.server.service, "nothing") is None
     with pytest.raises(ValueError, match="already registered"):
         srv.call(srv.server.register_service, "system", object())
+
+
+def test_every_hook_has_documentation() -> None:
+    """Each hook spec (the core's and those plugins declare) has a docstring and a place in
+    docs/plugins.md."""
+    from natsd.plugin import hookspecs
+    from natsd_plugins.monitor import hookspecs as monitor_hookspecs
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "plugins.md").read_text()
+    for module in (hookspecs, monitor_hookspecs):
+        for name in (n for n in dir(module) if n.startswith("natsd_")):
+            assert (getattr(module, name).__doc__ or "").strip(), f"{name} has no docstring"
+            assert f"`{name}" in text, f"{name} is not in docs/plugins.md"
