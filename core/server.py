@@ -157,8 +157,8 @@ class Server:
         if not self.auth.required and (cfg.authorization or _has_users(cfg.accounts)):
             self._state = "stopped"
             raise ConfigError(
-                "users are configured but no plugin authenticates them: the built-in "
-                "auth plugin (natsd_plugins.auth) is denied or not installed",
+                "users are configured but no plugin authenticates them (is the "
+                "authentication plugin denied in plugins {} or not installed?)",
                 file=cfg.source, key="authorization" if cfg.authorization else "accounts")
         self.storage_backends = self.plugins.storage_backends(self)
         for watcher in self.plugins.interest_listeners(self):

@@ -101,9 +101,6 @@ class InterestRegistry:
         self._groups: dict[frozenset[int], list[Any]] = {}
         self._accounts = accounts
 
-    def __bool__(self) -> bool:
-        return bool(self._groups)
-
     def listen(self, listener: Any, kinds: Iterable[int]) -> None:
         """Add ``listener``; every known account gets a table for ``kinds`` (seeded silently)."""
         key = frozenset(kinds)
