@@ -53,6 +53,10 @@ announces; natsd's own version is sent as ``natsd_version``.
 """
 
 
+SHUTDOWN_FLUSH = 2.0
+"""Seconds a shutdown waits at most for closed connections to take their pending data."""
+
+
 def build_config(conf: Mapping[str, Any], plugins: PluginManager,
                  extra_plugins: Iterable[object | str] = (), source: str | None = None
                  ) -> ServerConfig:
@@ -232,8 +236,13 @@ class Server:
         self.flush()
         if self._listener is not None:
             self._listener.close()
-        for client in list(self.clients.values()):
-            client.close(SERVER_SHUTDOWN)
+        draining = []
+        for conn in list(self.clients.values()):
+            conn.close(SERVER_SHUTDOWN)
+            io = getattr(conn, "io", None)
+            if io is not None:
+                draining.append(io)
+        await self._drain(draining)
         for listener in reversed(self._listeners):
             await _quietly(listener.stop(), f"listener {listener!r}")
         for bridge in reversed(self._bridges):
@@ -253,6 +262,26 @@ class Server:
         assert self._stopped is not None
         self._stopped.set()
         log.info("Server Exiting..")
+
+    async def _drain(self, transports: list[Any]) -> None:
+        """Let closed connections' transports write what they still hold, within a bound.
+
+        A client that reads keeps every message accepted before the shutdown;
+        one that does not is cut when the bound (``write_deadline``, at most
+        :data:`SHUTDOWN_FLUSH`) passes, so that a stuck client cannot hold the
+        exit up.
+        """
+        loop = self.loop
+        deadline = loop.time() + min(self.config.write_deadline, SHUTDOWN_FLUSH)
+        pending = [t for t in transports if t.get_write_buffer_size()]
+        while pending and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            pending = [t for t in pending if t.get_write_buffer_size()]
+        for transport in pending:
+            transport.abort()
+        if pending:
+            log.warning("Shutdown: %d connection(s) did not take their pending data in time",
+                        len(pending))
 
     async def reload(self, config: ServerConfig | Mapping[str, Any] | None = None) -> list[str]:
         """Re-read the config file (or take ``config``) and apply what may change.

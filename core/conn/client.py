@@ -275,6 +275,8 @@ class Client(Connection, asyncio.Protocol):
             if kind is not None and value is not None and not isinstance(value, kind):
                 raise ProtocolError(None, f"CONNECT field {key!r} has the wrong type")
         protocol = options.get("protocol") or 0
+        if not -(1 << 63) <= protocol < (1 << 63):  # Go's decoder refuses it: no -ERR
+            raise ProtocolError(None, f"CONNECT protocol {protocol} out of range")
         if isinstance(protocol, bool) or protocol < 0 or protocol > 1:
             raise ProtocolError(errors.INVALID_CLIENT_PROTOCOL)
         self.connect_options = options
@@ -375,8 +377,9 @@ class Client(Connection, asyncio.Protocol):
         closed; a client whose user moved to another account is closed so
         that it reconnects into it; otherwise the new permissions and limits
         apply at once, and subscriptions they forbid are removed (see
-        :meth:`prune_subs`). Asynchronous authenticators (auth callout) are
-        not asked again: a reload must not fire one request per client.
+        :meth:`prune_subs`). A verdict that takes time (a bcrypt hash) is
+        applied when it arrives; authenticators with ``recheck_on_reload =
+        False`` (auth callout: a request per client) are not asked again.
         """
         if self.closed or not self.authorized:
             return
@@ -387,11 +390,25 @@ class Client(Connection, asyncio.Protocol):
             else:
                 self.forget_identity()
             return
-        _, verdict = auth.first(self.auth_request())
+        request = self.auth_request()
+        index, verdict = auth.first(request)
         if inspect.isawaitable(verdict):
-            if inspect.iscoroutine(verdict):
+            if getattr(auth.authenticators[index], "recheck_on_reload", True):
+                self._auth_task = self.server.loop.create_task(self._recheck(request, index, verdict))
+            elif inspect.iscoroutine(verdict):
                 verdict.close()
             return
+        self._take_recheck(verdict)
+
+    async def _recheck(self, request: AuthRequest, index: int,
+                       pending: Awaitable[AuthResult | None]) -> None:
+        verdict = await self.server.auth.settle(request, index, pending)
+        self._auth_task = None
+        if not self.closed:
+            self._take_recheck(verdict)
+            self.server.flush()
+
+    def _take_recheck(self, verdict: AuthResult | None) -> None:
         if verdict is None or not verdict.ok:
             why = verdict.reason if verdict is not None else NOBODY_ACCEPTED
             log.error("%s - authentication error after reload - %s", self.describe(), why)
@@ -675,6 +692,26 @@ class _PreAuth:
 
     def on_connect(self, options: dict[str, Any]) -> None:
         self.client.on_connect(options)
+
+    def admit(self) -> None:
+        """An operation other than CONNECT comes first (the parser asks before parsing it).
+
+        As nats-server: with ``no_auth_user`` the client is authenticated as
+        if it had sent an empty CONNECT (telnet demos); otherwise, or when the
+        authenticators refuse (or would need time), it is an authorization
+        violation.
+        """
+        client = self.client
+        if not client.server.config.no_auth_user:
+            raise ProtocolError(errors.AUTH_VIOLATION, "operation before CONNECT")
+        _, verdict = client.server.auth.first(client.auth_request())
+        if inspect.isawaitable(verdict):
+            if inspect.iscoroutine(verdict):
+                verdict.close()
+            raise ProtocolError(errors.AUTH_VIOLATION, "operation before CONNECT")
+        client._authorize(verdict)
+        client.connected = True
+        notify(client.server.observers.connected, client)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("on_"):

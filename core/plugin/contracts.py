@@ -106,7 +106,11 @@ class Authenticator(Protocol):
 
     An authenticator that verifies NKey signatures sets ``wants_nonce = True``;
     the server then sends a fresh ``nonce`` in each INFO and passes it in
-    :attr:`AuthRequest.nonce`.
+    :attr:`AuthRequest.nonce`. CPU-heavy checks (bcrypt) belong off the event
+    loop: return an awaitable (``loop.run_in_executor``) with a bound on how
+    many run at once. A reload asks again about every connected client; an
+    authenticator whose answer costs a round trip sets
+    ``recheck_on_reload = False`` to keep the verdicts it gave.
     """
 
     def authenticate(

@@ -3,9 +3,14 @@
 Modelled on nats-server's sublist. Each level of the trie maps literal tokens
 to nodes and has two extra slots for ``*`` and ``>``. :meth:`Sublist.match`
 returns a :class:`SublistResult` with plain subscriptions and queue groups;
-results for literal subjects are cached (bounded), and an insert or removal
-drops only the cached subjects it can affect, so a stream of request/reply
-inbox subscriptions does not flush the cache of a busy subject.
+results for literal subjects are cached (bounded). A literal subscription
+that comes or goes drops only its own subject from the cache, so a stream of
+request/reply inbox subscriptions does not flush the cache of a busy subject;
+a wildcard one drops the whole cache at once (``dict.clear``: constant work
+per SUB or UNSUB however full the cache is, where testing each cached subject
+against the wildcard let one client's subscription churn stall the server).
+Matching walks the trie without recursion, so a subscription with a
+thousand ``*`` tokens costs time, never the interpreter's stack.
 
 Subscriptions of connections to other servers (routes, leaf nodes: see
 :data:`REMOTE_KINDS`) live in their own slots of each node and reach the
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .subjects import has_wildcard, subject_matches
+from .subjects import has_wildcard
 
 REMOTE_KINDS = frozenset({1, 2, 4})
 """``Kind.ROUTER``, ``Kind.GATEWAY`` and ``Kind.LEAF`` (see :mod:`.connection`)."""
@@ -217,8 +222,7 @@ class Sublist:
         if not cache:
             return
         if has_wildcard(subject):
-            for key in [k for k in cache if subject_matches(subject, k)]:
-                del cache[key]
+            cache.clear()
         else:
             cache.pop(subject, None)
 
@@ -230,7 +234,7 @@ class Sublist:
         psubs: list[Subscription] = []
         groups: dict[bytes, list[Subscription]] = {}
         remote: list[Subscription] = []
-        _collect(self._root, subject.split(b"."), 0, psubs, groups, remote)
+        _collect(self._root, subject.split(b"."), psubs, groups, remote)
         if remote:
             result = _with_remote(psubs, groups, remote)
         else:
@@ -280,40 +284,56 @@ def _add(node: _Node, psubs: list[Subscription], groups: dict[bytes, list[Subscr
         remote.extend(node.rsubs)
 
 
-def _collect(level: _Level, tokens: list[bytes], i: int, psubs: list[Subscription],
+def _collect(root: _Level, tokens: list[bytes], psubs: list[Subscription],
              groups: dict[bytes, list[Subscription]], remote: list[Subscription]) -> None:
+    """Add every subscription matching ``tokens`` (a literal subject), walking the trie
+    with an explicit stack of ``(level, token index)``."""
     last = len(tokens) - 1
-    while True:
-        if level.fwc is not None:
-            _add(level.fwc, psubs, groups, remote)
-        if level.pwc is not None:
+    stack = [(root, 0)]
+    while stack:
+        level, i = stack.pop()
+        while True:
+            if level.fwc is not None:
+                _add(level.fwc, psubs, groups, remote)
+            pwc = level.pwc
+            if pwc is not None:
+                if i == last:
+                    _add(pwc, psubs, groups, remote)
+                elif pwc.next is not None:
+                    stack.append((pwc.next, i + 1))
+            node = level.nodes.get(tokens[i])
+            if node is None:
+                break
             if i == last:
-                _add(level.pwc, psubs, groups, remote)
-            elif level.pwc.next is not None:
-                _collect(level.pwc.next, tokens, i + 1, psubs, groups, remote)
-        node = level.nodes.get(tokens[i])
+                _add(node, psubs, groups, remote)
+                break
+            if node.next is None:
+                break
+            level = node.next
+            i += 1
+
+
+def _all(root: _Level, out: list[Subscription]) -> None:
+    """Every subscription, depth first in insertion order (a stack of levels, no recursion)."""
+    stack = [iter(_children(root))]
+    while stack:
+        node = next(stack[-1], None)
         if node is None:
-            return
-        if i == last:
-            _add(node, psubs, groups, remote)
-            return
-        if node.next is None:
-            return
-        level = node.next
-        i += 1
-
-
-def _all(level: _Level, out: list[Subscription]) -> None:
-    nodes = list(level.nodes.values())
-    if level.pwc is not None:
-        nodes.append(level.pwc)
-    if level.fwc is not None:
-        nodes.append(level.fwc)
-    for node in nodes:
+            stack.pop()
+            continue
         out.extend(node.psubs)
         for members in node.qsubs.values():
             out.extend(members)
         if node.rsubs:
             out.extend(node.rsubs)
         if node.next is not None:
-            _all(node.next, out)
+            stack.append(iter(_children(node.next)))
+
+
+def _children(level: _Level) -> list[_Node]:
+    nodes = list(level.nodes.values())
+    if level.pwc is not None:
+        nodes.append(level.pwc)
+    if level.fwc is not None:
+        nodes.append(level.fwc)
+    return nodes

@@ -64,6 +64,18 @@ class Handler(Protocol):
 
 
 _BLANKS = frozenset(b" \t\r")
+_C = frozenset(b"Cc")
+_SKIPPABLE = (b"PING", b"PONG", b"+OK")
+
+
+def _skippable(data: bytes, pos: int) -> bytes | None:
+    """``PING``, ``PONG`` or ``+OK`` if the line at ``pos`` is one of them: nats-server
+    ignores whatever follows these up to the line end, however long."""
+    head = data[pos:pos + 4].upper()
+    for op in _SKIPPABLE:
+        if head.startswith(op):
+            return op
+    return None
 
 
 def _missing_args(op: str, line: bytes) -> ProtocolError:
@@ -88,7 +100,7 @@ class Parser:
     """
 
     __slots__ = ("handler", "max_payload", "max_control_line", "paused", "_buf", "_parts",
-                 "_have", "_need", "_last", "_last_args", "_lines")
+                 "_have", "_need", "_last", "_last_args", "_lines", "_skip")
 
     def __init__(
         self,
@@ -107,6 +119,7 @@ class Parser:
         self._last = b""
         self._lines: dict[bytes, tuple[bytes, bytes | None, bytes, int]] = {}
         self._last_args: tuple[bytes, bytes | None, bytes, int] = (b"", None, b"", 0)
+        self._skip: bytes | None = None  # PING/PONG/+OK whose over-long line is being dropped
 
     def set_limits(self, max_payload: int, max_control_line: int) -> None:
         self.max_payload = max_payload
@@ -124,6 +137,15 @@ class Parser:
         if self.paused:
             self._buf += data
             return
+        if self._skip is not None:
+            nl = data.find(b"\n")
+            if nl < 0:
+                return  # nats-server drops what follows PING, PONG and +OK up to the line end
+            op, self._skip = self._skip, None
+            self._control(op, [op], b"")
+            data = data[nl + 1:]
+            if not data:
+                return
         if self._need:
             self._parts.append(data)
             self._have += len(data)
@@ -152,7 +174,13 @@ class Parser:
         lines = self._lines
         last, last_args = self._last, self._last_args
         last_len = len(last)
+        admit = getattr(handler, "admit", None)
         while pos < n:
+            if admit is not None and data[pos] not in _C:
+                admit()  # an operation other than CONNECT before authentication
+                handler = self.handler
+                on_pub = handler.on_pub
+                admit = getattr(handler, "admit", None)
             if last_len and startswith(last, pos):
                 # A run of frames with this same control line: each frame has
                 # the same length, so the run is found with one startswith()
@@ -182,7 +210,11 @@ class Parser:
             nl = find(b"\n", pos)
             if nl < 0:
                 if n - pos > mcl:
-                    raise ProtocolError(errors.MAX_CONTROL_LINE)
+                    skip = _skippable(data, pos)
+                    if skip is None:
+                        raise ProtocolError(errors.MAX_CONTROL_LINE)
+                    self._skip = skip
+                    break
                 self._buf = data[pos:]
                 break
             start = nl + 1
@@ -201,7 +233,7 @@ class Parser:
                 on_pub(subject, reply, size, data[start:end])
                 pos = end
                 continue
-            if nl - pos > mcl:
+            if nl - pos > mcl and _skippable(data, pos) is None:
                 raise ProtocolError(errors.MAX_CONTROL_LINE)
             args = line.split()
             if not args or data[pos] in _BLANKS:
@@ -209,6 +241,11 @@ class Parser:
             op = args[0]
             if op != b"PUB":
                 op = op.upper()
+                if len(op) > 7 and (op.startswith(b"CONNECT") or op.startswith(b"INFO")):
+                    # nats-server needs no blank between CONNECT (or INFO) and its JSON.
+                    cut = 7 if op.startswith(b"CONNECT") else 4
+                    args = [op[:cut], args[0][cut:], *args[1:]]
+                    op = args[0]
             if op == b"PUB":
                 na = len(args)
                 if na == 3:
@@ -269,6 +306,7 @@ class Parser:
                 if self.handler is not handler:  # e.g. authenticated by CONNECT
                     handler = self.handler
                     on_pub = handler.on_pub
+                    admit = getattr(handler, "admit", None)
                 mcl = self.max_control_line
         self._last, self._last_args = last, last_args
 
@@ -308,25 +346,85 @@ class Parser:
         elif op.startswith(b"PONG"):
             handler.on_pong()
         elif op == b"CONNECT" or op == b"INFO":
-            parts = line.split(None, 1)
-            if len(parts) != 2:
+            if na < 2:
                 raise _bad_args(op.decode(), line)
+            text = line[line.upper().index(op) + len(op):]
             try:
-                obj = json.loads(parts[1])
+                obj = _json_object(text)
             except ValueError:
                 raise _bad_args(op.decode(), line) from None
+            if obj is None:
+                obj = {}  # Go's decoder leaves the options as they were
             if not isinstance(obj, dict):
                 raise _bad_args(op.decode(), line)
             if op == b"CONNECT":
                 handler.on_connect(obj)
             else:
                 handler.on_info(obj)
-        elif op == b"+OK" and na == 1:
-            handler.on_ok()
+        elif op.startswith(b"+OK"):
+            handler.on_ok()  # like nats-server, ignore anything up to the line end
         elif op == b"-ERR":
             handler.on_err(line[4:].strip())  # the handler decides (nats-server closes)
         else:
             raise ProtocolError(errors.UNKNOWN_PROTOCOL, f"unknown operation {line[:32]!r}")
+
+
+def _json_object(text: bytes) -> Any:
+    """``json.loads``, also for objects nested deeper than Python's recursion limit.
+
+    nats-server decodes CONNECT into a struct and skips unknown fields,
+    however deeply nested; Python's decoder raises ``RecursionError`` past
+    about a thousand levels. Then every compound value below the top level is
+    replaced by ``null`` (the fields natsd reads are scalars) and decoded again.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        try:
+            return json.loads(_flatten_nested(text))
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
+def _flatten_nested(text: bytes) -> bytes:
+    """``text`` with each array or object below the top level replaced by ``null``.
+
+    Strings are skipped with their escapes, so brackets inside them do not
+    count. Unbalanced input raises ``ValueError`` (it is not JSON).
+    """
+    out = bytearray()
+    depth = 0
+    skip_from = -1  # depth at which a replaced value started
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == 0x22:  # a string: copy (or skip) it whole
+            j = i + 1
+            while j < n and text[j] != 0x22:
+                j += 2 if text[j] == 0x5C else 1
+            if skip_from < 0:
+                out += text[i:j + 1]
+            i = j + 1
+            continue
+        if c in (0x7B, 0x5B):  # { [
+            depth += 1
+            if depth == 2 and skip_from < 0:
+                skip_from = depth
+                out += b"null"
+            elif skip_from < 0:
+                out.append(c)
+        elif c in (0x7D, 0x5D):  # } ]
+            if skip_from == depth:
+                skip_from = -1
+            elif skip_from < 0:
+                out.append(c)
+            depth -= 1
+        elif skip_from < 0:
+            out.append(c)
+        i += 1
+    if depth != 0:
+        raise ValueError("unbalanced brackets")
+    return bytes(out)
 
 
 def split_run(line: bytes, frames: bytes, count: int) -> list[bytes]:

@@ -83,3 +83,5 @@ def natsd_shutdown(server: ServerAPI) -> None:
     for auth in server.stash.pop(CHAIN, ()):
         if isinstance(auth, AuthCallout):
             auth.stop()
+        elif isinstance(auth, StaticAuthenticator):
+            auth.close()

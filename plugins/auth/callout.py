@@ -82,6 +82,9 @@ class CalloutSettings:
 class AuthCallout:
     """The authenticator that asks the callout service (see the module docstring)."""
 
+    recheck_on_reload = False
+    """A reload does not send one callout request per connected client."""
+
     def __init__(self, settings: CalloutSettings, accounts: Mapping[str, Any]) -> None:
         self.settings = settings
         self.accounts = set(accounts) | {"$G"}

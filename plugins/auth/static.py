@@ -1,10 +1,19 @@
-"""Users and tokens from the config file, checked as nats-server checks them."""
+"""Users and tokens from the config file, checked as nats-server checks them.
+
+Plain secrets are compared in constant time on the event loop. bcrypt hashes
+(``$2a$...``, cost 10-12: 50-300 ms of CPU each) are checked off the loop by a
+:class:`PasswordHasher`, at most one per spare core at a time: the client
+waits for its verdict (its reading is paused), nobody else does.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
-from collections.abc import Mapping
+import os
+from collections.abc import Awaitable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +34,20 @@ class User:
     permissions: Any = None
     connection_types: frozenset[str] = field(default_factory=frozenset)
 
-    def password_ok(self, given: Any) -> bool:
-        return isinstance(given, str) and self.password is not None and secret_ok(self.password, given)
+
+
+def is_bcrypt(configured: str) -> bool:
+    """A configured password or token that is a bcrypt hash (nats-server: ``$2``...)."""
+    return configured.startswith("$2")
 
 
 def secret_ok(configured: str, given: str) -> bool:
-    """Compare a password or token, bcrypt-hashed (``$2a$...``) or plain, in constant time."""
-    if configured.startswith("$2"):
+    """Compare a password or token, bcrypt-hashed (``$2a$...``) or plain, in constant time.
+
+    Blocks for a bcrypt hash: the authenticator calls it through a
+    :class:`PasswordHasher`.
+    """
+    if is_bcrypt(configured):
         import bcrypt
 
         try:
@@ -39,6 +55,29 @@ def secret_ok(configured: str, given: str) -> bool:
         except ValueError:
             return False
     return hmac.compare_digest(configured.encode(), given.encode())
+
+
+class PasswordHasher:
+    """Runs bcrypt checks in worker threads (bcrypt releases the GIL), a bounded number at once.
+
+    ``workers`` defaults to one less than the CPUs (at least one), so that a
+    flood of wrong passwords leaves a core to the event loop and costs the
+    clients that send them their own wait.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or max(1, (os.cpu_count() or 2) - 1)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def check(self, configured: str, given: str) -> Awaitable[bool]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="natsd-bcrypt")
+        return asyncio.get_running_loop().run_in_executor(self._pool, secret_ok, configured, given)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 def _permissions(block: Mapping[str, Any], key: str) -> Any:
@@ -120,21 +159,20 @@ class StaticAuthenticator:
     """Checks CONNECT credentials against the configured users or token."""
 
     def __init__(self, users: dict[str, User], token: str | None, no_auth_user: str | None,
-                 tls_map: bool = False) -> None:
+                 tls_map: bool = False, hasher: PasswordHasher | None = None) -> None:
         self.users = users
         self.token = token
         self.no_auth_user = no_auth_user
         self.tls_map = tls_map and bool(users)  # verify_and_map: the certificate names the user
         self.wants_nonce = any(u.nkey for u in users.values())
+        self.hasher = hasher or PasswordHasher()
         self._mappable = [name for name, u in users.items() if u.nkey is None]
 
-    def authenticate(self, request: AuthRequest) -> AuthResult:
+    def authenticate(self, request: AuthRequest) -> AuthResult | Awaitable[AuthResult]:
         opts = request.options
         if self.token is not None:
-            given = opts.get("auth_token")
-            if isinstance(given, str) and secret_ok(self.token, given):
-                return AuthResult(ok=True)
-            return AuthResult(ok=False, reason="bad or missing token")
+            return self._verdict(self.token, opts.get("auth_token"), AuthResult(ok=True),
+                                 "bad or missing token")
         if opts.get("nkey"):
             return self._nkey(request)
         if self.tls_map:
@@ -143,13 +181,29 @@ class StaticAuthenticator:
         if not name and not opts.get("pass") and self.no_auth_user is not None:
             return self._accept(self.users[self.no_auth_user], request)
         user = self.users.get(name) if isinstance(name, str) else None
-        if user is None or user.nkey is not None:
+        if user is None or user.nkey is not None or user.password is None:
             return AuthResult(ok=False, reason=f"unknown user {name!r}" if name else "no credentials")
-        if not user.password_ok(opts.get("pass")):
-            return AuthResult(ok=False, reason=f"wrong password for user {name!r}")
-        return self._accept(user, request)
+        return self._verdict(user.password, opts.get("pass"), self._accept(user, request),
+                             f"wrong password for user {name!r}")
 
-    def _mapped(self, request: AuthRequest) -> AuthResult:
+    def _verdict(self, configured: str, given: Any, accepted: AuthResult,
+                 refusal: str) -> AuthResult | Awaitable[AuthResult]:
+        """``accepted`` if ``given`` matches ``configured``, else a refusal; an awaitable
+        of either when ``configured`` is a bcrypt hash."""
+        if not isinstance(given, str):
+            return AuthResult(ok=False, reason=refusal)
+        if is_bcrypt(configured):
+            return self._checked(self.hasher.check(configured, given), accepted, refusal)
+        return accepted if secret_ok(configured, given) else AuthResult(ok=False, reason=refusal)
+
+    @staticmethod
+    async def _checked(check: Awaitable[bool], accepted: AuthResult, refusal: str) -> AuthResult:
+        return accepted if await check else AuthResult(ok=False, reason=refusal)
+
+    def close(self) -> None:
+        self.hasher.close()
+
+    def _mapped(self, request: AuthRequest) -> AuthResult | Awaitable[AuthResult]:
         """``verify_and_map``: the client certificate's subject or names pick the user."""
         peer = request.tls_peer
         if peer is None:
@@ -160,9 +214,10 @@ class StaticAuthenticator:
         user = self.users[name]
         # As nats-server: the configured password (usually none) must equal the one sent.
         configured, given = user.password or "", request.options.get("pass") or ""
-        if (configured or given) and not (isinstance(given, str) and secret_ok(configured, given)):
-            return AuthResult(ok=False, reason=f"wrong password for user {name!r} from cert")
-        return self._accept(user, request)
+        if not (configured or given):
+            return self._accept(user, request)
+        return self._verdict(configured, given, self._accept(user, request),
+                             f"wrong password for user {name!r} from cert")
 
     def _nkey(self, request: AuthRequest) -> AuthResult:
         from natsd.security.nkeys import KeyPair, NKeyError
