@@ -1,0 +1,92 @@
+"""Clustering: natsd servers form a full mesh of routes with each other and with nats-server.
+
+Enabled by ``cluster {}`` (or ``--cluster``, ``--cluster_listen``,
+``--routes`` ...). Each server listens for routes, dials the configured ones,
+learns the others by gossip, and sends every other server the interest of
+its clients, so that a message published anywhere reaches every subscriber
+in one hop and each queue group once. See :mod:`.cluster` and
+docs/clustering.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from natsd import hookimpl
+from natsd.config import ServerConfig
+from natsd.plugin.contracts import ServerAPI
+from natsd.plugin.manager import OptionParser
+from natsd.plugin.stash import StashKey
+
+from . import settings as settings_mod
+from .cluster import Cluster
+
+CLUSTER = StashKey[Cluster]()
+
+
+@hookimpl
+def natsd_config_blocks() -> tuple[str, ...]:
+    return ("cluster",)
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+@hookimpl
+def natsd_addoption(parser: OptionParser) -> None:
+    group = parser.group("Cluster Options")
+    group.add_option("--cluster", "--cluster_listen", dest="cluster_listen", metavar="URL",
+                     config="cluster.listen", help="cluster URL to listen on for routes")
+    group.add_option("--routes", metavar="URLS", config="cluster.routes",
+                     help="routes to solicit and connect, comma separated")
+    group.add_option("--cluster_name", metavar="NAME", config="cluster.name",
+                     help="cluster name (generated when not set)")
+    group.add_option("--cluster_advertise", metavar="HOST:PORT", config="cluster.advertise",
+                     help="cluster URL to advertise to other servers")
+    group.add_option("--no_advertise", type=_bool, nargs="?", const=True, metavar="BOOL",
+                     config="cluster.no_advertise",
+                     help="do not advertise known cluster information to clients")
+    group.add_option("--connect_retries", type=int, metavar="N", config="cluster.connect_retries",
+                     help="connect retries for routes learned by gossip")
+
+
+@hookimpl
+def natsd_configure(server: ServerAPI, config: ServerConfig, block: Mapping[str, Any] | None) -> None:
+    if block is None:
+        return
+    server.stash[CLUSTER] = Cluster(server, settings_mod.load(block))
+
+
+@hookimpl
+def natsd_interest_listeners(server: ServerAPI) -> Cluster | None:
+    return server.stash.get(CLUSTER, None)
+
+
+@hookimpl
+def natsd_listeners(server: ServerAPI) -> Cluster | None:
+    return server.stash.get(CLUSTER, None)
+
+
+@hookimpl
+def natsd_lame_duck(server: ServerAPI) -> None:
+    cluster = server.stash.get(CLUSTER, None)
+    if cluster is not None:
+        cluster.lame_duck()
+
+
+@hookimpl(optionalhook=True)
+def natsd_monitor_endpoints(server: ServerAPI) -> dict[str, Any] | None:
+    cluster = server.stash.get(CLUSTER, None)
+    return {"/routez": cluster.routez} if cluster is not None else None
+
+
+@hookimpl
+def natsd_shutdown(server: ServerAPI) -> None:
+    server.stash.pop(CLUSTER, None)
