@@ -16,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from natsd import __version__
+from natsd.config import RANDOM_PORT, nats_server_port
 from natsd.config import log as natsd_log
 
 if TYPE_CHECKING:
@@ -54,8 +55,8 @@ def make_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
     s = p.add_argument_group("Server Options")
     s.add_argument("-a", "--addr", "--net", dest="host", metavar="HOST",
                    help="bind to host address (default: 0.0.0.0)")
-    s.add_argument("-p", "--port", type=int, metavar="PORT",
-                   help="use port for clients (default: 4222; 0 picks a free port)")
+    s.add_argument("-p", "--port", type=_port, metavar="PORT",
+                   help="use port for clients (default: 4222; -1 picks a random port)")
     s.add_argument("-n", "--name", "--server_name", dest="server_name", metavar="NAME",
                    help="server name (default: the server id)")
     s.add_argument("-P", "--pid", dest="pid_file", metavar="FILE", help="file to store the PID")
@@ -93,6 +94,17 @@ def make_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
     c.add_argument("-v", "--version", action="version",
                    version=f"natsd: v{__version__} (nats-server v2.9.10 compatible)")
     return p
+
+
+def _port(text: str) -> int:
+    """``-p``: as nats-server, ``0`` is the default port and ``-1`` a random one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not RANDOM_PORT <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (-1 to 65535; -1: a random port)")
+    return nats_server_port(port)
 
 
 def _bool(text: str) -> bool:

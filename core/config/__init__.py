@@ -7,16 +7,19 @@ names the file, line and key) and read the server's settings from
 
 from .options import (
     DEFAULT_PORT,
+    RANDOM_PORT,
     ConfigError,
     PluginSettings,
     ServerConfig,
     config_error,
     from_mapping,
     load,
+    nats_server_port,
     plugin_settings,
     size_setting,
     with_tls,
 )
 
-__all__ = ["DEFAULT_PORT", "ConfigError", "PluginSettings", "ServerConfig", "config_error",
-           "from_mapping", "load", "plugin_settings", "size_setting", "with_tls"]
+__all__ = ["DEFAULT_PORT", "RANDOM_PORT", "ConfigError", "PluginSettings", "ServerConfig",
+           "config_error", "from_mapping", "load", "nats_server_port", "plugin_settings",
+           "size_setting", "with_tls"]

@@ -24,6 +24,8 @@ ConfigError = ConfError
 """Raised for any invalid configuration; names the file, line and key."""
 
 DEFAULT_PORT = 4222
+RANDOM_PORT = -1
+"""``port: -1`` (``-p -1``): a random free port, as nats-server's ``RANDOM_PORT``."""
 
 # nats-server's top-level keys that natsd leaves to plugins: key -> what it configures.
 # (The core names capabilities, never the plugins that provide them.)
@@ -140,8 +142,20 @@ class ServerConfig:
     positions: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Top-level key (lower case) -> where the file set it (for errors after loading)."""
 
+    def __post_init__(self) -> None:
+        if self.port == RANDOM_PORT:
+            self.port = 0
+
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)
+
+
+def nats_server_port(port: int) -> int:
+    """The port to listen on for a client port given as nats-server reads it
+    (a config file, ``-p``): ``0`` is the default port, ``-1`` a random one (``0`` here)."""
+    if port == 0:
+        return DEFAULT_PORT
+    return 0 if port == RANDOM_PORT else port
 
 
 def _str(block: Any, key: str, v: Any) -> str:
@@ -334,6 +348,12 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
          source: str | None = None) -> ServerConfig:
     """Build a :class:`ServerConfig` from a parsed config file.
 
+    The client port follows the source: in config text (a :class:`ConfMap`,
+    from :func:`~natsd.config.conf.parse_file` or ``parse``), ``port: 0`` is
+    the default port 4222 and ``-1`` a random port, as in nats-server; in a
+    plain mapping (``Server({"port": 0})``) ``0`` and ``-1`` are a free port.
+    ``ServerConfig.port`` is what is listened on (``0``: a free port).
+
     ``owned`` maps top-level keys to the plugin that owns them; those blocks
     are kept in ``ServerConfig.blocks`` for the plugin to validate.
     """
@@ -359,6 +379,8 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
             raise config_error(conf, key, "a nats-server option natsd does not support yet")
         else:
             raise config_error(conf, key, "unknown configuration key")
+    if "port" in values:
+        values["port"] = _client_port(conf, values["port"])
     positions = {k.lower(): p for k, p in conf.positions.items()} if isinstance(conf, ConfMap) else {}
     config = ServerConfig(**values, plugins=plugin_settings(conf), blocks=blocks, source=source,
                           positions=positions)
@@ -371,10 +393,19 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
     return config
 
 
+def _client_port(conf: Mapping[str, Any], port: int) -> int:
+    """Config text (a :class:`ConfMap`) means what it means to nats-server; a Python
+    mapping keeps ``0`` as a free port (see :func:`load`)."""
+    if not RANDOM_PORT <= port <= 65535:
+        key = next((k for k in conf if k.lower() in ("port", "listen")), "port")
+        raise config_error(conf, key, f"port {port} is out of range (-1 to 65535; -1: a random port)")
+    return nats_server_port(port) if isinstance(conf, ConfMap) else max(port, 0)
+
+
 def from_mapping(mapping: Mapping[str, Any], owned: Mapping[str, str] | None = None) -> ServerConfig:
     """A config from a plain dict with the same keys as a config file (for embedding)."""
     return load(mapping, owned)
 
 
-__all__ = ["ConfigError", "PluginSettings", "ServerConfig", "config_error", "load",
-           "plugin_settings", "from_mapping"]
+__all__ = ["ConfigError", "DEFAULT_PORT", "RANDOM_PORT", "PluginSettings", "ServerConfig", "config_error", "load",
+           "plugin_settings", "from_mapping", "nats_server_port"]

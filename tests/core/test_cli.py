@@ -68,7 +68,7 @@ def test_check_config(tmp_path: Path) -> None:
 def test_runs_with_flags_and_stops_on_sigterm(tmp_path: Path) -> None:
     pid_file, log_file = tmp_path / "natsd.pid", tmp_path / "natsd.log"
     started = time.monotonic()
-    proc = subprocess.Popen([*NATSD, "-a", "127.0.0.1", "-p", "0", "-n", "cli-test",
+    proc = subprocess.Popen([*NATSD, "-a", "127.0.0.1", "-p", "-1", "-n", "cli-test",
                              "-P", str(pid_file), "-l", str(log_file), "-D"])
     try:
         port = 0
@@ -97,6 +97,14 @@ def test_runs_with_flags_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("given, port", [("0", 4222), ("-1", 0), ("5222", 5222)])
+def test_port_flag_reads_as_nats_server(given: str, port: int) -> None:
+    """``-p 0`` is the default port and ``-p -1`` a random one (ServerConfig's 0), as nats-server."""
+    from natsd.cli import _overrides, make_parser
+
+    assert _overrides(make_parser().parse_args(["-p", given]), None)["port"] == port
 
 
 def test_auth_flags_become_an_authorization_block() -> None:

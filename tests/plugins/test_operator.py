@@ -97,14 +97,14 @@ def test_resolver_errors_name_file_line_and_key(chain: str, line: str, reason: s
 
 def test_missing_operator_file_is_a_config_error(tmp_path: Any) -> None:
     path = tmp_path / "op.conf"
-    path.write_text('port: 0\noperator: "/nonexistent/op.jwt"\nresolver: MEMORY\n')
+    path.write_text('port: -1\noperator: "/nonexistent/op.jwt"\nresolver: MEMORY\n')
     with pytest.raises(ConfError) as e:
         asyncio.run(Server(str(path)).start())
     assert (e.value.line, e.value.key) == (2, "operator") and "cannot read operator JWT" in str(e.value)
 
 
 def test_operator_plugin_idle_without_its_keys(natsd_factory: Any) -> None:
-    srv = natsd_factory(parse("port: 0"))
+    srv = natsd_factory(parse("port: -1"))
     assert "operator" not in srv.call(srv.server.plugins.names)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from natsd import hookimpl
 from natsd.config.conf import ConfError, parse
-from natsd.config import load
+from natsd.config import ServerConfig, load
 from natsd.plugin.manager import PluginManager
 from natsd.server import Server, build_config
 
@@ -82,7 +83,7 @@ class OwnsMqtt:
 
 async def test_owned_block_goes_to_its_plugin() -> None:
     plugin = OwnsMqtt()
-    conf = parse("host: 127.0.0.1\nport: 0\nmqtt { port: 1883 }\n", "n.conf")
+    conf = parse("host: 127.0.0.1\nport: -1\nmqtt { port: 1883 }\n", "n.conf")
     pm = PluginManager()
     cfg = build_config(conf, pm, [plugin])
     async with Server(cfg, plugin_manager=pm):
@@ -116,3 +117,35 @@ def test_settings_for_missing_plugin_are_an_error() -> None:
 
 def test_embedding_mapping_accepts_sizes_as_text() -> None:
     assert Server({"port": 0, "max_payload": "64KB"}).config.max_payload == 64 * 1024
+
+
+@pytest.mark.parametrize("text, port", [
+    ("port: 0", 4222), ("port: -1", 0), ("port: 5222", 5222), ("listen: 127.0.0.1:0", 4222),
+    ("listen: 127.0.0.1:-1", 0), ("", 4222)])
+def test_file_ports_follow_nats_server(text: str, port: int) -> None:
+    """In a file 0 is the default port and -1 a random one (nats-server's RANDOM_PORT);
+    ServerConfig.port is what is listened on, 0 being a free port."""
+    assert load(parse(text, "n.conf")).port == port
+
+
+@pytest.mark.parametrize("given, port", [(0, 0), (-1, 0), (4333, 4333)])
+def test_embedding_port_zero_is_a_free_port(given: int, port: int) -> None:
+    assert Server({"port": given}).config.port == port
+    assert ServerConfig(port=given).port == port
+
+
+@pytest.mark.parametrize("text", ["port: -2", "port: 65536", "listen: 127.0.0.1:-5"])
+def test_out_of_range_port_is_refused(text: str) -> None:
+    with pytest.raises(ConfError, match="out of range") as info:
+        load(parse(text, "n.conf"))
+    assert info.value.line == 1
+
+
+async def test_random_port_from_a_file(tmp_path: Path) -> None:
+    conf = tmp_path / "n.conf"
+    conf.write_text("host: 127.0.0.1\nport: -1\n")
+    async with Server(str(conf)) as server:
+        assert server.port not in (0, 4222)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert (await reader.readline()).startswith(b"INFO ")
+        writer.close()

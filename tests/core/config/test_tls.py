@@ -76,7 +76,7 @@ def test_handshake_first_values(tls_certs: Any, handshake_first: Any, expected: 
 
 
 def test_missing_cert_file_names_the_tls_key(tmp_path: Path, tls_certs: Any) -> None:
-    err = conf_error(f'port: 0\ntls {{\n  key_file: "{tls_certs.server_key}"\n}}\n', tmp_path)
+    err = conf_error(f'port: -1\ntls {{\n  key_file: "{tls_certs.server_key}"\n}}\n', tmp_path)
     assert (err.line, err.key) == (2, "tls") and "missing 'cert_file'" in err.reason
 
 
@@ -97,9 +97,9 @@ def test_missing_cert_file_names_the_tls_key(tmp_path: Path, tls_certs: Any) -> 
 ])
 def test_errors_name_file_line_and_key(tmp_path: Path, tls_certs: Any, line: str, key: str,
                                        needle: str) -> None:
-    text = "port: 0\n" + tls_certs.conf(line)  # the extra line is line 5 of the file
+    text = "port: -1\n" + tls_certs.conf(line)  # the extra line is line 5 of the file
     if line.startswith("cert_file"):  # replaces the real one
-        text = f'port: 0\ntls {{\n  {line}\n  key_file: "{tls_certs.server_key}"\n}}\n'
+        text = f'port: -1\ntls {{\n  {line}\n  key_file: "{tls_certs.server_key}"\n}}\n'
     err = conf_error(text, tmp_path)
     assert err.file == str(tmp_path / "nats.conf") and err.key == key
     assert err.line == (3 if line.startswith("cert_file") else 5)
