@@ -105,14 +105,17 @@ class ServerConfig:
     no_header_support: bool = False
     debug: bool = False
     trace: bool = False
+    trace_headers: bool = False
+    """Trace messages' headers instead of their payloads (``trace_headers``, with ``trace``)."""
     logtime: bool = True
+    logtime_utc: bool = False
     log_file: str | None = None
     logfile_size_limit: int = 0
     """Rotate ``log_file`` when it reaches this many bytes (0: never)."""
     logfile_max_num: int = 0
     """Rotated log files to keep (0: all)."""
     max_traced_msg_len: int = 0
-    """Payload bytes a protocol trace shows (0: natsd's default, 256)."""
+    """Payload bytes a protocol trace shows (0: all, as nats-server)."""
     pid_file: str | None = None
     ports_file_dir: str | None = None
     """Directory for ``natsd_<pid>.ports``: the URLs of every port the server listens on."""
@@ -224,6 +227,10 @@ def _field(name: str, conv: Callable[[Any, str, Any], Any]) -> _Setter:
     return setter
 
 
+def _set_trace_headers(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
+    out["trace_headers"] = out["trace"] = _bool(block, key, value)
+
+
 def _set_listen(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
     out["host"], out["port"] = _listen(block, key, value)
 
@@ -286,7 +293,10 @@ CORE_KEYS: dict[str, _Setter] = {
     "no_header_support": _field("no_header_support", _bool),
     "debug": _field("debug", _bool),
     "trace": _field("trace", _bool),
+    "trace_verbose": _field("trace", _bool),
+    "trace_headers": _set_trace_headers,
     "logtime": _field("logtime", _bool),
+    "logtime_utc": _field("logtime_utc", _bool),
     "log_file": _field("log_file", _str),
     "logfile": _field("log_file", _str),
     "logfile_size_limit": _field("logfile_size_limit", size_setting),

@@ -115,3 +115,38 @@ def test_auth_flags_become_an_authorization_block() -> None:
         "timeout": 3, "user": "u", "password": "p"}
     args = make_parser().parse_args(["--auth", "tok"])
     assert _overrides(args, None)["authorization"] == {"token": "tok"}
+
+
+def _serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """natsd with ``flags`` on a random port, logging to a file; (process, port, log file)."""
+    log_file = tmp_path / "natsd.log"
+    proc = subprocess.Popen([*NATSD, "-a", "127.0.0.1", "-p", "-1", "-l", str(log_file), *flags])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = log_file.read_text() if log_file.exists() else ""
+        m = re.search(r"Listening for client connections on 127\.0\.0\.1:(\d+)", text)
+        if m:
+            return proc, int(m.group(1)), log_file
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("natsd did not log its port")
+
+
+@pytest.mark.parametrize("flag, debug", [("-V", False), ("-DV", True), ("-VV", False), ("-DVV", True)])
+def test_trace_flags(tmp_path: Path, flag: str, debug: bool) -> None:
+    """``-V`` traces without debug lines, as nats-server; ``-DV`` shows both."""
+    proc, port, log_file = _serve(tmp_path, flag)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.recv(4096)
+            sock.sendall(b'CONNECT {"verbose":false,"name":"t","lang":"py","version":"1.0"}\r\nPING\r\n')
+            assert sock.recv(100) == b"PONG\r\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        text = log_file.read_text()
+        assert '[TRC] 127.0.0.1:' in text and '"v1.0:py:t" - ->> [PONG]' in text
+        assert ("[DBG]" in text) is debug
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
