@@ -284,13 +284,15 @@ def main(argv: list[str] | None = None) -> int:
             plugins.load(plugin_settings(conf), early.plugin)
     except (ConfError, PluginError, OSError) as exc:
         if not wants_help:
-            print(f"natsd: {'cannot read config' if isinstance(exc, OSError) else 'configuration error'}: "
-                  f"{exc}", file=sys.stderr)
+            if isinstance(exc, OSError):
+                print(f"natsd: cannot read config: {exc}", file=sys.stderr)
+            else:
+                _print_errors(exc)
             return 1
     try:
         config = None if wants_help else build_config(conf, plugins, early.plugin, source=early.config)
     except (ConfError, PluginError) as exc:
-        print(f"natsd: configuration error: {exc}", file=sys.stderr)
+        _print_errors(exc)
         return 1
     parser = make_parser()
     options = OptionParser(parser)
@@ -306,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _with_flags(args, config, options, plugins.owners)
     except (ConfError, PluginError) as exc:
-        print(f"natsd: configuration error: {exc}", file=sys.stderr)
+        _print_errors(exc)
         return 1
     server = Server(config, plugin_manager=plugins)
     # flags win on reload too
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             server.configure()
         except (ConfError, PluginError) as exc:
-            print(f"natsd: configuration error: {exc}", file=sys.stderr)
+            _print_errors(exc)
             return 1
         print(f"natsd: configuration file {args.config} is valid")
         return 0
@@ -323,12 +325,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _run(server)
     except (ConfError, PluginError) as exc:
-        log.error("configuration error: %s", exc)
+        for text in _error_lines(exc):
+            log.error("configuration error: %s", text)
         return 1
     except OSError as exc:
         log.error("%s", exc)
         return 1
     return 0
+
+
+def _error_lines(exc: Exception) -> list[str]:
+    """Every error of a configuration (nats-server reports them all), one line each."""
+    from natsd.config.conf import ConfError
+
+    if isinstance(exc, ConfError):
+        return [error.location() for error in exc.errors]
+    return [str(exc)]
+
+
+def _print_errors(exc: Exception) -> None:
+    for text in _error_lines(exc):
+        print(f"natsd: configuration error: {text}", file=sys.stderr)
 
 
 def _loop_factory() -> Any:

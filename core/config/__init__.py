@@ -7,8 +7,10 @@ names the file, line and key) and read the server's settings from
 
 from .options import (
     DEFAULT_PORT,
+    NOT_SUPPORTED,
     RANDOM_PORT,
     ConfigError,
+    ErrorCollector,
     PluginSettings,
     ServerConfig,
     config_error,
@@ -20,6 +22,6 @@ from .options import (
     with_tls,
 )
 
-__all__ = ["DEFAULT_PORT", "RANDOM_PORT", "ConfigError", "PluginSettings", "ServerConfig",
-           "config_error", "from_mapping", "load", "nats_server_port", "plugin_settings",
-           "size_setting", "with_tls"]
+__all__ = ["DEFAULT_PORT", "NOT_SUPPORTED", "RANDOM_PORT", "ConfigError", "ErrorCollector",
+           "PluginSettings", "ServerConfig", "config_error", "from_mapping", "load",
+           "nats_server_port", "plugin_settings", "size_setting", "with_tls"]

@@ -139,7 +139,7 @@ def load_tls(parent: Mapping[str, Any], key: str = "tls", value: Any = None, *,
     for k, v in block.items():
         name = k.lower()
         if name in NOT_YET_KEYS:
-            raise config_error(block, k, "a nats-server TLS option natsd does not support yet")
+            raise config_error(block, k, "a nats-server TLS option not supported by natsd")
         if name not in KEYS:
             raise config_error(block, k, "unknown field in the tls block (known: "
                                + ", ".join(sorted(KEYS)) + ")")

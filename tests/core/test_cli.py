@@ -51,6 +51,20 @@ def test_config_error_names_file_line_key(tmp_path: Path) -> None:
     assert f"{conf}:2: key 'mqtt'" in out.stderr and "configures MQTT, which needs a natsd plugin" in out.stderr
 
 
+def test_check_config_prints_every_error(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text("port: 4222\ntrace_verbose: true\nno_sublist_cache: true\nmax_payload: lots\n"
+                    "accounts { A { jetstream: enabled } }\n")
+    out = run("-t", "-c", str(conf))
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.splitlines() == [
+        f"natsd: configuration error: {conf}:3: key 'no_sublist_cache': a nats-server option not "
+        "supported by natsd",
+        f"natsd: configuration error: {conf}:4: key 'max_payload': invalid size 'lots'",
+        f"natsd: configuration error: {conf}:5: key 'jetstream': configures JetStream, which needs a "
+        "natsd plugin: none installed and enabled provides it"]
+
+
 def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     conf = tmp_path / "broken.conf"
     conf.write_text("port: 4222\nmax_payload: {\n")

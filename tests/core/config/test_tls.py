@@ -85,7 +85,7 @@ def test_missing_cert_file_names_the_tls_key(tmp_path: Path, tls_certs: Any) -> 
     ('timeout: "soon"', "timeout", "invalid duration"),
     ("timeout: -1", "timeout", "must not be negative"),
     ("bogus: 1", "bogus", "unknown field in the tls block"),
-    ("cert_store: WindowsCurrentUser", "cert_store", "does not support yet"),
+    ("cert_store: WindowsCurrentUser", "cert_store", "not supported by natsd"),
     ("verify_cert_and_check_known_urls: true", "verify_cert_and_check_known_urls",
      "not supported in this context"),
     ('handshake_first: "sometimes"', "handshake_first", "is invalid"),
@@ -187,13 +187,16 @@ def natsd(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
-def test_cli_flags(tls_certs: Any) -> None:
-    ok = natsd("--tls", "--tlscert", tls_certs.server_cert, "--tlskey", tls_certs.server_key, "-t")
+def test_cli_flags(tmp_path: Path, tls_certs: Any) -> None:
+    conf = tmp_path / "empty.conf"
+    conf.write_text("# flags only\n")
+    check = ("-t", "-c", str(conf))
+    ok = natsd("--tls", "--tlscert", tls_certs.server_cert, "--tlskey", tls_certs.server_key, *check)
     assert ok.returncode == 0, ok.stderr
-    bad = natsd("--tlsverify", "--tlscert", tls_certs.server_cert, "--tlskey", tls_certs.alice_key, "-t")
+    bad = natsd("--tlsverify", "--tlscert", tls_certs.server_cert, "--tlskey", tls_certs.alice_key, *check)
     assert bad.returncode == 1
     assert "key '--tlskey': private key" in bad.stderr and "does not match" in bad.stderr
-    missing = natsd("--tls", "-t")
+    missing = natsd("--tls", *check)
     assert missing.returncode == 1 and "TLS Server certificate must be present" in missing.stderr
 
 
