@@ -121,6 +121,16 @@ def test_port_flag_reads_as_nats_server(given: str, port: int) -> None:
     assert _overrides(make_parser().parse_args(["-p", given]), None)["port"] == port
 
 
+def test_logging_flags_of_nats_server() -> None:
+    from natsd.cli import _overrides, make_parser
+
+    args = make_parser().parse_args(["--log_size_limit", "1KB", "--logtime_utc", "--max_traced_msg_len",
+                                     "9", "-VV"])
+    assert _overrides(args, None) == {"logfile_size_limit": 1024, "logtime_utc": True,
+                                      "max_traced_msg_len": 9, "trace": True}
+    assert _overrides(make_parser().parse_args(["-DVV"]), None) == {"debug": True, "trace": True}
+
+
 def test_auth_flags_become_an_authorization_block() -> None:
     from natsd.cli import _overrides, make_parser
 

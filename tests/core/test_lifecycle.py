@@ -151,6 +151,15 @@ def test_log_file_rotates_by_size(tmp_path):
     assert "line 039" in path.read_text()
 
 
+def test_logtime_utc():
+    record = logging.LogRecord("natsd", logging.INFO, __file__, 1, "hello", None, None)
+    record.created = 86400 * 365 + 0.25  # 1971-01-01 00:00:00.25 UTC
+    utc = natsd_log.NatsFormatter(utc=True).format(record)
+    assert utc.endswith("1971/01/01 00:00:00.250000 [INF] hello")
+    local = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
+    assert local in natsd_log.NatsFormatter().format(record)
+
+
 def test_trace_clips_payloads(natsd_factory, caplog):
     running = natsd_factory({"trace": True, "max_traced_msg_len": 4})
     sock = socket.create_connection(("127.0.0.1", running.port), timeout=3)
