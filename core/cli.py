@@ -17,8 +17,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from natsd import __version__
-from natsd.config import RANDOM_PORT, nats_server_port
+from natsd.config import NOT_SUPPORTED, RANDOM_PORT, nats_server_port
 from natsd.config import log as natsd_log
+from natsd.config.conf import ConfError, parse_size
 
 if TYPE_CHECKING:
     from natsd.plugin.manager import OptionParser
@@ -45,9 +46,6 @@ NATS_SERVER_FLAGS: tuple[tuple[tuple[str, ...], str | None, dict[str, Any]], ...
     (("--client_advertise",), None, {}),
     (("--profile",), None, {}),
 )
-
-NOT_SUPPORTED = "is a nats-server option not supported by natsd"
-"""How a nats-server flag or config key that natsd lacks is refused."""
 
 CHECK_NEEDS_CONFIG = "must specify [-c, --config] option to check configuration file syntax"
 """``-t`` without ``-c`` (nats-server's words; exit status 1)."""
@@ -145,8 +143,6 @@ def _port(text: str) -> int:
 
 
 def _size(text: str) -> int:
-    from natsd.config.conf import ConfError, parse_size
-
     try:
         size = parse_size(text)
     except ConfError:
@@ -198,7 +194,7 @@ def refuse_unprovided(args: argparse.Namespace) -> list[str]:
                 problems.append(f"{flag} configures {capability}, which needs a natsd plugin: "
                                 "none installed and enabled provides it")
             else:
-                problems.append(f"{flag} {NOT_SUPPORTED}")
+                problems.append(f"{flag} is {NOT_SUPPORTED}")
     return problems
 
 
@@ -268,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"natsd: signal {early.signal.partition('=')[0]} sent to pid {pid}")
         return 0
     from .config import plugin_settings
-    from .config.conf import ConfError, parse_file
+    from .config.conf import parse_file
     from .plugin.manager import OptionParser, PluginError, PluginManager
     from .server import Server, build_config
 
@@ -336,8 +332,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _error_lines(exc: Exception) -> list[str]:
     """Every error of a configuration (nats-server reports them all), one line each."""
-    from natsd.config.conf import ConfError
-
     if isinstance(exc, ConfError):
         return [error.location() for error in exc.errors]
     return [str(exc)]
@@ -380,11 +374,12 @@ def _run(server: Any) -> None:
 
 
 async def _reload(server: Any) -> None:
-    from natsd.config.conf import ConfError
-
     try:
         await server.reload()
-    except (ConfError, OSError, RuntimeError) as exc:
+    except ConfError as exc:
+        for text in _error_lines(exc):
+            log.error("Failed to reload server configuration: %s", text)
+    except (OSError, RuntimeError) as exc:
         log.error("Failed to reload server configuration: %s", exc)
     except Exception:
         log.exception("Failed to reload server configuration")

@@ -124,7 +124,7 @@ class Client(Connection, asyncio.Protocol):
         label = super().describe()
         for part in (client, f"{self.account.name}/{user}" if user else ""):
             if part:
-                label += " - " + json.dumps(part, ensure_ascii=False)
+                label += " - " + go_quote(part.encode())
         self._label = label
 
     # -- asyncio.Protocol -------------------------------------------------
