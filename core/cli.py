@@ -1,9 +1,10 @@
 """The ``natsd`` command line, with nats-server's flags.
 
-Flags override the config file, as with nats-server. Flags of capabilities
-that natsd provides through plugins (``-js``, ``--cluster`` ...) or does not
-have yet are recognised and refused with a message that says what provides
-them, so a nats-server command line never fails obscurely.
+Flags override the config file, as with nats-server, and are spelt as it
+takes them (``-port`` and ``--port`` alike). Flags of capabilities that natsd
+provides through plugins (``-js``, ``--cluster`` ...) or does not support are
+recognised and refused with a message that says so, so a nats-server command
+line never fails obscurely.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from natsd import __version__
+from natsd.config import NOT_SUPPORTED, RANDOM_PORT, nats_server_port
 from natsd.config import log as natsd_log
+from natsd.config.conf import ConfError, parse_size
 
 if TYPE_CHECKING:
     from natsd.plugin.manager import OptionParser
@@ -44,6 +47,9 @@ NATS_SERVER_FLAGS: tuple[tuple[tuple[str, ...], str | None, dict[str, Any]], ...
     (("--profile",), None, {}),
 )
 
+CHECK_NEEDS_CONFIG = "must specify [-c, --config] option to check configuration file syntax"
+"""``-t`` without ``-c`` (nats-server's words; exit status 1)."""
+
 
 def make_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
     """The core's options; plugins add theirs (``natsd_addoption``) before parsing."""
@@ -54,14 +60,14 @@ def make_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
     s = p.add_argument_group("Server Options")
     s.add_argument("-a", "--addr", "--net", dest="host", metavar="HOST",
                    help="bind to host address (default: 0.0.0.0)")
-    s.add_argument("-p", "--port", type=int, metavar="PORT",
-                   help="use port for clients (default: 4222; 0 picks a free port)")
+    s.add_argument("-p", "--port", type=_port, metavar="PORT",
+                   help="use port for clients (default: 4222; -1 picks a random port)")
     s.add_argument("-n", "--name", "--server_name", dest="server_name", metavar="NAME",
                    help="server name (default: the server id)")
     s.add_argument("-P", "--pid", dest="pid_file", metavar="FILE", help="file to store the PID")
     s.add_argument("-c", "--config", metavar="FILE", help="configuration file")
     s.add_argument("-t", dest="test_config", action="store_true",
-                   help="test the configuration and exit")
+                   help="test the configuration file (-c) and exit")
     s.add_argument("-sl", "--signal", metavar="CMD[=PID]",
                    help="send a signal to a running natsd and exit: reload, ldm (lame duck), "
                         "reopen (log file), quit, term, stop; PID is a pid or a pid file")
@@ -73,9 +79,18 @@ def make_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
     lg.add_argument("-l", "--log", dest="log_file", metavar="FILE", help="file to redirect log output")
     lg.add_argument("-T", "--logtime", type=_bool, nargs="?", const=True, default=None,
                     metavar="BOOL", help="timestamp log entries (default: true)")
+    lg.add_argument("--logtime_utc", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
+                    help="timestamps in UTC instead of local time (default: false)")
     lg.add_argument("-D", "--debug", action="store_true", default=None, help="enable debugging output")
     lg.add_argument("-V", "--trace", action="store_true", default=None, help="trace the raw protocol")
+    lg.add_argument("-VV", dest="trace_verbose", action="store_true",
+                    help="verbose trace: as -V (natsd's internal system-account clients are not traced)")
     lg.add_argument("-DV", dest="debug_trace", action="store_true", help="debug and trace")
+    lg.add_argument("-DVV", dest="debug_trace_verbose", action="store_true", help="debug and verbose trace")
+    lg.add_argument("--log_size_limit", type=_size, metavar="SIZE",
+                    help="rotate the log file at this size (default: never)")
+    lg.add_argument("--max_traced_msg_len", type=_count, metavar="LEN",
+                    help="payload bytes a trace shows (default: 0, all)")
     t = p.add_argument_group("TLS Options (replace the file's tls {})")
     t.add_argument("--tls", "-tls", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
                    help="enable TLS, do not verify clients (--tls=false disables TLS)")
@@ -92,7 +107,59 @@ def make_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
     c = p.add_argument_group("Common Options")
     c.add_argument("-v", "--version", action="version",
                    version=f"natsd: v{__version__} (nats-server v2.9.10 compatible)")
+    c.add_argument("--help_tls", action="store_true", help="show TLS help and exit")
     return p
+
+
+def known_flags() -> set[str]:
+    """The core's option strings and every nats-server flag natsd recognises."""
+    flags = set(make_parser()._option_string_actions)
+    for names, _, _ in NATS_SERVER_FLAGS:
+        flags.update(names)
+    return flags
+
+
+def long_flags(argv: list[str], known: set[str]) -> list[str]:
+    """``-name`` as ``--name`` when only the latter is an option: nats-server (Go's flag
+    package) takes both spellings, and argparse would read ``-port`` as ``-p ort``."""
+    out = []
+    for arg in argv:
+        name = arg.partition("=")[0]
+        if arg[:1] == "-" and arg[:2] != "--" and name not in known and "-" + name in known:
+            arg = "-" + arg
+        out.append(arg)
+    return out
+
+
+def _port(text: str) -> int:
+    """``-p``: as nats-server, ``0`` is the default port and ``-1`` a random one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not RANDOM_PORT <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (-1 to 65535; -1: a random port)")
+    return nats_server_port(port)
+
+
+def _size(text: str) -> int:
+    try:
+        size = parse_size(text)
+    except ConfError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return size
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return n
 
 
 def _bool(text: str) -> bool:
@@ -116,16 +183,19 @@ def _unprovided(flags: tuple[str, ...]) -> str:
     return "unprovided_" + flags[-1].lstrip("-")
 
 
-def refuse_unprovided(args: argparse.Namespace) -> str | None:
-    """The error for a nats-server flag that nothing here provides, if one was given."""
+def refuse_unprovided(args: argparse.Namespace) -> list[str]:
+    """The errors for the nats-server flags given that nothing here provides."""
+    problems = []
     for flags, capability, _ in NATS_SERVER_FLAGS:
-        if getattr(args, _unprovided(flags), None) is not None:
+        value = getattr(args, _unprovided(flags), None)
+        if value is not None and value is not False:
             flag = "/".join(flags)
             if capability:
-                return (f"{flag} configures {capability}, which needs a natsd plugin: "
-                        "none installed and enabled provides it")
-            return f"{flag} is a nats-server option natsd does not support yet"
-    return None
+                problems.append(f"{flag} configures {capability}, which needs a natsd plugin: "
+                                "none installed and enabled provides it")
+            else:
+                problems.append(f"{flag} is {NOT_SUPPORTED}")
+    return problems
 
 
 def _overrides(args: argparse.Namespace, authorization: Any) -> dict[str, Any]:
@@ -138,15 +208,16 @@ def _overrides(args: argparse.Namespace, authorization: Any) -> dict[str, Any]:
         else:
             auth["user"], auth["password"] = args.user, args.password or ""
         out["authorization"] = auth
-    for key in ("host", "port", "server_name", "pid_file", "log_file", "ports_file_dir"):
+    for key in ("host", "port", "server_name", "pid_file", "log_file", "ports_file_dir", "logtime",
+                "logtime_utc", "max_traced_msg_len"):
         value = getattr(args, key)
         if value is not None:
             out[key] = value
-    if args.logtime is not None:
-        out["logtime"] = args.logtime
-    if args.debug or args.debug_trace:
+    if args.log_size_limit is not None:
+        out["logfile_size_limit"] = args.log_size_limit
+    if args.debug or args.debug_trace or args.debug_trace_verbose:
         out["debug"] = True
-    if args.trace or args.debug_trace:
+    if args.trace or args.debug_trace or args.trace_verbose or args.debug_trace_verbose:
         out["trace"] = True
     return out
 
@@ -173,8 +244,15 @@ def _tls_flags(args: argparse.Namespace, config: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    early, _ = make_parser(add_help=False).parse_known_args(argv)
+    argv = long_flags(sys.argv[1:] if argv is None else list(argv), known_flags())
+    early_parser = make_parser(add_help=False)
+    add_unprovided_flags(early_parser, set())  # so that `-s` is not read as an abbreviated -sl
+    early, _ = early_parser.parse_known_args(argv)
+    if early.help_tls:
+        from natsd.config.tls import tls_help
+
+        print(tls_help())
+        return 0
     if early.signal is not None:
         from .signals import SignalError, send
 
@@ -186,11 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"natsd: signal {early.signal.partition('=')[0]} sent to pid {pid}")
         return 0
     from .config import plugin_settings
-    from .config.conf import ConfError, parse_file
+    from .config.conf import parse_file
     from .plugin.manager import OptionParser, PluginError, PluginManager
     from .server import Server, build_config
 
     wants_help = any(a in ("-h", "--help") for a in argv)
+    if early.test_config and not early.config and not wants_help:
+        print(f"natsd: {CHECK_NEEDS_CONFIG}", file=sys.stderr)
+        return 1
     plugins = PluginManager()
     conf: Any = {}
     try:
@@ -199,28 +280,31 @@ def main(argv: list[str] | None = None) -> int:
             plugins.load(plugin_settings(conf), early.plugin)
     except (ConfError, PluginError, OSError) as exc:
         if not wants_help:
-            print(f"natsd: {'cannot read config' if isinstance(exc, OSError) else 'configuration error'}: "
-                  f"{exc}", file=sys.stderr)
+            if isinstance(exc, OSError):
+                print(f"natsd: cannot read config: {exc}", file=sys.stderr)
+            else:
+                _print_errors(exc)
             return 1
     try:
         config = None if wants_help else build_config(conf, plugins, early.plugin, source=early.config)
     except (ConfError, PluginError) as exc:
-        print(f"natsd: configuration error: {exc}", file=sys.stderr)
+        _print_errors(exc)
         return 1
     parser = make_parser()
     options = OptionParser(parser)
     plugins.addoption(options)
     add_unprovided_flags(parser, options.flags())
     args = parser.parse_args(argv)
-    problem = refuse_unprovided(args)
-    if problem:
-        print(f"natsd: {problem}", file=sys.stderr)
+    problems = refuse_unprovided(args)
+    if problems:
+        for problem in problems:
+            print(f"natsd: {problem}", file=sys.stderr)
         return 2
     assert config is not None
     try:
         config = _with_flags(args, config, options, plugins.owners)
     except (ConfError, PluginError) as exc:
-        print(f"natsd: configuration error: {exc}", file=sys.stderr)
+        _print_errors(exc)
         return 1
     server = Server(config, plugin_manager=plugins)
     # flags win on reload too
@@ -229,20 +313,33 @@ def main(argv: list[str] | None = None) -> int:
         try:
             server.configure()
         except (ConfError, PluginError) as exc:
-            print(f"natsd: configuration error: {exc}", file=sys.stderr)
+            _print_errors(exc)
             return 1
-        print(f"natsd: configuration file {args.config} test is successful")
+        print(f"natsd: configuration file {args.config} is valid")
         return 0
     natsd_log.configure_from(config)
     try:
         _run(server)
     except (ConfError, PluginError) as exc:
-        log.error("configuration error: %s", exc)
+        for text in _error_lines(exc):
+            log.error("configuration error: %s", text)
         return 1
     except OSError as exc:
         log.error("%s", exc)
         return 1
     return 0
+
+
+def _error_lines(exc: Exception) -> list[str]:
+    """Every error of a configuration (nats-server reports them all), one line each."""
+    if isinstance(exc, ConfError):
+        return [error.location() for error in exc.errors]
+    return [str(exc)]
+
+
+def _print_errors(exc: Exception) -> None:
+    for text in _error_lines(exc):
+        print(f"natsd: configuration error: {text}", file=sys.stderr)
 
 
 def _loop_factory() -> Any:
@@ -277,11 +374,12 @@ def _run(server: Any) -> None:
 
 
 async def _reload(server: Any) -> None:
-    from natsd.config.conf import ConfError
-
     try:
         await server.reload()
-    except (ConfError, OSError, RuntimeError) as exc:
+    except ConfError as exc:
+        for text in _error_lines(exc):
+            log.error("Failed to reload server configuration: %s", text)
+    except (OSError, RuntimeError) as exc:
         log.error("Failed to reload server configuration: %s", exc)
     except Exception:
         log.exception("Failed to reload server configuration")

@@ -48,8 +48,8 @@ FIXED = ("host", "port", "server_name", "system_account", "no_system_account",
 #: Fields whose change re-checks every connected client's credentials.
 AUTH = ("authorization", "accounts", "no_auth_user", "mappings")
 #: Fields whose change reconfigures logging.
-LOGGING = ("debug", "trace", "logtime", "log_file", "logfile_size_limit", "logfile_max_num",
-           "max_traced_msg_len")
+LOGGING = ("debug", "trace", "trace_headers", "logtime", "logtime_utc", "log_file",
+           "logfile_size_limit", "logfile_max_num", "max_traced_msg_len")
 #: Fields not compared (bookkeeping).
 _IGNORED = ("source", "blocks", "plugins", "positions")
 

@@ -8,7 +8,9 @@ Fixtures:
 ``natsd_factory``
     ``natsd_factory(config=None, plugins=())`` starts a server with the given
     config (mapping, :class:`~natsd.config.ServerConfig` or file path) and
-    plugins; all are stopped at the end of the test.
+    plugins; all are stopped at the end of the test. A mapping without
+    ``host``/``port`` gets 127.0.0.1 and a free port (``port: -1`` for parsed
+    config text, where ``0`` means 4222 as in nats-server).
 
 The broker runs on its own event loop in a background thread, so it serves
 synchronous tests and asyncio tests alike (whatever loop they use) while
@@ -31,10 +33,15 @@ class RunningServer:
     """A :class:`natsd.Server` running on a background thread's event loop."""
 
     def __init__(self, config: Any = None, plugins: Iterable[object | str] = ()) -> None:
+        from natsd.config.conf import ConfMap
         from natsd.server import Server
 
         cfg: Any = {"host": "127.0.0.1", "port": 0} if config is None else config
-        if isinstance(cfg, Mapping):
+        if isinstance(cfg, ConfMap):  # config text: keeps its positions and nats-server's ports
+            text = cfg
+            cfg = ConfMap({"host": "127.0.0.1", "port": -1, **text})
+            cfg.positions, cfg.variables_used = dict(text.positions), set(text.variables_used)
+        elif isinstance(cfg, Mapping):
             cfg = {"host": "127.0.0.1", "port": 0, **cfg}
         self.server = Server(cfg, plugins=plugins)
         self.loop = asyncio.new_event_loop()

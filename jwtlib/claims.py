@@ -395,8 +395,9 @@ def _signing_keys(items: Any) -> dict[str, dict | None]:
 
 @dataclass
 class UserClaims(Claims):
-    """A user. Limits default to -1 (unlimited) as nsc writes them; a decoded token
-    that omits them has 0, as in Go."""
+    """A user. Limits default to -1 (unlimited) as nsc writes them. A decoded v2 token
+    that omits them has 0, as in Go; a v1 token (which had no such fields) has -1,
+    as jwt v2's v1 migration gives them."""
 
     permissions: Permissions = field(default_factory=Permissions)
     src: list[str] = field(default_factory=list)
@@ -435,6 +436,7 @@ class UserClaims(Claims):
             src = [s.strip().lower() for s in src.split(",") if s.strip()]
         if version == 1 and nats.get("max", NO_LIMIT) != NO_LIMIT:
             raise JWTError("malformed", "jwtV1 user: deprecated Max/Times in jwtV2")
+        absent = NO_LIMIT if version == 1 else 0  # jwt v2's loadUser presets v1's NatsLimits to -1
         times = nats.get("times") or []
         if not isinstance(times, list) or not all(isinstance(t, dict) for t in times):
             raise JWTError("malformed", f"claim 'times' must be a list of objects, got {times!r}")
@@ -443,7 +445,8 @@ class UserClaims(Claims):
                    src=_strs({"src": src}, "src"),
                    times=[TimeRange(_str(t, "start"), _str(t, "end")) for t in times],
                    times_location=_str(nats, "times_location"),
-                   subs=_int(nats, "subs"), data=_int(nats, "data"), payload=_int(nats, "payload"),
+                   subs=_int(nats, "subs", absent), data=_int(nats, "data", absent),
+                   payload=_int(nats, "payload", absent),
                    bearer_token=bool(nats.get("bearer_token")),
                    allowed_connection_types=_strs(nats, "allowed_connection_types"),
                    issuer_account=_str(nats, "issuer_account") or _str(payload, "issuer_account"))

@@ -7,16 +7,21 @@ names the file, line and key) and read the server's settings from
 
 from .options import (
     DEFAULT_PORT,
+    NOT_SUPPORTED,
+    RANDOM_PORT,
     ConfigError,
+    ErrorCollector,
     PluginSettings,
     ServerConfig,
     config_error,
     from_mapping,
     load,
+    nats_server_port,
     plugin_settings,
     size_setting,
     with_tls,
 )
 
-__all__ = ["DEFAULT_PORT", "ConfigError", "PluginSettings", "ServerConfig", "config_error",
-           "from_mapping", "load", "plugin_settings", "size_setting", "with_tls"]
+__all__ = ["DEFAULT_PORT", "NOT_SUPPORTED", "RANDOM_PORT", "ConfigError", "ErrorCollector",
+           "PluginSettings", "ServerConfig", "config_error", "from_mapping", "load",
+           "nats_server_port", "plugin_settings", "size_setting", "with_tls"]

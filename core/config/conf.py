@@ -27,17 +27,19 @@ durations or sizes given as strings, is left to the caller, helped by
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as _dt
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 __all__ = [
     "ConfError",
     "ConfList",
     "ConfMap",
+    "ErrorCollector",
     "Position",
     "SIZE_SUFFIXES",
     "parse",
@@ -59,7 +61,8 @@ class ConfError(Exception):
     """A configuration file could not be parsed, or a value is invalid.
 
     ``str()`` renders as ``server.conf:12: key 'max_payload': <reason>``;
-    the parts that are ``None`` are left out.
+    the parts that are ``None`` are left out. ``errors`` lists every error
+    found in the same pass (this one alone, or those of :meth:`collected`).
     """
 
     def __init__(
@@ -74,9 +77,28 @@ class ConfError(Exception):
         self.file = file
         self.line = line
         self.key = key
+        self.errors: list[ConfError] = [self]
         super().__init__(str(self))
 
+    @classmethod
+    def collected(cls, errors: list[ConfError]) -> ConfError:
+        """One error for several, as nats-server reports them all: the first's file, line,
+        key and reason, ``errors`` them all; ``str()`` gives one line each."""
+        if len(errors) == 1:
+            return errors[0]
+        first = errors[0]
+        err = cls(first.reason, file=first.file, line=first.line, key=first.key)
+        err.errors = list(errors)
+        err.args = (str(err),)
+        return err
+
     def __str__(self) -> str:
+        if len(self.errors) > 1:
+            return "\n".join(e.location() for e in self.errors)
+        return self.location()
+
+    def location(self) -> str:
+        """This error alone: ``file:line: key 'k': reason``."""
         if self.file is not None:
             where = self.file if self.line is None else f"{self.file}:{self.line}"
         else:
@@ -84,6 +106,29 @@ class ConfError(Exception):
         prefix = f"{where}: " if where else ""
         key = f"key '{self.key}': " if self.key is not None else ""
         return f"{prefix}{key}{self.reason}"
+
+
+class ErrorCollector:
+    """Gathers the errors (:class:`ConfError`) of a validation pass to raise them together.
+
+    ``with errors.collect(): ...`` records an error and goes on after the
+    block; :meth:`check` raises them as one (:meth:`ConfError.collected`).
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[ConfError] = []
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[None]:
+        try:
+            yield
+        except ConfError as exc:
+            self.errors.extend(exc.errors)
+
+    def check(self) -> None:
+        """Raise what was collected, if anything."""
+        if self.errors:
+            raise ConfError.collected(self.errors)
 
 
 class ConfMap(dict):

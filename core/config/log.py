@@ -3,7 +3,8 @@
 natsd logs through the standard :mod:`logging` package under the ``natsd``
 logger, so an embedding application can route it anywhere; the command line
 installs this format. ``-D`` enables debug and ``-V`` the protocol trace
-(level ``TRACE``, below ``DEBUG``).
+(level ``TRACE``, below ``DEBUG``); as in nats-server, ``-V`` alone shows the
+trace without the debug lines.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ _LEVELS = {TRACE: "TRC", logging.DEBUG: "DBG", logging.INFO: "INF",
 
 
 class NatsFormatter(logging.Formatter):
-    """Formats records as nats-server prints its log lines."""
+    """Formats records as nats-server prints its log lines (``utc``: ``logtime_utc``)."""
 
-    def __init__(self, logtime: bool = True) -> None:
+    def __init__(self, logtime: bool = True, utc: bool = False) -> None:
         super().__init__()
         self.logtime = logtime
+        self.utc = utc
         self.pid = os.getpid()
 
     def format(self, record: logging.LogRecord) -> str:
@@ -36,7 +38,8 @@ class NatsFormatter(logging.Formatter):
             text += "\n" + self.formatException(record.exc_info)
         if not self.logtime:
             return f"[{self.pid}] [{level}] {text}"
-        ts = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
+        ts = time.strftime("%Y/%m/%d %H:%M:%S",
+                           (time.gmtime if self.utc else time.localtime)(record.created))
         return f"[{self.pid}] {ts}.{int(record.created % 1 * 1e6):06d} [{level}] {text}"
 
 
@@ -98,15 +101,25 @@ class RotatingLogFile(logging.FileHandler):
             self.release()
 
 
+def _no_debug(record: logging.LogRecord) -> bool:
+    return record.levelno != logging.DEBUG
+
+
 def configure(debug: bool = False, trace: bool = False, logtime: bool = True,
-              log_file: str | None = None, size_limit: int = 0, max_num: int = 0) -> None:
-    """Send the ``natsd`` loggers to stderr or ``log_file`` at the requested level."""
+              log_file: str | None = None, size_limit: int = 0, max_num: int = 0,
+              utc: bool = False) -> None:
+    """Send the ``natsd`` loggers to stderr or ``log_file`` at the requested level.
+
+    ``trace`` without ``debug`` shows the trace and not the debug lines, as nats-server's ``-V``.
+    """
     handler: logging.Handler
     if log_file:
         handler = RotatingLogFile(log_file, size_limit, max_num)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(NatsFormatter(logtime))
+    handler.setFormatter(NatsFormatter(logtime, utc))
+    if trace and not debug:
+        handler.addFilter(_no_debug)
     logger = logging.getLogger("natsd")
     for old in list(logger.handlers):
         logger.removeHandler(old)
@@ -119,7 +132,7 @@ def configure(debug: bool = False, trace: bool = False, logtime: bool = True,
 def configure_from(config: Any) -> None:
     """:func:`configure` with a :class:`~natsd.config.ServerConfig`'s logging settings."""
     configure(config.debug, config.trace, config.logtime, config.log_file,
-              config.logfile_size_limit, config.logfile_max_num)
+              config.logfile_size_limit, config.logfile_max_num, config.logtime_utc)
 
 
 def installed() -> bool:
@@ -132,3 +145,29 @@ def reopen() -> None:
     for handler in logging.getLogger("natsd").handlers:
         if isinstance(handler, RotatingLogFile):
             handler.reopen()
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+               "\v": "\\v", '"': '\\"', "\\": "\\\\"}
+
+
+def go_quote(data: bytes) -> str:
+    """``data`` as Go's ``%q`` prints it (how nats-server traces payloads): a double-quoted
+    string, printable UTF-8 as is, invalid bytes as ``\\xff``, other runes escaped."""
+    out = ['"']
+    for ch in data.decode("utf-8", errors="surrogateescape"):
+        code = ord(ch)
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)

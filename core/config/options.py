@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .conf import ConfError, ConfMap, parse_duration, parse_size
+from .conf import ConfError, ConfMap, ErrorCollector, parse_duration, parse_size
 
 if TYPE_CHECKING:
     from .tls import TLSSettings
@@ -24,16 +24,22 @@ ConfigError = ConfError
 """Raised for any invalid configuration; names the file, line and key."""
 
 DEFAULT_PORT = 4222
+RANDOM_PORT = -1
+"""``port: -1`` (``-p -1``): a random free port, as nats-server's ``RANDOM_PORT``."""
 
 # nats-server's top-level keys that natsd leaves to plugins: key -> what it configures.
 # (The core names capabilities, never the plugins that provide them.)
+_OPERATOR = "operator mode (JWT)"
 PLUGIN_CAPABILITIES: dict[str, str] = {
     "cluster": "clustering", "gateway": "superclusters (gateways)",
-    "leafnodes": "leaf nodes", "leaf": "leaf nodes", "jetstream": "JetStream",
-    "mqtt": "MQTT", "websocket": "WebSocket", "tracing": "tracing",
-    "operator": "operator mode (JWT)", "operators": "operator mode (JWT)",
-    "trusted": "operator mode (JWT)", "trusted_keys": "operator mode (JWT)",
-    "resolver": "operator mode (JWT)", "resolver_preload": "operator mode (JWT)",
+    "leafnodes": "leaf nodes", "leaf": "leaf nodes", "mqtt": "MQTT",
+    "websocket": "WebSocket", "ws": "WebSocket", "tracing": "tracing",
+    "jetstream": "JetStream", "store_dir": "JetStream", "storedir": "JetStream",
+    "default_js_domain": "JetStream",
+    **dict.fromkeys(("operator", "operators", "root", "roots", "root_operator", "root_operators",
+                     "trusted", "trusted_keys", "resolver", "account_resolver", "accounts_resolver",
+                     "resolver_preload", "resolver_tls", "resolver_pinned_accounts",
+                     "default_sentinel"), _OPERATOR),
     "http": "HTTP monitoring", "http_port": "HTTP monitoring", "monitor_port": "HTTP monitoring",
     "https": "HTTP monitoring", "https_port": "HTTP monitoring",
     "http_base_path": "HTTP monitoring",
@@ -45,10 +51,16 @@ def missing_plugin(key: str, capability: str) -> str:
     return f"configures {capability}, which needs a natsd plugin: none installed and enabled provides it"
 
 
-# nats-server keys natsd does not implement yet (they belong to later work).
-NOT_YET = frozenset({
-    "server_tags", "client_advertise", "syslog", "remote_syslog",
-    "connect_error_reports", "reconnect_error_reports", "default_js_domain",
+NOT_SUPPORTED = "a nats-server option not supported by natsd"
+"""How a nats-server key that natsd does not implement is refused (never "unknown")."""
+
+#: nats-server's top-level keys (opts.go, processConfigFileLine) that natsd does not implement.
+NOT_SUPPORTED_KEYS = frozenset({
+    "server_tags", "server_metadata", "client_advertise", "syslog", "remote_syslog",
+    "connect_error_reports", "reconnect_error_reports", "disable_sublist_cache",
+    "no_sublist_cache", "prof_port", "prof_block_rate", "proxy_protocol", "proxies",
+    "max_sub_tokens", "max_subscription_tokens", "ocsp", "ocsp_cache", "write_timeout",
+    "feature_flags", "no_fast_producer_stall",
 })
 
 
@@ -103,14 +115,17 @@ class ServerConfig:
     no_header_support: bool = False
     debug: bool = False
     trace: bool = False
+    trace_headers: bool = False
+    """Trace messages' headers instead of their payloads (``trace_headers``, with ``trace``)."""
     logtime: bool = True
+    logtime_utc: bool = False
     log_file: str | None = None
     logfile_size_limit: int = 0
     """Rotate ``log_file`` when it reaches this many bytes (0: never)."""
     logfile_max_num: int = 0
     """Rotated log files to keep (0: all)."""
     max_traced_msg_len: int = 0
-    """Payload bytes a protocol trace shows (0: natsd's default, 256)."""
+    """Payload bytes a protocol trace shows (0: all, as nats-server)."""
     pid_file: str | None = None
     ports_file_dir: str | None = None
     """Directory for ``natsd_<pid>.ports``: the URLs of every port the server listens on."""
@@ -140,8 +155,20 @@ class ServerConfig:
     positions: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Top-level key (lower case) -> where the file set it (for errors after loading)."""
 
+    def __post_init__(self) -> None:
+        if self.port == RANDOM_PORT:
+            self.port = 0
+
     def replace(self, **changes: Any) -> ServerConfig:
         return dataclasses.replace(self, **changes)
+
+
+def nats_server_port(port: int) -> int:
+    """The port to listen on for a client port given as nats-server reads it
+    (a config file, ``-p``): ``0`` is the default port, ``-1`` a random one (``0`` here)."""
+    if port == 0:
+        return DEFAULT_PORT
+    return 0 if port == RANDOM_PORT else port
 
 
 def _str(block: Any, key: str, v: Any) -> str:
@@ -210,6 +237,10 @@ def _field(name: str, conv: Callable[[Any, str, Any], Any]) -> _Setter:
     return setter
 
 
+def _set_trace_headers(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
+    out["trace_headers"] = out["trace"] = _bool(block, key, value)
+
+
 def _set_listen(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
     out["host"], out["port"] = _listen(block, key, value)
 
@@ -234,22 +265,52 @@ def _set_tls(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
     out["tls"] = load_tls(block, key, value)
 
 
-#: Keys of an account block in ``accounts {}`` (nats-server refuses any other).
-ACCOUNT_KEYS = frozenset({"users", "exports", "imports", "mappings", "limits",
-                          "default_permissions", "nkey", "jetstream"})
+#: Keys of an account block in ``accounts {}`` that the core reads (nats-server refuses any
+#: other than these and ACCOUNT_NOT_SUPPORTED; ``maps`` is read as ``mappings``, and
+#: ``nkey`` only names the account, as in nats-server).
+ACCOUNT_KEYS = frozenset({"users", "exports", "imports", "mappings", "maps", "limits",
+                          "default_permissions", "nkey"})
+#: Account keys of nats-server that natsd does not implement (``jetstream`` is a plugin's).
+ACCOUNT_NOT_SUPPORTED = frozenset({"msg_trace", "trace_dest"})
 
 
-def _set_accounts(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
+def _accounts(block: Any, key: str, value: Any, owned: Mapping[str, str],
+              errors: ErrorCollector) -> Mapping[str, Any]:
+    """``accounts {}``, every account's keys checked (all errors collected)."""
     accounts = _block(block, key, value)
+    out = ConfMap() if isinstance(accounts, ConfMap) else {}
+    if isinstance(accounts, ConfMap) and isinstance(out, ConfMap):
+        out.positions = dict(accounts.positions)
     for name, acc in accounts.items():
-        _block(accounts, name, acc)
-        if name == "$G":
-            raise config_error(accounts, name, "the global account $G cannot be configured")
-        for k in acc:
-            if k.lower() not in ACCOUNT_KEYS:
+        with errors.collect():
+            _block(accounts, name, acc)
+            if name == "$G":
+                raise config_error(accounts, name, "the global account $G cannot be configured")
+            out[name] = _account(name, acc, owned, errors)
+    return out
+
+
+def _account(name: str, acc: Mapping[str, Any], owned: Mapping[str, str],
+             errors: ErrorCollector) -> Mapping[str, Any]:
+    for k in acc:
+        with errors.collect():
+            low = k.lower()
+            if low == "jetstream":
+                if "jetstream" not in owned:
+                    raise config_error(acc, k, missing_plugin(k, "JetStream"))
+            elif low in ACCOUNT_NOT_SUPPORTED:
+                raise config_error(acc, k, f"{NOT_SUPPORTED} (in account {name!r})")
+            elif low not in ACCOUNT_KEYS:
                 raise config_error(acc, k, f"unknown key in account {name!r} (known: "
-                                   + ", ".join(sorted(ACCOUNT_KEYS)) + ")")
-    out["accounts"] = accounts
+                                   + ", ".join(sorted(ACCOUNT_KEYS | {"jetstream"})) + ")")
+    maps = next((k for k in acc if k.lower() == "maps"), None)
+    if maps is None or any(k.lower() == "mappings" for k in acc):
+        return acc
+    renamed = ConfMap((("mappings" if k == maps else k), v) for k, v in acc.items())
+    if isinstance(acc, ConfMap):  # nats-server's alias, read where `mappings` is
+        renamed.positions = {("mappings" if k == maps else k): p for k, p in acc.positions.items()}
+        renamed.variables_used = set(acc.variables_used)
+    return renamed
 
 
 CORE_KEYS: dict[str, _Setter] = {
@@ -272,7 +333,10 @@ CORE_KEYS: dict[str, _Setter] = {
     "no_header_support": _field("no_header_support", _bool),
     "debug": _field("debug", _bool),
     "trace": _field("trace", _bool),
+    "trace_verbose": _field("trace", _bool),
+    "trace_headers": _set_trace_headers,
     "logtime": _field("logtime", _bool),
+    "logtime_utc": _field("logtime_utc", _bool),
     "log_file": _field("log_file", _str),
     "logfile": _field("log_file", _str),
     "logfile_size_limit": _field("logfile_size_limit", size_setting),
@@ -281,15 +345,19 @@ CORE_KEYS: dict[str, _Setter] = {
     "log_max_num": _field("logfile_max_num", _int),
     "max_traced_msg_len": _field("max_traced_msg_len", _int),
     "pid_file": _field("pid_file", _str),
+    "pidfile": _field("pid_file", _str),
     "ports_file_dir": _field("ports_file_dir", _str),
     "lame_duck_duration": _field("lame_duck_duration", _positive_duration),
     "lame_duck_grace_period": _field("lame_duck_grace_period", _duration),
     "authorization": _set_authorization,
-    "accounts": _set_accounts,
     "no_auth_user": _field("no_auth_user", _str),
     "mappings": _field("mappings", _block),
+    "maps": _field("mappings", _block),
     "system_account": _field("system_account", _str),
+    "system": _field("system_account", _str),
     "no_system_account": _field("no_system_account", _bool),
+    "no_system": _field("no_system_account", _bool),
+    "no_sys_acc": _field("no_system_account", _bool),
     "tls": _set_tls,
     "allow_non_tls": _field("allow_non_tls", _bool),
 }
@@ -334,6 +402,12 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
          source: str | None = None) -> ServerConfig:
     """Build a :class:`ServerConfig` from a parsed config file.
 
+    The client port follows the source: in config text (a :class:`ConfMap`,
+    from :func:`~natsd.config.conf.parse_file` or ``parse``), ``port: 0`` is
+    the default port 4222 and ``-1`` a random port, as in nats-server; in a
+    plain mapping (``Server({"port": 0})``) ``0`` and ``-1`` are a free port.
+    ``ServerConfig.port`` is what is listened on (``0``: a free port).
+
     ``owned`` maps top-level keys to the plugin that owns them; those blocks
     are kept in ``ServerConfig.blocks`` for the plugin to validate.
     """
@@ -341,34 +415,66 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
     values: dict[str, Any] = {}
     blocks = ConfMap()  # with the positions of the keys, for plugins' errors
     used = conf.variables_used if isinstance(conf, ConfMap) else set()
+    errors = ErrorCollector()  # every error of the file, as nats-server reports them
+    provided = {PLUGIN_CAPABILITIES.get(k) for k in owned}
     for key, value in conf.items():
         k = key.lower()
         if k == "plugins":
             continue
-        if k in owned:
-            blocks[k] = value
-            if isinstance(conf, ConfMap) and key in conf.positions:
-                blocks.positions[k] = conf.positions[key]
-        elif k in CORE_KEYS:
-            CORE_KEYS[k](conf, key, value, values)
-        elif key in used:
-            continue  # a variable definition
-        elif k in PLUGIN_CAPABILITIES:
-            raise config_error(conf, key, missing_plugin(key, PLUGIN_CAPABILITIES[k]))
-        elif k in NOT_YET:
-            raise config_error(conf, key, "a nats-server option natsd does not support yet")
-        else:
-            raise config_error(conf, key, "unknown configuration key")
+        with errors.collect():
+            if k in owned:
+                blocks[k] = value
+                if isinstance(conf, ConfMap) and key in conf.positions:
+                    blocks.positions[k] = conf.positions[key]
+            elif k == "accounts":
+                values["accounts"] = _accounts(conf, key, value, owned, errors)
+            elif k in CORE_KEYS:
+                CORE_KEYS[k](conf, key, value, values)
+            elif key in used:
+                continue  # a variable definition
+            elif k in PLUGIN_CAPABILITIES and PLUGIN_CAPABILITIES[k] in provided:
+                raise config_error(conf, key, f"{NOT_SUPPORTED} ({PLUGIN_CAPABILITIES[k]})")
+            elif k in PLUGIN_CAPABILITIES:
+                raise config_error(conf, key, missing_plugin(key, PLUGIN_CAPABILITIES[k]))
+            elif k in NOT_SUPPORTED_KEYS:
+                raise config_error(conf, key, NOT_SUPPORTED)
+            else:
+                raise config_error(conf, key, "unknown configuration key")
+    with errors.collect():
+        if "port" in values:
+            values["port"] = _client_port(conf, values["port"])
+    settings = PluginSettings()
+    with errors.collect():
+        settings = plugin_settings(conf)
+    with errors.collect():
+        _check_lame_duck(conf, values)
+    errors.check()
     positions = {k.lower(): p for k, p in conf.positions.items()} if isinstance(conf, ConfMap) else {}
-    config = ServerConfig(**values, plugins=plugin_settings(conf), blocks=blocks, source=source,
+    config = ServerConfig(**values, plugins=settings, blocks=blocks, source=source,
                           positions=positions)
     if config.tls is not None:
         config = with_tls(config, config.tls)
-    if config.lame_duck_grace_period >= config.lame_duck_duration:
-        raise config_error(conf, "lame_duck_grace_period", (
-            f"the lame-duck grace period ({config.lame_duck_grace_period:g}s) must be shorter "
-            f"than lame_duck_duration ({config.lame_duck_duration:g}s)"))
     return config
+
+
+def _check_lame_duck(conf: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    grace = values.get("lame_duck_grace_period", ServerConfig.lame_duck_grace_period)
+    duration = values.get("lame_duck_duration", ServerConfig.lame_duck_duration)
+    if grace >= duration:
+        key = next((k for k in conf if k.lower() == "lame_duck_grace_period"),
+                   next((k for k in conf if k.lower() == "lame_duck_duration"), "lame_duck_grace_period"))
+        raise config_error(conf, key, (
+            f"the lame-duck grace period ({grace:g}s) must be shorter "
+            f"than lame_duck_duration ({duration:g}s)"))
+
+
+def _client_port(conf: Mapping[str, Any], port: int) -> int:
+    """Config text (a :class:`ConfMap`) means what it means to nats-server; a Python
+    mapping keeps ``0`` as a free port (see :func:`load`)."""
+    if not RANDOM_PORT <= port <= 65535:
+        key = next((k for k in conf if k.lower() in ("port", "listen")), "port")
+        raise config_error(conf, key, f"port {port} is out of range (-1 to 65535; -1: a random port)")
+    return nats_server_port(port) if isinstance(conf, ConfMap) else max(port, 0)
 
 
 def from_mapping(mapping: Mapping[str, Any], owned: Mapping[str, str] | None = None) -> ServerConfig:
@@ -376,5 +482,6 @@ def from_mapping(mapping: Mapping[str, Any], owned: Mapping[str, str] | None = N
     return load(mapping, owned)
 
 
-__all__ = ["ConfigError", "PluginSettings", "ServerConfig", "config_error", "load",
-           "plugin_settings", "from_mapping"]
+__all__ = ["ConfigError", "DEFAULT_PORT", "ErrorCollector", "NOT_SUPPORTED", "RANDOM_PORT",
+           "PluginSettings", "ServerConfig", "config_error", "from_mapping", "load",
+           "nats_server_port", "plugin_settings"]

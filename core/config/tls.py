@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import re
 import ssl
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,7 +139,7 @@ def load_tls(parent: Mapping[str, Any], key: str = "tls", value: Any = None, *,
     for k, v in block.items():
         name = k.lower()
         if name in NOT_YET_KEYS:
-            raise config_error(block, k, "a nats-server TLS option natsd does not support yet")
+            raise config_error(block, k, "a nats-server TLS option not supported by natsd")
         if name not in KEYS:
             raise config_error(block, k, "unknown field in the tls block (known: "
                                + ", ".join(sorted(KEYS)) + ")")
@@ -338,6 +339,43 @@ def tls_override(current: TLSSettings | None, *, enable: bool | None, cert: str 
 _FLAGS = {"cert_file": "--tlscert", "key_file": "--tlskey", "ca_file": "--tlscacert"}
 
 
-__all__ = ["CIPHER_SUITES", "CURVES", "TLSSettings", "TLS_TIMEOUT", "load_tls",
+def tls_help() -> str:
+    """``natsd --help_tls``: the ``tls {}`` block natsd reads, its cipher suites and curves."""
+    suites = sorted(TLS13_SUITES) + sorted(set(CIPHER_SUITES) - WITHDRAWN_SUITES)
+    return "\n".join([
+        "",
+        "TLS configuration is specified in the tls section of a configuration file:",
+        "",
+        "e.g.",
+        "",
+        "    tls {",
+        '        cert_file:      "./certs/server-cert.pem"',
+        '        key_file:       "./certs/server-key.pem"',
+        '        ca_file:        "./certs/ca.pem"',
+        "        verify:         true",
+        "        verify_and_map: true",
+        "",
+        "        cipher_suites: [",
+        '            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",',
+        '            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"',
+        "        ]",
+        '        curve_preferences: ["CurveP256"]',
+        "    }",
+        "",
+        textwrap.fill("Keys: " + ", ".join(sorted(KEYS)), 78, subsequent_indent="    "),
+        "",
+        "Available cipher suites include:",
+        *(f"    {name}" for name in suites),
+        "",
+        "Available curve preferences include (one; Python's ssl sets a single group):",
+        *(f"    {name}" for name in CURVES),
+        "",
+        textwrap.fill("nats-server's " + ", ".join(sorted(NOT_YET_KEYS)) + " are not supported by natsd.",
+                      78),
+        "",
+    ])
+
+
+__all__ = ["CIPHER_SUITES", "CURVES", "TLSSettings", "TLS_TIMEOUT", "load_tls", "tls_help",
            "tls_override"]
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from natsd.config.log import TRACE
+from natsd.config.log import TRACE, go_quote
 from natsd.plugin.auth import NOBODY_ACCEPTED
 from natsd.plugin.contracts import AuthRequest, AuthResult
 from natsd.routing.account import GLOBAL_ACCOUNT
@@ -78,7 +78,7 @@ class Client(Connection, asyncio.Protocol):
     """
 
     __slots__ = ("io", "parser", "verbose", "pedantic", "no_responders", "pings_out", "nonce",
-                 "_ping_timer", "_auth_timer", "_deadline_timer", "_auth_task")
+                 "_ping_timer", "_auth_timer", "_deadline_timer", "_auth_task", "_label")
 
     def __init__(self, server: ServerAPI, transport: str = "tcp") -> None:
         super().__init__(server, server.global_account, kind=Kind.CLIENT, transport=transport)
@@ -96,9 +96,36 @@ class Client(Connection, asyncio.Protocol):
         self._auth_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._auth_task: asyncio.Task[None] | None = None
+        self._label: str | None = None
 
     def __repr__(self) -> str:
         return f"<Client cid={self.cid} {self.remote} account={self.account.name}>"
+
+    def describe(self) -> str:
+        """For logs: ``ip:port - cid:N``, after CONNECT with nats-server's
+        ``"v<version>:<lang>:<name>"`` and ``"<account>/<user>"`` when known."""
+        return self._label or super().describe()
+
+    def _set_label(self) -> None:
+        """The log prefix nats-server gives a client once its first CONNECT is accepted."""
+        options = self.connect_options
+        client = ":".join(part for part in (f"v{self.version}" if self.version else "", self.lang, self.name)
+                          if part)
+        if options.get("nkey"):
+            user = f"nkey:{options['nkey']}"
+        elif options.get("user"):
+            user = f"user:{options['user']}"
+        elif options.get("jwt"):
+            user = f"jwt:{self.user or ''}"
+        elif options.get("auth_token"):
+            user = "token"
+        else:
+            user = ""
+        label = super().describe()
+        for part in (client, f"{self.account.name}/{user}" if user else ""):
+            if part:
+                label += " - " + go_quote(part.encode())
+        self._label = label
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -302,9 +329,12 @@ class Client(Connection, asyncio.Protocol):
         self._connect_done()
 
     def _connect_done(self) -> None:
+        first = not self.connected
+        if first:
+            self._set_label()
         if self.verbose:
             self.queue(OK)
-        if not self.connected:
+        if first:
             self.connected = True
             notify(self.server.observers.connected, self)
 
@@ -625,29 +655,56 @@ def _distinct_clients(result: SublistResult) -> bool:
 
 
 class TracedClient(ObservedClient):
-    """A client that logs every protocol operation (``-V``/``trace``)."""
+    """A client that traces its protocol as nats-server's ``-V`` does (``trace: true``).
 
-    __slots__ = ()
+    The server picks this class only when tracing, so :class:`Client` pays
+    nothing for it. What the client sends is traced as it is parsed; what it is
+    sent, by its output list (:class:`TracedOutput`) as frames are queued, the
+    router's deliveries included.
+    """
+
+    __slots__ = ("_err_traced",)
+
+    def __init__(self, server: ServerAPI, transport: str = "tcp") -> None:
+        super().__init__(server, transport)
+        self.out = TracedOutput(self)
+        self._err_traced = False
 
     def _trace(self, direction: str, text: str) -> None:
         log.log(TRACE, "%s - %s [%s]", self.describe(), direction, text)
 
+    def _trace_payload(self, direction: str, msg: bytes, hdr: int) -> None:
+        """``MSG_PAYLOAD: ["..."]`` (Go-quoted), clipped at ``max_traced_msg_len``;
+        ``trace_headers`` shows the headers only."""
+        cfg = self.server.config
+        if cfg.trace_headers:
+            if not hdr:
+                return
+            msg = msg[:hdr - 4]  # without the blank line that ends them
+        if not msg:
+            return
+        limit = cfg.max_traced_msg_len
+        if 0 < limit < len(msg):
+            self._trace(f"{direction} MSG_PAYLOAD:", f'"{go_quote(msg[:limit])[1:-1]}..."')
+        else:
+            self._trace(f"{direction} MSG_PAYLOAD:", go_quote(msg))
+
     def on_connect(self, options: dict[str, Any]) -> None:
-        shown = {k: ("[REDACTED]" if k in _SECRETS else v) for k, v in options.items()}
-        self._trace("<<-", f"CONNECT {json.dumps(shown, separators=(',', ':'))}")
+        shown = {k: ("[REDACTED]" if _secret(k) else v) for k, v in options.items()}
+        self._trace("<<-", f"CONNECT {json.dumps(shown, separators=(',', ':'), ensure_ascii=False)}")
         super().on_connect(options)
 
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
         rep = b" " + reply if reply else b""
         self._trace("<<-", f"PUB {(subject + rep).decode(errors='replace')} {size.decode()}")
-        self._trace("<<- MSG_PAYLOAD:", repr(self._clip(payload[:-2])))
+        self._trace_payload("<<-", payload[:-2], 0)
         super().on_pub(subject, reply, size, payload)
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
                 payload: bytes) -> None:
         rep = b" " + reply if reply else b""
         self._trace("<<-", f"HPUB {(subject + rep).decode(errors='replace')} {hdr_size} {size.decode()}")
-        self._trace("<<- MSG_PAYLOAD:", repr(self._clip(payload[:-2])))
+        self._trace_payload("<<-", payload[:-2], hdr_size)
         super().on_hpub(subject, reply, hdr_size, size, payload)
 
     def on_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None:
@@ -667,19 +724,91 @@ class TracedClient(ObservedClient):
         self._trace("<<-", "PONG")
         super().on_pong()
 
-    def queue(self, data: bytes) -> None:
-        if data[:1] != b"M" and data[:2] != b"HM":  # message frames are traced by the sender
-            self._trace("->>", data.rstrip(b"\r\n").decode(errors="replace"))
-        super().queue(data)
+    def remove_sub(self, sub: Subscription) -> None:
+        if sub.sid in self.subs:
+            self._trace("<->", f"DELSUB {sub.sid.decode(errors='replace')}")
+        super().remove_sub(sub)
 
-    def _clip(self, data: bytes) -> bytes:
-        limit = self.server.config.max_traced_msg_len or TRACED_PAYLOAD
-        return data if len(data) <= limit else data[:limit] + b"..."
+    def drop_subs(self) -> None:
+        for sid in self.subs:
+            self._trace("<->", f"DELSUB {sid.decode(errors='replace')}")
+        super().drop_subs()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        if exc.text is not None and not self.closed:  # traced before the error is logged
+            self._trace("->>", f"-ERR {exc.text}")
+            self._err_traced = True
+        super()._protocol_error(exc)
+
+    def close(self, reason: str, err: str | None = None, *, abort: bool = False) -> None:
+        if err is not None and not self.closed and not abort and not self._err_traced:
+            self._trace("->>", f"-ERR {err}")
+        super().close(reason, err, abort=abort)
+
+    def trace_sent(self, data: bytes) -> bytes:
+        """Trace the whole frames at the start of ``data`` (server to client); return the rest.
+
+        As nats-server: ``MSG``/``HMSG`` lines with their payload, ``PING``,
+        ``PONG``, ``OK`` and ``-ERR <text>``; INFO is not traced.
+        """
+        pos, n = 0, len(data)
+        while pos < n:
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            line = data[pos:eol]
+            if line[:4] == b"MSG " or line[:5] == b"HMSG ":
+                args = line.split()
+                try:
+                    size = int(args[-1])
+                    hdr = int(args[-2]) if line[:1] == b"H" else 0
+                except (ValueError, IndexError):
+                    size = hdr = 0
+                end = eol + 2 + size
+                if end + 2 > n:
+                    break
+                self._trace("->>", line.decode(errors="replace"))
+                self._trace_payload("->>", data[eol + 2:end], hdr)
+                pos = end + 2
+                continue
+            if line == b"+OK":
+                self._trace("->>", "OK")
+            elif line[:5] == b"-ERR ":
+                self._trace("->>", "-ERR " + line[5:].decode(errors="replace").strip("'"))
+            elif line[:5] != b"INFO ":
+                self._trace("->>", line.decode(errors="replace"))
+            pos = eol + 2
+        return data[pos:]
 
 
-_SECRETS = frozenset({"pass", "auth_token", "sig", "jwt"})
-TRACED_PAYLOAD = 256
-"""Payload bytes a protocol trace shows when ``max_traced_msg_len`` is not set."""
+class TracedOutput(list[bytes]):
+    """A traced client's output list: every frame appended is traced once it is whole.
+
+    The router appends a message as three pieces (the ``MSG`` line's head, its
+    tail, the payload); a frame is traced when its last piece arrives.
+    """
+
+    __slots__ = ("client", "partial")
+
+    def __init__(self, client: TracedClient) -> None:
+        super().__init__()
+        self.client = client
+        self.partial = b""
+
+    def append(self, data: bytes) -> None:
+        super().append(data)
+        if data:
+            self.partial = self.client.trace_sent(self.partial + data)
+
+    def clear(self) -> None:
+        super().clear()
+        self.partial = b""
+
+
+def _secret(key: str) -> bool:
+    """CONNECT fields a trace redacts: nats-server's (``pass*``, ``auth_token*``,
+    ``sig``, ``proxy_sig``, ``nkey``) and bearer ``jwt``s."""
+    return key.startswith(("pass", "auth_token")) or key in ("sig", "proxy_sig", "nkey", "jwt")
 
 
 class _PreAuth:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from natsd.config import ConfigError, PluginSettings, ServerConfig
-from natsd.config.conf import ConfError, ConfMap
+from natsd.config.conf import ConfError, ConfMap, ErrorCollector
 from natsd.routing.connection import Observers
 
 from . import hookspecs
@@ -179,22 +179,30 @@ class PluginManager:
         return block
 
     def configure(self, server: ServerAPI, config: ServerConfig) -> None:
-        """Hand each plugin its block; drop plugins that own blocks none of which are present."""
+        """Hand each plugin its block; drop plugins that own blocks none of which are present.
+
+        The configuration errors of every plugin are raised together (:class:`ConfigError`
+        with ``errors``), as nats-server reports all of a file's errors.
+        """
         owned_by = self._owned_by()
         for name, keys in owned_by.items():
             if not any(k in config.blocks for k in keys) and name not in config.plugins.blocks:
                 log.debug("plugin %s has no config block; not enabled", name)
                 self.pm.unregister(name=name)
+        errors = ErrorCollector()
         for name, plugin in self._in_call_order("natsd_configure"):
-            self._call_one("natsd_configure", plugin, server=server, config=config,
-                           block=self._block_for(name, config, owned_by))
+            with errors.collect():
+                self._call_one("natsd_configure", plugin, server=server, config=config,
+                               block=self._block_for(name, config, owned_by))
         for name in config.plugins.blocks:
             if not self.pm.has_plugin(name):
                 blk = config.plugins.blocks[name]
-                raise ConfigError(f"settings for plugin {name!r}, which is not loaded "
-                                  f"(loaded: {', '.join(self.names()) or 'none'})",
-                                  file=getattr(blk, "file", None) or config.source,
-                                  line=None, key=name)
+                with errors.collect():
+                    raise ConfigError(f"settings for plugin {name!r}, which is not loaded "
+                                      f"(loaded: {', '.join(self.names()) or 'none'})",
+                                      file=getattr(blk, "file", None) or config.source,
+                                      line=None, key=name)
+        errors.check()
 
     @staticmethod
     def changed_blocks(old: ServerConfig, new: ServerConfig) -> list[str]:

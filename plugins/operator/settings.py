@@ -1,9 +1,10 @@
 """The operator-mode settings of a nats-server config file, validated.
 
-``operator`` (a JWT file, an inline JWT, or a list of them), ``trusted_keys``
-(``trusted``), ``resolver`` (``MEMORY``, ``MEM``, or ``{ type: full, dir:
-... }``) and ``resolver_preload`` (account public key -> account JWT). Every
-error names the file, line and key.
+``operator`` (a JWT file, an inline JWT, or a list of them; nats-server's
+aliases ``operators``, ``root(s)``, ``root_operator(s)``), ``trusted_keys``
+(``trusted``), ``resolver`` (``account_resolver``, ``accounts_resolver``:
+``MEMORY``, ``MEM``, or ``{ type: full, dir: ... }``) and ``resolver_preload``
+(account public key -> account JWT). Every error names the file, line and key.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from natsd.config.conf import parse_duration
 from natsd.security.nkeys import is_valid_public_key
 from natsd_jwt.claims import AccountClaims, JWTError, OperatorClaims, decode, read_operator_jwt
 
-KEYS = ("operator", "operators", "trusted", "trusted_keys", "resolver", "resolver_preload")
+OPERATOR_KEYS = ("operator", "operators", "root", "roots", "root_operator", "root_operators")
+RESOLVER_KEYS = ("resolver", "account_resolver", "accounts_resolver")
+KEYS = (*OPERATOR_KEYS, "trusted", "trusted_keys", *RESOLVER_KEYS, "resolver_preload")
+"""The top-level keys this plugin owns (nats-server's spellings of each)."""
 
 RESOLVER_HELP = ('should be MEMORY (or MEM) or a block { type: full, dir: "..." } '
                  "(URL(...) and type cache are not supported)")
@@ -139,7 +143,7 @@ def _preload(blocks: Mapping[str, Any], key: str) -> dict[str, str]:
 def load(blocks: Mapping[str, Any], source: str | None = None) -> OperatorSettings:
     """Read the operator-mode keys of ``blocks`` (``ServerConfig.blocks``)."""
     settings = OperatorSettings()
-    for key in ("operator", "operators"):
+    for key in OPERATOR_KEYS:
         if key in blocks:
             settings.operators += _operators(blocks, key)
     for key in ("trusted", "trusted_keys"):
@@ -152,10 +156,11 @@ def load(blocks: Mapping[str, Any], source: str | None = None) -> OperatorSettin
     if not settings.trusted():
         raise ConfigError("operator mode needs an operator JWT (operator: ...) or trusted_keys",
                           file=source, key="operator")
-    if "resolver" not in blocks:
+    resolver = next((key for key in RESOLVER_KEYS if key in blocks), None)
+    if resolver is None:
         raise config_error(blocks, next(iter(blocks)),
                            "operator mode needs a resolver (resolver: MEMORY or a full resolver)")
-    settings.directory = _resolver(blocks, "resolver")
+    settings.directory = _resolver(blocks, resolver)
     if "resolver_preload" in blocks:
         settings.preload = _preload(blocks, "resolver_preload")
     return settings

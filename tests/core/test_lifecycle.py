@@ -151,6 +151,15 @@ def test_log_file_rotates_by_size(tmp_path):
     assert "line 039" in path.read_text()
 
 
+def test_logtime_utc():
+    record = logging.LogRecord("natsd", logging.INFO, __file__, 1, "hello", None, None)
+    record.created = 86400 * 365 + 0.25  # 1971-01-01 00:00:00.25 UTC
+    utc = natsd_log.NatsFormatter(utc=True).format(record)
+    assert utc.endswith("1971/01/01 00:00:00.250000 [INF] hello")
+    local = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
+    assert local in natsd_log.NatsFormatter().format(record)
+
+
 def test_trace_clips_payloads(natsd_factory, caplog):
     running = natsd_factory({"trace": True, "max_traced_msg_len": 4})
     sock = socket.create_connection(("127.0.0.1", running.port), timeout=3)
@@ -158,7 +167,43 @@ def test_trace_clips_payloads(natsd_factory, caplog):
     with caplog.at_level(natsd_log.TRACE, logger="natsd"):
         sock.sendall(b'CONNECT {"verbose":false}\r\nPUB x 10\r\n0123456789\r\nPING\r\n')
         read_until(sock)
-    assert "<<- MSG_PAYLOAD: [b'0123...']" in caplog.text
+    assert '<<- MSG_PAYLOAD: ["0123..."]' in caplog.text
+
+
+def test_trace_shows_whole_payloads_and_deliveries(natsd_factory, caplog):
+    """Without max_traced_msg_len a payload is traced whole (nats-server's default), deliveries
+    too; an untraced server's clients keep plain output lists (tracing costs them nothing)."""
+    plain = natsd_factory()
+    sock = socket.create_connection(("127.0.0.1", plain.port), timeout=3)
+    read_until(sock, b"\r\n")
+    sock.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+    read_until(sock)
+    assert [type(c.out) for c in plain.server.clients.values()] == [list]
+    running = natsd_factory({"trace": True})
+    sock = socket.create_connection(("127.0.0.1", running.port), timeout=3)
+    read_until(sock, b"\r\n")
+    payload = b"x" * 300 + b"\n\x00"
+    with caplog.at_level(natsd_log.TRACE, logger="natsd"):
+        sock.sendall(b'CONNECT {"verbose":false,"headers":true}\r\nSUB x 1\r\nPUB x %d\r\n%s\r\n'
+                     b'HPUB x 18 20\r\nNATS/1.0\r\nA: b\r\n\r\nhi\r\nPING\r\n' % (len(payload), payload))
+        read_until(sock)
+    text = caplog.text
+    assert f'<<- MSG_PAYLOAD: ["{"x" * 300}\\n\\x00"]' in text
+    assert "->> [MSG x 1 302]" in text and f'->> MSG_PAYLOAD: ["{"x" * 300}\\n\\x00"]' in text
+    assert '->> [HMSG x 1 18 20]' in text and '->> MSG_PAYLOAD: ["NATS/1.0\\r\\nA: b\\r\\n\\r\\nhi"]' in text
+
+
+def test_trace_headers_traces_headers_only(natsd_factory, caplog):
+    running = natsd_factory({"trace_headers": True})
+    assert running.server.config.trace
+    sock = socket.create_connection(("127.0.0.1", running.port), timeout=3)
+    read_until(sock, b"\r\n")
+    with caplog.at_level(natsd_log.TRACE, logger="natsd"):
+        sock.sendall(b'CONNECT {"verbose":false,"headers":true}\r\nSUB x 1\r\nPUB x 4\r\nbody\r\n'
+                     b'HPUB x 18 22\r\nNATS/1.0\r\nA: b\r\n\r\nbody\r\nPING\r\n')
+        read_until(sock)
+    payloads = [r.getMessage().split("MSG_PAYLOAD: ")[1] for r in caplog.records if "MSG_PAYLOAD" in r.getMessage()]
+    assert payloads == ['["NATS/1.0\\r\\nA: b"]'] * 2  # in and out; the plain PUB shows none
 
 
 def test_ports_file_of_an_embedded_server(natsd_factory, tmp_path):

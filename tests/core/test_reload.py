@@ -12,7 +12,7 @@ from natsd import hookimpl
 from natsd.config import ConfigError
 from natsd.testing import read_until
 
-HEAD = "host: 127.0.0.1\nport: 0\n"
+HEAD = "host: 127.0.0.1\nport: -1\n"
 
 
 def _conf(tmp_path, text: str):

@@ -177,6 +177,15 @@ def test_v1_tokens_sign_the_payload_only(world):
     claims = decode(raw_token(world.account, body, {"typ": "JWT", "alg": "ed25519"}, v1=True))
     assert isinstance(claims, UserClaims) and claims.version == 1
     assert claims.permissions.pub.allow == ["a"] and claims.tags == ["x"]
+    # jwt v2 reads a v1 user's absent limits as unlimited (nats.py's foo-user.creds has none) ...
+    assert (claims.subs, claims.data, claims.payload) == (-1, -1, -1)
+    body["nats"]["subs"] = 3
+    assert decode(raw_token(world.account, body, v1=True)).subs == 3
+    del body["nats"]["subs"]
+    # ... and a v2 user's as 0, as Go's zero values
+    v2 = {k: v for k, v in body.items() if k not in ("type", "tags", "issuer_account")}
+    v2["nats"] = {**body["nats"], "type": "user", "version": 2}
+    assert (decode(raw_token(world.account, v2)).subs, decode(raw_token(world.account, v2)).payload) == (0, 0)
     refused("bad-signature", lambda: decode(raw_token(world.account, body)), "V1 signature")
     body["nats"]["max"] = 5
     refused("malformed", lambda: decode(raw_token(world.account, body, v1=True)), "deprecated Max")

@@ -408,9 +408,9 @@ async def test_views_plugin_can_be_denied(natsd_factory: Any) -> None:
 
 def test_config_errors() -> None:
     with pytest.raises(ConfError, match="HTTPS monitoring uses the server's certificate"):
-        asyncio.run(Server(parse("port: 0\nhttps_port: 8443")).start())
+        asyncio.run(Server(parse("port: -1\nhttps_port: 8443")).start())
     with pytest.raises(ConfError, match="configures HTTP monitoring, which needs a natsd plugin"):
-        Server(parse("port: 0\nhttp_port: 0\nplugins { deny: [monitor] }"))
+        Server(parse("port: -1\nhttp_port: 0\nplugins { deny: [monitor] }"))
 
 
 def test_https_with_the_server_certificate(natsd_factory: Any, tls_certs: Any) -> None:

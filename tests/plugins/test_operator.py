@@ -97,14 +97,28 @@ def test_resolver_errors_name_file_line_and_key(chain: str, line: str, reason: s
 
 def test_missing_operator_file_is_a_config_error(tmp_path: Any) -> None:
     path = tmp_path / "op.conf"
-    path.write_text('port: 0\noperator: "/nonexistent/op.jwt"\nresolver: MEMORY\n')
+    path.write_text('port: -1\noperator: "/nonexistent/op.jwt"\nresolver: MEMORY\n')
     with pytest.raises(ConfError) as e:
         asyncio.run(Server(str(path)).start())
     assert (e.value.line, e.value.key) == (2, "operator") and "cannot read operator JWT" in str(e.value)
 
 
+def test_nats_server_aliases_of_operator_and_resolver(chain: str, natsd_factory: Any) -> None:
+    """``root_operator`` and ``account_resolver`` are nats-server's other spellings; the
+    resolver's TLS and pinned accounts are refused as not supported."""
+    text = keytool.resolver_conf(chain).replace("operator:", "root_operator:").replace(
+        "resolver: MEMORY", "account_resolver: MEMORY")
+    srv = natsd_factory(parse(text, os.path.join(chain, "aliases.conf")))
+    assert raw_user(srv.port, os.path.join(chain, "users", "alice.creds"), b"PING\r\n") == b"PONG\r\n"
+    with pytest.raises(ConfError) as e:
+        Server(parse(text + "resolver_tls: { verify: true }\nresolver_pinned_accounts: []\n", "a.conf"))
+    assert [(err.key, err.reason) for err in e.value.errors] == [
+        (key, "a nats-server option not supported by natsd (operator mode (JWT))")
+        for key in ("resolver_tls", "resolver_pinned_accounts")]
+
+
 def test_operator_plugin_idle_without_its_keys(natsd_factory: Any) -> None:
-    srv = natsd_factory(parse("port: 0"))
+    srv = natsd_factory(parse("port: -1"))
     assert "operator" not in srv.call(srv.server.plugins.names)
 
 

@@ -76,7 +76,7 @@ def test_handshake_first_values(tls_certs: Any, handshake_first: Any, expected: 
 
 
 def test_missing_cert_file_names_the_tls_key(tmp_path: Path, tls_certs: Any) -> None:
-    err = conf_error(f'port: 0\ntls {{\n  key_file: "{tls_certs.server_key}"\n}}\n', tmp_path)
+    err = conf_error(f'port: -1\ntls {{\n  key_file: "{tls_certs.server_key}"\n}}\n', tmp_path)
     assert (err.line, err.key) == (2, "tls") and "missing 'cert_file'" in err.reason
 
 
@@ -85,7 +85,7 @@ def test_missing_cert_file_names_the_tls_key(tmp_path: Path, tls_certs: Any) -> 
     ('timeout: "soon"', "timeout", "invalid duration"),
     ("timeout: -1", "timeout", "must not be negative"),
     ("bogus: 1", "bogus", "unknown field in the tls block"),
-    ("cert_store: WindowsCurrentUser", "cert_store", "does not support yet"),
+    ("cert_store: WindowsCurrentUser", "cert_store", "not supported by natsd"),
     ("verify_cert_and_check_known_urls: true", "verify_cert_and_check_known_urls",
      "not supported in this context"),
     ('handshake_first: "sometimes"', "handshake_first", "is invalid"),
@@ -97,9 +97,9 @@ def test_missing_cert_file_names_the_tls_key(tmp_path: Path, tls_certs: Any) -> 
 ])
 def test_errors_name_file_line_and_key(tmp_path: Path, tls_certs: Any, line: str, key: str,
                                        needle: str) -> None:
-    text = "port: 0\n" + tls_certs.conf(line)  # the extra line is line 5 of the file
+    text = "port: -1\n" + tls_certs.conf(line)  # the extra line is line 5 of the file
     if line.startswith("cert_file"):  # replaces the real one
-        text = f'port: 0\ntls {{\n  {line}\n  key_file: "{tls_certs.server_key}"\n}}\n'
+        text = f'port: -1\ntls {{\n  {line}\n  key_file: "{tls_certs.server_key}"\n}}\n'
     err = conf_error(text, tmp_path)
     assert err.file == str(tmp_path / "nats.conf") and err.key == key
     assert err.line == (3 if line.startswith("cert_file") else 5)
@@ -187,13 +187,16 @@ def natsd(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
-def test_cli_flags(tls_certs: Any) -> None:
-    ok = natsd("--tls", "--tlscert", tls_certs.server_cert, "--tlskey", tls_certs.server_key, "-t")
+def test_cli_flags(tmp_path: Path, tls_certs: Any) -> None:
+    conf = tmp_path / "empty.conf"
+    conf.write_text("# flags only\n")
+    check = ("-t", "-c", str(conf))
+    ok = natsd("--tls", "--tlscert", tls_certs.server_cert, "--tlskey", tls_certs.server_key, *check)
     assert ok.returncode == 0, ok.stderr
-    bad = natsd("--tlsverify", "--tlscert", tls_certs.server_cert, "--tlskey", tls_certs.alice_key, "-t")
+    bad = natsd("--tlsverify", "--tlscert", tls_certs.server_cert, "--tlskey", tls_certs.alice_key, *check)
     assert bad.returncode == 1
     assert "key '--tlskey': private key" in bad.stderr and "does not match" in bad.stderr
-    missing = natsd("--tls", "-t")
+    missing = natsd("--tls", *check)
     assert missing.returncode == 1 and "TLS Server certificate must be present" in missing.stderr
 
 

@@ -14,7 +14,7 @@ from natsd.plugin.contracts import AuthRequest, AuthResult
 
 USERS = """
 host: 127.0.0.1
-port: 0
+port: -1
 max_connections: 3
 accounts {
   A { users: [{user: dev, password: pw, permissions: {publish: "up.>", subscribe: "down.>"}}] }

@@ -239,8 +239,10 @@ def test_a_plugin_adds_command_line_options(tmp_path: Path) -> None:
     helptext = subprocess.run([sys.executable, "-m", "natsd", "--plugin", "natsd_test_opts", "--help"],
                               capture_output=True, text=True, env=env, timeout=30).stdout
     assert "Widget Options" in helptext and "--widget_port" in helptext
+    (tmp_path / "empty.conf").write_text("# flags only\n")
     checked = subprocess.run([sys.executable, "-m", "natsd", "--plugin", "natsd_test_opts", "-t",
-                              "--widget_port", "9"], capture_output=True, text=True, env=env, timeout=30)
+                              "-c", str(tmp_path / "empty.conf"), "--widget_port", "9"],
+                             capture_output=True, text=True, env=env, timeout=30)
     assert "widget block {'port': 9}" in checked.stdout, checked.stderr
 
 

@@ -226,7 +226,7 @@ async def test_interest_events_for_every_mutation_path(tmp_path: Any) -> None:
     conf = tmp_path / "natsd.conf"
     conf.write_text("""
         host: 127.0.0.1
-        port: 0
+        port: -1
         accounts {
           A { users: [{user: a, password: a, permissions: {subscribe: ">"}}]
               exports: [{stream: "feed.>"}] }
@@ -312,7 +312,7 @@ async def test_permissions_taken_away_by_a_reload_apply_to_existing_subscription
     """A client subscribed to foo.> before a reload that denies foo.secret stops receiving it
     (nats-server 2.15.1 keeps delivering: natsd is stricter, see docs/security.md)."""
     conf = tmp_path / "natsd.conf"
-    conf.write_text('host: 127.0.0.1\nport: 0\n'
+    conf.write_text('host: 127.0.0.1\nport: -1\n'
                     'authorization { users: [{user: u, password: p, permissions: {subscribe: ">"}}] }\n')
     async with Server(str(conf)) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
