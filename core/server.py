@@ -273,10 +273,10 @@ class Server:
         """
         loop = self.loop
         deadline = loop.time() + min(self.config.write_deadline, SHUTDOWN_FLUSH)
-        pending = [t for t in transports if t.get_write_buffer_size()]
+        pending = [t for t in transports if _unsent(t)]
         while pending and loop.time() < deadline:
             await asyncio.sleep(0.01)
-            pending = [t for t in pending if t.get_write_buffer_size()]
+            pending = [t for t in pending if _unsent(t)]
         for transport in pending:
             transport.abort()
         if pending:
@@ -647,6 +647,15 @@ class Server:
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self.flush()
+
+
+def _unsent(transport: Any) -> int:
+    """Bytes a closing transport still holds (0 once it is gone: a closed TLS transport
+    has no protocol left to ask)."""
+    try:
+        return int(transport.get_write_buffer_size())
+    except (AttributeError, RuntimeError):
+        return 0
 
 
 def _has_users(accounts: Mapping[str, Mapping[str, Any]]) -> bool:

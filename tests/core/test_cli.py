@@ -28,8 +28,7 @@ def test_version_and_help() -> None:
 
 
 @pytest.mark.parametrize("flags, capability", [
-    (["-js"], "JetStream"), (["--jetstream"], "JetStream"), (["--cluster", "nats://x:6222"], "clustering"),
-    (["-sd", "/tmp/x"], "JetStream"), (["--routes", "nats://a:1"], "clustering"),
+    (["-js"], "JetStream"), (["--jetstream"], "JetStream"), (["-sd", "/tmp/x"], "JetStream"),
 ])
 def test_plugin_flags_name_their_capability(flags: list[str], capability: str) -> None:
     out = run(*flags)
