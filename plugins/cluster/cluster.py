@@ -255,8 +255,9 @@ class Cluster:
         if (new.implicit and new.gossip_mode != 2) or info.get("gossip_mode") == 1:
             return
         others = [r for r in self.routes.values() if r is not new]
-        if not others:
-            return
+        port = info.get("port")
+        if not others or not isinstance(port, int) or isinstance(port, bool):
+            return  # nothing to tell, or nobody could dial what we would tell
         info.pop("nonce", None)
         if not info.get("ip"):
             host = new.remote[0] if new.remote else info.get("host")
@@ -277,11 +278,14 @@ class Cluster:
         if sid == self.server.server_id or sid in self.routes or info.get("route_account"):
             return
         url = str(info.get("ip") or f"nats-route://{info.get('host')}:{info.get('port')}/")
-        target = urlsplit(url)
-        for configured in self.settings.routes:
-            c = urlsplit(configured)
-            if (c.hostname, c.port) == (target.hostname, target.port):
-                return
+        try:
+            target = (urlsplit(url).hostname, urlsplit(url).port)
+            configured = {(urlsplit(c).hostname, urlsplit(c).port) for c in self.settings.routes}
+        except ValueError:
+            log.debug("ignoring gossip with an unusable address: %r", url)
+            return
+        if target[1] is None or target in configured:
+            return
         if url in self._dialers:
             return
         self._dial(url, explicit=False, auth=bool(info.get("auth_required")),
@@ -299,7 +303,11 @@ class Cluster:
     async def _dialer(self, url: str, explicit: bool, auth: bool, gossip_mode: int) -> None:
         """Keep a route to ``url``: a configured one forever, a gossiped one while it answers."""
         parts = urlsplit(url if "://" in url else "nats-route://" + url)
-        host, port = parts.hostname or "127.0.0.1", parts.port or 6222
+        try:
+            host, port = parts.hostname or "127.0.0.1", parts.port or 6222
+        except ValueError:
+            log.error("Route URL %r has no usable port", url)
+            return
         attempts = 0
         delay = ROUTE_CONNECT_DELAY
         loop = self.server.loop

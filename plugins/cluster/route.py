@@ -124,6 +124,11 @@ class Route(Connection, asyncio.Protocol):
         if self.closed:
             return
         self.last = time.time()
+        if not self.solicited and not self.remote_id and data[:1] not in (b"C", b"c", b""):
+            # nats-server: the first operation on an accepted route must be CONNECT.
+            log.error("%s - route sent %r before CONNECT", self.describe(), data[:16])
+            self.close(AUTH_FAILURE, "Authorization Violation")
+            return
         try:
             self.parser.feed(data)
         except ProtocolError as exc:
@@ -290,7 +295,12 @@ class Route(Connection, asyncio.Protocol):
             self.rtt = time.monotonic() - self._ping_sent
 
     def on_err(self, text: str) -> None:
-        log.error("%s - Route Error %s", self.describe(), go_quote(text))
+        if text.startswith("Not possible to have a dedicated route for account"):
+            # nats-server's extra connection for a pinned account ($SYS): natsd keeps one
+            # route per server, and nats-server answers each attempt this way.
+            log.debug("%s - %s (one route per server)", self.describe(), text)
+        else:
+            log.error("%s - Route Error %s", self.describe(), go_quote(text))
         self.close(PARSE_ERROR)
 
     def on_sub(self, origin: bytes | None, account: bytes, subject: bytes, queue: bytes | None,
