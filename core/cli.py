@@ -71,6 +71,8 @@ def make_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
     s.add_argument("-sl", "--signal", metavar="CMD[=PID]",
                    help="send a signal to a running natsd and exit: reload, ldm (lame duck), "
                         "reopen (log file), quit, term, stop; PID is a pid or a pid file")
+    s.add_argument("--reuse_port", action="store_true", default=None,
+                   help="share the client port with other processes (SO_REUSEPORT; --workers uses it)")
     s.add_argument("--ports_file_dir", metavar="DIR",
                    help="write natsd_<pid>.ports (the listening URLs, JSON) into DIR")
     s.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -209,7 +211,7 @@ def _overrides(args: argparse.Namespace, authorization: Any) -> dict[str, Any]:
             auth["user"], auth["password"] = args.user, args.password or ""
         out["authorization"] = auth
     for key in ("host", "port", "server_name", "pid_file", "log_file", "ports_file_dir", "logtime",
-                "logtime_utc", "max_traced_msg_len"):
+                "logtime_utc", "max_traced_msg_len", "reuse_port"):
         value = getattr(args, key)
         if value is not None:
             out[key] = value
@@ -306,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfError, PluginError) as exc:
         _print_errors(exc)
         return 1
+    if not args.test_config:
+        taken = plugins.cmdline_main(config, argv)
+        if taken is not None:
+            return taken
     server = Server(config, plugin_manager=plugins)
     # flags win on reload too
     server.flag_overrides = lambda cfg: _with_flags(args, cfg, options, plugins.owners)

@@ -179,7 +179,7 @@ class Server:
         try:
             self._listener = await self.loop.create_server(
                 self._client_port_protocol, host=cfg.host or None, port=cfg.port,
-                reuse_address=True, backlog=1024)
+                reuse_address=True, reuse_port=cfg.reuse_port or None, backlog=1024)
         except OSError as exc:
             self._state = "stopped"
             raise OSError(exc.errno, f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc

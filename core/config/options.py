@@ -127,6 +127,9 @@ class ServerConfig:
     max_traced_msg_len: int = 0
     """Payload bytes a protocol trace shows (0: all, as nats-server)."""
     pid_file: str | None = None
+    reuse_port: bool = False
+    """Listen on the client port with ``SO_REUSEPORT`` (a natsd key: several processes of
+    one machine share the port, and the kernel spreads connections over them)."""
     ports_file_dir: str | None = None
     """Directory for ``natsd_<pid>.ports``: the URLs of every port the server listens on."""
     lame_duck_duration: float = 120.0
@@ -345,6 +348,7 @@ CORE_KEYS: dict[str, _Setter] = {
     "log_max_num": _field("logfile_max_num", _int),
     "max_traced_msg_len": _field("max_traced_msg_len", _int),
     "pid_file": _field("pid_file", _str),
+    "reuse_port": _field("reuse_port", _bool),
     "pidfile": _field("pid_file", _str),
     "ports_file_dir": _field("ports_file_dir", _str),
     "lame_duck_duration": _field("lame_duck_duration", _positive_duration),

@@ -86,6 +86,19 @@ def natsd_addoption(parser: OptionParser) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def natsd_cmdline_main(config: ServerConfig, argv: list[str]) -> int | None:
+    """Run this process instead of one server, and return its exit code.
+
+    Called by the command line once the config file and flags are read
+    (``config``, with ``argv`` as given), before a server is made. Return
+    ``None`` to let natsd run its server, or an exit code after running
+    something else: the cluster plugin runs a supervisor of several worker
+    processes for ``--workers N``. ``firstresult``: the first non-``None``
+    answer wins.
+    """
+
+
 # -------------------------------------------------------------------------
 # Configuration
 # -------------------------------------------------------------------------

@@ -149,6 +149,10 @@ class PluginManager:
     def addoption(self, parser: OptionParser) -> None:
         self.pm.hook.natsd_addoption(parser=parser)
 
+    def cmdline_main(self, config: ServerConfig, argv: list[str]) -> int | None:
+        result: int | None = self.pm.hook.natsd_cmdline_main(config=config, argv=argv)
+        return result
+
     # -- configuration -----------------------------------------------------
 
     def config_blocks(self) -> dict[str, str]:

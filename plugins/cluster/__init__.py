@@ -5,21 +5,23 @@ Enabled by ``cluster {}`` (or ``--cluster``, ``--cluster_listen``,
 learns the others by gossip, and sends every other server the interest of
 its clients, so that a message published anywhere reaches every subscriber
 in one hop and each queue group once. See :mod:`.cluster` and
-docs/clustering.md.
+docs/clustering.md. ``--workers N`` (``workers: N``) runs N clustered natsd
+processes on one client port (:mod:`.workers`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
 from typing import Any
 
 from natsd import hookimpl
-from natsd.config import ServerConfig
+from natsd.config import ServerConfig, config_error
 from natsd.plugin.contracts import ServerAPI
 from natsd.plugin.manager import OptionParser
 from natsd.plugin.stash import StashKey
 
 from . import settings as settings_mod
+from . import workers as workers_mod
 from .cluster import Cluster
 
 CLUSTER = StashKey[Cluster]()
@@ -27,7 +29,7 @@ CLUSTER = StashKey[Cluster]()
 
 @hookimpl
 def natsd_config_blocks() -> tuple[str, ...]:
-    return ("cluster",)
+    return ("cluster", "workers")
 
 
 def _bool(text: str) -> bool:
@@ -55,13 +57,39 @@ def natsd_addoption(parser: OptionParser) -> None:
                      help="do not advertise known cluster information to clients")
     group.add_option("--connect_retries", type=int, metavar="N", config="cluster.connect_retries",
                      help="connect retries for routes learned by gossip")
+    group.add_option("--workers", type=int, metavar="N", config="workers",
+                     help="run N clustered natsd processes on the client port (every core)")
+    group.add_option("--worker", metavar="SPEC", apply=workers_mod.apply_worker,
+                     help=argparse.SUPPRESS)
 
 
 @hookimpl
-def natsd_configure(server: ServerAPI, config: ServerConfig, block: Mapping[str, Any] | None) -> None:
-    if block is None:
+def natsd_cmdline_main(config: ServerConfig, argv: list[str]) -> int | None:
+    count = config.blocks.get("workers")
+    if isinstance(count, int) and not isinstance(count, bool) and count > 1:
+        return workers_mod.supervise(config, argv, count)
+    return None
+
+
+@hookimpl
+def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
+    block = config.blocks.get("cluster")
+    workers = config.blocks.get("workers")
+    if isinstance(workers, str):  # this process is one of --workers
+        if block is not None:
+            raise config_error(config.blocks, "cluster", "--workers runs its own cluster over "
+                               "loopback; a cluster {} block with workers is not supported yet")
+        spec = workers_mod.WorkerSpec.parse(workers)
+        server.name = f"{server.name}-w{spec.index}"
+        server.stash[CLUSTER] = Cluster(server, settings_mod.load(spec.cluster_block()))
         return
-    server.stash[CLUSTER] = Cluster(server, settings_mod.load(block))
+    if workers is not None:
+        try:
+            workers_mod.worker_count(workers)
+        except ValueError as exc:
+            raise config_error(config.blocks, "workers", str(exc)) from None
+    if block is not None:
+        server.stash[CLUSTER] = Cluster(server, settings_mod.load(block))
 
 
 @hookimpl
