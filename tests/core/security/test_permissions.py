@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -24,10 +23,9 @@ from natsd.security.permissions import (
     reply_violation,
     sub_violation,
 )
+from natsd.testing import find_nats_server
 
-NATS_SERVER = shutil.which("nats-server") or (
-    "/usr/sbin/nats-server" if os.access("/usr/sbin/nats-server", os.X_OK) else None
-)
+NATS_SERVER = find_nats_server()
 
 
 def conf_perms(text: str, filename: str = "perm.conf") -> Permissions:
