@@ -10,6 +10,7 @@ Fixtures:
     config (mapping, :class:`~natsd.config.ServerConfig` or file path) and
     plugins; all are stopped at the end of the test.
 
+:func:`read_until` and :func:`read_first_pong` read a raw socket;
 :func:`find_nats_server` locates the reference nats-server binary for tests
 that compare natsd with it.
 
@@ -122,6 +123,25 @@ def read_until(sock: socket.socket, end: bytes = b"PONG\r\n") -> bytes:
             break
         out += chunk
     return out
+
+
+def read_first_pong(sock: socket.socket, protocol: int = 1) -> bytes:
+    """What ``sock`` receives up to the first PONG after its CONNECT, and the INFO after it.
+
+    nats-server (2.12 and later) and natsd follow the first PONG of a client
+    whose CONNECT said ``"protocol": 1`` with an INFO naming the account it is
+    bound to (``"connect_info": true``); this reads that INFO too, so that a
+    test does not take it for the answer to what it sends next.
+    """
+    out = b""
+    while True:
+        pong = out.find(b"PONG\r\n")
+        if pong >= 0 and (protocol < 1 or (b"INFO " in out[pong:] and out.endswith(b"\r\n"))):
+            return out
+        chunk = sock.recv(4096)
+        if not chunk:
+            return out
+        out += chunk
 
 
 @pytest.fixture

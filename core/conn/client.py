@@ -78,7 +78,7 @@ class Client(Connection, asyncio.Protocol):
     """
 
     __slots__ = ("io", "parser", "verbose", "pedantic", "no_responders", "pings_out", "nonce",
-                 "_ping_timer", "_auth_timer", "_deadline_timer", "_auth_task")
+                 "_ping_timer", "_auth_timer", "_deadline_timer", "_auth_task", "_ponged")
 
     def __init__(self, server: ServerAPI, transport: str = "tcp") -> None:
         super().__init__(server, server.global_account, kind=Kind.CLIENT, transport=transport)
@@ -96,6 +96,7 @@ class Client(Connection, asyncio.Protocol):
         self._auth_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._auth_task: asyncio.Task[None] | None = None
+        self._ponged = False  # the first PONG after CONNECT was sent (and the INFO after it)
 
     def __repr__(self) -> str:
         return f"<Client cid={self.cid} {self.remote} account={self.account.name}>"
@@ -277,8 +278,10 @@ class Client(Connection, asyncio.Protocol):
         protocol = options.get("protocol") or 0
         if isinstance(protocol, bool) or protocol < 0 or protocol > 1:
             raise ProtocolError(errors.INVALID_CLIENT_PROTOCOL)
-        self.connect_options = options
-        # Absent (or null) fields keep their current values, as in nats-server.
+        # Absent (or null) fields keep their current values, as in nats-server (a later
+        # CONNECT is read into the options of the first): "protocol" too.
+        self.connect_options = {**self.connect_options,
+                                **{k: v for k, v in options.items() if v is not None}}
         self.verbose = _opt(options, "verbose", self.verbose)
         self.pedantic = _opt(options, "pedantic", self.pedantic)
         self.echo = _opt(options, "echo", self.echo)
@@ -431,6 +434,19 @@ class Client(Connection, asyncio.Protocol):
 
     def on_ping(self) -> None:
         self.queue(PONG)
+        if self.connected and not self._ponged:
+            self._ponged = True
+            if self.connect_options.get("protocol", 0) >= 1:
+                self._send_connect_info()
+
+    def _send_connect_info(self) -> None:
+        """The INFO nats-server (2.12 and later) sends after the first PONG to a client that
+        takes asynchronous INFO: the account it is bound to, and whether it is the system one."""
+        account = self.account
+        extra: dict[str, Any] = {"connect_info": True, "remote_account": account.name}
+        if account is self.server.system_account:
+            extra["acc_is_sys"] = True
+        self.queue(encode_info(self.server.async_info(self, **extra)))
 
     def on_pong(self) -> None:
         self.pings_out = 0

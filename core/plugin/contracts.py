@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from natsd.routing.internal import InternalClient
     from natsd.routing.stats import ClosedClient, Totals
     from natsd.routing.sublist import Subscription
-    from natsd.security.nkeys import KeyPair
+    from natsd.security.nkeys import CurveKeyPair, KeyPair
     from natsd.security.peercert import PeerCertificate
 
     from .auth import AuthChain
@@ -204,6 +204,8 @@ class ServerAPI(Host, Protocol):
     server_id: str
     server_key: KeyPair
     """The server's NKey (its public key is ``server_id``); it signs the server's own JWTs."""
+    curve_key: CurveKeyPair
+    """The server's x25519 key pair (its public key is INFO's ``xkey``)."""
     host: str
     port: int
     start_time: float
@@ -250,6 +252,7 @@ class ServerAPI(Host, Protocol):
 
     # -- INFO --
     def client_info(self, conn: Connection) -> dict[str, Any]: ...
+    def async_info(self, conn: Connection, **extra: Any) -> dict[str, Any]: ...
     def update_info(self, **fields: Any) -> None: ...
     def broadcast_info(self, **extra: Any) -> None: ...
     def event_server_info(self) -> dict[str, Any]: ...

@@ -398,7 +398,10 @@ def describe_differences(a: Recording, b: Recording, t: Transcript, a_name="nats
             for k, (xa, xb) in enumerate(zip(va["reads"], vb["reads"])):
                 if xa != xb:
                     lines.append(f"{key} read {k}:\n    {a_name}: {xa!r}\n    {b_name}: {xb!r}")
-                    for ia, ib in zip(info_objects(xa), info_objects(xb)):
+                    # The INFO objects of the raw reads (masked ones are not JSON: "port":<num>).
+                    i = int(key[len("conn"):])
+                    raw_a, raw_b = a.conns[i].chunks[k], b.conns[i].chunks[k]
+                    for ia, ib in zip(info_objects(raw_a), info_objects(raw_b)):
                         missing = sorted(set(ia) - set(ib))
                         extra = sorted(set(ib) - set(ia))
                         if missing:
@@ -597,9 +600,18 @@ MAX_SUBS_2 = "max_subscriptions: 2\n"
 MAX_CONNS_1 = "max_connections: 1\n"
 USER_AUTH = "authorization {\n  user: alice\n  password: s3cret\n  timeout: 0.5\n}\n"
 TOKEN_AUTH = "authorization {\n  token: t0ken\n}\n"
+SYS_CONF = (
+    "accounts {\n"
+    "  SYS { users: [ {user: sys, password: sys} ] }\n"
+    "  APP { users: [ {user: app, password: app} ] }\n"
+    "  SMALL { users: [ {user: small, password: small} ], limits: { max_payload: 5 } }\n"
+    "}\n"
+    "system_account: SYS\n"
+)
 
-# The replies quoted in the docs below are what nats-server v2.9.10 sends
-# (INFO abbreviated); "closes" means the server closed the connection.
+# The replies quoted in the docs below are what nats-server 2.15.1 sends
+# (INFO abbreviated); "closes" means the server closed the connection. Where
+# 2.15.1 differs from 2.9.10, the previous reference, the doc says so.
 
 # --- connection set-up ----------------------------------------------------------------
 
@@ -607,8 +619,9 @@ transcript(
     "info_on_connect",
     Open(), Read(),
     doc="INFO {...} \\r\\n (note the space before CRLF) as soon as the connection is accepted. "
-    "nats-server 2.9.10 keys, in order: server_id server_name version proto go host port headers "
-    "[auth_required] max_payload client_id client_ip",
+    "nats-server 2.15.1 keys, in order: server_id server_name version proto git_commit go host port "
+    "headers [auth_required] max_payload client_id client_ip api_lvl xkey (2.9.10 had no git_commit, "
+    "api_lvl or xkey)",
 )
 
 transcript(
@@ -650,7 +663,32 @@ transcript(
     Send(0, connect(verbose=True, lang="python", version="1.0", protocol=1, name="x", foo={"bar": [1, 2]})),
     Send(0, C + PING),
     Read(),
-    doc="unknown CONNECT fields are ignored; a second CONNECT replaces the options: +OK PONG",
+    doc="unknown CONNECT fields are ignored; a second CONNECT changes the options it names: +OK PONG, "
+    "then (2.12 and later) the INFO with connect_info, as protocol 1 from the first CONNECT still holds",
+)
+
+transcript(
+    "connect_info_after_first_pong",
+    Open(3), Read(),
+    Send(0, connect(protocol=1) + PING), Read(),
+    Send(0, PING), Read(),
+    Send(1, connect() + PING + PING), Read(),
+    Send(2, PING + connect(protocol=1)), Read(),
+    Send(2, PING + PING), Read(),
+    doc="nats-server 2.12 and later (not 2.9.10): the first PONG after CONNECT to a protocol 1 client is "
+    "followed by INFO {...,\"connect_info\":true,\"remote_account\":\"$G\",...}, once; protocol 0 "
+    "clients never get it, and a PING before CONNECT does not count",
+)
+
+transcript(
+    "connect_info_names_the_account",
+    Open(3), Read(),
+    Send(0, connect(protocol=1, user="sys", **{"pass": "sys"}) + PING), Read(),
+    Send(1, connect(protocol=1, user="app", **{"pass": "app"}) + PING), Read(),
+    Send(2, connect(protocol=1, user="small", **{"pass": "small"}) + PING), Read(),
+    conf=SYS_CONF,
+    doc="remote_account names the account, acc_is_sys marks the system account, and max_payload is "
+    "the client's own limit (the account's 5)",
 )
 
 transcript(
@@ -868,7 +906,7 @@ transcript(
     Send(0, C + b"SUB foo q.* 1\r\nSUB foo q> 2\r\n" + PING), Read(),
     Send(1, C + pub("foo", b"x") + PING), Read(),
     unordered_copies=True,
-    doc="nats-server 2.9.10 accepts wildcard characters in queue names",
+    doc="nats-server accepts wildcard characters in queue names",
 )
 
 transcript(
@@ -1263,7 +1301,7 @@ transcript(
     Send(0, C + b"SUB foo.> 1\r\n" + PING), Read(),
     Send(1, connect(pedantic=True) + pub("foo.*", b"a") + pub("foo.>", b"b") + pub("foo.bar", b"c") + PING), Read(),
     doc="-ERR 'Invalid Publish Subject' per wildcard PUB, connection stays open, "
-    "and nats-server 2.9.10 still delivers the message",
+    "and nats-server still delivers the message",
 )
 
 transcript(

@@ -541,6 +541,8 @@ class _Conn:
             line = self._line()
             if line == b"PONG":
                 return out
+            if line.startswith(b"INFO "):
+                continue  # the INFO after the first PONG of a protocol 1 client (nats-server 2.12+)
             if line.startswith(b"MSG "):
                 size = int(line.split()[-1])
                 while len(self.buf) < size + 2:
