@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("natsd.client")
 _now = time.time
 
-NO_RESPONDERS_HDR = b"NATS/1.0 503\r\n\r\n"
-
 # Close reasons, worded as nats-server's monitoring shows them.
 STALE_CONNECTION = "Stale Connection"
 PROTOCOL_VIOLATION = "Protocol Violation"
@@ -419,9 +417,10 @@ class Client(Connection, asyncio.Protocol):
                 continue
             self.remove_sub(sub)
             subject, sid_text = sub.subject.decode(errors="replace"), sid.decode(errors="replace")
-            self.send_err(f'Permissions Violation for Subscription to "{subject}" (sid "{sid_text}")')
+            queue = f' using queue "{sub.queue.decode(errors="replace")}"' if sub.queue else ""
+            self.send_err(f'Permissions Violation for Subscription to "{subject}"{queue} (sid "{sid_text}")')
             who = f'User "{self.user}"' if self.user else self.describe()
-            log.info('Removed sub "%s" (sid "%s") for %s - not authorized', subject, sid_text, who)
+            log.info('Removed sub "%s"%s (sid "%s") for %s - not authorized', subject, queue, sid_text, who)
 
     def auth_expired(self) -> None:
         super().auth_expired()
@@ -508,7 +507,7 @@ class Client(Connection, asyncio.Protocol):
             self.queue(OK)
         if not account.deliver(self, subject, reply, size, payload, 0) and (
                 reply is not None and self.no_responders):
-            self._no_responders(reply)
+            self._no_responders(reply, subject)
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
                 payload: bytes) -> None:
@@ -531,7 +530,7 @@ class Client(Connection, asyncio.Protocol):
             self.queue(OK)
         if not account.deliver(self, subject, reply, size, payload, hdr_size) and (
                 reply is not None and self.no_responders):
-            self._no_responders(reply)
+            self._no_responders(reply, subject)
 
     def on_pub_run(self, subject: bytes, size: bytes, line: bytes, frames: bytes,
                    count: int) -> None:
@@ -581,10 +580,12 @@ class Client(Connection, asyncio.Protocol):
         log.error("%s - Publish Violation - %s", self.describe(), text)
         self.send_err(text)
 
-    def _no_responders(self, reply: bytes) -> None:
+    def _no_responders(self, reply: bytes, subject: bytes) -> None:
+        """The 503 status a requester gets when nobody listens on ``subject`` (after mapping)."""
+        hdr = b"NATS/1.0 503\r\nNats-Subject: %s\r\n\r\n" % subject
         for sub in self.account.sublist.match(reply).psubs:
             if sub.client is self:
-                self.queue(b"HMSG %s %s 16 16\r\n%s\r\n" % (reply, sub.sid, NO_RESPONDERS_HDR))
+                self.queue(b"HMSG %s %s %d %d\r\n%s\r\n" % (reply, sub.sid, len(hdr), len(hdr), hdr))
                 return
 
 

@@ -100,8 +100,10 @@ def test_connections_see_the_same_bytes(observed):
         assert ours[name] == theirs[name], name
     # nats-server walks the subscriptions in map order: compare a's lines as a set.
     assert sorted(ours["a"].splitlines()) == sorted(theirs["a"].splitlines())
+    # A queue subscription's error names its queue (nats-server 2.15.1; 2.9.10 did not).
     assert ours["a"] == (b"-ERR 'Permissions Violation for Subscription to \"bar\" (sid \"2\")'\r\n"
-                         b"-ERR 'Permissions Violation for Subscription to \"foo.x\" (sid \"3\")'\r\n")
+                         b"-ERR 'Permissions Violation for Subscription to \"foo.x\" using queue \"q\" "
+                         b"(sid \"3\")'\r\n")
     assert ours["c"] == b"-ERR 'Authorization Violation'\r\n<closed>"
     assert ours["a after"] == b"MSG foo 1 1\r\nx\r\nPONG\r\n"
 

@@ -1089,7 +1089,18 @@ transcript(
          + pub("nobody.home", b"req", reply="_INBOX.r") + hpub("nobody.home", HDR, b"x", reply="_INBOX.r")
          + pub("nobody.home", b"no reply subject") + PING),
     Read(),
-    doc="HMSG _INBOX.r 1 16 16 / NATS/1.0 503 / blank line, once per request (PUB and HPUB)",
+    doc="HMSG _INBOX.r 1 43 43 / NATS/1.0 503 / Nats-Subject: nobody.home / blank line, once per request "
+    "(PUB and HPUB); 2.9.10 had no Nats-Subject header (HMSG _INBOX.r 1 16 16)",
+)
+
+transcript(
+    "no_responders_names_the_mapped_subject",
+    Open(),
+    Send(0, connect(headers=True, no_responders=True) + b"SUB _INBOX.r 1\r\n"
+         + pub("foo", b"req", reply="_INBOX.r") + pub("x.1.2", b"req", reply="_INBOX.r") + PING),
+    Read(),
+    conf='mappings { "foo": "bar", "x.*.*": "y.$2.$1" }\n',
+    doc="the Nats-Subject of the 503 is the subject after mapping: bar, y.2.1",
 )
 
 transcript(
