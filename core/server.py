@@ -50,6 +50,11 @@ conn_log = logging.getLogger("natsd.client")
 JS_API_LEVEL = 5
 """The JetStream API level nats-server 2.15.1 announces in INFO (``api_lvl``), JetStream on or not."""
 
+FEATURE_FLAGS = {"js_ack_fc_v2": False, "js_api_reply_v2": False, "js_raft_delete_range": True,
+                 "js_snapshot_sources": False}
+"""nats-server 2.15.1's feature flags as its release binary reports them (``/varz`` and the
+``server`` object of system messages show them; they concern JetStream)."""
+
 INFO_KEYS = (
     "server_id", "server_name", "version", "proto", "git_commit", "go", "host", "port", "headers",
     "auth_required", "tls_required", "tls_verify", "tls_available", "max_payload", "jetstream", "ip",
@@ -489,6 +494,8 @@ class Server:
             conn_log.debug("%s - Client connection closed: %s", conn.describe(), reason)
             if conn.connected:
                 notify(self.observers.closed, conn, reason)
+            else:  # refused, timed out or gone before its CONNECT was accepted
+                notify(self.observers.dropped, conn, reason)
 
     def lookup_account(self, name: str, create: bool = False) -> Account:
         account = self.accounts.get(name)
@@ -649,8 +656,8 @@ class Server:
         self._event_seq += 1
         now = datetime.datetime.now(datetime.UTC)
         return {"name": self.name, "host": self.host, "id": self.server_id,
-                "ver": NATS_SERVER_VERSION, "seq": self._event_seq, "jetstream": False,
-                "time": now.isoformat().replace("+00:00", "Z")}
+                "ver": NATS_SERVER_VERSION, "feature_flags": dict(FEATURE_FLAGS), "jetstream": False,
+                "flags": 0, "seq": self._event_seq, "time": now.isoformat().replace("+00:00", "Z")}
 
     # -- output -------------------------------------------------------------------
 

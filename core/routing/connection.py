@@ -117,11 +117,12 @@ class Observers:
     event costs one truth test.
     """
 
-    __slots__ = ("connected", "closed", "auth_failed", "subscribed", "unsubscribed", "published")
+    __slots__ = ("connected", "closed", "dropped", "auth_failed", "subscribed", "unsubscribed", "published")
 
     def __init__(self) -> None:
         self.connected: list[Any] = []
         self.closed: list[Any] = []
+        self.dropped: list[Any] = []
         self.auth_failed: list[Any] = []
         self.subscribed: list[Any] = []
         self.unsubscribed: list[Any] = []

@@ -410,6 +410,9 @@ class Monitor:
         """``$SYS.REQ.SERVER.PING.<NAME>`` and ``$SYS.REQ.ACCOUNT.<acc>.<NAME>`` views."""
         ep = self.endpoints
         views: dict[str, View] = {name: ep[path] for path, name in SYSTEM_NAMES.items()}
+        healthz = views["HEALTHZ"]
+        # Over the system account (only) nats-server 2.15.1 adds the status code.
+        views["HEALTHZ"] = lambda opts: {**healthz(opts), "status_code": 200}
         views.update({
             "ACCOUNT.CONNZ": lambda opts: ep["/connz"]({**opts, "acc": opts["account"]}),
             "ACCOUNT.SUBSZ": lambda opts: ep["/subsz"](

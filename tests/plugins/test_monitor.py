@@ -225,7 +225,10 @@ async def test_subsz_accountz_accstatz(monitored: Any) -> None:
     assert detail["subscriptions"] == 3 and detail["sublist_stats"]["num_subscriptions"] == 3
     assert m("accountz?acc=SYS")["account_detail"]["is_system"] is True
     statz = m("accstatz")["account_statz"]
-    assert [s["acc"] for s in statz] == ["A"] and statz[0]["received"] == {"msgs": 1, "bytes": 1}
+    assert [s["acc"] for s in statz] == ["A"] and statz[0]["name"] == "A"
+    none = {"msgs": 0, "bytes": 0}
+    assert statz[0]["received"] == {"msgs": 1, "bytes": 1, "gateways": none, "routes": none, "leafs": none}
+    assert statz[0]["num_subscriptions"] == 3
     assert {s["acc"] for s in m("accstatz?unused=true")["account_statz"]} >= {"$G", "A", "B", "SYS"}
     await a.close()
 
@@ -383,7 +386,7 @@ async def test_system_account_views_without_http(natsd_factory: Any) -> None:
     subsz = (await req("$SYS.REQ.SERVER.PING.SUBSZ", {"subscriptions": True, "account": "A"}))["data"]
     assert [s["subject"] for s in subsz["subscriptions_list"]] == ["$SYS.REQ.USER.INFO", "foo"]
     assert "A" in (await req("$SYS.REQ.SERVER.PING.ACCOUNTZ"))["data"]["accounts"]
-    assert (await req("$SYS.REQ.SERVER.PING.HEALTHZ"))["data"] == {"status": "ok"}
+    assert (await req("$SYS.REQ.SERVER.PING.HEALTHZ"))["data"] == {"status": "ok", "status_code": 200}
     assert (await req("$SYS.REQ.SERVER.PING.JSZ"))["data"]["disabled"] is True
     idz = await req("$SYS.REQ.SERVER.PING.IDZ")
     assert idz == {"name": srv.server.name, "host": "127.0.0.1", "id": srv.server.server_id}
