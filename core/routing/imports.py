@@ -248,7 +248,7 @@ class ServiceImport(_Forwarder):
             if sender.kind == Kind.ACCOUNT:
                 return
             mapped = None
-            if reply is not None:
+            if reply:  # not a message the server sent itself (its reply is empty: SERVER_SENT)
                 mapped = self.prefix + b"%d" % next(self._seq)
                 self._expire()
                 self.replies[mapped] = (reply, time.monotonic() + RESPONSE_THRESHOLD)

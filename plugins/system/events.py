@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from natsd.plugin.contracts import ServerAPI
+from natsd.routing.internal import SERVER_SENT
 from natsd.routing.stats import account_stat, process_usage, rfc3339, server_traffic, traffic, usable_cpus
 
 log = logging.getLogger("natsd.system")
@@ -136,7 +137,9 @@ class SystemEvents:
     # -- publishing -----------------------------------------------------------------
 
     def _publish(self, subject: str, body: dict[str, Any], reply: bytes | None = None) -> None:
-        self.client.publish(reply or subject, json.dumps(body, separators=(",", ":")).encode())
+        """Publish an event on ``subject``, or the answer to a request on ``reply``."""
+        self.client.publish(reply or subject, json.dumps(body, separators=(",", ":")).encode(),
+                            reply=SERVER_SENT)
 
     def _advisory(self, kind: str) -> dict[str, Any]:
         return {"type": kind, "id": event_id(), "timestamp": rfc3339(time.time()),

@@ -680,6 +680,25 @@ transcript(
     "clients never get it, and a PING before CONNECT does not count",
 )
 
+#: A JSON message body (events, answers to $SYS requests): its size and content vary.
+JSON_BODY = (rb"(MSG \S+ \S+ +)\d+\r\n\{[^\r\n]*\}\r\n", rb"\1<size>\r\n<json>\r\n")
+
+transcript(
+    "server_sent_messages_have_an_empty_reply",
+    Open(2), Read(),
+    Send(0, connect(user="sys", **{"pass": "sys"}) + b"SUB _INBOX.1 1\r\nSUB $SYS.ACCOUNT.APP.CONNECT 2\r\n"
+         + pub("$SYS.REQ.SERVER.PING.IDZ", b"", reply="_INBOX.1")), Read(),
+    Send(0, pub("_INBOX.1", b"hi") + PING), Read(),
+    Send(1, connect(user="app", **{"pass": "app"}) + b"SUB _INBOX.2 1\r\n"
+         + pub("$SYS.REQ.USER.INFO", b"", reply="_INBOX.2")), Read(),
+    conf=SYS_CONF,
+    masks=(JSON_BODY,),
+    doc="messages the server sends itself (events, answers to $SYS.REQ requests) carry an empty reply: "
+    "MSG <subject> <sid>  <size> with two spaces, in 2.9.10 and 2.15.1 alike; a client's message "
+    "without reply has one space, and so has the $SYS.REQ.USER.INFO answer (it reaches the "
+    "requester through a service import)",
+)
+
 transcript(
     "connect_info_names_the_account",
     Open(3), Read(),
