@@ -28,7 +28,7 @@ from typing import Any
 from natsd import NATS_SERVER_VERSION, __version__
 from natsd import config as config_mod
 from natsd.config import ConfigError, ServerConfig
-from natsd.config.conf import ConfMap, parse_file
+from natsd.config.conf import ConfError, ConfMap, digest, parse_file
 from natsd.config.tls import TLSSettings
 from natsd.conn.client import Client, ObservedClient, TracedClient
 from natsd.conn.tlsgate import TLSGate
@@ -180,6 +180,8 @@ class Server:
         self.port = config.port
         self.tls: TLSSettings | None = config.tls
         """The client port's TLS settings for new connections (see :meth:`reload_tls`)."""
+        self.config_digest = ""
+        """nats-server's digest of the config file (``/varz`` ``config_digest``); "" without one."""
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -213,8 +215,9 @@ class Server:
         log.info("  Version:  %s", __version__)
         log.info("  Name:     %s", self.name)
         log.info("  ID:       %s", self.server_id)
+        self.config_digest = self._digest()
         if cfg.source:
-            log.info("Using configuration file: %s", cfg.source)
+            log.info("Using configuration file: %s (%s)", cfg.source, self.config_digest)
         log.info("Plugins: %s", ", ".join(self.plugins.names()) or "none")
         try:
             self._listener = await self.loop.create_server(
@@ -330,6 +333,7 @@ class Server:
         self.auth = AuthChain(self.plugins.authenticators(self))
         self._pick_client_class()
         self._info = self._base_info()
+        self.config_digest = self._digest()
         if "pid_file" in changed:
             self._write_pid_file()
 
@@ -562,6 +566,15 @@ class Server:
             with open(tmp, "w") as fh:
                 json.dump(self.ports, fh)
             os.replace(tmp, path)
+
+    def _digest(self) -> str:
+        source = self.config.source
+        if not source:
+            return ""
+        try:
+            return digest(parse_file(source))
+        except (ConfError, OSError):  # changed since it was loaded; nats-server keeps the old one
+            return self.config_digest
 
     def next_cid(self) -> int:
         self._cid += 1

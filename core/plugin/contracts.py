@@ -216,6 +216,8 @@ class ServerAPI(Host, Protocol):
     storage_backends: dict[str, StorageBackend]
     ports: dict[str, list[str]]
     """URLs per kind of port (``nats``, ``monitoring`` ...) for ``ports_file_dir``; plugins add theirs."""
+    config_digest: str
+    """nats-server's digest of the loaded config file ("" without one)."""
 
     @property
     def client_url(self) -> str: ...

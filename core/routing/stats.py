@@ -63,7 +63,7 @@ class ClosedClient:
 
     __slots__ = ("cid", "kind", "transport", "remote", "start", "last", "stop", "close_reason", "name", "lang",
                  "version", "auth_user", "account", "in_msgs", "in_bytes", "out_msgs",
-                 "out_bytes_total", "subs", "connect_options")
+                 "out_bytes_total", "subs", "connect_options", "tls")
 
     out_bytes = 0
     closed = True
@@ -84,6 +84,7 @@ class ClosedClient:
         self.out_msgs, self.out_bytes_total = client.out_msgs, client.out_bytes_total
         self.subs = {sid: _detached(sub) for sid, sub in client.subs.items()}
         self.connect_options: dict[str, Any] = {}  # not kept (credentials)
+        self.tls = client.tls  # what its TLS handshake negotiated (None: plaintext)
 
 
 def _detached(sub: Subscription) -> Subscription:
