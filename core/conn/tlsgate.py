@@ -6,8 +6,9 @@ sends INFO in plaintext (``tls_required``), reads the first bytes and, when
 they open a TLS record (0x16), upgrades the connection with
 ``loop.start_tls`` and replays them into the TLS layer; anything else is a
 ``TLS Handshake Failure``: the client gets ``-ERR 'Secure Connection - TLS
-Required'`` and is closed (nats-server 2.9.10 writes the same error but
-closes with the client's bytes unread, so the client sees a reset), unless
+Required'`` and is closed (nats-server, 2.9.10 and 2.15.1 alike, writes the
+same error but closes with the client's bytes unread, so the client sees a
+reset), unless
 ``allow_non_tls`` lets a plaintext client through. With ``handshake_first``
 INFO waits until the handshake is done, or until the fallback delay passes
 without a byte. A handshake that does not finish within
@@ -127,7 +128,7 @@ class TLSGate(asyncio.Protocol):
             self._fail(str(exc) or type(exc).__name__)
             return
         tls_transport = task.result()
-        info = TLSConnection.from_ssl(tls_transport.get_extra_info("ssl_object"))
+        info = TLSConnection.from_ssl(tls_transport.get_extra_info("ssl_object"), first=not self.info_first)
         pinned = self.settings.pinned_certs
         if pinned and (info.peer is None or info.peer.spki_sha256() not in pinned):
             self._fail("peer certificate not in pinned certs")

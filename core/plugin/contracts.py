@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from natsd.routing.internal import InternalClient
     from natsd.routing.stats import ClosedClient, Totals
     from natsd.routing.sublist import Subscription
-    from natsd.security.nkeys import KeyPair
+    from natsd.security.nkeys import CurveKeyPair, KeyPair
     from natsd.security.peercert import PeerCertificate
 
     from .auth import AuthChain
@@ -149,6 +149,7 @@ class Observer(Protocol):
 
     def client_connected(self, client: Connection) -> None: ...
     def client_closed(self, client: Connection, reason: str) -> None: ...
+    def client_dropped(self, client: Connection, reason: str) -> None: ...
     def auth_failed(self, client: Connection, reason: str) -> None: ...
     def subscribed(self, client: Connection, sub: Subscription) -> None: ...
     def unsubscribed(self, client: Connection, sub: Subscription) -> None: ...
@@ -208,6 +209,8 @@ class ServerAPI(Host, Protocol):
     server_id: str
     server_key: KeyPair
     """The server's NKey (its public key is ``server_id``); it signs the server's own JWTs."""
+    curve_key: CurveKeyPair
+    """The server's x25519 key pair (its public key is INFO's ``xkey``)."""
     host: str
     port: int
     start_time: float
@@ -217,6 +220,8 @@ class ServerAPI(Host, Protocol):
     storage_backends: dict[str, StorageBackend]
     ports: dict[str, list[str]]
     """URLs per kind of port (``nats``, ``monitoring`` ...) for ``ports_file_dir``; plugins add theirs."""
+    config_digest: str
+    """nats-server's digest of the loaded config file ("" without one)."""
 
     @property
     def client_url(self) -> str: ...
@@ -254,6 +259,7 @@ class ServerAPI(Host, Protocol):
 
     # -- INFO --
     def client_info(self, conn: Connection) -> dict[str, Any]: ...
+    def async_info(self, conn: Connection, **extra: Any) -> dict[str, Any]: ...
     def update_info(self, **fields: Any) -> None: ...
     def broadcast_info(self, **extra: Any) -> None: ...
     def event_server_info(self) -> dict[str, Any]: ...
@@ -270,6 +276,6 @@ class ServerAPI(Host, Protocol):
 
 
 OBSERVER_EVENTS = (
-    "client_connected", "client_closed", "auth_failed", "subscribed", "unsubscribed",
+    "client_connected", "client_closed", "client_dropped", "auth_failed", "subscribed", "unsubscribed",
     "message_published",
 )

@@ -327,8 +327,10 @@ def natsd_observers(server: ServerAPI) -> Observer | Iterable[Observer] | None:
     """Return observers of connections and messages.
 
     An observer defines any of ``client_connected(client)``,
-    ``client_closed(client, reason)``, ``auth_failed(client, reason)`` (a
-    refused CONNECT; ``reason`` is the log text), ``subscribed(client, sub)``,
+    ``client_closed(client, reason)``, ``client_dropped(client, reason)`` (a
+    client connection closed before its CONNECT was accepted: refused, timed
+    out or gone), ``auth_failed(client, reason)`` (a refused CONNECT;
+    ``reason`` is the log text), ``subscribed(client, sub)``,
     ``unsubscribed(client, sub)`` and
     ``message_published(client, account, subject, reply, headers, payload)``
     (see :class:`natsd.plugin.contracts.Observer`). The core collects the bound

@@ -44,7 +44,8 @@ ENTRY_POINT_GROUP = "natsd"
 hookimpl = hookspecs.hookimpl
 
 OBSERVER_EVENTS = {
-    "client_connected": "connected", "client_closed": "closed", "auth_failed": "auth_failed",
+    "client_connected": "connected", "client_closed": "closed", "client_dropped": "dropped",
+    "auth_failed": "auth_failed",
     "subscribed": "subscribed", "unsubscribed": "unsubscribed", "message_published": "published",
 }
 """Observer method name -> :class:`~natsd.routing.connection.Observers` list."""

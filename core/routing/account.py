@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 GLOBAL_ACCOUNT = "$G"
 SYSTEM_ACCOUNT = "$SYS"
 
-#: ``limits {}`` keys of an account block -> Account attribute (nats-server 2.9 names).
+#: ``limits {}`` keys of an account block -> Account attribute (nats-server's names).
 LIMIT_KEYS = {
     "max_connections": "max_connections", "max_conn": "max_connections",
     "max_subscriptions": "max_subscriptions", "max_subs": "max_subscriptions",
@@ -50,7 +50,7 @@ class Account:
     holds callables offered every message after local delivery (gateways).
     """
 
-    __slots__ = ("name", "sublist", "clients", "mappings", "max_connections",
+    __slots__ = ("name", "name_tag", "sublist", "clients", "mappings", "max_connections",
                  "max_subscriptions", "max_payload", "max_leafnodes", "closed_totals",
                  "interest", "egress", "__weakref__")
 
@@ -58,6 +58,8 @@ class Account:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.name_tag = ""
+        """A display name (an account JWT's ``name``); see :attr:`tag`."""
         self.sublist = Sublist()
         self.interest: tuple[InterestTable, ...] = ()
         self.egress: tuple[Any, ...] = ()
@@ -71,6 +73,11 @@ class Account:
 
     def __repr__(self) -> str:
         return f"<Account {self.name} clients={len(self.clients)} subs={self.sublist.count}>"
+
+    @property
+    def tag(self) -> str:
+        """The name monitoring and events show as ``name_tag``: :attr:`name_tag`, else the name."""
+        return self.name_tag or self.name
 
     # -- subscriptions ---------------------------------------------------------
 

@@ -91,7 +91,7 @@ class Permits(Protocol):
 
     def can_publish(self, subject: bytes) -> bool: ...
     def can_subscribe(self, subject: bytes, queue: bytes | None = None) -> bool: ...
-    def deny_delivery(self, subject: bytes) -> bool: ...
+    def deny_delivery(self, subject: bytes, queue: bytes | None = None) -> bool: ...
     def note_request(self, reply: bytes) -> None: ...
 
 
@@ -117,11 +117,12 @@ class Observers:
     event costs one truth test.
     """
 
-    __slots__ = ("connected", "closed", "auth_failed", "subscribed", "unsubscribed", "published")
+    __slots__ = ("connected", "closed", "dropped", "auth_failed", "subscribed", "unsubscribed", "published")
 
     def __init__(self) -> None:
         self.connected: list[Any] = []
         self.closed: list[Any] = []
+        self.dropped: list[Any] = []
         self.auth_failed: list[Any] = []
         self.subscribed: list[Any] = []
         self.unsubscribed: list[Any] = []

@@ -231,7 +231,7 @@ def deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | N
     client: Connection = sub.client
     perms = client.perms
     if perms is not None:
-        if perms.deny_delivery(subject):
+        if perms.deny_delivery(subject, sub.queue):
             return
         if reply is not None:
             perms.note_request(reply)

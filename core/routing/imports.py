@@ -148,7 +148,7 @@ def _stream_target(entry: Mapping[str, Any], subject: bytes) -> Callable[[bytes]
         from .mappings import MappingError, SubjectTransform, transform_tokenize
 
         try:
-            transform = SubjectTransform(subject, transform_tokenize(to))
+            transform = SubjectTransform(subject, transform_tokenize(to), strict=True)
         except MappingError as exc:
             raise config_error(entry, "to", str(exc)) from None
         return lambda s: transform.apply(s) or s
@@ -233,7 +233,7 @@ class ServiceImport(_Forwarder):
         if local != subject and any(t in (b"*", b">") for t in local.split(b".")):
             from .mappings import SubjectTransform, transform_tokenize
 
-            self._transform = SubjectTransform(local, transform_tokenize(subject))
+            self._transform = SubjectTransform(local, transform_tokenize(subject), strict=True)
         self.request_sub = self._subscribe(importer, local)
         self.response_sub = self._subscribe(exporter, self.prefix + b">")
 
@@ -248,7 +248,7 @@ class ServiceImport(_Forwarder):
             if sender.kind == Kind.ACCOUNT:
                 return
             mapped = None
-            if reply is not None:
+            if reply:  # not a message the server sent itself (its reply is empty: SERVER_SENT)
                 mapped = self.prefix + b"%d" % next(self._seq)
                 self._expire()
                 self.replies[mapped] = (reply, time.monotonic() + RESPONSE_THRESHOLD)

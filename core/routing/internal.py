@@ -37,6 +37,12 @@ log = logging.getLogger("natsd.internal")
 Callback = Callable[[bytes, "bytes | None", "bytes | None", bytes], None]
 """``callback(subject, reply, headers, payload)``; headers is the raw block or None."""
 
+SERVER_SENT = b""
+"""The reply of a message the server sends itself (an event, the answer to a
+``$SYS.REQ`` request): nats-server gives those an empty reply rather than
+none, so that clients get them framed ``MSG <subject> <sid>  <size>``, with
+two spaces. Pass it as ``reply`` to :meth:`InternalClient.publish`."""
+
 
 def _b(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
@@ -122,8 +128,10 @@ class InternalClient(Connection):
         """Publish a message (in ``account``, default the client's own); returns
         True if any subscription received it.
 
-        A client created with an identity is bound by its publish
-        permissions (:class:`PermissionError`).
+        ``reply=SERVER_SENT`` frames it as nats-server frames the messages it
+        sends itself (see :data:`SERVER_SENT`); in-process receivers get no
+        reply (``None``) either way. A client created with an identity is
+        bound by its publish permissions (:class:`PermissionError`).
         """
         subj = _b(subject)
         if not valid_literal_subject(subj):
@@ -151,7 +159,7 @@ class InternalClient(Connection):
         self.out_bytes_total += len(payload) + (len(headers) if headers else 0)
         self.sender = sender
         try:
-            callback(subject, reply, headers, payload)
+            callback(subject, reply or None, headers, payload)
         except Exception:
             log.exception("%r: callback for %r failed", self, subject)
         finally:

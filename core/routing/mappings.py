@@ -1,4 +1,4 @@
-"""Subject mappings: rewriting the subject of published messages, as nats-server 2.9 does.
+"""Subject mappings: rewriting the subject of published messages, as nats-server does.
 
 A ``mappings {}`` block (top level for the global account, or inside an
 account) maps a *source* subject, which may hold ``*`` and ``>`` wildcards,
@@ -15,32 +15,39 @@ to one *destination* or to several weighted ones::
 :class:`Mappings` is the collection of one account, with the per-subject
 cache the publish path uses (``if mappings: subject = mappings.map(subject)``).
 
-Destination syntax (nats-server v2.9.10, checked against the binary):
+Destination syntax (nats-server 2.15.1, checked against the binary):
 
 * ``$N`` (legacy) and ``{{wildcard(N)}}`` insert the token matched by the
   N-th ``*`` of the source. ``>`` at the end of the destination carries over
   the tokens matched by ``>`` in the source.
 * ``{{partition(n, i, j, ...)}}``: the FNV-1a 32-bit hash of the tokens of
-  wildcards i, j, ... concatenated without separator, modulo n, in decimal.
+  wildcards i, j, ... concatenated without separator, modulo n, in decimal;
+  ``{{partition(n)}}`` hashes the whole subject (its tokens joined with
+  dots); n = 0 gives ``0``.
+* ``{{random(n)}}``: a random number in 0..n-1 (``0`` for n = 0), drawn for
+  every message.
 * ``{{split(i, sep)}}``, ``{{splitFromLeft(i, pos)}}``,
   ``{{splitFromRight(i, pos)}}``, ``{{sliceFromLeft(i, size)}}`` and
   ``{{sliceFromRight(i, size)}}`` cut the token of wildcard i into several
-  tokens. (``left()``/``right()`` came with 2.10 and are refused as unknown.)
+  tokens; ``{{left(i, n)}}`` and ``{{right(i, n)}}`` keep its first or last
+  n bytes (the whole token when n is not between 1 and its length - 1).
 * The first letter of each word of a function name may be either case
   (``Partition``, ``splitfromleft``, ``SplitFromLeft``); spaces are allowed
   around the name and the arguments inside ``{{ }}``.
 
-Rules that nats-server 2.9.10 enforces and this module reproduces:
+Rules that nats-server 2.15.1 enforces and this module reproduces:
 
 * the destination must be a valid subject without ``*`` tokens, and has a
   trailing ``>`` exactly when the source has one;
-* when the source has wildcards, a destination must have at least as many
-  ``$N``/``{{...}}`` tokens as the source has ``*`` wildcards ("not using all
-  of the token wildcard(s)" -- it counts tokens, so ``$1.$1`` covers ``*.*``);
-  an index above the number of ``*`` wildcards is "out of range", while ``0``
-  and negative indexes are accepted and insert the subject's *first* token;
-* when the source is literal, ``$1`` and ``{{wildcard(1)}}`` are copied
-  literally (only unknown ``{{functions}}`` and whitespace are refused);
+* a wildcard index above the number of ``*`` wildcards is "out of range",
+  while ``0`` and negative indexes are accepted and insert the subject's
+  *first* token; integer arguments are 32-bit;
+* a destination need not use every wildcard of the source (2.9.10 required
+  it); only the *strict* transforms of imports, which must be reversible, do,
+  and allow no function but ``wildcard``;
+* when the source is literal, the destination may hold only literal tokens,
+  ``{{partition(n)}}`` and ``{{random(n)}}`` (any other placeholder is "out
+  of range"; 2.9.10 copied ``$1`` literally);
 * weights are 0..100 each and at most 100 in total; when they add up to less
   than 100 the remainder maps to the original subject, unless the source is
   itself listed as a destination, in which case the remainder is dropped
@@ -52,8 +59,8 @@ Rules that nats-server 2.9.10 enforces and this module reproduces:
 
 Deliberate differences:
 
-* ``{{partition(0, ...)}}`` is refused: nats-server accepts it and then
-  crashes (integer divide by zero) on the first matching message.
+* An empty destination (``"foo": ""``) is refused: nats-server 2.15.1
+  accepts it and then crashes on the first message published to the source.
 * When several sources match one subject, nats-server picks whichever comes
   first in a Go map iteration, which is random per start. Here a mapping
   whose source equals the subject wins, then wildcard sources in
@@ -110,6 +117,8 @@ _BAD_ARG = f"{_BAD_DEST}: function argument is invalid or in the wrong format"
 _UNKNOWN_FN = f"{_BAD_DEST}: unknown function"
 _OUT_OF_RANGE = f"{_BAD_DEST}: wildcard index out of range"
 _NOT_ALL = f"{_BAD_DEST}: not using all of the token wildcard(s)"
+_IMPORT_ONLY_WILDCARD = f"{_BAD_DEST}: the only mapping function allowed for import transforms is {{{{Wildcard()}}}}"
+_MAX_INT32 = 2**31 - 1
 
 
 class MappingError(ValueError):
@@ -147,8 +156,11 @@ _SPLIT_FROM_RIGHT = _fn("SplitFromRight")
 _SLICE_FROM_LEFT = _fn("SliceFromLeft")
 _SLICE_FROM_RIGHT = _fn("SliceFromRight")
 _SPLIT = _fn("Split")
+_LEFT = _fn("Left")
+_RIGHT = _fn("Right")
+_RANDOM_FN = _fn("Random")
 _FUNCTIONS = (_PARTITION, _WILDCARD, _SPLIT_FROM_LEFT, _SPLIT_FROM_RIGHT,
-              _SLICE_FROM_LEFT, _SLICE_FROM_RIGHT, _SPLIT)
+              _SLICE_FROM_LEFT, _SLICE_FROM_RIGHT, _SPLIT, _LEFT, _RIGHT, _RANDOM_FN)
 _COMMA = re.compile(r"," + _S)
 _ATOI = re.compile(r"[+-]?[0-9]+\Z")
 _DEST_WS = frozenset("\t\n\f\r ")
@@ -193,7 +205,19 @@ def validate_destination(destination: str) -> None:
 
 
 # Kinds of destination tokens.
-_LITERAL, _WILD, _PART, _SFL, _SFR, _SLL, _SLR, _SPL = range(8)
+_LITERAL, _WILD, _PART, _SFL, _SFR, _SLL, _SLR, _SPL, _LFT, _RGT, _RND = range(11)
+
+
+def _int32_arg(text: str) -> int | None:
+    """Go's strconv.ParseInt(text, 10, 32): None when not a number or out of range."""
+    n = _atoi(text)
+    return n if n is not None and -(2**31) <= n <= _MAX_INT32 else None
+
+
+def _count_arg(text: str) -> int | None:
+    """A partition or random count: an int, at most MaxInt32, then converted to int32."""
+    n = _atoi(text.strip(" "))
+    return None if n is None or n > _MAX_INT32 else _int32(n)
 
 
 def _placeholder(token: str) -> tuple[int, list[int], int, str]:
@@ -215,27 +239,24 @@ def _placeholder(token: str) -> tuple[int, list[int], int, str]:
         return _WILD, [n], 0, ""
     args = _args(_PARTITION, token)
     if args is not None:
-        if len(args) < 2:
-            raise MappingError(f"{_NOT_ENOUGH} in {token}")
-        numbers = [_atoi(a.strip(" ")) for a in args]
-        if any(n is None for n in numbers):
+        count = _count_arg(args[0])
+        indexes = [_atoi(a.strip(" ")) for a in args[1:]]
+        if count is None or None in indexes:
             raise MappingError(f"{_BAD_ARG} in {token}")
-        count = _int32(numbers[0])  # type: ignore[arg-type]
-        if count == 0:  # nats-server accepts this, then divides by zero at the first message
-            raise MappingError(f"{_BAD_DEST}: partition count must not be 0 in {token}")
-        return _PART, numbers[1:], count, ""  # type: ignore[return-value]
+        return _PART, indexes, count, ""  # type: ignore[return-value]
     for pattern, kind in ((_SPLIT_FROM_LEFT, _SFL), (_SPLIT_FROM_RIGHT, _SFR),
-                          (_SLICE_FROM_LEFT, _SLL), (_SLICE_FROM_RIGHT, _SLR)):
+                          (_SLICE_FROM_LEFT, _SLL), (_SLICE_FROM_RIGHT, _SLR),
+                          (_RIGHT, _RGT), (_LEFT, _LFT)):
         args = _args(pattern, token)
         if args is not None:
             if len(args) < 2:
                 raise MappingError(f"{_NOT_ENOUGH} in {token}")
             if len(args) > 2:
                 raise MappingError(f"{_TOO_MANY} in {token}")
-            index, size = _atoi(args[0].strip(" ")), _atoi(args[1].strip(" "))
+            index, size = _atoi(args[0].strip(" ")), _int32_arg(args[1].strip(" "))
             if index is None or size is None:
                 raise MappingError(f"{_BAD_ARG} in {token}")
-            return kind, [index], _int32(size), ""
+            return kind, [index], size, ""
     args = _args(_SPLIT, token)
     if args is not None:
         if len(args) < 2:
@@ -246,6 +267,14 @@ def _placeholder(token: str) -> tuple[int, list[int], int, str]:
         if index is None or " " in args[1] or "." in args[1]:
             raise MappingError(f"{_BAD_ARG} in {token}")
         return _SPL, [index], 0, args[1]
+    args = _args(_RANDOM_FN, token)
+    if args is not None:
+        if len(args) != 1:
+            raise MappingError(f"{_NOT_ENOUGH} in {token}")
+        count = _count_arg(args[0])
+        if count is None:
+            raise MappingError(f"{_BAD_ARG} in {token}")
+        return _RND, [], count, ""
     raise MappingError(f"{_UNKNOWN_FN} in {token}")
 
 
@@ -263,10 +292,35 @@ def fnv32a(data: bytes) -> int:
 
 def _partition(indexes: list[int], count: int) -> Callable[[list[bytes]], bytes]:
     buckets = count % 2**32  # Go: uint32(int(int32 count))
+    if buckets == 0:
+        return lambda tokens: b"0"
+    if not indexes:  # {{partition(n)}}: the whole subject
+        return lambda tokens: b"%d" % (fnv32a(b".".join(tokens)) % buckets)
 
     def partition(tokens: list[bytes]) -> bytes:
         return b"%d" % (fnv32a(b"".join([tokens[i] for i in indexes])) % buckets)
     return partition
+
+
+def _random(count: int) -> Callable[[list[bytes]], bytes]:
+    ceiling = abs(count)  # Go: rand.Int31() % ceiling keeps the sign of the (positive) draw
+    if ceiling == 0:
+        return lambda tokens: b"0"
+    return lambda tokens: b"%d" % (_RANDOM.randrange(2**31) % ceiling)
+
+
+def _left(i: int, size: int) -> Callable[[list[bytes]], bytes]:
+    def left(tokens: list[bytes]) -> bytes:
+        t = tokens[i]
+        return t[:size] if 0 < size < len(t) else t
+    return left
+
+
+def _right(i: int, size: int) -> Callable[[list[bytes]], bytes]:
+    def right(tokens: list[bytes]) -> bytes:
+        t = tokens[i]
+        return t[len(t) - size:] if 0 < size < len(t) else t
+    return right
 
 
 def _split_from_left(i: int, pos: int) -> Callable[[list[bytes]], bytes]:
@@ -339,13 +393,16 @@ class SubjectTransform:
     """A compiled (source, destination) pair, validated as nats-server does.
 
     ``apply(subject)`` returns the destination for a literal ``subject`` the
-    source matches, ``None`` when it does not. Raises :class:`MappingError`.
+    source matches, ``None`` when it does not. ``strict`` is for imports,
+    whose transforms must be reversible: every wildcard used, no function
+    but ``wildcard``. ``random`` is True when ``{{random(n)}}`` makes the
+    result differ from message to message. Raises :class:`MappingError`.
     """
 
-    __slots__ = ("source", "destination", "literal", "_constant", "_checks", "_ntokens",
+    __slots__ = ("source", "destination", "literal", "random", "_constant", "_checks", "_ntokens",
                  "_fwc", "_ops", "_tail", "_may_be_invalid")
 
-    def __init__(self, source: str | bytes, destination: str | bytes) -> None:
+    def __init__(self, source: str | bytes, destination: str | bytes, *, strict: bool = False) -> None:
         src, dest = _as_text(source), _as_text(destination)
         self.source: bytes = _as_bytes(src)
         self.destination: bytes = _as_bytes(dest)
@@ -361,12 +418,9 @@ class SubjectTransform:
         # Source tokens to compare: (index, literal token).
         self._checks = tuple((i, _as_bytes(t)) for i, t in enumerate(stokens) if t not in ("*", ">"))
         self.literal = not wildcards and not self._fwc
-        self._constant: bytes | None = self.destination if self.literal else None
-        self._ops: tuple[_Op, ...] = ()
+        self.random = False
         self._tail = len(stokens) - 1 if self._fwc else -1
         self._may_be_invalid = False
-        if self.literal:
-            return  # destination tokens are copied as they are
         ops: list[_Op] = []
         used = 0
         for token in (dtokens[:-1] if self._fwc else dtokens):
@@ -374,10 +428,21 @@ class SubjectTransform:
                 kind, indexes, number, text = _placeholder(token)
             except MappingError as e:
                 raise MappingError(str(e), dest) from None
+            if strict and kind not in (_LITERAL, _WILD):
+                raise MappingError(f"{_IMPORT_ONLY_WILDCARD} in {token}", dest)
             if kind == _LITERAL:
                 ops.append(_as_bytes(token))
                 continue
-            used += 1
+            if kind == _RND:
+                ops.append(_random(number))
+                self.random = True
+                continue
+            if self.literal:
+                if kind != _PART:  # a literal source has no wildcard to refer to
+                    raise MappingError(f"{_OUT_OF_RANGE} in {token}", dest)
+                ops.append(_partition([], number))  # the indexes do not count: the whole subject
+                continue
+            used += len(indexes)
             positions = []
             for n in indexes:
                 if n > len(wildcards):
@@ -396,12 +461,19 @@ class SubjectTransform:
                 ops.append(_slice_from_left(positions[0], number))
             elif kind == _SLR:
                 ops.append(_slice_from_right(positions[0], number))
+            elif kind == _LFT:
+                ops.append(_left(positions[0], number))
+            elif kind == _RGT:
+                ops.append(_right(positions[0], number))
             else:
                 ops.append(_split(positions[0], _as_bytes(text)))
                 self._may_be_invalid = True
-        if used < len(wildcards):
+        if strict and used < len(wildcards):
             raise MappingError(f"{_NOT_ALL} in {dest}", dest)
         self._ops = tuple(ops)
+        self._constant: bytes | None = None
+        if self.literal and not self.random:  # the one subject it matches always maps the same
+            self._constant = self._render(self.source.split(b"."))
 
     def __repr__(self) -> str:
         return f"SubjectTransform({self.source!r}, {self.destination!r})"
@@ -420,6 +492,9 @@ class SubjectTransform:
         """The destination for ``tokens``, which the source must match."""
         if self._constant is not None:
             return self._constant
+        return self._render(tokens)
+
+    def _render(self, tokens: list[bytes]) -> bytes:
         out: list[bytes] = []
         for op in self._ops:
             cls = op.__class__
@@ -436,7 +511,9 @@ class SubjectTransform:
     def apply(self, subject: bytes) -> bytes | None:
         """The mapped subject, or ``None`` if ``subject`` does not match the source."""
         if self.literal:
-            return self._constant if subject == self.source else None
+            if subject != self.source:
+                return None
+            return self._constant if self._constant is not None else self._render(subject.split(b"."))
         tokens = subject.split(b".")
         if b"" in tokens or not self.matches(tokens):
             return None
@@ -456,7 +533,7 @@ def transform_tokenize(subject: str | bytes) -> bytes:
 
 
 def transform_untokenize(subject: str | bytes) -> tuple[bytes, list[bytes]]:
-    """``foo.$2.$1`` -> (``foo.*.*``, [``$2``, ``$1``]) (nats-server 2.9's transformUntokenize)."""
+    """``foo.$2.$1`` -> (``foo.*.*``, [``$2``, ``$1``]) (nats-server's transformUntokenize)."""
     out, placeholders = [], []
     for token in _as_bytes(_as_text(subject)).split(b"."):
         if len(token) > 1 and token[0] == 0x24 and 0x31 <= token[1] <= 0x39:  # $1..$9
@@ -556,8 +633,8 @@ class Mapping:
 
     @property
     def weighted(self) -> bool:
-        """True if the outcome depends on a random draw."""
-        return self.fixed is None
+        """True if the outcome depends on a random draw (weights or ``{{random(n)}}``)."""
+        return self.fixed is None or self.fixed.random
 
     def __repr__(self) -> str:
         return f"Mapping({self.source!r}, {[(t.destination, b) for t, b in self.choices]!r})"
@@ -691,7 +768,7 @@ class Mappings:
         m = self.lookup(subject)
         if m is None:
             return _NO_MATCH
-        if m.fixed is None:
+        if m.weighted:
             return m
         out = m._select(subject, None)
         return _NO_MATCH if out == subject else out

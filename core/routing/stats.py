@@ -7,7 +7,9 @@ a :class:`ClosedClient` snapshot in the server's bounded ring
 (``max_closed_clients``, 10000 as in nats-server), which monitoring lists as
 closed connections with their reason. :func:`server_traffic` and
 :func:`account_traffic` add the live connections to the closed totals when
-asked. :func:`process_usage` samples the process's memory and CPU.
+asked. :func:`process_usage` samples the process's memory and CPU. The JSON
+shapes monitoring and system events share (:func:`account_stat`,
+:func:`data_stats`) live here too.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class ClosedClient:
 
     __slots__ = ("cid", "kind", "transport", "remote", "start", "last", "stop", "close_reason", "name", "lang",
                  "version", "auth_user", "account", "in_msgs", "in_bytes", "out_msgs",
-                 "out_bytes_total", "subs", "connect_options")
+                 "out_bytes_total", "subs", "connect_options", "tls")
 
     out_bytes = 0
     closed = True
@@ -82,6 +84,7 @@ class ClosedClient:
         self.out_msgs, self.out_bytes_total = client.out_msgs, client.out_bytes_total
         self.subs = {sid: _detached(sub) for sid, sub in client.subs.items()}
         self.connect_options: dict[str, Any] = {}  # not kept (credentials)
+        self.tls = client.tls  # what its TLS handshake negotiated (None: plaintext)
 
 
 def _detached(sub: Subscription) -> Subscription:
@@ -123,8 +126,16 @@ def account_connections(account: Any) -> int:
 
 
 def traffic(msgs: int, nbytes: int) -> dict[str, int]:
-    """nats-server's ``DataStats`` JSON: ``{"msgs": ..., "bytes": ...}``."""
+    """``{"msgs": ..., "bytes": ...}``: nats-server's ``MsgBytes`` (what a disconnect event
+    counts, and the parts of :func:`data_stats`)."""
     return {"msgs": msgs, "bytes": nbytes}
+
+
+def data_stats(msgs: int, nbytes: int) -> dict[str, Any]:
+    """nats-server 2.15.1's ``DataStats``: the totals and the parts that went over gateways,
+    routes and leaf nodes (none: natsd's core has no such connections)."""
+    return {**traffic(msgs, nbytes), "gateways": traffic(0, 0), "routes": traffic(0, 0),
+            "leafs": traffic(0, 0)}
 
 
 def account_stat(account: Any) -> dict[str, Any]:
@@ -132,8 +143,9 @@ def account_stat(account: Any) -> dict[str, Any]:
     ``account_connections`` event and an entry of monitoring's ``/accstatz``."""
     conns = account_connections(account)
     t = account_traffic(account)
-    return {"acc": account.name, "conns": conns, "leafnodes": 0, "total_conns": conns,
-            "sent": traffic(t.out_msgs, t.out_bytes), "received": traffic(t.in_msgs, t.in_bytes),
+    return {"acc": account.name, "name": account.tag, "conns": conns, "leafnodes": 0,
+            "total_conns": conns, "num_subscriptions": account.sublist.count,
+            "sent": data_stats(t.out_msgs, t.out_bytes), "received": data_stats(t.in_msgs, t.in_bytes),
             "slow_consumers": t.slow_consumers}
 
 
@@ -154,6 +166,13 @@ def process_usage() -> tuple[int, float]:
         pcpu = round(100.0 * (now_cpu - then_cpu) / (now - then), 2)
         _cpu_sample = (now, now_cpu, pcpu)
     return _rss(), pcpu
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (what nats-server reports as ``gomaxprocs``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _rss() -> int:

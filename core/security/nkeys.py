@@ -4,6 +4,8 @@ An NKey is a 32-byte Ed25519 public key or seed with a prefix byte that says
 what it identifies (operator ``O``, account ``A``, user ``U``, server ``N``,
 cluster ``C``), a CRC-16 checksum, all in unpadded base32. Seeds (``S``) carry
 two prefix bytes (seed, then the public kind: ``SU...`` is a user seed).
+Curve keys (``X``) are x25519 keys for encryption in the same text form
+(:class:`CurveKeyPair`; a server announces its own in INFO as ``xkey``).
 This module encodes and decodes them exactly as github.com/nats-io/nkeys does,
 signs and verifies with pynacl, and checks the nonce signatures clients send
 in CONNECT.
@@ -18,10 +20,11 @@ import re
 from enum import IntEnum
 
 import nacl.exceptions
+import nacl.public
 import nacl.signing
 
 __all__ = [
-    "NKeyError", "Prefix", "KeyPair", "encode", "decode", "encode_seed", "decode_seed",
+    "NKeyError", "Prefix", "KeyPair", "CurveKeyPair", "encode", "decode", "encode_seed", "decode_seed",
     "prefix_of", "is_valid_public_key", "from_seed", "from_public_key", "create",
     "decode_signature", "verify_nonce_signature", "sign_nonce",
 ]
@@ -44,6 +47,7 @@ class Prefix(IntEnum):
     OPERATOR = 14 << 3  # O
     ACCOUNT = 0  # A
     USER = 20 << 3  # U
+    CURVE = 23 << 3  # X
 
     @property
     def letter(self) -> str:
@@ -51,9 +55,12 @@ class Prefix(IntEnum):
 
 
 _LETTERS = {Prefix.SEED: "S", Prefix.PRIVATE: "P", Prefix.SERVER: "N", Prefix.CLUSTER: "C",
-            Prefix.OPERATOR: "O", Prefix.ACCOUNT: "A", Prefix.USER: "U"}
+            Prefix.OPERATOR: "O", Prefix.ACCOUNT: "A", Prefix.USER: "U", Prefix.CURVE: "X"}
 _BY_LETTER = {v: k for k, v in _LETTERS.items()}
 PUBLIC_PREFIXES = frozenset({Prefix.SERVER, Prefix.CLUSTER, Prefix.OPERATOR, Prefix.ACCOUNT, Prefix.USER})
+"""Kinds of Ed25519 (signing) keys."""
+SEED_KINDS = PUBLIC_PREFIXES | {Prefix.CURVE}
+"""Kinds a seed may be of: the signing kinds and curve keys (``SX...``)."""
 _B32_CHARS = re.compile(r"[A-Z2-7]*")
 
 
@@ -137,7 +144,7 @@ def decode(expected: Prefix | int | str, text: str | bytes) -> bytes:
 def encode_seed(public: Prefix | int | str, raw_seed: bytes) -> str:
     """A seed (``S`` + kind letter ...) for a 32-byte Ed25519 seed of kind ``public``."""
     p = _prefix(public)
-    if p not in PUBLIC_PREFIXES:
+    if p not in SEED_KINDS:
         raise NKeyError(f"nkeys: invalid prefix byte: a seed cannot be of kind {p.name.lower()}")
     if len(raw_seed) != SEED_LEN:
         raise NKeyError(f"nkeys: invalid seed length: {len(raw_seed)} bytes, expected {SEED_LEN}")
@@ -151,7 +158,7 @@ def decode_seed(text: str | bytes) -> tuple[Prefix, bytes]:
     kind = ((body[0] & 7) << 5) | ((body[1] & 248) >> 3)
     if body[0] & 248 != Prefix.SEED:
         raise NKeyError(f"nkeys: invalid seed: starts with {_describe(body[0] & 248)}, not a seed (S...)")
-    if kind not in PUBLIC_PREFIXES:
+    if kind not in SEED_KINDS:
         raise NKeyError(f"nkeys: invalid seed: unknown key kind byte {kind}")
     raw = body[2:]
     if len(raw) != SEED_LEN:
@@ -165,7 +172,7 @@ def prefix_of(text: str) -> Prefix | None:
         body = _checked(_b32decode(text))
     except NKeyError:
         return None
-    if body[0] in PUBLIC_PREFIXES or body[0] == Prefix.PRIVATE:
+    if body[0] in SEED_KINDS or body[0] == Prefix.PRIVATE:
         return Prefix(body[0])
     return Prefix.SEED if body[0] & 248 == Prefix.SEED else None
 
@@ -215,6 +222,8 @@ class KeyPair:
         """Load an encoded seed (``SU...``, ``SA...``, ``SO...`` ...)."""
         text = bytes(seed).decode("ascii", "replace") if not isinstance(seed, str) else seed
         kind, raw = decode_seed(text)
+        if kind == Prefix.CURVE:
+            raise NKeyError("nkeys: a curve seed (SX...) cannot sign; load it with CurveKeyPair")
         signing_key = nacl.signing.SigningKey(raw)
         return cls(kind, signing_key.verify_key, signing_key, text)
 
@@ -274,6 +283,37 @@ class KeyPair:
 
     def __hash__(self) -> int:
         return hash(self.public_key)
+
+
+class CurveKeyPair:
+    """An x25519 key pair in NKey form: public key ``X...``, seed ``SX...`` (nkeys' curve keys)."""
+
+    __slots__ = ("_private",)
+
+    def __init__(self, private: nacl.public.PrivateKey) -> None:
+        self._private = private
+
+    @classmethod
+    def create(cls) -> CurveKeyPair:
+        return cls(nacl.public.PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: str | bytes) -> CurveKeyPair:
+        kind, raw = decode_seed(seed.decode("ascii", "replace") if isinstance(seed, bytes) else seed)
+        if kind != Prefix.CURVE:
+            raise NKeyError(f"nkeys: invalid seed: a {kind.name.lower()} seed, not a curve seed (SX...)")
+        return cls(nacl.public.PrivateKey(raw))
+
+    @property
+    def public_key(self) -> str:
+        return encode(Prefix.CURVE, bytes(self._private.public_key))
+
+    @property
+    def seed(self) -> str:
+        return encode_seed(Prefix.CURVE, bytes(self._private))
+
+    def __repr__(self) -> str:
+        return f"<CurveKeyPair {self.public_key}>"
 
 
 from_seed = KeyPair.from_seed

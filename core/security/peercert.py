@@ -11,8 +11,12 @@ auth plugin sees it as ``AuthRequest.tls_peer``.
 
 from __future__ import annotations
 
+import calendar
+import functools
 import hashlib
 import re
+import ssl
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +123,10 @@ class PeerCertificate:
         """Hex SHA-256 of the SubjectPublicKeyInfo, as ``pinned_certs`` lists it."""
         return hashlib.sha256(subject_public_key_info(self.der)).hexdigest()
 
+    def cert_sha256(self) -> str:
+        """Hex SHA-256 of the whole certificate (DER)."""
+        return hashlib.sha256(self.der).hexdigest()
+
 
 def _escape(value: str) -> str:
     out = []
@@ -177,6 +185,30 @@ def subject_public_key_info(der: bytes) -> bytes:
     return tbs[first + 5]
 
 
+@functools.lru_cache(maxsize=8)
+def certificate_not_after(pem_file: str, fingerprint: str = "") -> float | None:
+    """When the first certificate of ``pem_file`` expires (Unix time); None if unreadable.
+
+    ``fingerprint`` (:attr:`natsd.config.tls.TLSSettings.fingerprint`) keys the
+    cache, so that renewed files loaded again are read again.
+    """
+    try:
+        with open(pem_file) as fh:
+            text = fh.read()
+        begin = text.index("-----BEGIN CERTIFICATE-----")
+        end = text.index("-----END CERTIFICATE-----", begin) + len("-----END CERTIFICATE-----")
+        cert = _der_children(_der_value(ssl.PEM_cert_to_DER_cert(text[begin:end]), 0))
+        tbs = _der_children(_der_value(cert[0], 0))
+        first = 1 if tbs and tbs[0][0] == 0xA0 else 0  # [0] EXPLICIT version
+        not_after = _der_children(_der_value(tbs[first + 3], 0))[1]  # validity: notBefore, notAfter
+        stamp = _der_value(not_after, 0).decode("ascii")
+        if not_after[0] == 0x17:  # UTCTime, YYMMDDHHMMSSZ: 50..99 are 19xx
+            stamp = ("19" if int(stamp[:2]) >= 50 else "20") + stamp
+        return float(calendar.timegm(time.strptime(stamp, "%Y%m%d%H%M%SZ")))
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
 def _der_header(data: bytes, pos: int) -> tuple[int, int]:
     """(offset of the value, its length) for the TLV at ``pos``."""
     length = data[pos + 1]
@@ -202,20 +234,22 @@ def _der_children(data: bytes) -> list[bytes]:
     return out
 
 
-__all__ = ["PeerCertificate", "parse_dn", "subject_public_key_info"]
+__all__ = ["PeerCertificate", "certificate_not_after", "parse_dn", "subject_public_key_info"]
 
 
 @dataclass(frozen=True)
 class TLSConnection:
-    """What a connection negotiated: nats-server's version and cipher names, the peer."""
+    """What a connection negotiated: nats-server's version and cipher names, the peer,
+    and whether the handshake came before INFO (``handshake_first``)."""
 
     version: str
     cipher: str
     peer: PeerCertificate | None = None
+    first: bool = False
 
     @classmethod
-    def from_ssl(cls, ssl_object: Any) -> TLSConnection:
+    def from_ssl(cls, ssl_object: Any, *, first: bool = False) -> TLSConnection:
         version = (ssl_object.version() or "").removeprefix("TLSv")
         name = (ssl_object.cipher() or ("",))[0]
         cipher = next((go for go, openssl in CIPHER_SUITES.items() if openssl == name), name)
-        return cls(version=version, cipher=cipher, peer=PeerCertificate.from_ssl(ssl_object))
+        return cls(version=version, cipher=cipher, peer=PeerCertificate.from_ssl(ssl_object), first=first)

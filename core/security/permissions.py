@@ -1,4 +1,4 @@
-"""Publish and subscribe permissions, as nats-server v2.9 enforces them.
+"""Publish and subscribe permissions, as nats-server enforces them.
 
 :class:`Permissions` is what a user may do, read from a config file
 (:meth:`Permissions.from_config`) or from JWT user claims
@@ -10,9 +10,10 @@ subjects a client may answer when ``allow_responses`` is set
 (``note_request``). The ``-ERR`` texts are :func:`pub_violation` and
 :func:`sub_violation`.
 
-The rules follow nats-server v2.9.10 (``client.go``: ``setPermissions``,
+The rules follow nats-server 2.15.1 (``client.go``: ``setPermissions``,
 ``canSubscribe``, ``pubAllowedFullCheck``, ``checkDenySub``; ``opts.go``:
-``parseUserPermissions``) and were checked against the real binary:
+``parseUserPermissions``, ``checkPermSubjectArray``) and were checked against
+the real binary:
 
 * Deny wins over allow. No allow list means everything is allowed.
 * Entries are matched with a sublist, treating the wildcard tokens of the
@@ -23,12 +24,17 @@ The rules follow nats-server v2.9.10 (``client.go``: ``setPermissions``,
 * A subscribe deny entry only refuses subscriptions it matches that way, so
   with ``deny: foo.bar`` a ``SUB foo.*`` is accepted; messages on ``foo.bar``
   are then dropped at delivery (:meth:`PermissionChecker.deny_delivery`).
+  Filtering starts once a wildcard or queue subscription overlaps a deny
+  entry; then a plain deny entry drops its messages for every subscription,
+  and a deny entry naming a queue drops them for that queue's members.
 * Subscribe entries may name a queue group, ``"subject queue"`` (the queue
-  may be a wildcard pattern such as ``v1.*``). For a queue subscription, if
-  matching allow entries name queues, the queue must match one of them (even
-  when a plain entry matches too); if matching deny entries name queues, the
-  subscription is refused exactly when the queue matches one of them. Queue
-  entries never make a plain subscription allowed and never filter delivery.
+  may be a wildcard pattern such as ``v1.*`` but must be a valid subject;
+  publish entries name no queue; nats-server 2.9.10 accepted both). For a
+  queue subscription, if matching allow entries name queues, the queue must
+  match one of them (even when a plain entry matches too); a matching plain
+  deny entry refuses it, and so does a matching deny entry naming its queue
+  (nats-server 2.9.10 let the queue entries decide alone). Queue entries
+  never make a plain subscription allowed.
 * The queue group ``_sys_`` is refused to every client, with or without
   permissions.
 * ``allow_responses``: each message delivered with a reply subject lets the
@@ -40,11 +46,6 @@ The rules follow nats-server v2.9.10 (``client.go``: ``setPermissions``,
   empty: only replies may be published.
 * A subject with an empty token (``foo..bar``, ``foo.``) matches no entry, so
   an allow list refuses it and a deny list does not.
-
-One deliberate difference: nats-server only starts filtering deliveries when
-a wildcard subscription is a superset of some deny entry, so with
-``deny: "*.bar"`` a ``SUB foo.*`` still receives ``foo.bar`` there. natsd
-filters whenever an accepted wildcard subscription overlaps a deny entry.
 """
 
 from __future__ import annotations
@@ -190,9 +191,9 @@ class Permissions:
         for k, v in value.items():
             lk = k.lower()
             if lk in ("pub", "publish", "import"):
-                pub = _subject_permission(value, k, v)
+                pub = _subject_permission(value, k, v, allow_queue=False)
             elif lk in ("sub", "subscribe", "export"):
-                sub = _subject_permission(value, k, v)
+                sub = _subject_permission(value, k, v, allow_queue=True)
             elif lk in ("allow_responses", "publish_allow_responses"):
                 resp = _allow_responses(value, k, v)
             elif k not in used:
@@ -288,19 +289,22 @@ def _nats_valid_subject(s: str) -> bool:
     return valid_subject(s.encode()) and "\f" not in s
 
 
-def _invalid_entry(s: str) -> str | None:
-    """The part of a permission entry nats-server reports as invalid, or None if valid.
+def _entry_error(s: str, allow_queue: bool) -> str | None:
+    """Why nats-server 2.15.1 refuses a permission entry, or None if it is valid.
 
-    An entry is a subject, or a subject and a queue group separated by
-    whitespace (nats-server checks only the subject of that pair).
+    An entry is a subject; a subscribe entry may also be a subject and a
+    queue group separated by whitespace, both valid subjects (2.9.10 did not
+    check the queue, and allowed the pair in publish entries too).
     """
     if _nats_valid_subject(s):
         return None
     parts = s.split()
-    if len(parts) != 2:
-        return s
+    if not allow_queue or len(parts) != 2:
+        return f"subject {go_quote(s)} is not a valid subject"
     if not _nats_valid_subject(parts[0]):
-        return parts[0]
+        return f"subject {go_quote(parts[0])} is not a valid subject"
+    if not _nats_valid_subject(parts[1]):
+        return f"queue {go_quote(parts[1])} is not a valid queue"
     return None
 
 
@@ -311,8 +315,9 @@ def _error_at(where: Any, key: str, reason: str, items: Any = None, index: int |
     return config_error(where, key, reason)
 
 
-def _subjects(where: Any, key: str, value: Any) -> tuple[str, ...] | None:
-    """A subject or list of subjects; ``None`` for an empty list (Go's nil slice)."""
+def _subjects(where: Any, key: str, value: Any, allow_queue: bool) -> tuple[str, ...] | None:
+    """A subject or list of subjects (with queue groups if ``allow_queue``); ``None`` for an
+    empty list (Go's nil slice)."""
     if isinstance(value, str):
         items: list[Any] = [value]
     elif isinstance(value, list):
@@ -324,15 +329,15 @@ def _subjects(where: Any, key: str, value: Any) -> tuple[str, ...] | None:
         if not isinstance(s, str):
             raise _error_at(where, key, f"Subject in permissions array cannot be cast to string: {s!r}",
                             value, i)
-        bad = _invalid_entry(s)
-        if bad is not None:
-            raise _error_at(where, key, f"subject {go_quote(bad)} is not a valid subject", value, i)
+        why = _entry_error(s, allow_queue)
+        if why is not None:
+            raise _error_at(where, key, why, value, i)
     return tuple(items) or None
 
 
-def _subject_permission(where: Any, key: str, value: Any) -> _SubjectPerm | None:
+def _subject_permission(where: Any, key: str, value: Any, allow_queue: bool) -> _SubjectPerm | None:
     if not isinstance(value, Mapping):
-        return _SubjectPerm(allow=_subjects(where, key, value))  # old style: allow only
+        return _SubjectPerm(allow=_subjects(where, key, value, allow_queue))  # old style: allow only
     if not value:
         return None
     used = getattr(value, "variables_used", ())
@@ -340,9 +345,9 @@ def _subject_permission(where: Any, key: str, value: Any) -> _SubjectPerm | None
     for k, v in value.items():
         lk = k.lower()
         if lk == "allow":
-            perm.allow = _subjects(value, k, v)
+            perm.allow = _subjects(value, k, v, allow_queue)
         elif lk == "deny":
-            perm.deny = _subjects(value, k, v) or ()
+            perm.deny = _subjects(value, k, v, allow_queue) or ()
         elif k not in used:
             raise config_error(value, k, f"Unknown field name {go_quote(k)} parsing subject permissions, "
                                "only 'allow' or 'deny' are permitted")
@@ -420,19 +425,15 @@ def _queue_matches(queue: bytes, groups: tuple[tuple[Subscription, ...], ...]) -
 class _Compiled:
     """Sublists of one :class:`Permissions`, shared by its connections."""
 
-    __slots__ = ("pub_allow", "pub_deny", "sub_allow", "sub_deny", "sub_deny_plain", "restricts_pub")
+    __slots__ = ("pub_allow", "pub_deny", "sub_allow", "sub_deny", "sub_deny_subjects", "restricts_pub")
 
     def __init__(self, p: Permissions) -> None:
         self.pub_allow = _sublist(p.publish_allow, queues=False) if p.publish_allow is not None else None
         self.pub_deny = _sublist(p.publish_deny, queues=False) if p.publish_deny else None
         self.sub_allow = _sublist(p.subscribe_allow, queues=True) if p.subscribe_allow else None
         self.sub_deny = _sublist(p.subscribe_deny, queues=True) if p.subscribe_deny else None
-        plain = []
-        for entry in p.subscribe_deny:
-            parts = entry.split()
-            if len(parts) == 1:
-                plain.append(parts[0].encode())
-        self.sub_deny_plain = tuple(plain)
+        self.sub_deny_subjects = tuple(e.split()[0].encode() for e in p.subscribe_deny if e.split())
+        """The subjects of the subscribe deny entries, queue entries' included."""
         self.restricts_pub = self.pub_allow is not None or self.pub_deny is not None
 
 
@@ -449,11 +450,11 @@ class PermissionChecker:
     def __init__(self, permissions: Permissions, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.permissions = permissions
         self.filter_delivery = False
-        """True once an accepted wildcard subscription overlaps a subscribe deny entry."""
+        """True once an accepted wildcard or queue subscription overlaps a subscribe deny entry."""
         self._c = permissions.compiled()
         self._pcache: dict[bytes, bool] = {}
         self._scache: dict[Any, bool] = {}
-        self._dcache: dict[bytes, bool] = {}
+        self._dcache: dict[Any, bool] = {}
         self._resp = permissions.allow_responses
         self._replies: dict[bytes, list[Any]] = {}  # reply -> [noted at, replies sent]
         self._prune_at = REPLY_PRUNE_AT
@@ -522,29 +523,34 @@ class PermissionChecker:
         if allowed and c.sub_deny is not None:
             r = _match(c.sub_deny, subject)
             allowed = not r.psubs
-            if queue and r.qsubs:
+            if allowed and queue and r.qsubs:
                 allowed = not _queue_matches(queue, r.qsubs)
-            if allowed and not self.filter_delivery and has_wildcard(subject):
-                if any(subjects_collide(d, subject) for d in c.sub_deny_plain):
+            if allowed and not self.filter_delivery and (queue or has_wildcard(subject)):
+                if any(subjects_collide(d, subject) for d in c.sub_deny_subjects):
                     self.filter_delivery = True
         return allowed
 
-    def deny_delivery(self, subject: bytes) -> bool:
-        """True if a message on ``subject`` must not be delivered to this client.
+    def deny_delivery(self, subject: bytes, queue: bytes | None = None) -> bool:
+        """True if a message on ``subject`` must not be delivered to this client's
+        subscription (in queue group ``queue``).
 
-        Only ever true after :attr:`filter_delivery` was set, by a wildcard
-        subscription that a subscribe deny entry overlaps.
+        Only ever true after :attr:`filter_delivery` was set, by a wildcard or
+        queue subscription that a subscribe deny entry overlaps.
         """
         if not self.filter_delivery:
             return False
-        denied = self._dcache.get(subject)
+        key: Any = subject if queue is None else (subject, queue)
+        denied = self._dcache.get(key)
         if denied is None:
             sub_deny = self._c.sub_deny
-            denied = sub_deny is not None and bool(_match(sub_deny, subject).psubs)
+            denied = False
+            if sub_deny is not None:
+                r = _match(sub_deny, subject)
+                denied = bool(r.psubs) or bool(queue and r.qsubs and _queue_matches(queue, r.qsubs))
             cache = self._dcache
             if len(cache) >= DENY_CACHE_MAX:
                 cache.clear()
-            cache[subject] = denied
+            cache[key] = denied
         return denied
 
     # -- allow_responses --------------------------------------------------------

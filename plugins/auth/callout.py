@@ -28,6 +28,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from natsd import NATS_SERVER_VERSION
 from natsd.config import config_error
 from natsd.plugin.contracts import AuthRequest, AuthResult, ServerAPI
 from natsd.security.nkeys import KeyPair, Prefix, is_valid_public_key
@@ -127,7 +128,7 @@ class AuthCallout:
             user_key = KeyPair.create(Prefix.USER).public_key
         token = encode_generic("authorization_request", REQUEST_SUBJECT, {
             "server_id": {"name": server.name, "host": server.host, "id": server.server_id,
-                          "version": "2.10.0"},
+                          "version": NATS_SERVER_VERSION},
             "user_nkey": user_key,
             "client_info": _client_info(request),
             "connect_opts": {k: request.options[k] for k in CONNECT_FIELDS if k in request.options},

@@ -4,7 +4,7 @@ The same views answer HTTP query strings (every value a string) and system
 account requests (a JSON object with typed values), so :class:`Options`
 reads a value under any of its names (``subs`` in a query string,
 ``subscriptions`` in JSON) and accepts both forms. A bad value raises
-:class:`BadRequest` with the text nats-server 2.9 answers (an HTTP 400 body),
+:class:`BadRequest` with the text nats-server answers (an HTTP 400 body),
 for example ``Error decoding int for 'limit': strconv.Atoi: parsing "abc":
 invalid syntax``.
 """

@@ -1,11 +1,12 @@
-"""The monitoring views: nats-server 2.9's ``/varz``, ``/connz``, ``/subsz`` ... as JSON objects.
+"""The monitoring views: nats-server's ``/varz``, ``/connz``, ``/subsz`` ... as JSON objects.
 
 A :class:`Monitor` holds one server's views; :func:`monitor_of` gives it,
 whoever asks first (the HTTP port or the system account). Each view takes a
 request's options (see :mod:`.params`) and returns a JSON-able object with
-nats-server's field names, order and omissions; bad options raise
-:class:`~.params.BadRequest`. Everything is read from the core's counters
-when asked (:mod:`natsd.routing.stats`), so monitoring costs nothing per message.
+nats-server 2.15.1's field names, order and omissions; bad options raise
+:class:`~.params.BadRequest`. ``/varz`` also has ``natsd_version``, natsd's
+own. Everything is read from the core's counters when asked
+(:mod:`natsd.routing.stats`), so monitoring costs nothing per message.
 
 ``/routez``, ``/leafz``, ``/gatewayz`` and ``/jsz`` answer nats-server's
 shapes for a server without routes, leaf nodes, gateways or JetStream until
@@ -20,6 +21,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from natsd import __version__
+from natsd.config.tls import TLS_TIMEOUT
 from natsd.plugin.contracts import ServerAPI
 from natsd.plugin.manager import merge_by_name
 from natsd.plugin.stash import StashKey
@@ -32,10 +35,12 @@ from natsd.routing.stats import (
     process_usage,
     rfc3339,
     server_traffic,
+    usable_cpus,
 )
 from natsd.routing.subjects import subject_matches, subjects_collide, valid_literal_subject
 from natsd.routing.sublist import Subscription
-from natsd.server import NATS_SERVER_VERSION
+from natsd.security.peercert import certificate_not_after
+from natsd.server import FEATURE_FLAGS, NATS_SERVER_VERSION, git_commit
 
 from .params import BadRequest, Options
 
@@ -60,6 +65,7 @@ SORTS: dict[str, tuple[Callable[[Any, float], Any], bool]] = {
     "uptime": (lambda c, now: _end(c, now) - c.start, False),
     "stop": (lambda c, now: c.stop, True),
     "reason": (lambda c, now: c.close_reason, False),
+    "rtt": (lambda c, now: 0, True),  # nats-server 2.15.1 sorts by it; natsd measures none
 }
 CLOSED_ONLY_SORTS = ("stop", "reason")
 
@@ -90,13 +96,6 @@ def _num(x: float) -> float | int:
     return int(x) if float(x).is_integer() else x
 
 
-def _usable_cpus() -> int:
-    """The CPUs this process may run on (varz's ``gomaxprocs``)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _end(conn: Any, now: float) -> float:
     return conn.stop if isinstance(conn, ClosedClient) else now
 
@@ -111,9 +110,10 @@ def _client_type(kind: str) -> str:
     return {"websocket": "websocket", "mqtt": "mqtt"}.get(kind, "nats")
 
 
-def sub_detail(sub: Subscription, cid: int, account: str | None = None) -> dict[str, Any]:
-    """nats-server's ``SubDetail`` (``account`` only in ``/subsz`` lists)."""
-    out: dict[str, Any] = {"account": account} if account else {}
+def sub_detail(sub: Subscription, cid: int, account: Any = None) -> dict[str, Any]:
+    """nats-server's ``SubDetail`` (``account`` and its tag only in ``/subsz`` lists and
+    closed connections' details)."""
+    out: dict[str, Any] = {"account": account.name, "account_tag": account.tag} if account else {}
     out["subject"] = sub.subject.decode(errors="replace")
     if sub.queue:
         out["qgroup"] = sub.queue.decode(errors="replace")
@@ -165,6 +165,14 @@ class Monitor:
     def _head(self) -> dict[str, Any]:
         return {"server_id": self.server.server_id, "now": rfc3339(time.time())}
 
+    def _tls_not_after(self) -> str | None:
+        """When the client port's certificate expires (``tls_cert_not_after``), if known."""
+        tls = self.server.tls
+        if tls is None:
+            return None
+        ts = certificate_not_after(tls.cert_file, tls.fingerprint)
+        return rfc3339(ts) if ts is not None else None
+
     # -- /varz ------------------------------------------------------------------------
 
     def varz(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,13 +180,18 @@ class Monitor:
         mem, cpu = process_usage()
         traffic = server_traffic(server)
         http = self.http
-        v: dict[str, Any] = {
-            "server_id": server.server_id, "server_name": server.name,
-            "version": NATS_SERVER_VERSION, "proto": 1, "go": f"python{platform.python_version()}",
-            "host": server.host, "port": server.port,
-        }
+        tls = server.tls
+        v: dict[str, Any] = {"server_id": server.server_id, "server_name": server.name,
+                             "version": NATS_SERVER_VERSION, "proto": 1}
+        if git_commit():
+            v["git_commit"] = git_commit()
+        v.update({"go": f"python{platform.python_version()}", "host": server.host, "port": server.port})
         if server.auth_required:
             v["auth_required"] = True
+        if tls is not None and not cfg.allow_non_tls:
+            v["tls_required"] = True
+        if tls is not None and tls.verify:
+            v["tls_verify"] = True
         v["max_connections"] = cfg.max_connections
         if cfg.max_subscriptions:
             v["max_subscriptions"] = cfg.max_subscriptions
@@ -191,21 +204,34 @@ class Monitor:
             "auth_timeout": _num(cfg.auth_timeout), "max_control_line": cfg.max_control_line,
             "max_payload": cfg.max_payload, "max_pending": cfg.max_pending,
             "cluster": {}, "gateway": {}, "leaf": {}, "mqtt": {}, "websocket": {}, "jetstream": {},
+            "tls_timeout": _num(tls.timeout if tls is not None else TLS_TIMEOUT),
             "write_deadline": int(cfg.write_deadline * NS),
             "start": rfc3339(server.start_time), "now": rfc3339(time.time()),
             "uptime": uptime(time.time() - server.start_time), "mem": mem,
-            "cores": os.cpu_count() or 1, "gomaxprocs": _usable_cpus(),
+            "cores": os.cpu_count() or 1, "gomaxprocs": usable_cpus(),
             "cpu": _num(cpu), "connections": len(server.clients),
             "total_connections": server.total_connections, "routes": 0, "remotes": 0,
-            "leafnodes": 0, "in_msgs": traffic.in_msgs, "out_msgs": traffic.out_msgs,
-            "in_bytes": traffic.in_bytes, "out_bytes": traffic.out_bytes,
-            "slow_consumers": server.slow_consumers,
+            # Only clients: natsd's core has no routes, gateways or leaf nodes to count apart.
+            "leafnodes": 0, "in_msgs": traffic.in_msgs, "in_bytes": traffic.in_bytes,
+            "in_client_msgs": traffic.in_msgs, "in_client_bytes": traffic.in_bytes,
+            "out_msgs": traffic.out_msgs, "out_bytes": traffic.out_bytes,
+            "out_client_msgs": traffic.out_msgs, "out_client_bytes": traffic.out_bytes,
+            "slow_consumers": server.slow_consumers, "stale_connections": 0, "stalled_clients": 0,
             "subscriptions": sum(a.sublist.count for a in server.accounts.values()),
             "http_req_stats": dict(http.requests) if http else {},
             "config_load_time": rfc3339(server.start_time),
+            "config_digest": server.config_digest,
+            "feature_flags": dict(FEATURE_FLAGS),
         })
         if server.system_account is not None:
             v["system_account"] = server.system_account.name
+        v["slow_consumer_stats"] = {"clients": server.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0}
+        v["stale_connection_stats"] = {"clients": 0, "routes": 0, "gateways": 0, "leafs": 0}
+        v["disk_io_wait_stats"] = {"waiters": 0, "waits": 0, "wait_time": 0, "max_wait_time": 0}
+        not_after = self._tls_not_after()
+        if not_after is not None:
+            v["tls_cert_not_after"] = not_after
+        v["natsd_version"] = __version__  # natsd's own; "version" is the nats-server it follows
         return v
 
     # -- /connz ------------------------------------------------------------------------
@@ -284,6 +310,16 @@ class Monitor:
         for key in ("name", "lang", "version"):
             if getattr(c, key):
                 info[key] = getattr(c, key)
+        tls = c.tls
+        if tls is not None:
+            info["tls_version"], info["tls_cipher_suite"] = tls.version, tls.cipher
+            if auth and tls.peer is not None:
+                # nats-server lists the chain the client sent; Python's ssl shows only its certificate.
+                peer = tls.peer
+                info["tls_peer_certs"] = [{"subject": peer.go_subject(), "spki_sha256": peer.spki_sha256(),
+                                           "cert_sha256": peer.cert_sha256()}]
+            if tls.first:
+                info["tls_first"] = True
         if auth:
             user = _user(c)
             if user:
@@ -291,12 +327,14 @@ class Monitor:
             if c.account.name != GLOBAL_ACCOUNT:
                 info["account"] = c.account.name
         if c.subs and detail:  # closed ones name the account, as nats-server's saved details do
-            acc = c.account.name if closed else None
+            acc = c.account if closed else None
             info["subscriptions_list_detail"] = [sub_detail(s, c.cid, acc) for s in c.subs.values()]
         elif c.subs and subs:
             info["subscriptions_list"] = [s.subject.decode(errors="replace") for s in c.subs.values()]
         if auth and c.connect_options.get("jwt"):
             info["jwt"] = c.connect_options["jwt"]
+        if auth and (not closed or c.account.name != GLOBAL_ACCOUNT):  # as nats-server 2.15.1
+            info["name_tag"] = c.account.tag
         return info
 
     # -- /subsz ------------------------------------------------------------------------
@@ -310,20 +348,18 @@ class Monitor:
         if test and not valid_literal_subject(test.encode()):
             raise BadRequest(f"invalid test subject, must be valid publish subject: {test}")
         accounts = [a for a in self.server.accounts.values() if not acc or a.name == acc]
-        stats = sublist_stats(a.sublist for a in accounts)
-        if not subs:
-            return stats
+        out = {**self._head(), **sublist_stats(a.sublist for a in accounts)}
         details = []
-        for a in accounts:
+        for a in accounts if subs else ():
             for sub in a.sublist.all():
                 if test and not subject_matches(sub.subject, test.encode()):
                     continue
-                details.append(sub_detail(sub, getattr(sub.client, "cid", 0), a.name))
+                details.append(sub_detail(sub, getattr(sub.client, "cid", 0), a))
         page = details[offset:offset + limit]
-        if not page:
-            return stats  # nats-server answers the bare statistics when the list is empty
-        return {**self._head(), **stats, "total": len(details), "offset": offset, "limit": limit,
-                "subscriptions_list": page}
+        out.update(total=len(details), offset=offset, limit=limit)
+        if page:
+            out["subscriptions_list"] = page
+        return out
 
     # -- /accountz and /accstatz -----------------------------------------------------------
 
@@ -361,6 +397,7 @@ class Monitor:
             info["exports"] = exports
         if imports:
             info["imports"] = imports
+        info["name_tag"] = account.tag
         info["sublist_stats"] = sublist_stats([account.sublist])
         return info
 
@@ -383,11 +420,13 @@ class Monitor:
 
     def routez(self, params: Mapping[str, Any]) -> dict[str, Any]:
         Options(params).subs()
-        return {**self._head(), "num_routes": 0, "routes": []}
+        server = self.server
+        return {"server_id": server.server_id, "server_name": server.name, "now": rfc3339(time.time()),
+                "num_routes": 0, "routes": []}
 
     def leafz(self, params: Mapping[str, Any]) -> dict[str, Any]:
         Options(params).flag("subs", "subscriptions")
-        return {**self._head(), "leafnodes": 0, "leafs": None}
+        return {**self._head(), "leafnodes": 0, "leafs": []}
 
     def gatewayz(self, params: Mapping[str, Any]) -> dict[str, Any]:
         Options(params).flag("accs", "accounts")
@@ -399,10 +438,10 @@ class Monitor:
             o.flag(name)
         o.page(DEFAULT_LIST_SIZE)
         o.flag("leader-only", "leader_only")
-        return {**self._head(), "disabled": True, "config": {"max_memory": 0, "max_storage": 0},
-                "memory": 0, "storage": 0, "reserved_memory": 0, "reserved_storage": 0,
-                "accounts": 0, "ha_assets": 0, "api": {"total": 0, "errors": 0},
-                "streams": 0, "consumers": 0, "messages": 0, "bytes": 0}
+        return {"memory": 0, "storage": 0, "reserved_memory": 0, "reserved_storage": 0,
+                "accounts": 0, "ha_assets": 0, "api": {"level": 0, "total": 0, "errors": 0},
+                **self._head(), "disabled": True, "config": {"max_memory": 0, "max_storage": 0},
+                "streams": 0, "consumers": 0, "messages": 0, "bytes": 0, "total": 0}
 
     # -- the system account's names ------------------------------------------------------
 
@@ -410,6 +449,9 @@ class Monitor:
         """``$SYS.REQ.SERVER.PING.<NAME>`` and ``$SYS.REQ.ACCOUNT.<acc>.<NAME>`` views."""
         ep = self.endpoints
         views: dict[str, View] = {name: ep[path] for path, name in SYSTEM_NAMES.items()}
+        healthz = views["HEALTHZ"]
+        # Over the system account (only) nats-server 2.15.1 adds the status code.
+        views["HEALTHZ"] = lambda opts: {**healthz(opts), "status_code": 200}
         views.update({
             "ACCOUNT.CONNZ": lambda opts: ep["/connz"]({**opts, "acc": opts["account"]}),
             "ACCOUNT.SUBSZ": lambda opts: ep["/subsz"](
@@ -439,8 +481,11 @@ def _export(export: Any) -> dict[str, Any]:
 
 def _import(forwarder: Any) -> dict[str, Any]:
     if hasattr(forwarder, "local"):  # a service import: requests on local, answered on subject
-        out: dict[str, Any] = {"subject": forwarder.local.decode(), "account": forwarder.exporter.name,
-                               "to": forwarder.subject.decode(), "type": "service"}
+        # nats-server 2.15.1: "subject" is the exporter's, "to" (deprecated) and "local_subject"
+        # the importer's (2.9.10 had "subject" and "to" the other way round).
+        local = forwarder.local.decode()
+        out: dict[str, Any] = {"subject": forwarder.subject.decode(), "account": forwarder.exporter.name,
+                               "to": local, "local_subject": local, "type": "service"}
     else:
         subject = forwarder.sub.subject
         out = {"subject": subject.decode(), "account": forwarder.exporter.name,

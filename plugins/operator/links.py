@@ -122,7 +122,7 @@ class JWTLinks:
             if kind == "stream":
                 prefix = str(imp.get("to") or "")
                 if local:
-                    transform = SubjectTransform(subj, transform_tokenize(local))
+                    transform = SubjectTransform(subj, transform_tokenize(local), strict=True)
                     self.forwarders.append(StreamImport(
                         server, src, dst, subj, lambda s: transform.apply(s) or s))
                 elif prefix:

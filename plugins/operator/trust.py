@@ -108,6 +108,7 @@ class OperatorMode:
 
     def _apply(self, claims: AccountClaims) -> None:
         acc = self.server.lookup_account(claims.subject, create=True)
+        acc.name_tag = claims.name
         limits = claims.limits
         acc.max_connections = limits.conn
         acc.max_subscriptions = limits.subs

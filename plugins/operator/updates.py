@@ -20,6 +20,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from natsd.routing.internal import SERVER_SENT
 from natsd.security.nkeys import is_valid_public_key
 from natsd_jwt.claims import JWTError, decode, verify_account
 
@@ -72,7 +73,7 @@ class ClaimUpdates:
             body["data"] = {**detail, "code": 200, "message": message}
         else:
             body["error"] = {**detail, "code": 500, "description": f"{message} - {error}"}
-        self.client.publish(reply, json.dumps(body).encode())
+        self.client.publish(reply, json.dumps(body).encode(), reply=SERVER_SENT)
 
     # -- handlers -------------------------------------------------------------
 
@@ -122,14 +123,14 @@ class ClaimUpdates:
         key = subject.decode().split(".")[3]
         token = self.mode.resolver.fetch(key) if reply else None
         if token is not None:
-            self.client.publish(reply, token.encode())  # type: ignore[arg-type]
+            self.client.publish(reply, token.encode(), reply=SERVER_SENT)  # type: ignore[arg-type]
 
     def _on_list(self, subject: bytes, reply: bytes | None, headers: bytes | None,
                  payload: bytes) -> None:
         if reply:
             body = {"server": self.mode.server.event_server_info(),
                     "data": self.mode.resolver.accounts()}
-            self.client.publish(reply, json.dumps(body).encode())
+            self.client.publish(reply, json.dumps(body).encode(), reply=SERVER_SENT)
 
     def _on_delete(self, subject: bytes, reply: bytes | None, headers: bytes | None,
                    payload: bytes) -> None:

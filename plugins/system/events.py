@@ -1,11 +1,13 @@
-"""System-account events and requests, with nats-server 2.9's subjects and JSON shapes.
+"""System-account events and requests, with nats-server 2.15.1's subjects and JSON shapes.
 
 Published in the system account (``system_account``, default ``$SYS``):
 
 - ``$SYS.ACCOUNT.<acc>.CONNECT`` / ``.DISCONNECT``: ``client_connect`` and
-  ``client_disconnect`` advisories for every client of ``<acc>``;
+  ``client_disconnect`` advisories for every client of ``<acc>``, the global
+  account ``$G`` included; a connection that closes before its CONNECT is
+  accepted (refused, timed out, a bare TCP probe) gets a ``$G`` DISCONNECT;
 - ``$SYS.ACCOUNT.<acc>.SERVER.CONNS`` and ``$SYS.SERVER.ACCOUNT.<acc>.CONNS``:
-  the account's connection count after each change;
+  the account's connection count after each change (not for ``$G``);
 - ``$SYS.SERVER.<id>.CLIENT.AUTH.ERR``: a refused CONNECT;
 - ``$SYS.SERVER.<id>.STATSZ``: server statistics, every 0.25 s doubling up
   to every 30 s after start, as nats-server paces them;
@@ -35,7 +37,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from natsd.plugin.contracts import ServerAPI
-from natsd.routing.stats import account_stat, process_usage, rfc3339, server_traffic, traffic
+from natsd.routing.internal import SERVER_SENT
+from natsd.routing.stats import account_stat, process_usage, rfc3339, server_traffic, traffic, usable_cpus
 
 log = logging.getLogger("natsd.system")
 
@@ -67,6 +70,7 @@ def client_info(client: Any, *, stop: float | None = None) -> dict[str, Any]:
             info[key] = value
     if stop is not None:
         info["stop"] = rfc3339(stop)
+    info["name_tag"] = client.account.tag
     info["kind"] = "Client"
     info["client_type"] = {"websocket": "websocket", "mqtt": "mqtt"}.get(client.transport, "nats")
     return info
@@ -103,7 +107,8 @@ class SystemEvents:
 
     def __init__(self, server: ServerAPI, views: Mapping[str, View]) -> None:
         self.server = server
-        self.views: dict[str, View] = {"STATSZ": lambda _: self.statsz(), "HEALTHZ": lambda _: {"status": "ok"}}
+        self.views: dict[str, View] = {"STATSZ": lambda _: self.statsz(),
+                                       "HEALTHZ": lambda _: {"status": "ok", "status_code": 200}}
         self.account_views: dict[str, View] = {}
         for key, view in views.items():
             if key.startswith("ACCOUNT."):
@@ -132,7 +137,9 @@ class SystemEvents:
     # -- publishing -----------------------------------------------------------------
 
     def _publish(self, subject: str, body: dict[str, Any], reply: bytes | None = None) -> None:
-        self.client.publish(reply or subject, json.dumps(body, separators=(",", ":")).encode())
+        """Publish an event on ``subject``, or the answer to a request on ``reply``."""
+        self.client.publish(reply or subject, json.dumps(body, separators=(",", ":")).encode(),
+                            reply=SERVER_SENT)
 
     def _advisory(self, kind: str) -> dict[str, Any]:
         return {"type": kind, "id": event_id(), "timestamp": rfc3339(time.time()),
@@ -145,8 +152,16 @@ class SystemEvents:
                       {**self._advisory(CONNECT), "client": client_info(client)})
 
     def client_closed(self, client: Any, reason: str) -> None:
-        in_m, in_b, out_m, out_b = client.in_msgs, client.in_bytes, client.out_msgs, client.out_bytes_total
         self._account_conns(client.account)
+        self._disconnected(client, reason)
+
+    def client_dropped(self, client: Any, reason: str) -> None:
+        """A connection closed before its CONNECT was accepted: nats-server 2.12 and later
+        announce it in ``$G``, where it still was (2.9.10 sent ``$G`` CONNS updates)."""
+        self._disconnected(client, reason)
+
+    def _disconnected(self, client: Any, reason: str) -> None:
+        in_m, in_b, out_m, out_b = client.in_msgs, client.in_bytes, client.out_msgs, client.out_bytes_total
         self._publish(f"$SYS.ACCOUNT.{client.account.name}.DISCONNECT", {
             **self._advisory(DISCONNECT), "client": client_info(client, stop=time.time()),
             "sent": traffic(out_m, out_b), "received": traffic(in_m, in_b), "reason": reason})
@@ -164,6 +179,8 @@ class SystemEvents:
         self._publish(f"$SYS.SERVER.{self.server.server_id}.LAMEDUCK", self.server.event_server_info())
 
     def _account_conns(self, account: Any) -> None:
+        if account is self.server.global_account:
+            return  # nats-server 2.12 and later: no CONNS updates for $G
         body = {**self._advisory(ACCOUNT_CONNS), **account_stat(account)}
         self._publish(f"$SYS.SERVER.ACCOUNT.{account.name}.CONNS", body)
         body = {**body, "server": self.server.event_server_info()}
@@ -182,8 +199,10 @@ class SystemEvents:
             "active_accounts": sum(1 for a in server.accounts.values()
                                    if any(getattr(c, "connected", False) for c in a.clients)),
             "subscriptions": sum(a.sublist.count for a in server.accounts.values()),
-            "sent": traffic(t.out_msgs, t.out_bytes), "received": traffic(t.in_msgs, t.in_bytes),
-            "slow_consumers": server.slow_consumers, "active_servers": 1,
+            "sent": traffic(t.out_msgs, t.out_bytes), "sent_to_clients": traffic(t.out_msgs, t.out_bytes),
+            "received": traffic(t.in_msgs, t.in_bytes),
+            "received_from_clients": traffic(t.in_msgs, t.in_bytes),
+            "slow_consumers": server.slow_consumers, "active_servers": 1, "gomaxprocs": usable_cpus(),
         }
 
     def _statsz_tick(self) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from natsd import NATS_SERVER_VERSION, __version__
+
 NATSD = [sys.executable, "-m", "natsd"]
 
 
@@ -21,7 +23,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_version_and_help() -> None:
     out = run("-v")
-    assert out.returncode == 0 and "natsd: v" in out.stdout
+    assert out.returncode == 0 and out.stdout == f"natsd: v{__version__} (follows nats-server v{NATS_SERVER_VERSION})\n"
     helptext = run("-h").stdout
     for flag in ("--addr", "--port", "--name", "--config", "--pid", "--log", "-DV", "--plugin"):
         assert flag in helptext

@@ -10,7 +10,7 @@ import pytest
 
 from natsd import hookimpl
 from natsd.config import ConfigError
-from natsd.testing import read_until
+from natsd.testing import read_first_pong, read_until
 
 HEAD = "host: 127.0.0.1\nport: -1\n"
 
@@ -28,7 +28,7 @@ def _client(server, user: str | None = None, password: str | None = None) -> soc
     if user is not None:
         connect.update(user=user, **{"pass": password or user})
     sock.sendall(f"CONNECT {json.dumps(connect)}\r\nPING\r\n".encode())
-    assert read_until(sock).endswith(b"PONG\r\n")
+    assert b'"connect_info":true' in read_first_pong(sock)
     return sock
 
 

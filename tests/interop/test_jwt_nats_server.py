@@ -4,9 +4,9 @@
 ``natsd_jwt.claims`` for the refusals), ``check_server(host, port, chain)``
 connects every case to whichever server listens there and reports what
 happened, and the test compares that with ``EXPECTED`` (what nats-server
-2.9.10 does). The good users also connect with nats-py from their ``.creds``
-files and round-trip a message (nats-py signs with the PyPI ``nkeys``
-package, a test dependency).
+2.15.1 does, as 2.9.10 did). The good users also connect with nats-py from
+their ``.creds`` files and round-trip a message (nats-py signs with the PyPI
+``nkeys`` package, a test dependency).
 natsd runs through the same function with the same ``resolver.conf``.
 ``library_verdict`` applies ``natsd_jwt.claims`` to the same cases without a
 server and must reach the same verdicts.
@@ -56,7 +56,7 @@ class Chain:
     creds: dict[str, str] = field(default_factory=dict)  # nats-py users -> .creds path
 
 
-#: What nats-server 2.9.10 answers for each case.
+#: What nats-server 2.15.1 (and 2.9.10 before it) answers for each case.
 EXPECTED: dict[str, str] = {
     "alice": OK,
     "alice-std-base64-sig": OK,

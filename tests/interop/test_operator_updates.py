@@ -1,6 +1,6 @@
 """The full resolver side by side: account JWT pushes, lookups, lists and revocations.
 
-The same scenario runs against nats-server 2.9.10 and natsd, each started with
+The same scenario runs against nats-server 2.15.1 and natsd, each started with
 a keytool-built chain and ``resolver { type: full, dir: ... }``. A system
 account user pushes a new account JWT on ``$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE``
 and a revocation on ``$SYS.REQ.CLAIMS.UPDATE``; both servers must reply
@@ -81,7 +81,8 @@ async def scenario(url: str, root: str) -> dict:
     return seen
 
 
-EXPECTED_KEYS = ["host", "id", "jetstream", "name", "seq", "time", "ver"]
+#: The reply's server object (nats-server 2.15.1 added feature_flags and flags to 2.9.10's).
+EXPECTED_KEYS = ["feature_flags", "flags", "host", "id", "jetstream", "name", "seq", "time", "ver"]
 
 
 @pytest.mark.parametrize("kind", [T.NATS_SERVER, T.NATSD])

@@ -1,11 +1,11 @@
-"""TLS on the client port side by side with nats-server 2.9.10, with the same certificates.
+"""TLS on the client port side by side with nats-server 2.15.1, with the same certificates.
 
 Both servers run as processes (natsd under uvloop, as ``python -m natsd``
 runs it) with the same config text. Compared: INFO (masked) and what a
 plaintext client gets, nats-py over TLS and mutual TLS, the client refusing
 an untrusted server, a stalled handshake being cut at ``timeout``, and
-``verify_and_map`` with permissions. (``handshake_first`` is nats-server
-2.10; natsd's is tested in tests/core/conn/test_tlsgate.py.)
+``verify_and_map`` with permissions, and what monitoring shows of TLS.
+(natsd's ``handshake_first`` is tested in tests/core/conn/test_tlsgate.py.)
 """
 
 from __future__ import annotations
@@ -138,3 +138,62 @@ def test_verify_and_map(server_factory: Any, tls_certs: Any) -> None:
     assert {k: v for k, v in info[T.NATSD].items() if k.startswith(("tls", "auth"))} == \
         {k: v for k, v in info[T.NATS_SERVER].items() if k.startswith(("tls", "auth"))} == \
         {"auth_required": True, "tls_required": True, "tls_verify": True}
+
+
+def monitored_tls(host: str, port: int, http_port: int, ctx: ssl.SSLContext | None) -> dict[str, Any]:
+    """``/varz`` and ``/connz`` while one client (over TLS when ``ctx`` is given) is connected."""
+    import urllib.request
+
+    async def run() -> dict[str, Any]:
+        nc = await connect(host, port, ctx) if ctx is not None else None
+
+        def get(path: str) -> Any:
+            with urllib.request.urlopen(f"http://{host}:{http_port}/{path}", timeout=5) as resp:
+                return json.loads(resp.read())
+
+        out = {"varz": get("varz"), "connz": get("connz?auth=1")}
+        if nc is not None:
+            await nc.close()
+        return out
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("extra", ["", "verify: true", "allow_non_tls", "timeout: 0.5"])
+def test_monitoring_shows_tls(server_factory: Any, tls_certs: Any, extra: str) -> None:
+    """/varz has nats-server 2.15.1's TLS fields (tls_required, tls_verify, tls_timeout,
+    tls_cert_not_after, and auth_timeout following the TLS timeout); /connz names a TLS
+    client's version and cipher suite."""
+    block = {"": "", "verify: true": f'ca_file: "{tls_certs.ca}"\n  verify: true',
+             "allow_non_tls": "", "timeout: 0.5": "timeout: 0.5"}[extra]
+    conf = tls_certs.conf(block) + ("allow_non_tls: true\n" if extra == "allow_non_tls" else "")
+    ctx = tls_certs.alice() if extra == "verify: true" else tls_certs.client()
+    seen = {}
+    for kind in KINDS:
+        http_port = T.free_port()
+        seen[kind] = monitored_tls(*server_factory(kind, conf + f"http_port: {http_port}\n"), http_port, ctx)
+    mine, real = seen[T.NATSD], seen[T.NATS_SERVER]
+    assert set(mine["varz"]) - {"natsd_version"} == set(real["varz"])
+
+    def tls_part(varz: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in varz.items() if k.startswith("tls") or k == "auth_timeout"}
+
+    assert tls_part(mine["varz"]) == tls_part(real["varz"])
+    assert "tls_cert_not_after" in real["varz"] and "tls_timeout" in real["varz"]
+
+    def tls_conn(connz: dict[str, Any]) -> dict[str, Any]:
+        (conn,) = connz["connections"]
+        out = {k: v for k, v in conn.items() if k.startswith("tls")}
+        if "tls_peer_certs" in out:
+            # nats-server lists the chain the client sent (its certificate, then the CA
+            # OpenSSL adds); Python's ssl shows natsd the client's certificate only.
+            out["tls_peer_certs"] = out["tls_peer_certs"][:1]
+        if "tls_cipher_suite" in out:
+            # Both name the suite they negotiated in Go's words, but they negotiate different
+            # ones: Go prefers TLS_AES_128_GCM_SHA256, OpenSSL TLS_AES_256_GCM_SHA384, and
+            # Python's ssl cannot order TLS 1.3 suites.
+            assert out.pop("tls_cipher_suite") in ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384")
+        return out
+
+    assert tls_conn(mine["connz"]) == tls_conn(real["connz"])
+    if extra != "allow_non_tls":  # (nats-py then stays in plaintext, on both)
+        assert tls_conn(mine["connz"])["tls_version"] == "1.3"

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import selectors
-import shutil
 import socket
 import subprocess
 import sys
@@ -399,7 +398,10 @@ def describe_differences(a: Recording, b: Recording, t: Transcript, a_name="nats
             for k, (xa, xb) in enumerate(zip(va["reads"], vb["reads"])):
                 if xa != xb:
                     lines.append(f"{key} read {k}:\n    {a_name}: {xa!r}\n    {b_name}: {xb!r}")
-                    for ia, ib in zip(info_objects(xa), info_objects(xb)):
+                    # The INFO objects of the raw reads (masked ones are not JSON: "port":<num>).
+                    i = int(key[len("conn"):])
+                    raw_a, raw_b = a.conns[i].chunks[k], b.conns[i].chunks[k]
+                    for ia, ib in zip(info_objects(raw_a), info_objects(raw_b)):
                         missing = sorted(set(ia) - set(ib))
                         extra = sorted(set(ib) - set(ia))
                         if missing:
@@ -431,12 +433,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 
 def find_nats_server() -> str | None:
-    """Path of the nats-server binary ($NATS_SERVER_BIN, PATH, or /usr/sbin)."""
-    env = os.environ.get("NATS_SERVER_BIN")
-    if env:
-        return env if os.access(env, os.X_OK) else None
-    path = os.environ.get("PATH", os.defpath) + os.pathsep + "/usr/sbin:/usr/local/sbin:/usr/local/bin"
-    return shutil.which("nats-server", path=path)
+    """Path of the reference nats-server: the venv's (``nats-server-bin``), $NATS_SERVER_BIN, PATH."""
+    from natsd.testing import find_nats_server as find
+
+    return find()
 
 
 def free_port() -> int:
@@ -600,9 +600,18 @@ MAX_SUBS_2 = "max_subscriptions: 2\n"
 MAX_CONNS_1 = "max_connections: 1\n"
 USER_AUTH = "authorization {\n  user: alice\n  password: s3cret\n  timeout: 0.5\n}\n"
 TOKEN_AUTH = "authorization {\n  token: t0ken\n}\n"
+SYS_CONF = (
+    "accounts {\n"
+    "  SYS { users: [ {user: sys, password: sys} ] }\n"
+    "  APP { users: [ {user: app, password: app} ] }\n"
+    "  SMALL { users: [ {user: small, password: small} ], limits: { max_payload: 5 } }\n"
+    "}\n"
+    "system_account: SYS\n"
+)
 
-# The replies quoted in the docs below are what nats-server v2.9.10 sends
-# (INFO abbreviated); "closes" means the server closed the connection.
+# The replies quoted in the docs below are what nats-server 2.15.1 sends
+# (INFO abbreviated); "closes" means the server closed the connection. Where
+# 2.15.1 differs from 2.9.10, the previous reference, the doc says so.
 
 # --- connection set-up ----------------------------------------------------------------
 
@@ -610,8 +619,9 @@ transcript(
     "info_on_connect",
     Open(), Read(),
     doc="INFO {...} \\r\\n (note the space before CRLF) as soon as the connection is accepted. "
-    "nats-server 2.9.10 keys, in order: server_id server_name version proto go host port headers "
-    "[auth_required] max_payload client_id client_ip",
+    "nats-server 2.15.1 keys, in order: server_id server_name version proto git_commit go host port "
+    "headers [auth_required] max_payload client_id client_ip api_lvl xkey (2.9.10 had no git_commit, "
+    "api_lvl or xkey)",
 )
 
 transcript(
@@ -653,7 +663,51 @@ transcript(
     Send(0, connect(verbose=True, lang="python", version="1.0", protocol=1, name="x", foo={"bar": [1, 2]})),
     Send(0, C + PING),
     Read(),
-    doc="unknown CONNECT fields are ignored; a second CONNECT replaces the options: +OK PONG",
+    doc="unknown CONNECT fields are ignored; a second CONNECT changes the options it names: +OK PONG, "
+    "then (2.12 and later) the INFO with connect_info, as protocol 1 from the first CONNECT still holds",
+)
+
+transcript(
+    "connect_info_after_first_pong",
+    Open(3), Read(),
+    Send(0, connect(protocol=1) + PING), Read(),
+    Send(0, PING), Read(),
+    Send(1, connect() + PING + PING), Read(),
+    Send(2, PING + connect(protocol=1)), Read(),
+    Send(2, PING + PING), Read(),
+    doc="nats-server 2.12 and later (not 2.9.10): the first PONG after CONNECT to a protocol 1 client is "
+    "followed by INFO {...,\"connect_info\":true,\"remote_account\":\"$G\",...}, once; protocol 0 "
+    "clients never get it, and a PING before CONNECT does not count",
+)
+
+#: A JSON message body (events, answers to $SYS requests): its size and content vary.
+JSON_BODY = (rb"(MSG \S+ \S+ +)\d+\r\n\{[^\r\n]*\}\r\n", rb"\1<size>\r\n<json>\r\n")
+
+transcript(
+    "server_sent_messages_have_an_empty_reply",
+    Open(2), Read(),
+    Send(0, connect(user="sys", **{"pass": "sys"}) + b"SUB _INBOX.1 1\r\nSUB $SYS.ACCOUNT.APP.CONNECT 2\r\n"
+         + pub("$SYS.REQ.SERVER.PING.IDZ", b"", reply="_INBOX.1")), Read(),
+    Send(0, pub("_INBOX.1", b"hi") + PING), Read(),
+    Send(1, connect(user="app", **{"pass": "app"}) + b"SUB _INBOX.2 1\r\n"
+         + pub("$SYS.REQ.USER.INFO", b"", reply="_INBOX.2")), Read(),
+    conf=SYS_CONF,
+    masks=(JSON_BODY,),
+    doc="messages the server sends itself (events, answers to $SYS.REQ requests) carry an empty reply: "
+    "MSG <subject> <sid>  <size> with two spaces, in 2.9.10 and 2.15.1 alike; a client's message "
+    "without reply has one space, and so has the $SYS.REQ.USER.INFO answer (it reaches the "
+    "requester through a service import)",
+)
+
+transcript(
+    "connect_info_names_the_account",
+    Open(3), Read(),
+    Send(0, connect(protocol=1, user="sys", **{"pass": "sys"}) + PING), Read(),
+    Send(1, connect(protocol=1, user="app", **{"pass": "app"}) + PING), Read(),
+    Send(2, connect(protocol=1, user="small", **{"pass": "small"}) + PING), Read(),
+    conf=SYS_CONF,
+    doc="remote_account names the account, acc_is_sys marks the system account, and max_payload is "
+    "the client's own limit (the account's 5)",
 )
 
 transcript(
@@ -871,7 +925,7 @@ transcript(
     Send(0, C + b"SUB foo q.* 1\r\nSUB foo q> 2\r\n" + PING), Read(),
     Send(1, C + pub("foo", b"x") + PING), Read(),
     unordered_copies=True,
-    doc="nats-server 2.9.10 accepts wildcard characters in queue names",
+    doc="nats-server accepts wildcard characters in queue names",
 )
 
 transcript(
@@ -1054,7 +1108,18 @@ transcript(
          + pub("nobody.home", b"req", reply="_INBOX.r") + hpub("nobody.home", HDR, b"x", reply="_INBOX.r")
          + pub("nobody.home", b"no reply subject") + PING),
     Read(),
-    doc="HMSG _INBOX.r 1 16 16 / NATS/1.0 503 / blank line, once per request (PUB and HPUB)",
+    doc="HMSG _INBOX.r 1 43 43 / NATS/1.0 503 / Nats-Subject: nobody.home / blank line, once per request "
+    "(PUB and HPUB); 2.9.10 had no Nats-Subject header (HMSG _INBOX.r 1 16 16)",
+)
+
+transcript(
+    "no_responders_names_the_mapped_subject",
+    Open(),
+    Send(0, connect(headers=True, no_responders=True) + b"SUB _INBOX.r 1\r\n"
+         + pub("foo", b"req", reply="_INBOX.r") + pub("x.1.2", b"req", reply="_INBOX.r") + PING),
+    Read(),
+    conf='mappings { "foo": "bar", "x.*.*": "y.$2.$1" }\n',
+    doc="the Nats-Subject of the 503 is the subject after mapping: bar, y.2.1",
 )
 
 transcript(
@@ -1266,7 +1331,7 @@ transcript(
     Send(0, C + b"SUB foo.> 1\r\n" + PING), Read(),
     Send(1, connect(pedantic=True) + pub("foo.*", b"a") + pub("foo.>", b"b") + pub("foo.bar", b"c") + PING), Read(),
     doc="-ERR 'Invalid Publish Subject' per wildcard PUB, connection stays open, "
-    "and nats-server 2.9.10 still delivers the message",
+    "and nats-server still delivers the message",
 )
 
 transcript(

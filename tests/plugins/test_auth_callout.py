@@ -9,6 +9,7 @@ import nats
 import pytest
 from nats.errors import NoServersError
 
+from natsd import NATS_SERVER_VERSION
 from natsd.config.conf import ConfError, parse
 from natsd_jwt.claims import GenericClaims, Permission, Permissions, UserClaims, decode, encode, \
     encode_generic
@@ -43,6 +44,7 @@ async def run_service(url: str, seen: list[dict]) -> Any:
         opts, user_key = nats_part["connect_opts"], nats_part["user_nkey"]
         server_id = nats_part["server_id"]["id"]
         assert request.issuer == server_id  # signed by the server's own NKey
+        assert nats_part["server_id"]["version"] == NATS_SERVER_VERSION  # as nats-server: its version
         if opts.get("user") == "alice" and opts.get("pass") == "secret":
             user = UserClaims(subject=user_key, name="alice", audience="APP",
                               permissions=Permissions(pub=Permission(allow=["app.>", "_INBOX.>"]),

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from natsd import hookimpl
-from natsd.config.conf import ConfError, parse
+from natsd import NATS_SERVER_VERSION, __version__, hookimpl
+from natsd.config.conf import ConfError, digest, parse, parse_file
 from natsd.server import Server, free_port
 from natsd.testing import read_until
 from natsd_plugins.monitor import http_listener
@@ -102,6 +102,38 @@ async def test_varz(monitored: Any) -> None:
     await a.close()
     v = await until(lambda: (v := m("varz"))["connections"] == 0 and v)
     assert v["total_connections"] == 2 and v["in_msgs"] == 3  # closed connections still count
+    # "version" is the nats-server release natsd follows; natsd's own is a key of its own.
+    assert v["version"] == NATS_SERVER_VERSION and v["natsd_version"] == __version__
+    assert list(v)[-1] == "natsd_version" and v["proto"] == 1
+    assert v["config_digest"] == ""  # no config file
+    assert v["tls_timeout"] == 2 and "tls_required" not in v and "tls_cert_not_after" not in v
+
+
+def test_varz_config_digest_follows_the_file(natsd_factory: Any, tmp_path: Any) -> None:
+    path = tmp_path / "natsd.conf"
+    path.write_text("host: 127.0.0.1\nport: 0\nhttp_port: 0\nmax_payload: 100\n")
+    running = natsd_factory(str(path))
+    m = Monitored(running)
+    assert m("varz")["config_digest"] == digest(parse_file(path)) != ""
+    path.write_text("host: 127.0.0.1\nport: 0\nhttp_port: 0\nmax_payload: 200\n")
+    running.reload()
+    assert m("varz")["config_digest"] == digest(parse_file(path))
+
+
+async def test_tls_in_varz_and_connz(natsd_factory: Any, tls_certs: Any) -> None:
+    m = Monitored(natsd_factory({"http_port": 0, "tls": tls_certs.block(
+        ca_file=tls_certs.ca, verify=True, timeout=0.5)}))
+    v = m("varz")
+    assert (v["tls_required"], v["tls_verify"], v["tls_timeout"], v["auth_timeout"]) == (True, True, 0.5, 1.5)
+    assert v["tls_cert_not_after"] == "3000-01-01T00:00:00Z"  # trustme's certificates
+    nc = await nats.connect(m.url, tls=tls_certs.alice())
+    (conn,) = m("connz?auth=1")["connections"]
+    assert conn["tls_version"] == "1.3" and conn["tls_cipher_suite"].startswith("TLS_AES_")
+    assert [c["subject"] for c in conn["tls_peer_certs"]] == ["CN=alice,OU=Unit,O=Org"]
+    assert "tls_peer_certs" not in m("connz")["connections"][0]  # with auth only
+    await nc.close()
+    closed = await until(lambda: m("connz?state=closed")["connections"])
+    assert closed[0]["tls_version"] == "1.3"
 
 
 async def test_connz_sort_paging_and_filters(monitored: Any) -> None:
@@ -121,7 +153,8 @@ async def test_connz_sort_paging_and_filters(monitored: Any) -> None:
     assert names("sort=bytes_from") == ["c2", "c1", "c0"]
     assert names("sort=subs") == ["c0", "c1", "c2"]
     assert names("sort=start") == ["c0", "c1", "c2"]
-    assert names("sort=uptime") == ["c2", "c1", "c0"]  # as nats-server 2.9: shortest first
+    assert names("sort=uptime") == ["c2", "c1", "c0"]  # as nats-server: shortest first
+    assert names("sort=rtt") == ["c0", "c1", "c2"]  # 2.15.1 takes it (2.9.10 refused it); no RTT here: by cid
     assert names("sort=last") == ["c2", "c1", "c0"]
     page = m("connz?sort=msgs_from&limit=1&offset=1")
     assert (page["num_connections"], page["total"], page["offset"], page["limit"]) == (1, 3, 1, 1)
@@ -208,24 +241,30 @@ async def test_subsz_accountz_accstatz(monitored: Any) -> None:
     await a.subscribe("foo.bar", queue="q")
     await a.publish("foo.bar", b"x")
     await a.flush()
-    stats = m("subsz")
-    assert "server_id" not in stats and stats["num_subscriptions"] >= 2 and stats["num_cache"] >= 1
+    stats = m("subsz")  # nats-server 2.15.1 heads it and pages it even without the list (2.9.10 did not)
+    assert list(stats)[:2] == ["server_id", "now"] and list(stats)[-3:] == ["total", "offset", "limit"]
+    assert stats["num_subscriptions"] >= 2 and stats["num_cache"] >= 1 and stats["total"] == 0
     listed = m("subsz?subs=1&acc=A")  # the server's own service is listed too, as nats-server's are
     assert listed["total"] == 3 and {s["subject"] for s in listed["subscriptions_list"]} == {
         "foo.*", "foo.bar", "$SYS.REQ.USER.INFO"}
-    assert all(s["account"] == "A" for s in listed["subscriptions_list"])
+    assert all(s["account"] == s["account_tag"] == "A" for s in listed["subscriptions_list"])
     assert m("subsz?subs=1&acc=A&test=foo.zzz")["total"] == 1
     assert len(m("subsz?subs=1&acc=A&limit=1&offset=1")["subscriptions_list"]) == 1
     assert [s["subject"] for s in m("subsz?subs=1&acc=B")["subscriptions_list"]] == ["$SYS.REQ.USER.INFO"]
-    assert "subscriptions_list" not in m("subsz?subs=1&acc=B&test=foo")  # nothing listed: the bare statistics
+    empty = m("subsz?subs=1&acc=B&test=foo")
+    assert "subscriptions_list" not in empty and empty["total"] == 0 and "server_id" in empty
     accountz = m("accountz")
     assert set(accountz["accounts"]) >= {"$G", "A", "B", "SYS"} and accountz["system_account"] == "SYS"
     detail = m("accountz?acc=A")["account_detail"]
     assert detail["account_name"] == "A" and detail["client_connections"] == 1
     assert detail["subscriptions"] == 3 and detail["sublist_stats"]["num_subscriptions"] == 3
+    assert detail["name_tag"] == "A"
     assert m("accountz?acc=SYS")["account_detail"]["is_system"] is True
     statz = m("accstatz")["account_statz"]
-    assert [s["acc"] for s in statz] == ["A"] and statz[0]["received"] == {"msgs": 1, "bytes": 1}
+    assert [s["acc"] for s in statz] == ["A"] and statz[0]["name"] == "A"
+    none = {"msgs": 0, "bytes": 0}
+    assert statz[0]["received"] == {"msgs": 1, "bytes": 1, "gateways": none, "routes": none, "leafs": none}
+    assert statz[0]["num_subscriptions"] == 3
     assert {s["acc"] for s in m("accstatz?unused=true")["account_statz"]} >= {"$G", "A", "B", "SYS"}
     await a.close()
 
@@ -243,8 +282,10 @@ def test_accountz_exports_and_imports(monitored: Any) -> None:
                        {"subject": "help", "type": "service", "response_type": "Singleton",
                         "approved_accounts": ["I"]}]
     imports = m("accountz?acc=I")["account_detail"]["imports"]
-    assert {(i["type"], i["subject"], i["account"], i.get("to")) for i in imports} == {
-        ("stream", "news.>", "E", None), ("service", "ask", "E", "help")}
+    # nats-server 2.15.1: a service import's "subject" is the exporter's, "to" and "local_subject"
+    # the importer's (2.9.10 swapped "subject" and "to").
+    assert {(i["type"], i["subject"], i["account"], i.get("to"), i["local_subject"]) for i in imports} == {
+        ("stream", "news.>", "E", None, "news.>"), ("service", "help", "E", "ask", "ask")}
 
 
 def test_other_endpoints(monitored: Any) -> None:
@@ -252,14 +293,15 @@ def test_other_endpoints(monitored: Any) -> None:
     status, ctype, body = get(f"{m.http}/healthz")
     assert (status, ctype, body) == (200, "application/json", b'{"status":"ok"}')
     assert m("routez")["routes"] == [] and m("routez")["num_routes"] == 0
-    assert m("leafz")["leafs"] is None and m("gatewayz")["outbound_gateways"] == {}
-    assert m("jsz")["disabled"] is True and m("jsz")["api"] == {"total": 0, "errors": 0}
+    assert m("routez")["server_name"] == m("varz")["server_name"]
+    assert m("leafz")["leafs"] == [] and m("gatewayz")["outbound_gateways"] == {}  # 2.9.10: "leafs": null
+    jsz = m("jsz")
+    assert jsz["disabled"] is True and jsz["api"] == {"level": 0, "total": 0, "errors": 0} and jsz["total"] == 0
 
 
 @pytest.mark.parametrize("path, text", [
     ("connz?limit=abc", "Error decoding int for 'limit': strconv.Atoi: parsing \"abc\": invalid syntax"),
     ("connz?sort=bogus", "invalid sorting option: bogus"),
-    ("connz?sort=rtt", "invalid sorting option: rtt"),
     ("connz?state=xyz", "Error decoding state for xyz"),
     ("connz?subs=maybe", "Error decoding boolean for 'subs': strconv.ParseBool: parsing \"maybe\": invalid syntax"),
     ("connz?sort=stop", "sort by stop only valid on closed connections"),
@@ -383,7 +425,7 @@ async def test_system_account_views_without_http(natsd_factory: Any) -> None:
     subsz = (await req("$SYS.REQ.SERVER.PING.SUBSZ", {"subscriptions": True, "account": "A"}))["data"]
     assert [s["subject"] for s in subsz["subscriptions_list"]] == ["$SYS.REQ.USER.INFO", "foo"]
     assert "A" in (await req("$SYS.REQ.SERVER.PING.ACCOUNTZ"))["data"]["accounts"]
-    assert (await req("$SYS.REQ.SERVER.PING.HEALTHZ"))["data"] == {"status": "ok"}
+    assert (await req("$SYS.REQ.SERVER.PING.HEALTHZ"))["data"] == {"status": "ok", "status_code": 200}
     assert (await req("$SYS.REQ.SERVER.PING.JSZ"))["data"]["disabled"] is True
     idz = await req("$SYS.REQ.SERVER.PING.IDZ")
     assert idz == {"name": srv.server.name, "host": "127.0.0.1", "id": srv.server.server_id}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -18,15 +17,15 @@ from natsd.config.conf import (
     ConfList,
     ConfMap,
     Position,
+    digest,
     parse,
     parse_duration,
     parse_file,
     parse_size,
 )
+from natsd.testing import find_nats_server
 
-NATS_SERVER = shutil.which("nats-server") or (
-    "/usr/sbin/nats-server" if os.access("/usr/sbin/nats-server", os.X_OK) else None
-)
+NATS_SERVER = find_nats_server()
 
 
 def p(text: str, **env: str) -> ConfMap:
@@ -511,7 +510,7 @@ def test_nested_includes_are_relative_to_the_including_file(tmp_path: Path) -> N
 
 
 def test_absolute_include_paths_are_joined_like_nats_server(tmp_path: Path) -> None:
-    # Go's filepath.Join(dir, "/x.conf") is dir/x.conf; nats-server v2.9 does that.
+    # Go's filepath.Join(dir, "/x.conf") is dir/x.conf; nats-server does that.
     write(tmp_path / "abs" / "x.conf", "x = 1")
     main = write(tmp_path / "main.conf", "include /abs/x.conf\n")
     assert parse_file(main) == {"x": 1}
@@ -928,3 +927,18 @@ def test_nats_server_accepts_the_realistic_config(realistic: Path) -> None:
         env={**os.environ, "SVC_PASS": "from-env"},
     )
     assert "is valid" in run.stdout + run.stderr
+    # nats-server 2.15.1 prints the config digest /varz shows; natsd computes the same one.
+    assert f"({digest(parse_file(realistic, env={'SVC_PASS': 'from-env'}))})" in run.stdout + run.stderr
+
+
+@needs_nats_server
+@pytest.mark.parametrize("text", [
+    'X = 4333\nport = $X\nauthorization { timeout: 0.0000001 }\nserver_name: 123abc\n',
+    'max_payload: 100\nmax_pending: 64MB\ndebug: true\nserver_name: "h\u00e9llo\u2028<&>\\t"\n'
+    'mappings { "a.*": "b.$1" }\naccounts { A { users: [ {user: u, password: p} ] } }\n'
+    'authorization { timeout: 1.5 }\n',
+])
+def test_digest_is_nats_servers(text: str, tmp_path: Path) -> None:
+    path = write(tmp_path / "d.conf", text)
+    run = subprocess.run([NATS_SERVER, "-t", "-c", str(path)], capture_output=True, text=True, timeout=10)
+    assert f"is valid ({digest(parse_file(path, env={}))})" in run.stdout + run.stderr

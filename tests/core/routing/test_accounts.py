@@ -44,7 +44,7 @@ def test_unknown_key_in_an_account_names_its_line(tmp_path: Any) -> None:
 
 
 async def test_bad_mapping_in_an_account_is_refused_at_start() -> None:
-    conf = parse('accounts {\n  A {\n    mappings {\n      "a.*": "b"\n    }\n  }\n}\n', "m.conf")
+    conf = parse('accounts {\n  A {\n    mappings {\n      "a.*": "b.$2"\n    }\n  }\n}\n', "m.conf")
     server = Server(conf)
     with pytest.raises(ConfError) as e:
         await server.start()

@@ -20,6 +20,7 @@ from natsd.routing.account import Account
 from natsd.routing.connection import LOCAL_KINDS, Connection, Kind
 from natsd.routing.deliver import FORWARD
 from natsd.routing.sublist import Subscription
+from natsd.testing import read_first_pong
 
 QUIET = b'CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":true,"no_responders":true}\r\n'
 
@@ -98,6 +99,8 @@ class Raw:
         await reader.readline()  # INFO
         writer.write(QUIET)
         await raw.ping()
+        info = await asyncio.wait_for(reader.readline(), 2)  # after the first PONG (protocol 1)
+        assert info.startswith(b"INFO ") and b'"connect_info":true' in info, info
         return raw
 
     async def ping(self) -> None:
@@ -339,9 +342,7 @@ def test_deliver_counts(natsd_server: Any) -> None:
     sock = socket.create_connection(("127.0.0.1", natsd_server.port))
     sock.recv(4096)
     sock.sendall(QUIET + b"SUB a 1\r\nSUB a 2\r\nPUB a 3\r\nabc\r\nPING\r\n")
-    data = b""
-    while not data.endswith(b"PONG\r\n"):
-        data += sock.recv(4096)
+    data = read_first_pong(sock)
     assert data.count(b"MSG a ") == 2
     counts = natsd_server.call(lambda: [(c.in_msgs, c.out_msgs, c.out_bytes_total)
                                         for c in natsd_server.server.clients.values()])

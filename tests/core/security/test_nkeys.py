@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from natsd.security.nkeys import (
-    KeyPair, NKeyError, Prefix, decode, decode_seed, decode_signature, encode, encode_seed,
+    CurveKeyPair, KeyPair, NKeyError, Prefix, decode, decode_seed, decode_signature, encode, encode_seed,
     from_public_key, is_valid_public_key, prefix_of, sign_nonce, verify_nonce_signature,
 )
 
@@ -143,6 +143,41 @@ def test_server_ids_are_nkeys():
     assert len(server.server_id) == 56 and server.server_id.startswith("N")
     assert is_valid_public_key(server.server_id, Prefix.SERVER)
     assert server.server_key.verify(b"x", server.server_key.sign(b"x"))
+
+
+# From nats-server's auth_callout_test.go: a curve (x25519) seed and its public key.
+CURVE_SEED = "SXAAXMRAEP6JWWHNB6IKFL554IE6LZVT6EY5MBRICPILTLOPHAG73I3YX4"
+CURVE_PUBLIC = "XAB3NANV3M6N7AHSQP2U5FRWKKUT7EG2ZXXABV4XVXYQRJGM4S2CZGHT"
+
+
+def test_curve_keys_follow_nkeys():
+    kp = CurveKeyPair.from_seed(CURVE_SEED)
+    assert kp.public_key == CURVE_PUBLIC
+    assert kp.seed == CURVE_SEED
+    assert prefix_of(CURVE_PUBLIC) is Prefix.CURVE
+    assert is_valid_public_key(CURVE_PUBLIC, "X")
+    fresh = CurveKeyPair.create()
+    assert fresh.public_key.startswith("X") and len(fresh.public_key) == 56
+    assert CurveKeyPair.from_seed(fresh.seed).public_key == fresh.public_key
+    with pytest.raises(NKeyError, match="cannot sign"):
+        KeyPair.from_seed(CURVE_SEED)  # an x25519 seed is no Ed25519 seed
+    with pytest.raises(NKeyError, match="not a curve seed"):
+        CurveKeyPair.from_seed(KeyPair.create("U").seed)
+
+
+def test_server_announces_its_curve_key(natsd_server):
+    """nats-server 2.15.1 sends its x25519 public key as INFO ``xkey``, last; so does natsd."""
+    import json
+    import socket
+
+    from natsd.testing import read_until
+
+    with socket.create_connection(("127.0.0.1", natsd_server.port), timeout=5) as sock:
+        line = read_until(sock, b"\r\n")
+    info = json.loads(line[len("INFO "):])
+    assert info["xkey"] == natsd_server.server.curve_key.public_key
+    assert is_valid_public_key(info["xkey"], Prefix.CURVE)
+    assert list(info)[-2:] == ["api_lvl", "xkey"]
 
 
 # --------------------------------------------------------------------------

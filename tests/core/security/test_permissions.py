@@ -1,9 +1,8 @@
-"""Publish/subscribe permissions (natsd.security.permissions), checked against nats-server v2.9 rules."""
+"""Publish/subscribe permissions (natsd.security.permissions), checked against nats-server 2.15.1's rules."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -24,10 +23,9 @@ from natsd.security.permissions import (
     reply_violation,
     sub_violation,
 )
+from natsd.testing import find_nats_server
 
-NATS_SERVER = shutil.which("nats-server") or (
-    "/usr/sbin/nats-server" if os.access("/usr/sbin/nats-server", os.X_OK) else None
-)
+NATS_SERVER = find_nats_server()
 
 
 def conf_perms(text: str, filename: str = "perm.conf") -> Permissions:
@@ -109,11 +107,13 @@ def test_allow_responses_turns_off_the_blanket_publish_allow() -> None:
 
 
 def test_queue_entries_and_their_validation() -> None:
-    p = conf_perms('subscribe: ["foo v1", "bar  v2.*", "baz\tq", "foo v1.>.x"]')
-    assert p.subscribe_allow == ("foo v1", "bar  v2.*", "baz\tq", "foo v1.>.x")
-    # Queue-form entries are accepted for publish too (and match no wire subject).
-    p = conf_perms('publish: "foo v1"')
-    assert not checker(p).can_publish(b"foo") and not checker(p).can_publish(b"v1")
+    p = conf_perms('subscribe: ["foo v1", "bar  v2.*", "baz\tq", "foo v1.>"]')
+    assert p.subscribe_allow == ("foo v1", "bar  v2.*", "baz\tq", "foo v1.>")
+    # nats-server 2.15.1 checks the queue too (2.9.10 did not) ...
+    assert conf_error('subscribe: "foo v1.>.x"').reason == 'queue "v1.>.x" is not a valid queue'
+    # ... and refuses queue-form entries for publish (2.9.10 took them, matching nothing).
+    assert conf_error('publish: "foo v1"').reason == 'subject "foo v1" is not a valid subject'
+    assert conf_error('publish: {deny: ["a", "foo v1"]}').reason == 'subject "foo v1" is not a valid subject'
 
 
 @pytest.mark.parametrize("entry, bad", [
@@ -325,8 +325,19 @@ def test_deny_delivery_for_broader_wildcard_subscriptions() -> None:
     assert c.can_subscribe(b"other.*")  # overlaps *.zed: other.zed is filtered
     assert c.filter_delivery
     assert c.deny_delivery(b"foo.bar") and c.deny_delivery(b"a.zed")
-    assert not c.deny_delivery(b"foo.baz") and not c.deny_delivery(b"q")  # queue entries never filter
-    assert c._dcache == {b"foo.bar": True, b"a.zed": True, b"foo.baz": False, b"q": False}
+    assert not c.deny_delivery(b"foo.baz") and not c.deny_delivery(b"q")  # not for plain subscriptions
+    assert c.deny_delivery(b"q", b"v1") and not c.deny_delivery(b"q", b"v2")  # a queue entry: its members
+    assert c._dcache == {b"foo.bar": True, b"a.zed": True, b"foo.baz": False, b"q": False,
+                         (b"q", b"v1"): True, (b"q", b"v2"): False}
+
+
+def test_queue_subscriptions_start_the_delivery_filter() -> None:
+    """nats-server 2.15.1 also filters once a queue subscription overlaps a deny entry."""
+    c = checker(conf_perms('subscribe { deny: ["q.x v1", "r.x"] }'))
+    assert c.can_subscribe(b"q.y", b"v1") and not c.filter_delivery  # no overlap
+    assert c.can_subscribe(b"q.*", b"v1") and c.filter_delivery
+    assert c.deny_delivery(b"q.x", b"v1") and not c.deny_delivery(b"q.x", b"v2")
+    assert not c.deny_delivery(b"q.x") and c.deny_delivery(b"r.x", b"v1")
 
 
 def test_delivery_filter_starts_only_for_an_overlapping_wildcard_subscription() -> None:
@@ -337,10 +348,9 @@ def test_delivery_filter_starts_only_for_an_overlapping_wildcard_subscription() 
     assert c.filter_delivery and c.deny_delivery(b"foo.bar")
 
 
-def test_deny_star_bar_filters_foo_star_unlike_nats_server() -> None:
-    # nats-server 2.9.10 only turns the filter on when a deny entry is a subset of
-    # the subscription, so there a SUB foo.* under deny *.zed receives foo.zed.
-    # natsd filters on any overlap.
+def test_deny_star_bar_filters_foo_star() -> None:
+    # Any overlap turns the filter on, in nats-server 2.15.1 as in natsd (2.9.10 waited for a
+    # deny entry that is a subset of the subscription: there SUB foo.* received foo.zed).
     c = checker(conf_perms('subscribe { deny: "*.zed" }'))
     assert c.can_subscribe(b"foo.*") and c.deny_delivery(b"foo.zed")
 
@@ -364,8 +374,9 @@ def test_queue_permissions_in_deny() -> None:
     assert not c.can_subscribe(b"e.x", b"v2") and not c.can_subscribe(b"e.*", b"v2")
     assert c.can_subscribe(b"e.x", b"v3") and c.can_subscribe(b"e.x")
     assert not c.can_subscribe(b"d")
-    # nats-server quirk: with queue deny entries present, only the queue decides.
-    assert c.can_subscribe(b"d", b"v1") and not c.can_subscribe(b"d", b"v3")
+    # A plain deny entry refuses queue subscriptions too (nats-server 2.9.10 let the
+    # queue entries decide alone, accepting "d v1").
+    assert not c.can_subscribe(b"d", b"v1") and not c.can_subscribe(b"d", b"v3")
 
 
 def test_sys_queue_is_refused() -> None:
@@ -543,6 +554,8 @@ class _Conn:
             line = self._line()
             if line == b"PONG":
                 return out
+            if line.startswith(b"INFO "):
+                continue  # the INFO after the first PONG of a protocol 1 client (nats-server 2.12+)
             if line.startswith(b"MSG "):
                 size = int(line.split()[-1])
                 while len(self.buf) < size + 2:
@@ -595,7 +608,6 @@ SIDE_BY_SIDE: list[tuple[str, list[tuple]]] = [
      [("pub", s) for s in ("foo.x", "foo.secret", "foo.x.y", "bar", "bar.a.b", "baz", "foo..x", "foo.")]),
     ('{publish: {deny: ["foo.*.bar", "$SYS.>"]}}',
      [("pub", s) for s in ("foo.x.bar", "foo..bar", "foo.x", "$SYS.a", "SYS.a")]),
-    ('{publish: "foo v1"}', [("pub", "foo"), ("pub", "v1")]),
     ('{publish: []}', [("pub", "x")]),
     ('{allow_responses: true, publish: {deny: "z"}}', [("pub", "x"), ("pub", "z")]),
     ('{subscribe: {allow: ["foo.*", "q.> v1", "q.x", "w.*.*", "bar.>"], deny: ["foo.bar", "*.zed", "bar.x.>"]}}',
@@ -657,11 +669,13 @@ def test_side_by_side_delivery_filter_and_responses(nats_server: Any) -> None:
     blocks = [
         '{subscribe: {deny: ["foo.bar", "*.zed", "q v1"]}}',
         '{publish: "ok", allow_responses: {max: 2, expires: "400ms"}}',
+        '{subscribe: {deny: ["q.x v1"]}}',
     ]
     port = nats_server(blocks)
     sender = _Conn(port, "free")
     sub = _Conn(port, "u0")
     resp = _Conn(port, "u1")
+    queues = _Conn(port, "u2")
     try:
         # Delivery filter: foo.* is accepted, foo.bar (and, once filtering, *.zed) dropped.
         c = PermissionChecker(conf_perms("subscribe { deny: [\"foo.bar\", \"*.zed\", \"q v1\"] }"))
@@ -672,6 +686,17 @@ def test_side_by_side_delivery_filter_and_responses(nats_server: Any) -> None:
         ours = [f"MSG {s} {sid} 1" for s, sid in (("foo.bar", 1), ("foo.baz", 1), ("foo.zed", 1), ("q", 2))
                 if not c.deny_delivery(s.encode())]
         assert real == ours == ["MSG foo.baz 1 1", "MSG q 2 1"]
+
+        # nats-server 2.15.1: a queue subscription overlapping a deny entry that names its
+        # queue starts the filter, and that entry then drops messages for that queue only.
+        c = PermissionChecker(conf_perms('subscribe { deny: ["q.x v1"] }'))
+        assert queues.do("SUB q.* v1 1\r\nSUB q.* v2 2\r\n") == []
+        assert c.can_subscribe(b"q.*", b"v1") and c.can_subscribe(b"q.*", b"v2")
+        sender.do("PUB q.x 1\r\nx\r\nPUB q.y 1\r\nx\r\n")
+        real = sorted(queues.do(""))
+        ours = sorted(f"MSG {s} {sid} 1" for s in ("q.x", "q.y") for sid, q in ((1, b"v1"), (2, b"v2"))
+                      if not c.deny_delivery(s.encode(), q))
+        assert real == ours == ["MSG q.x 2 1", "MSG q.y 1 1", "MSG q.y 2 1"]
 
         # allow_responses: 2 replies per request, counted again after a new request, expiring.
         assert resp.do("SUB req 1\r\nPUB other 0\r\n\r\n") == [
@@ -687,7 +712,7 @@ def test_side_by_side_delivery_filter_and_responses(nats_server: Any) -> None:
         assert sender.do("SUB x _sys_ 9\r\n") == [
             "-ERR 'Permissions Violation for Subscription to \"x\" using queue \"_sys_\"'"]
     finally:
-        for conn in (sender, sub, resp):
+        for conn in (sender, sub, resp, queues):
             conn.close()
 
 
@@ -697,6 +722,8 @@ CONFIG_AGREEMENT = [
     '{publish: "foo..x"}',
     '{subscribe: "foo.>.x v1"}',
     '{subscribe: "foo v1.>.x"}',
+    '{subscribe: "foo v1.>"}',
+    '{publish: "foo v1"}',
     '{subscribe: "a.b v1 x"}',
     '{subscribe: " foo"}',
     '{publish: 5}',
