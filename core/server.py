@@ -492,9 +492,8 @@ class Server:
         if not acc.connection_allowed() or not self.register(client):
             raise ConnectionRefusedError("maximum connections exceeded")
         client.take_auth_result(identity)
-        client.connected = True
         self._internal.add(client)
-        notify(self.observers.connected, client)
+        self.connection_ready(client)
         return client
 
     async def authenticate(self, request: AuthRequest) -> AuthResult:
@@ -514,6 +513,12 @@ class Server:
         conn.account.clients.add(conn)
         return True
 
+    def connection_ready(self, conn: Connection) -> None:
+        """A client connection was accepted (its CONNECT, or its session): count it, tell observers."""
+        conn.connected = True
+        conn.account.connected += 1
+        notify(self.observers.connected, conn)
+
     def connection_closed(self, conn: Connection, reason: str) -> None:
         """The server's part of closing a connection: its record, its subscriptions, observers."""
         registered = self.clients.get(conn.cid) is conn
@@ -522,6 +527,8 @@ class Server:
             record_close(self, conn)
         conn.drop_subs()
         conn.account.clients.discard(conn)
+        if registered and conn.connected:
+            conn.account.connected -= 1
         self._internal.discard(conn)
         if registered:
             conn_log.debug("%s - Client connection closed: %s", conn.describe(), reason)

@@ -176,10 +176,13 @@ class Client(Connection, asyncio.Protocol):
         if self.closed:
             return
         self.last = _now()  # once per read, for monitoring's last_activity
+        published = self.in_msgs
         try:
             self.parser.feed(data)
         except ProtocolError as exc:
             self._protocol_error(exc)
+        if self.in_msgs != published:
+            self.account.traffic_cache = None  # its traffic totals moved (natsd.routing.stats)
         if self.server.dirty:
             self.server.flush()
 
@@ -336,8 +339,7 @@ class Client(Connection, asyncio.Protocol):
         if self.verbose:
             self.queue(OK)
         if first:
-            self.connected = True
-            notify(self.server.observers.connected, self)
+            self.server.connection_ready(self)
 
     def _pause_for_verdict(self, request: AuthRequest, index: int,
                            pending: Awaitable[AuthResult | None]) -> None:
@@ -856,8 +858,7 @@ class _PreAuth:
                 verdict.close()
             raise ProtocolError(errors.AUTH_VIOLATION, "operation before CONNECT")
         client._authorize(verdict)
-        client.connected = True
-        notify(client.server.observers.connected, client)
+        client.server.connection_ready(client)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("on_"):

@@ -52,7 +52,7 @@ class Account:
 
     __slots__ = ("name", "name_tag", "sublist", "clients", "mappings", "max_connections",
                  "max_subscriptions", "max_payload", "max_leafnodes", "closed_totals",
-                 "interest", "egress", "__weakref__")
+                 "connected", "traffic_cache", "interest", "egress", "__weakref__")
 
     deliver = deliver
 
@@ -70,6 +70,10 @@ class Account:
         self.max_payload = NO_LIMIT
         self.max_leafnodes = NO_LIMIT
         self.closed_totals = Totals()  # traffic of its closed connections (natsd.routing.stats)
+        self.connected = 0
+        """Client connections of the account whose CONNECT was accepted (kept as they come
+        and go, so that counting them costs nothing however many there are)."""
+        self.traffic_cache: tuple[float, Totals] | None = None  # see stats.account_traffic
 
     def __repr__(self) -> str:
         return f"<Account {self.name} clients={len(self.clients)} subs={self.sublist.count}>"

@@ -181,7 +181,9 @@ class SystemEvents:
     def _account_conns(self, account: Any) -> None:
         if account is self.server.global_account:
             return  # nats-server 2.12 and later: no CONNS updates for $G
-        body = {**self._advisory(ACCOUNT_CONNS), **account_stat(account)}
+        # Traffic sums up to a second old: an event per connect and close must not cost
+        # a walk over every connection of the account.
+        body = {**self._advisory(ACCOUNT_CONNS), **account_stat(account, max_age=1.0)}
         self._publish(f"$SYS.SERVER.ACCOUNT.{account.name}.CONNS", body)
         body = {**body, "server": self.server.event_server_info()}
         self._publish(f"$SYS.ACCOUNT.{account.name}.SERVER.CONNS", body)
@@ -197,7 +199,7 @@ class SystemEvents:
             "cpu": round(cpu), "connections": len(server.clients),
             "total_connections": server.total_connections,
             "active_accounts": sum(1 for a in server.accounts.values()
-                                   if any(getattr(c, "connected", False) for c in a.clients)),
+                                   if a.connected),
             "subscriptions": sum(a.sublist.count for a in server.accounts.values()),
             "sent": traffic(t.out_msgs, t.out_bytes), "sent_to_clients": traffic(t.out_msgs, t.out_bytes),
             "received": traffic(t.in_msgs, t.in_bytes),
