@@ -637,7 +637,9 @@ class Server:
             "port": self.port,
             "headers": not cfg.no_header_support,
         })
-        if self.auth_required:
+        if self.auth_required and not cfg.no_auth_user:
+            # nats-server: a client without credentials is let in as no_auth_user, so INFO
+            # does not ask for any (the server still authenticates every CONNECT).
             info["auth_required"] = True
         if self.tls is not None:
             if not cfg.allow_non_tls:

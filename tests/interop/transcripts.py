@@ -613,6 +613,72 @@ SYS_CONF = (
 # (INFO abbreviated); "closes" means the server closed the connection. Where
 # 2.15.1 differs from 2.9.10, the previous reference, the doc says so.
 
+# --- what a hostile or careless client sends (issue: no client can stall the server) ---
+
+transcript(
+    "connect_null_is_an_empty_connect",
+    Open(), Read(),
+    Send(0, b"CONNECT null\r\n" + PING), Read(),
+    doc="Go decodes null into the options and leaves them as they were: +OK PONG",
+)
+
+transcript(
+    "connect_without_a_blank",
+    Open(), Read(),
+    Send(0, b"CONNECT{}\r\n" + PING), Read(),
+    doc="nats-server needs no blank between CONNECT and its JSON: +OK PONG",
+)
+
+transcript(
+    "plus_ok_with_junk",
+    Open(), Read(),
+    Send(0, C + b"+OK junk\r\n+OKAY\r\n" + PING), Read(),
+    doc="+OK ignores whatever follows it up to the line end: PONG",
+)
+
+transcript(
+    "ping_with_long_arguments",
+    Open(), Read(),
+    Send(0, C + b"PING " + b"a" * 4096 + b"\r\n"), Read(),
+    Send(0, b"PONG " + b"b" * 5000 + b"\r\n" + b"PING " + b"c" * 10000), Read(),
+    Send(0, b"\r\n" + PING), Read(),
+    doc="PING and PONG ignore any arguments, however long (no control line limit): PONG, then "
+    "nothing until the long PING ends, then PONG PONG",
+)
+
+transcript(
+    "bare_cr_in_control_lines",
+    Open(), Read(),
+    Send(0, C + b"PI\rNG\r\nSUB a\r 1\r\n" + PING), Read(),
+    doc="a bare CR inside an operation's name or arguments: nats-server's answer, matched",
+)
+
+transcript(
+    "connect_protocol_out_of_range",
+    Open(2), Read(),
+    Send(0, b'CONNECT {"verbose":false,"protocol":99999999999999999999}\r\n' + PING),
+    Send(1, b'CONNECT {"verbose":false,"protocol":2}\r\n' + PING), Read(),
+    doc="a protocol Go cannot decode as an int closes without -ERR; 2 is -ERR 'invalid client protocol'",
+)
+
+transcript(
+    "garbage_first_line_under_auth",
+    Open(3), Read(),
+    Send(0, b"GARBAGE\r\n"), Send(1, b"\x01\x02\x03\r\n"), Send(2, b"PING\r\n"), Read(),
+    conf=TOKEN_AUTH,
+    doc="with authorization, any first operation other than CONNECT is -ERR 'Authorization "
+    "Violation' (not 'Unknown Protocol Operation'), then closed",
+)
+
+transcript(
+    "no_auth_user_lets_a_first_operation_in",
+    Open(), Read(),
+    Send(0, b"SUB foo 1\r\n" + pub("foo", b"hi") + PING), Read(),
+    conf="accounts { A { users: [{user: u, password: p}] } }\nno_auth_user: u\n",
+    doc="with no_auth_user a first operation other than CONNECT logs in as that user (telnet "
+    "demos): +OK +OK MSG PONG",
+)
+
 # --- connection set-up ----------------------------------------------------------------
 
 transcript(
