@@ -47,15 +47,41 @@ DISCONNECT = "io.nats.server.advisory.v1.client_disconnect"
 ACCOUNT_CONNS = "io.nats.server.advisory.v1.account_connections"
 USER_INFO = "$SYS.REQ.USER.INFO"
 STATSZ_FIRST, STATSZ_MAX = 0.25, 30.0
-_NUID = string.ascii_letters + string.digits
+_DIGITS = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 View = Callable[[Mapping[str, Any]], Any]
 """A view answers a request's JSON options (``{}`` when empty) with a JSON-able object."""
 
 
-def event_id() -> str:
-    """A 22-character id like nats-server's NUIDs."""
-    return "".join(secrets.choice(_NUID) for _ in range(22))
+class Nuid:
+    """nats-server's NUIDs: 22 base-62 characters, a random 12-character prefix and a
+    10-character sequence that advances by a random step (renewed when it runs out).
+    Unique without asking the operating system for randomness at every id."""
+
+    PREFIX, SEQUENCE = 12, 10
+    MAX_SEQ = 62 ** SEQUENCE
+
+    def __init__(self) -> None:
+        self._renew()
+
+    def _renew(self) -> None:
+        self._prefix = "".join(secrets.choice(_DIGITS) for _ in range(self.PREFIX))
+        self._seq = secrets.randbelow(self.MAX_SEQ)
+        self._step = 33 + secrets.randbelow(333)
+
+    def next(self) -> str:
+        self._seq += self._step
+        if self._seq >= self.MAX_SEQ:
+            self._renew()
+        n, tail = self._seq, []
+        for _ in range(self.SEQUENCE):
+            n, d = divmod(n, 62)
+            tail.append(_DIGITS[d])
+        return self._prefix + "".join(reversed(tail))
+
+
+event_id = Nuid().next
+"""A 22-character id like nats-server's NUIDs (``event_id()``)."""
 
 
 def client_info(client: Any, *, stop: float | None = None) -> dict[str, Any]:
@@ -117,6 +143,7 @@ class SystemEvents:
                 self.views[key] = view
         self._statsz_delay = STATSZ_FIRST
         self._timer: Any = None
+        self._conns_pending: dict[Any, None] = {}  # accounts whose CONNS events are due
         assert server.system_account is not None  # the plugin runs only with one
         self.client = server.connect_internal("system", server.system_account.name)
         sid = server.server_id
@@ -179,14 +206,23 @@ class SystemEvents:
         self._publish(f"$SYS.SERVER.{self.server.server_id}.LAMEDUCK", self.server.event_server_info())
 
     def _account_conns(self, account: Any) -> None:
+        """Announce the account's connection count once the current burst of connects and
+        closes (one pass of the event loop) is over: one pair of events per account and
+        burst, however many clients came or went in it."""
         if account is self.server.global_account:
             return  # nats-server 2.12 and later: no CONNS updates for $G
-        # Traffic sums up to a second old: an event per connect and close must not cost
-        # a walk over every connection of the account.
-        body = {**self._advisory(ACCOUNT_CONNS), **account_stat(account, max_age=1.0)}
-        self._publish(f"$SYS.SERVER.ACCOUNT.{account.name}.CONNS", body)
-        body = {**body, "server": self.server.event_server_info()}
-        self._publish(f"$SYS.ACCOUNT.{account.name}.SERVER.CONNS", body)
+        if not self._conns_pending:
+            self.server.loop.call_soon(self._publish_conns)
+        self._conns_pending[account] = None
+
+    def _publish_conns(self) -> None:
+        pending, self._conns_pending = self._conns_pending, {}
+        for account in pending:
+            # Traffic sums reused while fresh (see natsd.routing.stats.account_traffic).
+            body = {**self._advisory(ACCOUNT_CONNS), **account_stat(account, max_age=1.0)}
+            self._publish(f"$SYS.SERVER.ACCOUNT.{account.name}.CONNS", body)
+            body = {**body, "server": self.server.event_server_info()}
+            self._publish(f"$SYS.ACCOUNT.{account.name}.SERVER.CONNS", body)
 
     # -- views ------------------------------------------------------------------------
 
