@@ -28,9 +28,20 @@ prints both.
 
 if TYPE_CHECKING:
     from natsd.config import ConfigError, ServerConfig
+    from natsd.plugin.contracts import ServerAPI
+    from natsd.plugin.stash import StashKey
     from natsd.server import Server
 
-__all__ = ["NATS_SERVER_VERSION", "ConfigError", "Server", "ServerConfig", "__version__", "hookimpl"]
+__all__ = [
+    "NATS_SERVER_VERSION",
+    "ConfigError",
+    "Server",
+    "ServerAPI",
+    "ServerConfig",
+    "StashKey",
+    "__version__",
+    "hookimpl",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -41,4 +52,10 @@ def __getattr__(name: str) -> Any:
     if name in ("ServerConfig", "ConfigError"):
         from natsd import config
         return getattr(config, name)
+    if name == "StashKey":
+        from natsd.plugin.stash import StashKey
+        return StashKey
+    if name == "ServerAPI":
+        from natsd.plugin.contracts import ServerAPI
+        return ServerAPI
     raise AttributeError(name)

@@ -24,6 +24,10 @@ ConfigError = ConfError
 """Raised for any invalid configuration; names the file, line and key."""
 
 DEFAULT_PORT = 4222
+EMBEDDED_HOST = "127.0.0.1"
+"""Where ``Server({...})`` listens when the mapping names no host (config files and the
+command line listen on 0.0.0.0, as nats-server)."""
+
 RANDOM_PORT = -1
 """``port: -1`` (``-p -1``): a random free port, as nats-server's ``RANDOM_PORT``."""
 
@@ -410,7 +414,9 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
     from :func:`~natsd.config.conf.parse_file` or ``parse``), ``port: 0`` is
     the default port 4222 and ``-1`` a random port, as in nats-server; in a
     plain mapping (``Server({"port": 0})``) ``0`` and ``-1`` are a free port.
-    ``ServerConfig.port`` is what is listened on (``0``: a free port).
+    ``ServerConfig.port`` is what is listened on (``0``: a free port). A plain
+    mapping without ``host`` listens on loopback (:data:`EMBEDDED_HOST`): an
+    embedded broker is reachable from elsewhere only when asked.
 
     ``owned`` maps top-level keys to the plugin that owns them; those blocks
     are kept in ``ServerConfig.blocks`` for the plugin to validate.
@@ -447,6 +453,8 @@ def load(conf: Mapping[str, Any], owned: Mapping[str, str] | None = None,
     with errors.collect():
         if "port" in values:
             values["port"] = _client_port(conf, values["port"])
+    if not isinstance(conf, ConfMap) and "host" not in values:
+        values["host"] = EMBEDDED_HOST
     settings = PluginSettings()
     with errors.collect():
         settings = plugin_settings(conf)

@@ -128,7 +128,7 @@ def account_traffic(account: Any, max_age: float = 0.0) -> Totals:
     now = time.monotonic()
     cached = account.traffic_cache
     if max_age and cached is not None and now - cached[0] <= max_age:
-        return cached[1]  # type: ignore[no-any-return]
+        return cached[1]
     totals = account.closed_totals.plus(c for c in account.clients if getattr(c, "connected", False))
     account.traffic_cache = (now, totals)
     return totals

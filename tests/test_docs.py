@@ -1,0 +1,141 @@
+"""The documentation's examples: every Python block compiles, the ones marked to run run,
+and every ``natsd`` command line in a shell block is one natsd accepts.
+
+A Python block preceded by ``<!-- runs -->`` is a complete program: it runs in
+its own process, against a natsd this test starts when the program connects
+to ``nats://127.0.0.1:4222`` (the address is rewritten to the test server's).
+``<!-- runs: cluster -->`` gets two clustered natsd servers for the
+addresses ``127.0.0.1:4222`` and ``127.0.0.1:4224``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from natsd.config.conf import parse
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MARK = re.compile(r"<!-- runs(?:: (\w+))? -->")
+FENCE = re.compile(r"^( *)```(\w*)\s*$")
+
+
+def blocks(language: str) -> list[tuple[str, int, str, str | None]]:
+    """``(page, line, code, run mode)`` of every fenced block in ``language``."""
+    found = []
+    for page in PAGES:
+        lines = page.read_text().splitlines()
+        i = 0
+        while i < len(lines):
+            m = FENCE.match(lines[i])
+            if not m or not m.group(2):
+                i += 1
+                continue
+            indent, lang, start = m.group(1), m.group(2), i
+            mark = MARK.fullmatch(lines[i - 1].strip()) if i else None
+            i += 1
+            body = []
+            while i < len(lines) and lines[i].rstrip() != indent + "```":
+                body.append(lines[i][len(indent):])
+                i += 1
+            i += 1
+            if lang == language:
+                mode = (mark.group(1) or "single") if mark else None
+                found.append((page.name, start + 1, "\n".join(body), mode))
+    return found
+
+
+PYTHON = blocks("python")
+RUNNABLE = [b for b in PYTHON if b[3] is not None]
+
+
+@pytest.mark.parametrize("page, line, code, mode", PYTHON, ids=[f"{b[0]}:{b[1]}" for b in PYTHON])
+def test_python_blocks_compile(page: str, line: int, code: str, mode: str | None) -> None:
+    compile(code, f"{page}:{line}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+def test_some_examples_are_marked_to_run() -> None:
+    assert {b[0] for b in RUNNABLE} >= {"README.md", "plugins.md", "clustering.md"}
+
+
+@pytest.mark.parametrize("page, line, code, mode", RUNNABLE, ids=[f"{b[0]}:{b[1]}" for b in RUNNABLE])
+def test_marked_examples_run(page: str, line: int, code: str, mode: str, natsd_factory: object,
+                             tmp_path: Path) -> None:
+    if "127.0.0.1:4222" in code:
+        if mode == "cluster":
+            cport = _free_port()
+            a = natsd_factory(parse(f"host: 127.0.0.1\nport: -1\ncluster {{ name: D, listen: 127.0.0.1:{cport} }}"))
+            c = natsd_factory(parse(f"host: 127.0.0.1\nport: -1\ncluster {{ name: D, listen: 127.0.0.1:-1, "
+                                    f"routes: [nats-route://127.0.0.1:{cport}] }}"))
+            deadline = time.monotonic() + 10
+            while not a.call(lambda: bool(a.server.stash[_cluster_key()].routes)):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            code = code.replace("127.0.0.1:4222", f"127.0.0.1:{a.port}").replace(
+                "127.0.0.1:4224", f"127.0.0.1:{c.port}")
+        else:
+            srv = natsd_factory()
+            code = code.replace("127.0.0.1:4222", f"127.0.0.1:{srv.port}")  # type: ignore[attr-defined]
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
+    assert out.returncode == 0, f"{page}:{line}\n{out.stdout}\n{out.stderr}"
+    assert out.stdout.strip(), f"{page}:{line} printed nothing"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cluster_key() -> object:
+    from natsd_plugins.cluster import CLUSTER
+
+    return CLUSTER
+
+
+def _command_lines() -> list[tuple[str, int, list[str]]]:
+    lines = []
+    for page, line, code, _ in blocks("sh"):
+        for offset, text in enumerate(code.splitlines()):
+            text = text.split(" #")[0].strip()
+            if text.startswith("natsd "):
+                lines.append((page, line + offset + 1, shlex.split(text)[1:]))
+    return lines
+
+
+COMMANDS = _command_lines()
+
+
+@pytest.mark.parametrize("page, line, argv", COMMANDS, ids=[f"{c[0]}:{c[1]}" for c in COMMANDS])
+def test_command_lines_are_accepted(page: str, line: int, argv: list[str]) -> None:
+    """Every flag of a documented ``natsd`` command is one the command line takes."""
+    from natsd.cli import add_unprovided_flags, known_flags, long_flags, make_parser, refuse_unprovided
+    from natsd.config import PluginSettings
+    from natsd.plugin.manager import OptionParser, PluginManager
+
+    plugins = PluginManager()
+    plugins.load(PluginSettings(), [])
+    parser = make_parser()
+    options = OptionParser(parser)
+    plugins.addoption(options)
+    add_unprovided_flags(parser, options.flags())
+    args, unknown = parser.parse_known_args(long_flags(argv, known_flags()))
+    assert not unknown, f"{page}:{line}: {unknown}"
+    assert not refuse_unprovided(args), f"{page}:{line}: {refuse_unprovided(args)}"
+
+
+def test_there_are_command_lines_to_check() -> None:
+    assert len(COMMANDS) >= 10
