@@ -13,10 +13,12 @@ text format and ``/`` a page of links.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import logging
 import re
 from typing import Any
+from urllib.parse import quote
 
 from natsd.plugin.contracts import ServerAPI
 from natsd.server import NATS_SERVER_VERSION
@@ -149,8 +151,12 @@ class MonitorListener:
         return None
 
     def _index(self) -> bytes:
-        links = "\n".join(f'    <a href="{self.base_path}/{name}">{name}</a><br/>'
-                          for name in _LINKS)
+        """The ``/`` page: nats-server's links, then the endpoints plugins added."""
+        assert self.monitor is not None
+        names = list(_LINKS)
+        names += sorted(p.lstrip("/") for p in self.monitor.endpoints if p.lstrip("/") not in _LINKS)
+        links = "\n".join(f'    <a href="{self.base_path}/{html.escape(quote(name))}">'
+                          f"{html.escape(name)}</a><br/>" for name in names)
         return (f"<html lang=\"en\">\n  <body>\n    natsd monitoring (nats-server "
                 f"{NATS_SERVER_VERSION} compatible)<br/><br/>\n{links}\n  </body>\n</html>\n").encode()
 

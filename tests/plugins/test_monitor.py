@@ -396,6 +396,8 @@ async def test_plugin_metric_and_endpoints(monitored: Any) -> None:
     families = {f.name: f for f in text_string_to_metric_families(get(f"{m.http}/metrics")[2].decode())}
     assert families["nats_extras_widgets"].samples[0].value == 42
     assert m("routez")["num_routes"] == 7 and m("widgetz") == {"widgets": 42}
+    index = get(f"{m.http}/")[2].decode()
+    assert index.count('/routez">routez<') == 1 and '/widgetz">widgetz<' in index
     assert get(f"{m.http}/routez?fail=1")[:3:2] == (400, b"no such route")
     sysc = await nats.connect(m.url, user="sys", password="sys")
     reply = json.loads((await sysc.request("$SYS.REQ.SERVER.PING.ROUTEZ", b"", timeout=2)).data)
