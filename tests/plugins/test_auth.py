@@ -172,3 +172,31 @@ def test_nkey_user_signs_the_nonce(natsd_factory: Any) -> None:
         sock.sendall(b"CONNECT " + json.dumps({"verbose": False, "nkey": user.public_key,
                                                "sig": sig}).encode() + b"\r\nPING\r\n")
         assert f.readline() == VIOLATION
+
+
+async def test_password_check_dropped_when_its_client_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queued bcrypt check whose awaiting task is cancelled (its client closed) never runs."""
+    import threading
+
+    from natsd_plugins.auth import static
+
+    release, ran = threading.Event(), []
+
+    def slow_check(configured: str, given: str) -> bool:
+        ran.append(given)
+        release.wait(5)
+        return False
+
+    monkeypatch.setattr(static, "secret_ok", slow_check)
+    hasher = static.PasswordHasher(workers=1)
+    try:
+        first = asyncio.ensure_future(hasher.check("$2a$11$x", "busy"))
+        queued = asyncio.ensure_future(hasher.check("$2a$11$x", "queued"))
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        release.set()
+        assert await first is False
+        await asyncio.sleep(0.05)
+        assert ran == ["busy"]
+    finally:
+        hasher.close()
