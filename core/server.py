@@ -148,6 +148,7 @@ class Server:
         self.clients: dict[int, Connection] = {}
         self.dirty: list[Connection] = []
         self.slow_consumers = 0
+        self.stale_connections = 0
         # For monitoring (natsd.routing.stats): counted per connection, never per message.
         self.start_time = time.time()
         self.total_connections = 0

@@ -279,6 +279,7 @@ class Client(Connection, asyncio.Protocol):
         if self.closed:
             return
         if self.pings_out + 1 > self.server.config.ping_max:
+            self.server.stale_connections += 1
             self.close(STALE_CONNECTION, errors.STALE_CONNECTION)
             return
         self.pings_out += 1

@@ -240,6 +240,10 @@ class ServerAPI(Host, Protocol):
     clients: dict[int, Connection]
     """Client connections by id (sockets and sessions of in-process clients)."""
     total_connections: int
+    slow_consumers: int
+    """Slow consumers cut off or flagged, of every kind (a plugin counts its links' too)."""
+    stale_connections: int
+    """Connections closed for not answering PINGs, of every kind."""
     closed_totals: Totals
     closed_clients: deque[ClosedClient]
     auth: AuthChain

@@ -115,6 +115,22 @@ def natsd_monitor_endpoints(server: ServerAPI) -> dict[str, Any] | None:
     return {"/routez": cluster.routez} if cluster is not None else None
 
 
+@hookimpl(optionalhook=True)
+def natsd_monitor_varz(server: ServerAPI, varz: dict[str, Any]) -> None:
+    cluster = server.stash.get(CLUSTER, None)
+    if cluster is not None:
+        cluster.varz(varz)
+
+
+@hookimpl(optionalhook=True)
+def natsd_metrics(server: ServerAPI, registry: Any) -> None:
+    cluster = server.stash.get(CLUSTER, None)
+    if cluster is not None:
+        from .metrics import RouteCollector
+
+        registry.register(RouteCollector(cluster))
+
+
 @hookimpl
 def natsd_shutdown(server: ServerAPI) -> None:
     server.stash.pop(CLUSTER, None)

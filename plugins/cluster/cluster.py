@@ -65,6 +65,12 @@ class Cluster:
         self._self_urls: set[str] = set()
         self._remote_urls: dict[str, list[str]] = {}
         self._stopping = False
+        self.client_urls: list[str] = []
+        """This server's and the other servers' client URLs, as clients' INFO has them."""
+        self.slow_consumers = 0
+        self.stale_connections = 0
+        self.closed_traffic = [0, 0, 0, 0]
+        """in_msgs, in_bytes, out_msgs, out_bytes of the route connections that closed."""
 
     # -- lifecycle (a Listener) ---------------------------------------------------------
 
@@ -219,6 +225,11 @@ class Cluster:
 
     def route_closed(self, route: Route) -> None:
         self.connections.discard(route)
+        totals = self.closed_traffic
+        totals[0] += route.in_msgs
+        totals[1] += route.in_bytes
+        totals[2] += route.out_msgs
+        totals[3] += route.out_bytes_total
         if route.registered and self.routes.get(route.remote_id) is route:
             del self.routes[route.remote_id]
             if self._remote_urls.pop(route.remote_id, None) is not None:
@@ -363,6 +374,7 @@ class Cluster:
         if not self.settings.no_advertise:
             for remote in self._remote_urls.values():
                 urls.extend(u for u in remote if u not in urls)
+        self.client_urls = urls
         self.server.update_info(cluster=self.name, connect_urls=urls)
         if broadcast and self.server.running:
             self.server.broadcast_info()
@@ -378,6 +390,33 @@ class Cluster:
         return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
     # -- monitoring ------------------------------------------------------------------------------
+
+    def varz(self, varz: dict[str, Any]) -> None:
+        """The cluster's part of ``/varz``: its section, route counts and route traffic."""
+        settings = self.settings
+        section: dict[str, Any] = {"name": self.name, "addr": self.host, "cluster_port": self.port,
+                                   "auth_timeout": _num(settings.auth_timeout)}
+        urls = [urlsplit(u).netloc.rpartition("@")[2] for u in settings.routes]
+        if urls:
+            section["urls"] = urls
+        section["tls_timeout"] = 2
+        section["pool_size"] = settings.pool_size
+        varz["cluster"] = section
+        connections = list(self.connections)
+        varz["routes"] = sum(1 for r in connections if r.registered)
+        varz["remotes"] = len(self.routes)
+        totals = list(self.closed_traffic)
+        for route in connections:
+            totals[0] += route.in_msgs
+            totals[1] += route.in_bytes
+            totals[2] += route.out_msgs
+            totals[3] += route.out_bytes_total
+        for key, extra in zip(("in_msgs", "in_bytes", "out_msgs", "out_bytes"), totals, strict=True):
+            varz[key] += extra
+        varz["slow_consumer_stats"]["routes"] = self.slow_consumers
+        varz["stale_connection_stats"]["routes"] = self.stale_connections
+        if self.client_urls:
+            varz["connect_urls"] = list(self.client_urls)
 
     def routez(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """nats-server's ``/routez``: one entry per route connection (``subs=1``, ``subs=detail``)."""
@@ -407,6 +446,11 @@ class Cluster:
             routes.append(entry)
         return {"server_id": self.server.server_id, "server_name": self.server.name,
                 "now": rfc3339(now), "num_routes": len(routes), "routes": routes}
+
+
+def _num(seconds: float) -> int | float:
+    """A duration in seconds as nats-server prints it (whole seconds without a fraction)."""
+    return int(seconds) if float(seconds).is_integer() else seconds
 
 
 def _interface_addresses() -> list[str]:

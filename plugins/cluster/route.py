@@ -179,6 +179,7 @@ class Route(Connection, asyncio.Protocol):
         log.warning("%s - Route slow consumer: %d bytes pending, closing to resynchronise",
                     self.describe(), self.out_bytes)
         self.server_api.slow_consumers += 1
+        self.cluster.slow_consumers += 1
         self.close(reason, abort=True)
 
     # -- closing --------------------------------------------------------------------
@@ -227,6 +228,8 @@ class Route(Connection, asyncio.Protocol):
             return
         if self.pings_out + 1 > self.cluster.settings.ping_max:
             log.debug("%s - Stale Client Connection - Closing", self.describe())
+            self.server_api.stale_connections += 1
+            self.cluster.stale_connections += 1
             self.close(STALE)
             return
         self.pings_out += 1

@@ -41,6 +41,23 @@ def natsd_monitor_endpoints(server: ServerAPI) -> Mapping[str, Any] | None:
 
 
 @hookspec
+def natsd_monitor_varz(server: ServerAPI, varz: dict[str, Any]) -> None:
+    """Add the plugin's part to ``varz``, the ``/varz`` answer being built.
+
+    ``varz`` already has nats-server's keys with a plain server's values.
+    Fill the section nats-server has for the feature (``cluster``,
+    ``gateway``, ``leaf``, ``mqtt``, ``websocket``, ``jetstream``), set the
+    counts it owns (``routes``, ``remotes``, ``leafnodes``, its entry in
+    ``slow_consumer_stats`` and ``stale_connection_stats``), and add its
+    connections' traffic to ``in_msgs``, ``in_bytes``, ``out_msgs`` and
+    ``out_bytes`` (the ``*_client_*`` counts are clients' alone).
+
+    Called for every ``/varz`` (and ``VARZ`` over the system account): read
+    counters kept as traffic flows, compute nothing per message.
+    """
+
+
+@hookspec
 def natsd_metrics(server: ServerAPI, registry: Any) -> None:
     """Register Prometheus metrics on ``registry`` for ``/metrics``.
 

@@ -211,12 +211,13 @@ class Monitor:
             "cores": os.cpu_count() or 1, "gomaxprocs": usable_cpus(),
             "cpu": _num(cpu), "connections": len(server.clients),
             "total_connections": server.total_connections, "routes": 0, "remotes": 0,
-            # Only clients: natsd's core has no routes, gateways or leaf nodes to count apart.
+            # Clients only: plugins add their links' counts (natsd_monitor_varz).
             "leafnodes": 0, "in_msgs": traffic.in_msgs, "in_bytes": traffic.in_bytes,
             "in_client_msgs": traffic.in_msgs, "in_client_bytes": traffic.in_bytes,
             "out_msgs": traffic.out_msgs, "out_bytes": traffic.out_bytes,
             "out_client_msgs": traffic.out_msgs, "out_client_bytes": traffic.out_bytes,
-            "slow_consumers": server.slow_consumers, "stale_connections": 0, "stalled_clients": 0,
+            "slow_consumers": server.slow_consumers, "stale_connections": server.stale_connections,
+            "stalled_clients": 0,
             "subscriptions": sum(a.sublist.count for a in server.accounts.values()),
             "http_req_stats": dict(http.requests) if http else {},
             "config_load_time": rfc3339(server.start_time),
@@ -225,13 +226,19 @@ class Monitor:
         })
         if server.system_account is not None:
             v["system_account"] = server.system_account.name
-        v["slow_consumer_stats"] = {"clients": server.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0}
+        # "clients" is set below: what the plugins do not count as theirs.
+        v["slow_consumer_stats"] = {"clients": 0, "routes": 0, "gateways": 0, "leafs": 0}
         v["stale_connection_stats"] = {"clients": 0, "routes": 0, "gateways": 0, "leafs": 0}
         v["disk_io_wait_stats"] = {"waiters": 0, "waits": 0, "wait_time": 0, "max_wait_time": 0}
         not_after = self._tls_not_after()
         if not_after is not None:
             v["tls_cert_not_after"] = not_after
         v["natsd_version"] = __version__  # natsd's own; "version" is the nats-server it follows
+        server.plugins.hook.natsd_monitor_varz(server=server, varz=v)
+        for stats, total in (("slow_consumer_stats", server.slow_consumers),
+                             ("stale_connection_stats", server.stale_connections)):
+            kinds = v[stats]
+            kinds["clients"] = max(0, total - kinds["routes"] - kinds["gateways"] - kinds["leafs"])
         return v
 
     # -- /connz ------------------------------------------------------------------------

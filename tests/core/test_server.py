@@ -93,6 +93,7 @@ async def test_stale_connection() -> None:
     async with Server(cfg(ping_interval=0.1, ping_max=2)) as server:
         c = await Conn.open(server, QUIET)
         assert await c.closed() == b"PING\r\nPING\r\n-ERR 'Stale Connection'\r\n"
+        assert server.stale_connections == 1
 
 
 async def test_pong_keeps_connection_alive() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import socket
 import subprocess
 import sys
@@ -224,9 +225,61 @@ async def test_routez_view() -> None:
         assert route["remote_name"] == "B" and "watched" in route["subscriptions_list"]
         assert {"rid", "remote_id", "did_solicit", "is_configured", "ip", "port", "in_msgs",
                 "out_msgs", "subscriptions", "compression"} <= set(route)
+        na = await nats.connect(a.client_url)
+        for _ in range(3):
+            await na.publish("watched", b"12345")
+        await na.flush()
+        await until(lambda: route_of(b).in_msgs == 3)
+        varz = monitor_of(a).endpoints["/varz"]({})
+        assert (varz["routes"], varz["remotes"]) == (1, 1)
+        assert varz["cluster"] == {"name": "C1", "addr": "127.0.0.1", "cluster_port": a.stash[CLUSTER].port,
+                                   "auth_timeout": 2, "tls_timeout": 2, "pool_size": -1}
+        assert varz["out_msgs"] == 3 and varz["out_client_msgs"] == 0  # the three went to B
+        assert (varz["in_msgs"], varz["in_client_msgs"]) == (3, 3)
+        assert f"127.0.0.1:{b.port}" in varz["connect_urls"]
+        assert monitor_of(b).endpoints["/varz"]({})["cluster"]["urls"] == [url(a).split("//")[1]]
+
+        from natsd_plugins.monitor.metrics import build_registry, render
+
+        text = render(build_registry(a))[0].decode()
+        rid = route_of(a).cid
+        assert f'nats_routez_num_routes{{server_id="{a.server_id}"}} 1.0' in text
+        assert (f'nats_routez_out_msgs{{remote_id="{b.server_id}",remote_name="B",rid="{rid}",'
+                f'server_id="{a.server_id}"}} 3.0') in text
+        await na.close()
         await nb.close()
     finally:
         await stop(b, a)
+
+
+def route_of(server: Server) -> Any:
+    [route] = server.stash[CLUSTER].routes.values()
+    return route
+
+
+SYSTEM = ("system_account: SYS\naccounts { SYS { users: [{user: sys, password: sys}] }, "
+          "APP { users: [{user: a, password: a}] } }")
+
+
+async def test_every_server_answers_a_system_ping() -> None:
+    servers = await mesh("A", "B", "C", extra=SYSTEM)
+    try:
+        # the system account's interest reaches every server before the ping
+        await until(lambda: all(s.system_account.sublist.match(b"$SYS.REQ.SERVER.PING").remote
+                                is not None for s in servers))
+        nc = await nats.connect(servers[0].client_url, user="sys", password="sys")
+        replies: list[Any] = []
+        inbox = nc.new_inbox()
+        await nc.subscribe(inbox, cb=functools.partial(collect, replies))
+        await nc.publish("$SYS.REQ.SERVER.PING", b"", reply=inbox)
+        await nc.flush()
+        await until(lambda: len(replies) >= 3)
+        await asyncio.sleep(0.2)  # and no more than one each
+        names = sorted(json.loads(m.data)["server"]["name"] for m in replies)
+        assert names == ["A", "B", "C"]
+        await nc.close()
+    finally:
+        await stop(*reversed(servers))
 
 
 async def test_a_peer_speaking_garbage_is_cut_and_nobody_notices() -> None:
