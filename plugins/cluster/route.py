@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from natsd.plugin.contracts import ServerAPI
 from natsd.routing.account import Account
-from natsd.routing.connection import Connection, Kind
+from natsd.routing.connection import SLOW_CONSUMER_DEADLINE, SLOW_CONSUMER_PENDING, Connection, Kind
 from natsd.routing.sublist import Subscription
 from natsd.wire.errors import ProtocolError, go_quote
 
@@ -56,7 +56,7 @@ class Route(Connection, asyncio.Protocol):
     __slots__ = ("cluster", "io", "parser", "solicited", "url", "implicit", "implicit_auth",
                  "remote_id", "remote_name", "remote_info", "remote_cluster", "registered",
                  "pings_out", "rtt", "_ping_sent", "_ping_timer", "_auth_timer", "_interest",
-                 "retry", "gossip_mode")
+                 "retry", "gossip_mode", "written", "slow", "_deadline_timer", "_stuck_at")
 
     def __init__(self, cluster: Cluster, *, solicited: bool, url: str | None = None,
                  implicit: bool = False, implicit_auth: bool = False, gossip_mode: int = 0) -> None:
@@ -87,6 +87,10 @@ class Route(Connection, asyncio.Protocol):
         # Routes are not clients: no pending-bytes kill (nats-server keeps a route that is
         # behind), only a safety valve far above a client's limit.
         self.max_pending = max(server.config.max_pending * 4, 256 * 1024 * 1024)
+        self.written = 0  # bytes handed to the transport
+        self.slow = False  # a write deadline passed and the peer has not caught up since
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._stuck_at = 0  # bytes drained when the current deadline was armed
 
     def __repr__(self) -> str:
         return f"<Route rid={self.cid} {self.remote_name or self.remote_id or '?'}>"
@@ -152,13 +156,56 @@ class Route(Connection, asyncio.Protocol):
         out = self.out
         if not out:
             return
-        if self.closed or self.io is None:
+        io = self.io
+        if self.closed or io is None:
             out.clear()
             return
         data = b"".join(out) if len(out) > 1 else out[0]
         out.clear()
         self.out_bytes = 0
-        self.io.write(data)
+        self.written += len(data)
+        io.write(data)
+        if io.get_write_buffer_size() > self.max_pending:
+            self.slow_consumer(SLOW_CONSUMER_PENDING)
+
+    # Write deadline, as nats-server treats routes: when the peer has not drained the
+    # buffer for write_deadline, count a slow consumer once and keep the route if some
+    # bytes went out meanwhile; close it only when nothing did.
+
+    def _drained(self) -> int:
+        return self.written - (self.io.get_write_buffer_size() if self.io is not None else 0)
+
+    def pause_writing(self) -> None:
+        deadline = self.server_api.config.write_deadline
+        if self._deadline_timer is None and deadline > 0 and not self.closed:
+            self._stuck_at = self._drained()
+            self._deadline_timer = self.server_api.loop.call_later(deadline, self._deadline_passed)
+
+    def resume_writing(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        if self.slow:
+            self.slow = False
+            log.info("%s - Slow Consumer Recovered", self.describe())
+
+    def _deadline_passed(self) -> None:
+        self._deadline_timer = None
+        if self.closed:
+            return
+        deadline = self.server_api.config.write_deadline
+        pending = self.io.get_write_buffer_size() if self.io is not None else 0
+        if not self.slow:
+            self.slow = True
+            self.server_api.slow_consumers += 1
+            self.cluster.slow_consumers += 1
+            log.warning("%s - Slow Consumer Detected: WriteDeadline of %ss exceeded with %d bytes "
+                        "pending", self.describe(), deadline, pending)
+        if self._drained() == self._stuck_at:
+            self.close(SLOW_CONSUMER_DEADLINE, abort=True)
+            return
+        self._stuck_at = self._drained()
+        self._deadline_timer = self.server_api.loop.call_later(deadline, self._deadline_passed)
 
     def forward(self, sender: Connection, account: Account, subject: bytes, reply: bytes | None,
                 size: bytes, payload: bytes, hdr: int, queues: Sequence[bytes]) -> None:
@@ -176,10 +223,12 @@ class Route(Connection, asyncio.Protocol):
     def slow_consumer(self, reason: str) -> None:
         if self.closed:
             return
+        pending = self.out_bytes + (self.io.get_write_buffer_size() if self.io is not None else 0)
         log.warning("%s - Route slow consumer: %d bytes pending, closing to resynchronise",
-                    self.describe(), self.out_bytes)
-        self.server_api.slow_consumers += 1
-        self.cluster.slow_consumers += 1
+                    self.describe(), pending)
+        if not self.slow:
+            self.server_api.slow_consumers += 1
+            self.cluster.slow_consumers += 1
         self.close(reason, abort=True)
 
     # -- closing --------------------------------------------------------------------
@@ -205,7 +254,7 @@ class Route(Connection, asyncio.Protocol):
         self.close_reason = reason
         assert self.out is not None
         self.out.clear()
-        for timer in (self._ping_timer, self._auth_timer):
+        for timer in (self._ping_timer, self._auth_timer, self._deadline_timer):
             if timer is not None:
                 timer.cancel()
         self.drop_subs()

@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -340,3 +341,69 @@ def test_flags_configure_the_cluster(tmp_path: Any) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _fake_route(port: int, name: str, rcvbuf: int = 0) -> socket.socket:
+    """A raw route peer that announces interest in ``foo`` (and then reads only if told)."""
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b'CONNECT {"name":"%s","cluster":"C1"}\r\nINFO {"server_id":"%s","server_name":"%s",'
+                 b'"cluster":"C1"}\r\nRS+ $G foo\r\n' % (name.encode(), name.encode(), name.encode()))
+    return sock
+
+
+async def test_a_route_that_cannot_keep_up() -> None:
+    """nats-server's rules: past the write deadline a route is a slow consumer, counted once;
+    it stays while it drains, and is closed when nothing at all went out."""
+    from natsd_plugins.monitor.views import monitor_of
+
+    a = node("A", extra="write_deadline: 300ms")
+    await a.start()
+    cluster = a.stash[CLUSTER]
+    stuck = _fake_route(cluster.port, "STUCK", rcvbuf=4096)
+    slow = _fake_route(cluster.port, "SLOW")
+    stop_reading = threading.Event()
+
+    def read_slowly() -> None:
+        slow.settimeout(0.05)
+        while not stop_reading.is_set():  # about 20 MB/s: slower than it is sent
+            try:
+                slow.recv(64 * 1024)
+            except OSError:
+                pass
+            time.sleep(0.003)
+
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    try:
+        await until(lambda: peers(a) == {"STUCK", "SLOW"})
+        reader.start()
+        pub = await nats.connect(a.client_url)
+        for chunk in range(40):  # 20 MB to each peer
+            for i in range(500):
+                await pub.publish("foo", b"%08d" % (chunk * 500 + i) + b"x" * 992)
+            await pub.flush()
+        await until(lambda: peers(a) == {"SLOW"}, timeout=10)
+        slow_route = cluster.routes[next(iter(cluster.routes))]
+        await until(lambda: slow_route.slow, timeout=5)
+        await asyncio.sleep(1.0)  # three more deadlines pass while it drains: counted once
+        assert not slow_route.closed
+        varz = monitor_of(a).endpoints["/varz"]({})
+        assert varz["slow_consumers"] == 2
+        assert varz["slow_consumer_stats"] == {"clients": 0, "routes": 2, "gateways": 0, "leafs": 0}
+        await until(lambda: not slow_route.slow, timeout=15)  # it caught up
+        assert not slow_route.closed and cluster.slow_consumers == 2
+        sub = await nats.connect(a.client_url)  # clients do not notice
+        echo = await sub.subscribe("ping")
+        await pub.publish("ping", b"hi")
+        assert (await echo.next_msg(timeout=2)).data == b"hi"
+        await sub.close()
+        await pub.close()
+    finally:
+        stop_reading.set()
+        if reader.is_alive():
+            reader.join(5)
+        stuck.close()
+        slow.close()
+        await stop(a)
