@@ -191,6 +191,53 @@ def test_accounts_stay_apart_across_routes(natsd_factory: Any, server_factory: A
     asyncio.run(isolated())
 
 
+SERVICES = """
+accounts {
+  PROVIDER { users: [{user: p, password: p}], exports: [{service: svc.>}] }
+  CLIENT { users: [{user: c, password: c}], imports: [{service: {account: PROVIDER, subject: svc.>}, to: remote.>}] }
+}
+"""
+
+
+@pytest.mark.parametrize("responder_on", ["natsd", "nats-server"])
+def test_service_imports_across_the_mixed_cluster(natsd_factory: Any, server_factory: Any,
+                                                  reference: str, responder_on: str) -> None:
+    """A request in the importing account on one server, its responder on the other: the
+    request crosses in the exporting account and the reply comes back through ``_R_``."""
+    a, a_cport = natsd_node(natsd_factory, "A", [], SERVICES)
+    b, _, _ = nats_server_node(server_factory, "B", [f"nats-route://127.0.0.1:{a_cport}"], SERVICES)
+    wait_for(lambda: remote_names_natsd(a) == {"B"})
+    urls = {"natsd": a.url, "nats-server": f"nats://127.0.0.1:{b.port}"}
+    other = "nats-server" if responder_on == "natsd" else "natsd"
+
+    async def across() -> None:
+        provider = await nats.connect(urls[responder_on], user="p", password="p")
+
+        async def answer(msg: Any) -> None:
+            await msg.respond(b"done:" + msg.subject.encode() + b":" + msg.data)
+
+        await provider.subscribe("svc.>", cb=answer)
+        await provider.flush()
+        client = await nats.connect(urls[other], user="c", password="c")
+        deadline = time.monotonic() + 5
+        while True:  # until the provider's interest has crossed the route
+            try:
+                first = await client.request("remote.warmup", b"", timeout=0.5)
+                break
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        assert first.data == b"done:svc.warmup:"
+        for i in range(5):
+            reply = await client.request("remote.job", b"%d" % i, timeout=2)
+            assert reply.data == b"done:svc.job:%d" % i
+        await client.close()
+        await provider.close()
+
+    asyncio.run(across())
+
+
 def test_clients_fail_over_through_connect_urls(natsd_factory: Any, server_factory: Any,
                                                reference: str) -> None:
     """A client given only natsd A learns B from INFO connect_urls and moves there when A goes."""

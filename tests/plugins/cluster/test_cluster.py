@@ -407,3 +407,31 @@ async def test_a_route_that_cannot_keep_up() -> None:
         stuck.close()
         slow.close()
         await stop(a)
+
+
+SERVICES = ("accounts { PROVIDER { users: [{user: p, password: p}], exports: [{service: svc.>}] },"
+            " CLIENT { users: [{user: c, password: c}],"
+            " imports: [{service: {account: PROVIDER, subject: svc.>}, to: remote.>}] } }")
+
+
+async def test_service_import_answered_on_another_server() -> None:
+    """The requester's account imports a service whose responder is on another server:
+    the request crosses in the provider's account, the reply comes back through ``_R_``."""
+    a, b = await mesh("A", "B", extra=SERVICES)
+    try:
+        provider = await nats.connect(a.client_url, user="p", password="p")
+
+        async def answer(msg: Any) -> None:
+            await msg.respond(b"done:" + msg.subject.encode() + b":" + msg.data)
+
+        await provider.subscribe("svc.>", cb=answer)
+        await provider.flush()
+        await until(lambda: b.lookup_account("PROVIDER").sublist.match(b"svc.x").remote is not None)
+        client = await nats.connect(b.client_url, user="c", password="c")
+        for i in range(3):
+            reply = await client.request("remote.job", b"%d" % i, timeout=2)
+            assert reply.data == b"done:svc.job:%d" % i
+        await client.close()
+        await provider.close()
+    finally:
+        await stop(b, a)
