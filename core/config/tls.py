@@ -28,7 +28,7 @@ import re
 import ssl
 import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .conf import ConfError, parse_duration
@@ -293,6 +293,47 @@ def _context(block: Mapping[str, Any], opts: dict[str, Any]) -> tuple[ssl.SSLCon
     for curve in opts.get("curve_preferences", ()):
         ctx.set_ecdh_curve(CURVES[curve])
     return ctx, fingerprint
+
+
+def dialing_context(settings: TLSSettings) -> ssl.SSLContext:
+    """A client-side context for connections a server opens to its peers (routes, leafnodes).
+
+    It presents the block's certificate, trusts ``ca_file`` (or the system's
+    CAs) and checks the peer's name unless ``insecure``, with the block's
+    minimum version and cipher suites: nats-server uses one ``tls {}`` block
+    for both ends of such links.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = settings.context.minimum_version
+    ctx.load_cert_chain(settings.cert_file, settings.key_file)
+    if settings.ca_file is not None:
+        ctx.load_verify_locations(cafile=settings.ca_file)
+    else:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if settings.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    tls12 = [CIPHER_SUITES[s] for s in settings.cipher_suites if s in CIPHER_SUITES]
+    if tls12:
+        ctx.set_ciphers(":".join(tls12))
+    for curve in settings.curve_preferences:
+        ctx.set_ecdh_curve(CURVES[curve])
+    return ctx
+
+
+def require_peer_certificates(settings: TLSSettings) -> TLSSettings:
+    """``settings`` whose server context demands a verified certificate from every peer.
+
+    nats-server forces this on routes and gateways whatever ``verify`` says:
+    both ends present the block's certificate and check the other's against
+    ``ca_file``.
+    """
+    ctx = settings.context
+    if ctx.verify_mode != ssl.CERT_REQUIRED:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if settings.ca_file is None:
+            ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+    return replace(settings, verify=True)
 
 
 def _key(block: Mapping[str, Any], name: str) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from natsd.config.tls import dialing_context
 from natsd.plugin.contracts import ServerAPI
 from natsd.routing.account import Account
 from natsd.routing.connection import LOCAL_KINDS, Kind
@@ -65,6 +66,8 @@ class Cluster:
         self._self_urls: set[str] = set()
         self._remote_urls: dict[str, list[str]] = {}
         self._stopping = False
+        self.dialing_context = dialing_context(settings.tls) if settings.tls is not None else None
+        """The client side of route TLS (the listener uses ``settings.tls.context``)."""
         self.client_urls: list[str] = []
         """This server's and the other servers' client URLs, as clients' INFO has them."""
         self.slow_consumers = 0
@@ -125,6 +128,8 @@ class Cluster:
         }
         if settings.user is not None:
             info["auth_required"] = True
+        if settings.tls is not None:
+            info["tls_required"] = info["tls_verify"] = True
         info["max_payload"] = server.config.max_payload
         if settings.advertise:
             info["ip"] = f"nats-route://{host}:{port}/"
@@ -140,7 +145,7 @@ class Cluster:
     def connect_options(self, url: str | None = None, implicit_auth: bool = False) -> dict[str, Any]:
         """The CONNECT this server sends on a route it dials."""
         options: dict[str, Any] = {"echo": True, "verbose": False, "pedantic": False,
-                                   "tls_required": False, "headers": True,
+                                   "tls_required": self.settings.tls is not None, "headers": True,
                                    "name": self.server.server_id, "cluster": self.name}
         if self.dynamic:
             options["cluster_dynamic"] = True
@@ -399,7 +404,9 @@ class Cluster:
         urls = [urlsplit(u).netloc.rpartition("@")[2] for u in settings.routes]
         if urls:
             section["urls"] = urls
-        section["tls_timeout"] = 2
+        section["tls_timeout"] = _num(settings.tls.timeout) if settings.tls is not None else 2
+        if settings.tls is not None:
+            section["tls_required"] = section["tls_verify"] = True
         section["pool_size"] = settings.pool_size
         varz["cluster"] = section
         connections = list(self.connections)

@@ -20,16 +20,20 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 from natsd.plugin.contracts import ServerAPI
 from natsd.routing.account import Account
 from natsd.routing.connection import SLOW_CONSUMER_DEADLINE, SLOW_CONSUMER_PENDING, Connection, Kind
 from natsd.routing.sublist import Subscription
+from natsd.security.peercert import PeerCertificate
 from natsd.wire.errors import ProtocolError, go_quote
 
 from .protocol import PING, PONG, RouteParser, encode_json, msg_head
 
 if TYPE_CHECKING:
+    from natsd.config.tls import TLSSettings
+
     from .cluster import Cluster
 
 log = logging.getLogger("natsd.cluster")
@@ -48,6 +52,7 @@ INCORRECT_PORT = "Incorrect Port"
 PARSE_ERROR = "Parse Error"
 CLIENT_CLOSED = "Client Closed"
 SERVER_SHUTDOWN = "Server Shutdown"
+TLS_HANDSHAKE_FAILURE = "TLS Handshake Failure"
 
 
 class Route(Connection, asyncio.Protocol):
@@ -56,7 +61,7 @@ class Route(Connection, asyncio.Protocol):
     __slots__ = ("cluster", "io", "parser", "solicited", "url", "implicit", "implicit_auth",
                  "remote_id", "remote_name", "remote_info", "remote_cluster", "registered",
                  "pings_out", "rtt", "_ping_sent", "_ping_timer", "_auth_timer", "_interest",
-                 "retry", "gossip_mode", "written", "slow", "_deadline_timer", "_stuck_at")
+                 "retry", "gossip_mode", "handshake", "written", "slow", "_deadline_timer", "_stuck_at")
 
     def __init__(self, cluster: Cluster, *, solicited: bool, url: str | None = None,
                  implicit: bool = False, implicit_auth: bool = False, gossip_mode: int = 0) -> None:
@@ -87,6 +92,7 @@ class Route(Connection, asyncio.Protocol):
         # Routes are not clients: no pending-bytes kill (nats-server keeps a route that is
         # behind), only a safety valve far above a client's limit.
         self.max_pending = max(server.config.max_pending * 4, 256 * 1024 * 1024)
+        self.handshake: asyncio.Task[None] | None = None  # route TLS, while it runs
         self.written = 0  # bytes handed to the transport
         self.slow = False  # a write deadline passed and the peer has not caught up since
         self._deadline_timer: asyncio.TimerHandle | None = None
@@ -106,7 +112,9 @@ class Route(Connection, asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.io = io = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        if self.io is not None:  # the TLS layer, once start_tls has finished
+            return
+        self.io = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.remote = (peer[0], peer[1])
@@ -114,8 +122,47 @@ class Route(Connection, asyncio.Protocol):
         self.cid = server.next_cid()
         self.start = self.last = time.time()
         log.info("%s - Route connection created", self.describe())
+        self.cluster.connections.add(self)
+        if self.cluster.settings.tls is None:
+            self._begin()
+            return
+        # TLS from the first byte, as nats-server's routes: no plaintext INFO.
+        self.handshake = server.loop.create_task(self._start_tls(self.cluster.settings.tls))
+
+    async def _start_tls(self, tls: TLSSettings) -> None:
+        assert self.io is not None
         cluster = self.cluster
-        cluster.connections.add(self)
+        host = urlsplit(self.url).hostname if self.solicited and self.url else None
+        context = cluster.dialing_context if self.solicited else tls.context
+        assert context is not None
+        try:
+            io = await self.server_api.loop.start_tls(
+                self.io, self, context, server_side=not self.solicited,
+                server_hostname=host, ssl_handshake_timeout=tls.timeout)
+        except (TimeoutError, OSError, ValueError) as exc:
+            if not self.closed:
+                log.error("%s - TLS route handshake error: %s", self.describe(), exc)
+                self.close(TLS_HANDSHAKE_FAILURE, abort=True)
+            return
+        finally:
+            self.handshake = None
+        if io is None or self.closed:
+            return
+        self.io = cast(asyncio.Transport, io)
+        peer = PeerCertificate.from_ssl(io.get_extra_info("ssl_object"))
+        if tls.pinned_certs and (peer is None or peer.spki_sha256() not in tls.pinned_certs):
+            log.error("%s - TLS route handshake error: peer certificate not in pinned certs",
+                      self.describe())
+            self.close(TLS_HANDSHAKE_FAILURE, abort=True)
+            return
+        log.debug("%s - TLS handshake complete", self.describe())
+        self._begin()
+
+    def _begin(self) -> None:
+        """Start the route protocol: CONNECT and INFO, the ping and authentication timers."""
+        io = self.io
+        assert io is not None
+        server, cluster = self.server_api, self.cluster
         if self.solicited:
             io.write(encode_json(b"CONNECT", cluster.connect_options(self.url, self.implicit_auth)))
             io.write(encode_json(b"INFO", cluster.route_info(self)))
@@ -257,6 +304,8 @@ class Route(Connection, asyncio.Protocol):
         for timer in (self._ping_timer, self._auth_timer, self._deadline_timer):
             if timer is not None:
                 timer.cancel()
+        if self.handshake is not None:
+            self.handshake.cancel()
         self.drop_subs()
         remote = f" - Remote: {self.remote_name}" if self.remote_name else ""
         log.info("%s - Router connection closed: %s%s", self.describe(), reason, remote)

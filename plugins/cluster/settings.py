@@ -1,8 +1,8 @@
 """The ``cluster {}`` block and the clustering flags, validated as nats-server reads them.
 
 ``cluster { name, listen (or host and port), routes, authorization { user,
-password, timeout }, advertise, no_advertise, connect_retries, pool_size,
-accounts, compression, ping_interval, ping_max }``. natsd speaks one route
+password, timeout }, tls {}, advertise, no_advertise, connect_retries,
+pool_size, accounts, compression, ping_interval, ping_max }``. natsd speaks one route
 connection per remote server (nats-server's ``pool_size: -1``): a configured
 pool size is accepted and logged, pinned ``accounts`` are refused, and
 compression is declined whatever is configured (routes stay uncompressed;
@@ -19,12 +19,13 @@ from urllib.parse import urlsplit
 
 from natsd.config import config_error
 from natsd.config.conf import ConfError, parse_duration
+from natsd.config.tls import TLSSettings, load_tls, require_peer_certificates
 
 log = logging.getLogger("natsd.cluster")
 
 KEYS = ("name", "listen", "host", "port", "routes", "authorization", "advertise",
         "cluster_advertise", "no_advertise", "connect_retries", "pool_size", "accounts",
-        "compression", "ping_interval", "ping_max", "connect_backoff")
+        "compression", "ping_interval", "ping_max", "connect_backoff", "tls")
 DEFAULT_PORT = 6222
 
 
@@ -46,6 +47,8 @@ class ClusterSettings:
     ping_max: int = 2
     connect_backoff: bool = False
     pool_size: int = -1
+    tls: TLSSettings | None = None
+    """Route TLS: both ends present the certificate and verify the other's (nats-server's rule)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -135,6 +138,8 @@ def load(block: Mapping[str, Any]) -> ClusterSettings:
             if value:
                 raise config_error(block, key, "natsd does not pin accounts to dedicated routes "
                                    "(it runs nats-server's pool_size -1)")
+        elif k == "tls":
+            values["tls"] = require_peer_certificates(load_tls(block, key, known_urls=True))
         elif k == "compression":
             values.setdefault("extra", {})["compression"] = value  # declined on the wire
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import socket
 import time
 import urllib.request
 from typing import Any
@@ -22,6 +23,7 @@ import transcripts as T  # on sys.path via conftest.py
 from reference import use_reference_server
 
 from natsd_plugins.cluster import CLUSTER
+from natsd_plugins.monitor.views import monitor_of
 
 ACCOUNTS = """
 accounts {
@@ -35,21 +37,23 @@ def cluster_of(srv: Any) -> Any:
     return srv.server.stash[CLUSTER]
 
 
-def natsd_node(natsd_factory: Any, name: str, routes: list[str], extra: str = "") -> tuple[Any, int]:
+def natsd_node(natsd_factory: Any, name: str, routes: list[str], extra: str = "",
+               cluster_extra: str = "") -> tuple[Any, int]:
     cport = T.free_port()
     route_list = ", ".join(f'"{r}"' for r in routes)
     conf = (f"server_name: {name}\nhost: 127.0.0.1\nport: -1\n{extra}\n"
-            f"cluster {{ name: C1, listen: 127.0.0.1:{cport}, routes: [{route_list}] }}\n")
+            f"cluster {{ name: C1, listen: 127.0.0.1:{cport}, routes: [{route_list}]\n{cluster_extra} }}\n")
     from natsd.config.conf import parse
 
     return natsd_factory(parse(conf)), cport
 
 
-def nats_server_node(server_factory: Any, name: str, routes: list[str], extra: str = "") -> tuple[Any, int, int]:
+def nats_server_node(server_factory: Any, name: str, routes: list[str], extra: str = "",
+                     cluster_extra: str = "") -> tuple[Any, int, int]:
     cport, mport = T.free_port(), T.free_port()
     route_list = ", ".join(f'"{r}"' for r in routes)
     conf = (f"server_name: {name}\nhttp_port: {mport}\n{extra}\n"
-            f"cluster {{ name: C1, listen: 127.0.0.1:{cport}, routes: [{route_list}] }}\n")
+            f"cluster {{ name: C1, listen: 127.0.0.1:{cport}, routes: [{route_list}]\n{cluster_extra} }}\n")
     srv = server_factory.server(T.NATS_SERVER, conf, fresh=True)
     return srv, cport, mport
 
@@ -236,6 +240,74 @@ def test_service_imports_across_the_mixed_cluster(natsd_factory: Any, server_fac
         await provider.close()
 
     asyncio.run(across())
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """What ``sock`` receives until the peer closes it (or resets it)."""
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def route_tls(certs: Any, cert: str = "server", ca: str = "ca") -> str:
+    return (f'tls {{ cert_file: "{getattr(certs, cert + "_cert")}", key_file: "{getattr(certs, cert + "_key")}",'
+            f' ca_file: "{getattr(certs, ca)}", timeout: 2 }}')
+
+
+def test_routes_over_tls(natsd_factory: Any, server_factory: Any, reference: str, tls_certs: Any,
+                         caplog: pytest.LogCaptureFixture) -> None:
+    """Routes with ``tls {}``: natsd accepts nats-server's TLS route, dials nats-server's, and two
+    natsd servers mesh over TLS; a plaintext peer and a peer with another CA's certificate are
+    cut off and logged, and nobody else notices."""
+    tls = route_tls(tls_certs)
+    a, a_cport = natsd_node(natsd_factory, "A", [], cluster_extra=tls)
+    b, b_cport, b_mport = nats_server_node(server_factory, "B", [f"nats-route://127.0.0.1:{a_cport}"],
+                                           cluster_extra=tls)
+    c, _ = natsd_node(natsd_factory, "C", [f"nats-route://127.0.0.1:{b_cport}"], cluster_extra=tls)
+    wait_for(lambda: remote_names_natsd(a) == {"B", "C"} and remote_names_natsd(c) == {"A", "B"}
+             and remote_names_ns(b_mport) == {"A", "C"})
+    varz = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{b_mport}/varz", timeout=5).read())
+    assert varz["cluster"]["tls_required"] is True
+    ours = a.call(lambda: monitor_of(a.server).endpoints["/varz"]({}))
+    assert {k: ours["cluster"][k] for k in ("tls_required", "tls_verify", "tls_timeout")} == \
+        {k: varz["cluster"][k] for k in ("tls_required", "tls_verify", "tls_timeout")}
+
+    # a plaintext peer and a peer whose certificate another CA signed
+    caplog.clear()
+    with socket.create_connection(("127.0.0.1", a_cport), timeout=5) as plain:
+        plain.sendall(b'CONNECT {"name":"X"}\r\n')
+        wait_for(lambda: "TLS route handshake error" in caplog.text)
+        answer = read_to_end(plain)  # a timeout here (the route left open) fails the test
+        assert b"INFO" not in answer  # nothing in plaintext: TLS from the first byte
+    caplog.clear()
+    rogue, _ = natsd_node(natsd_factory, "R", [f"nats-route://127.0.0.1:{a_cport}"],
+                          cluster_extra=route_tls(tls_certs, "other_server", "other_ca"))
+    wait_for(lambda: "TLS route handshake error" in caplog.text)
+    time.sleep(0.5)
+    assert remote_names_natsd(a) == {"B", "C"} and remote_names_natsd(rogue) == set()
+
+    async def traffic() -> None:
+        na = await nats.connect(a.url)
+        nb = await nats.connect(f"nats://127.0.0.1:{b.port}")
+        nc = await nats.connect(c.url)
+        subs = [await conn.subscribe("secure.>") for conn in (na, nb, nc)]
+        for conn in (na, nb, nc):
+            await conn.flush()
+        await asyncio.sleep(0.5)  # interest crosses the routes
+        for i, conn in enumerate((na, nb, nc)):
+            await conn.publish(f"secure.{i}", b"%d" % i)
+            await conn.flush()
+        for sub in subs:
+            got = sorted([(await sub.next_msg(timeout=2)).data for _ in range(3)])
+            assert got == [b"0", b"1", b"2"]
+        for conn in (na, nb, nc):
+            await conn.close()
+
+    asyncio.run(traffic())
 
 
 def test_clients_fail_over_through_connect_urls(natsd_factory: Any, server_factory: Any,
