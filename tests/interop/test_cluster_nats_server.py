@@ -310,6 +310,38 @@ def test_routes_over_tls(natsd_factory: Any, server_factory: Any, reference: str
     asyncio.run(traffic())
 
 
+def test_nats_server_pinning_an_account(natsd_factory: Any, server_factory: Any, reference: str,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    """nats-server pins account A to a dedicated route (``cluster { accounts: [A] }``); natsd
+    keeps one route per server, nats-server falls back to it, and A's traffic flows."""
+    a, a_cport = natsd_node(natsd_factory, "A", [], ACCOUNTS)
+    b, _, b_mport = nats_server_node(server_factory, "B", [f"nats-route://127.0.0.1:{a_cport}"],
+                                     ACCOUNTS, cluster_extra="accounts: [A]")
+    wait_for(lambda: remote_names_natsd(a) == {"B"})
+    time.sleep(1.5)  # nats-server's dedicated-route attempts come and go
+    assert remote_names_natsd(a) == {"B"}
+
+    async def pinned() -> None:
+        here = await nats.connect(a.url, user="a", password="a")
+        there = await nats.connect(f"nats://127.0.0.1:{b.port}", user="a", password="a")
+        sub_here = await here.subscribe("pinned.>")
+        sub_there = await there.subscribe("pinned.>")
+        await here.flush()
+        await there.flush()
+        await asyncio.sleep(0.5)
+        await there.publish("pinned.1", b"to natsd")
+        await here.publish("pinned.2", b"to nats-server")
+        await here.flush()
+        await there.flush()
+        assert {(await sub_here.next_msg(timeout=2)).data for _ in range(2)} == {b"to natsd", b"to nats-server"}
+        assert {(await sub_there.next_msg(timeout=2)).data for _ in range(2)} == {b"to natsd", b"to nats-server"}
+        for conn in (here, there):
+            await conn.close()
+
+    asyncio.run(pinned())
+    assert "Traceback" not in caplog.text
+
+
 def test_clients_fail_over_through_connect_urls(natsd_factory: Any, server_factory: Any,
                                                reference: str) -> None:
     """A client given only natsd A learns B from INFO connect_urls and moves there when A goes."""
