@@ -309,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         _print_errors(exc)
         return 1
     if not args.test_config:
-        taken = plugins.cmdline_main(config, argv)
+        try:
+            taken = plugins.cmdline_main(config, argv)
+        except (ConfError, PluginError) as exc:
+            _print_errors(exc)
+            return 1
         if taken is not None:
             return taken
     server = Server(config, plugin_manager=plugins)

@@ -63,12 +63,27 @@ def natsd_addoption(parser: OptionParser) -> None:
                      help=argparse.SUPPRESS)
 
 
+def _worker_count(config: ServerConfig) -> int:
+    """``workers`` from the config (1 when absent); errors name the file, line and key."""
+    workers = config.blocks.get("workers")
+    if workers is None:
+        return 1
+    try:
+        count = workers_mod.worker_count(workers)
+    except ValueError as exc:
+        raise config_error(config.blocks, "workers", str(exc)) from None
+    if count > 1 and config.blocks.get("cluster") is not None:
+        raise config_error(config.blocks, "cluster", "--workers runs its own cluster over "
+                           "loopback; a cluster {} block with workers is not supported yet")
+    return count
+
+
 @hookimpl
 def natsd_cmdline_main(config: ServerConfig, argv: list[str]) -> int | None:
-    count = config.blocks.get("workers")
-    if isinstance(count, int) and not isinstance(count, bool) and count > 1:
-        return workers_mod.supervise(config, argv, count)
-    return None
+    if isinstance(config.blocks.get("workers"), str):
+        return None  # this process is one of the workers
+    count = _worker_count(config)
+    return workers_mod.supervise(config, argv, count) if count > 1 else None
 
 
 @hookimpl
@@ -83,11 +98,7 @@ def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
         server.name = f"{server.name}-w{spec.index}"
         server.stash[CLUSTER] = Cluster(server, settings_mod.load(spec.cluster_block()))
         return
-    if workers is not None:
-        try:
-            workers_mod.worker_count(workers)
-        except ValueError as exc:
-            raise config_error(config.blocks, "workers", str(exc)) from None
+    _worker_count(config)
     if block is not None:
         server.stash[CLUSTER] = Cluster(server, settings_mod.load(block))
 

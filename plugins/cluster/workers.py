@@ -33,6 +33,8 @@ log = logging.getLogger("natsd.workers")
 RESTART_DELAY = 1.0
 """Seconds before a worker that died is started again."""
 STOP_TIMEOUT = 15.0
+STARTUP_GRACE = 5.0
+"""A worker that exits with an error status this soon after the start stops them all."""
 FORWARDED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 # Flags a worker other than the first must not get (one monitoring port, one pid file).
 _MONITOR_FLAGS = ("-m", "--http_port", "-ms", "--https_port")
@@ -134,10 +136,12 @@ def supervise(config: Any, argv: list[str], count: int) -> int:
         signal.signal(signum, on_signal)
     log.info("Starting %d natsd workers on port %d", count, port)
     procs: dict[int, subprocess.Popen[bytes]] = {}
+    first_start = time.monotonic()
+    code = 0
     for index in range(count):
         procs[index] = subprocess.Popen(command(index))
         if index == 0:
-            _wait_listening(port)  # the seed first, so the others find it at once
+            _wait_listening(port, procs[0])  # the seed first, so the others find it at once
     restarts: dict[int, float] = {}
     try:
         while not stopping:
@@ -153,6 +157,14 @@ def supervise(config: Any, argv: list[str], count: int) -> int:
             for index, proc in list(procs.items()):
                 if stopping or proc.poll() is None:
                     continue
+                if proc.returncode > 0 and time.monotonic() - first_start < STARTUP_GRACE:
+                    # A worker that fails as it starts (bad config, port taken) would fail
+                    # again: stop them all rather than restart it in a loop. One killed by
+                    # a signal is started again.
+                    log.error("worker %d could not start (exit status %d); stopping", index,
+                              proc.returncode)
+                    code, stopping = 1, True
+                    break
                 due = restarts.setdefault(index, time.monotonic() + RESTART_DELAY)
                 if time.monotonic() >= due:
                     log.warning("worker %d exited with %s; starting it again", index, proc.returncode)
@@ -174,12 +186,12 @@ def supervise(config: Any, argv: list[str], count: int) -> int:
                 os.unlink(config.pid_file)
             except FileNotFoundError:
                 pass
-    return 0
+    return code
 
 
-def _wait_listening(port: int, timeout: float = 10.0) -> None:
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return

@@ -115,3 +115,27 @@ def test_signals_reach_every_worker(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_a_worker_that_cannot_start_stops_them_all(tmp_path: Path) -> None:
+    """The client port is held by a socket without SO_REUSEPORT: the workers cannot listen,
+    and the supervisor exits with an error instead of restarting them in a loop."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        t0 = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "natsd", "-a", "127.0.0.1", "-p", str(port),
+                               "--workers", "2"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1, done.stderr
+    assert "could not start" in done.stderr
+    assert time.monotonic() - t0 < 15
+
+
+def test_workers_refuse_a_cluster_block(tmp_path: Path) -> None:
+    conf = tmp_path / "w.conf"
+    conf.write_text("workers: 2\ncluster { listen: 127.0.0.1:-1 }\n")
+    done = subprocess.run([sys.executable, "-m", "natsd", "-c", str(conf)], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 1
+    assert f"{conf}:2: key 'cluster'" in done.stderr and "not supported yet" in done.stderr
