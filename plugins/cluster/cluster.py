@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from natsd.config.tls import dialing_context
+from natsd.conn.link import SERVER_SHUTDOWN
 from natsd.plugin.contracts import ServerAPI
 from natsd.routing.account import Account
 from natsd.routing.connection import LOCAL_KINDS, Kind
@@ -30,7 +31,7 @@ from natsd.routing.stats import rfc3339
 from natsd.server import NATS_SERVER_VERSION
 
 from .protocol import encode_json, encode_sub, encode_unsub
-from .route import CLUSTER_NAME_CONFLICT, DUPLICATE_ROUTE, SERVER_SHUTDOWN, Route
+from .route import CLUSTER_NAME_CONFLICT, DUPLICATE_ROUTE, Route
 from .settings import ClusterSettings
 
 log = logging.getLogger("natsd.cluster")

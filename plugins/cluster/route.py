@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from natsd.plugin.contracts import ServerAPI
+from natsd.conn.link import Link
 from natsd.routing.account import Account
-from natsd.routing.connection import SLOW_CONSUMER_DEADLINE, SLOW_CONSUMER_PENDING, Connection, Kind
+from natsd.routing.connection import Connection, Kind
 from natsd.routing.sublist import Subscription
-from natsd.security.peercert import PeerCertificate
-from natsd.wire.errors import ProtocolError, go_quote
+from natsd.wire.errors import go_quote
 
-from .protocol import PING, PONG, RouteParser, encode_json, msg_head
+from .protocol import RouteParser, encode_json, msg_head
 
 if TYPE_CHECKING:
-    from natsd.config.tls import TLSSettings
-
     from .cluster import Cluster
 
 log = logging.getLogger("natsd.cluster")
@@ -41,218 +37,95 @@ log = logging.getLogger("natsd.cluster")
 FIRST_PING = 1.0
 """Seconds before the first PING on a new route (nats-server: 1 s plus jitter)."""
 
-# Close reasons, as nats-server's monitoring and logs name them.
+# Close reasons, as nats-server's monitoring and logs name them (more in natsd.conn.link).
 DUPLICATE_ROUTE = "Duplicate Route"
 CLUSTER_NAME_CONFLICT = "Cluster Name Conflict"
-STALE = "Stale Connection"
-PROTOCOL_VIOLATION = "Protocol Violation"
 AUTH_FAILURE = "Authentication Failure"
 AUTH_TIMEOUT = "Authentication Timeout"
 INCORRECT_PORT = "Incorrect Port"
 PARSE_ERROR = "Parse Error"
-CLIENT_CLOSED = "Client Closed"
-SERVER_SHUTDOWN = "Server Shutdown"
-TLS_HANDSHAKE_FAILURE = "TLS Handshake Failure"
 
 
-class Route(Connection, asyncio.Protocol):
+class Route(Link):
     """A route connection (either side of it)."""
 
-    __slots__ = ("cluster", "io", "parser", "solicited", "url", "implicit", "implicit_auth",
-                 "remote_id", "remote_name", "remote_info", "remote_cluster", "registered",
-                 "pings_out", "rtt", "_ping_sent", "_ping_timer", "_auth_timer", "_interest",
-                 "retry", "gossip_mode", "handshake", "written", "slow", "_deadline_timer", "_stuck_at")
+    __slots__ = ("cluster", "url", "implicit", "implicit_auth", "remote_cluster", "registered",
+                 "_auth_timer", "_interest", "retry", "gossip_mode")
+
+    label = "Route"
+    kind_name = "Router"
 
     def __init__(self, cluster: Cluster, *, solicited: bool, url: str | None = None,
                  implicit: bool = False, implicit_auth: bool = False, gossip_mode: int = 0) -> None:
         server = cluster.server
-        super().__init__(server, server.global_account, kind=Kind.ROUTER, transport="route")
+        super().__init__(server, server.global_account, kind=Kind.ROUTER, transport="route",
+                         solicited=solicited, log=log)
         self.cluster = cluster
-        self.io: asyncio.Transport | None = None
         self.parser = RouteParser(self)
-        self.solicited = solicited
         self.url = url
         self.implicit = implicit
         self.implicit_auth = implicit_auth
         self.gossip_mode = gossip_mode
         self.headers = True
-        self.remote_id = ""
-        self.remote_name = ""
         self.remote_cluster = ""
-        self.remote_info: dict[str, Any] = {}
         self.registered = False
         self.retry = solicited
-        self.pings_out = 0
-        self.rtt = 0.0
-        self._ping_sent = 0.0
-        self._ping_timer: asyncio.TimerHandle | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
         # the remote's interest: key -> (account, subscription)
         self._interest: dict[tuple[bytes, bytes, bytes | None], tuple[Account, Subscription]] = {}
-        # Routes are not clients: no pending-bytes kill (nats-server keeps a route that is
-        # behind), only a safety valve far above a client's limit.
-        self.max_pending = max(server.config.max_pending * 4, 256 * 1024 * 1024)
-        self.handshake: asyncio.Task[None] | None = None  # route TLS, while it runs
-        self.written = 0  # bytes handed to the transport
-        self.slow = False  # a write deadline passed and the peer has not caught up since
-        self._deadline_timer: asyncio.TimerHandle | None = None
-        self._stuck_at = 0  # bytes drained when the current deadline was armed
 
-    def __repr__(self) -> str:
-        return f"<Route rid={self.cid} {self.remote_name or self.remote_id or '?'}>"
-
-    def describe(self) -> str:
-        where = f"{self.remote[0]}:{self.remote[1]}" if self.remote else "route"
-        return f"{where} - rid:{self.cid}"
+    # -- the link's life ---------------------------------------------------------------
 
     @property
-    def server_api(self) -> ServerAPI:
-        return self.cluster.server
+    def ping_interval(self) -> float:
+        return self.cluster.ping_interval
 
-    # -- asyncio.Protocol -----------------------------------------------------------
+    @property
+    def ping_max(self) -> int:
+        return self.cluster.settings.ping_max
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.io is not None:  # the TLS layer, once start_tls has finished
-            return
-        self.io = cast(asyncio.Transport, transport)  # uvloop's is no subclass
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self.remote = (peer[0], peer[1])
-        server = self.server_api
-        self.cid = server.next_cid()
-        self.start = self.last = time.time()
-        log.info("%s - Route connection created", self.describe())
+    def counted(self, what: str) -> None:
+        if what == "slow":
+            self.cluster.slow_consumers += 1
+        else:
+            self.cluster.stale_connections += 1
+
+    def begin(self) -> None:
         self.cluster.connections.add(self)
-        if self.cluster.settings.tls is None:
-            self._begin()
+        tls = self.cluster.settings.tls
+        if tls is None:
+            self._start_protocol()
             return
         # TLS from the first byte, as nats-server's routes: no plaintext INFO.
-        self.handshake = server.loop.create_task(self._start_tls(self.cluster.settings.tls))
-
-    async def _start_tls(self, tls: TLSSettings) -> None:
-        assert self.io is not None
-        cluster = self.cluster
-        host = urlsplit(self.url).hostname if self.solicited and self.url else None
-        context = cluster.dialing_context if self.solicited else tls.context
+        context = self.cluster.dialing_context if self.solicited else tls.context
         assert context is not None
-        try:
-            io = await self.server_api.loop.start_tls(
-                self.io, self, context, server_side=not self.solicited,
-                server_hostname=host, ssl_handshake_timeout=tls.timeout)
-        except (TimeoutError, OSError, ValueError) as exc:
-            if not self.closed:
-                log.error("%s - TLS route handshake error: %s", self.describe(), exc)
-                self.close(TLS_HANDSHAKE_FAILURE, abort=True)
-            return
-        finally:
-            self.handshake = None
-        if io is None or self.closed:
-            return
-        self.io = cast(asyncio.Transport, io)
-        peer = PeerCertificate.from_ssl(io.get_extra_info("ssl_object"))
-        if tls.pinned_certs and (peer is None or peer.spki_sha256() not in tls.pinned_certs):
-            log.error("%s - TLS route handshake error: peer certificate not in pinned certs",
-                      self.describe())
-            self.close(TLS_HANDSHAKE_FAILURE, abort=True)
-            return
-        log.debug("%s - TLS handshake complete", self.describe())
-        self._begin()
+        host = urlsplit(self.url).hostname if self.solicited and self.url else None
+        self.start_tls(context, server_side=not self.solicited, server_hostname=host,
+                       timeout=tls.timeout, pinned=tls.pinned_certs)
 
-    def _begin(self) -> None:
-        """Start the route protocol: CONNECT and INFO, the ping and authentication timers."""
-        io = self.io
-        assert io is not None
-        server, cluster = self.server_api, self.cluster
+    def tls_ready(self) -> None:
+        self._start_protocol()
+
+    def _start_protocol(self) -> None:
+        """CONNECT and INFO, the ping and authentication timers."""
+        cluster = self.cluster
         if self.solicited:
-            io.write(encode_json(b"CONNECT", cluster.connect_options(self.url, self.implicit_auth)))
-            io.write(encode_json(b"INFO", cluster.route_info(self)))
+            self.write_now(encode_json(b"CONNECT", cluster.connect_options(self.url, self.implicit_auth)))
+            self.write_now(encode_json(b"INFO", cluster.route_info(self)))
         else:
-            io.write(encode_json(b"INFO", cluster.route_info(self)))
-            self._auth_timer = server.loop.call_later(cluster.settings.auth_timeout, self._auth_expired)
-        self._ping_timer = server.loop.call_later(FIRST_PING, self._ping_tick)
+            self.write_now(encode_json(b"INFO", cluster.route_info(self)))
+            self._auth_timer = self.server_api.loop.call_later(cluster.settings.auth_timeout,
+                                                               self._auth_expired)
+        self.start_pings(FIRST_PING)
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
-            return
-        self.last = time.time()
-        if not self.solicited and not self.remote_id and data[:1] not in (b"C", b"c", b""):
+        if not self.closed and not self.solicited and not self.remote_id \
+                and data[:1] not in (b"C", b"c", b""):
             # nats-server: the first operation on an accepted route must be CONNECT.
             log.error("%s - route sent %r before CONNECT", self.describe(), data[:16])
             self.close(AUTH_FAILURE, "Authorization Violation")
             return
-        try:
-            self.parser.feed(data)
-        except ProtocolError as exc:
-            log.error("%s - Router parser ERROR: %s", self.describe(), exc.detail)
-            self.close(PROTOCOL_VIOLATION, exc.text)
-        server = self.server_api
-        if server.dirty:
-            server.flush()
-
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            self._teardown(CLIENT_CLOSED)
-
-    # -- output ---------------------------------------------------------------------
-
-    def flush(self) -> None:
-        self.dirty = False
-        out = self.out
-        if not out:
-            return
-        io = self.io
-        if self.closed or io is None:
-            out.clear()
-            return
-        data = b"".join(out) if len(out) > 1 else out[0]
-        out.clear()
-        self.out_bytes = 0
-        self.written += len(data)
-        io.write(data)
-        if io.get_write_buffer_size() > self.max_pending:
-            self.slow_consumer(SLOW_CONSUMER_PENDING)
-
-    # Write deadline, as nats-server treats routes: when the peer has not drained the
-    # buffer for write_deadline, count a slow consumer once and keep the route if some
-    # bytes went out meanwhile; close it only when nothing did.
-
-    def _drained(self) -> int:
-        return self.written - (self.io.get_write_buffer_size() if self.io is not None else 0)
-
-    def pause_writing(self) -> None:
-        deadline = self.server_api.config.write_deadline
-        if self._deadline_timer is None and deadline > 0 and not self.closed:
-            self._stuck_at = self._drained()
-            self._deadline_timer = self.server_api.loop.call_later(deadline, self._deadline_passed)
-
-    def resume_writing(self) -> None:
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
-        if self.slow:
-            self.slow = False
-            log.info("%s - Slow Consumer Recovered", self.describe())
-
-    def _deadline_passed(self) -> None:
-        self._deadline_timer = None
-        if self.closed:
-            return
-        deadline = self.server_api.config.write_deadline
-        pending = self.io.get_write_buffer_size() if self.io is not None else 0
-        if not self.slow:
-            self.slow = True
-            self.server_api.slow_consumers += 1
-            self.cluster.slow_consumers += 1
-            log.warning("%s - Slow Consumer Detected: WriteDeadline of %ss exceeded with %d bytes "
-                        "pending", self.describe(), deadline, pending)
-        if self._drained() == self._stuck_at:
-            self.close(SLOW_CONSUMER_DEADLINE, abort=True)
-            return
-        self._stuck_at = self._drained()
-        self._deadline_timer = self.server_api.loop.call_later(deadline, self._deadline_passed)
+        super().data_received(data)
 
     def forward(self, sender: Connection, account: Account, subject: bytes, reply: bytes | None,
                 size: bytes, payload: bytes, hdr: int, queues: Sequence[bytes]) -> None:
@@ -267,48 +140,11 @@ class Route(Connection, asyncio.Protocol):
             return
         self.add_msg(msg_head(name, subject, reply, queues, hdr, size), b"", payload, len(payload) - 2)
 
-    def slow_consumer(self, reason: str) -> None:
-        if self.closed:
-            return
-        pending = self.out_bytes + (self.io.get_write_buffer_size() if self.io is not None else 0)
-        log.warning("%s - Route slow consumer: %d bytes pending, closing to resynchronise",
-                    self.describe(), pending)
-        if not self.slow:
-            self.server_api.slow_consumers += 1
-            self.cluster.slow_consumers += 1
-        self.close(reason, abort=True)
-
-    # -- closing --------------------------------------------------------------------
-
-    def close(self, reason: str, err: str | None = None, *, abort: bool = False) -> None:
-        if self.closed:
-            return
-        io = self.io
-        if io is not None and not abort:
-            if self.out:
-                io.write(b"".join(self.out))
-            if err is not None:
-                io.write(b"-ERR '%s'\r\n" % err.encode())
-        self._teardown(reason)
-        if io is not None:
-            if abort:
-                io.abort()
-            else:
-                io.close()
-
-    def _teardown(self, reason: str) -> None:
-        self.closed = True
-        self.close_reason = reason
-        assert self.out is not None
-        self.out.clear()
-        for timer in (self._ping_timer, self._auth_timer, self._deadline_timer):
-            if timer is not None:
-                timer.cancel()
-        if self.handshake is not None:
-            self.handshake.cancel()
+    def link_closed(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
         self.drop_subs()
-        remote = f" - Remote: {self.remote_name}" if self.remote_name else ""
-        log.info("%s - Router connection closed: %s%s", self.describe(), reason, remote)
         self.cluster.route_closed(self)
 
     def drop_subs(self) -> None:
@@ -317,23 +153,6 @@ class Route(Connection, asyncio.Protocol):
             sub.closed = True
             account.remove_sub(sub)
         self._interest.clear()
-
-    # -- timers -----------------------------------------------------------------------
-
-    def _ping_tick(self) -> None:
-        self._ping_timer = None
-        if self.closed:
-            return
-        if self.pings_out + 1 > self.cluster.settings.ping_max:
-            log.debug("%s - Stale Client Connection - Closing", self.describe())
-            self.server_api.stale_connections += 1
-            self.cluster.stale_connections += 1
-            self.close(STALE)
-            return
-        self.pings_out += 1
-        self._ping_sent = time.monotonic()
-        self.send(PING)
-        self._ping_timer = self.server_api.loop.call_later(self.cluster.ping_interval, self._ping_tick)
 
     def _auth_expired(self) -> None:
         self._auth_timer = None
@@ -386,14 +205,6 @@ class Route(Connection, asyncio.Protocol):
         self.remote_cluster = str(info.get("cluster") or "")
         self.headers = bool(info.get("headers"))
         self.cluster.route_ready(self)
-
-    def on_ping(self) -> None:
-        self.queue(PONG)
-
-    def on_pong(self) -> None:
-        self.pings_out = 0
-        if self._ping_sent:
-            self.rtt = time.monotonic() - self._ping_sent
 
     def on_err(self, text: str) -> None:
         if text.startswith("Not possible to have a dedicated route for account"):
