@@ -134,6 +134,13 @@ def natsd_monitor_varz(server: ServerAPI, varz: dict[str, Any]) -> None:
 
 
 @hookimpl(optionalhook=True)
+def natsd_system_statsz(server: ServerAPI, statsz: dict[str, Any]) -> None:
+    cluster = server.stash.get(CLUSTER, None)
+    if cluster is not None:
+        cluster.statsz(statsz)
+
+
+@hookimpl(optionalhook=True)
 def natsd_metrics(server: ServerAPI, registry: Any) -> None:
     cluster = server.stash.get(CLUSTER, None)
     if cluster is not None:

@@ -426,6 +426,31 @@ class Cluster:
         if self.client_urls:
             varz["connect_urls"] = list(self.client_urls)
 
+    def statsz(self, statsz: dict[str, Any]) -> None:
+        """The cluster's part of STATSZ: one entry per route, route traffic, the other servers."""
+        totals = list(self.closed_traffic)
+        routes = []
+        for route in sorted(self.connections, key=lambda r: r.cid):
+            totals[0] += route.in_msgs
+            totals[1] += route.in_bytes
+            totals[2] += route.out_msgs
+            totals[3] += route.out_bytes_total
+            if route.registered:
+                entry: dict[str, Any] = {"rid": route.cid}
+                if route.remote_name:
+                    entry["name"] = route.remote_name
+                entry["sent"] = {"msgs": route.out_msgs, "bytes": route.out_bytes_total}
+                entry["received"] = {"msgs": route.in_msgs, "bytes": route.in_bytes}
+                entry["pending"] = route.out_bytes + (route.io.get_write_buffer_size() if route.io else 0)
+                routes.append(entry)
+        statsz["routes"] = routes
+        for key, msgs, size in (("received", totals[0], totals[1]), ("sent", totals[2], totals[3])):
+            statsz[key] = {**statsz[key], "msgs": statsz[key]["msgs"] + msgs,
+                           "bytes": statsz[key]["bytes"] + size}
+        statsz["slow_consumer_stats"]["routes"] = self.slow_consumers
+        statsz["stale_connection_stats"]["routes"] = self.stale_connections
+        statsz["active_servers"] += len(self.routes)
+
     def routez(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """nats-server's ``/routez``: one entry per route connection (``subs=1``, ``subs=detail``)."""
         subs = str(params.get("subs", "")).lower()

@@ -9,13 +9,21 @@ views (STATSZ, HEALTHZ, CONNS) and those other plugins register through
 
 from __future__ import annotations
 
+from typing import Any
+
 from natsd import hookimpl
 from natsd.plugin.contracts import ServerAPI
 from natsd.plugin.stash import StashKey
 
+from . import hookspecs
 from .events import SystemEvents
 
 EVENTS = StashKey[SystemEvents]()
+
+
+@hookimpl
+def natsd_addhooks(pluginmanager: Any) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 @hookimpl

@@ -230,7 +230,7 @@ class SystemEvents:
         server = self.server
         mem, cpu = process_usage()
         t = server_traffic(server)
-        return {
+        statsz: dict[str, Any] = {
             "start": rfc3339(server.start_time), "mem": mem, "cores": os.cpu_count() or 1,
             "cpu": round(cpu), "connections": len(server.clients),
             "total_connections": server.total_connections,
@@ -240,8 +240,26 @@ class SystemEvents:
             "sent": traffic(t.out_msgs, t.out_bytes), "sent_to_clients": traffic(t.out_msgs, t.out_bytes),
             "received": traffic(t.in_msgs, t.in_bytes),
             "received_from_clients": traffic(t.in_msgs, t.in_bytes),
-            "slow_consumers": server.slow_consumers, "active_servers": 1, "gomaxprocs": usable_cpus(),
+            "slow_consumers": server.slow_consumers,
+            # "clients" is set below: what the plugins do not count as theirs.
+            "slow_consumer_stats": {"clients": 0, "routes": 0, "gateways": 0, "leafs": 0},
+            "stale_connections": server.stale_connections,
+            "stale_connection_stats": {"clients": 0, "routes": 0, "gateways": 0, "leafs": 0},
+            "routes": [], "gateways": [], "active_servers": 1, "gomaxprocs": usable_cpus(),
         }
+        server.plugins.hook.natsd_system_statsz(server=server, statsz=statsz)
+        for key, total in (("slow_consumer_stats", server.slow_consumers),
+                           ("stale_connection_stats", server.stale_connections)):
+            kinds = statsz[key]
+            kinds["clients"] = max(0, total - kinds["routes"] - kinds["gateways"] - kinds["leafs"])
+        # nats-server leaves out what is empty or zero here
+        for key in ("slow_consumer_stats", "stale_connection_stats"):
+            if not any(statsz[key].values()):
+                del statsz[key]
+        for key in ("stale_connections", "routes", "gateways"):
+            if not statsz[key]:
+                del statsz[key]
+        return statsz
 
     def _statsz_tick(self) -> None:
         self._publish(f"$SYS.SERVER.{self.server.server_id}.STATSZ",

@@ -278,6 +278,13 @@ async def test_every_server_answers_a_system_ping() -> None:
         await asyncio.sleep(0.2)  # and no more than one each
         names = sorted(json.loads(m.data)["server"]["name"] for m in replies)
         assert names == ["A", "B", "C"]
+        for m in replies:  # STATSZ: each server's routes to the two others
+            statsz = json.loads(m.data)["statsz"]
+            assert statsz["active_servers"] == 3
+            assert len(statsz["routes"]) == 2
+            assert {r["name"] for r in statsz["routes"]} == {"A", "B", "C"} - {json.loads(m.data)["server"]["name"]}
+            assert set(statsz["routes"][0]) == {"rid", "name", "sent", "received", "pending"}
+            assert "slow_consumer_stats" not in statsz  # nats-server leaves zeros out
         await nc.close()
     finally:
         await stop(*reversed(servers))
