@@ -51,6 +51,9 @@ class Kind(IntEnum):
     LEAF = 4
     JETSTREAM = 5
     ACCOUNT = 6
+    HUB = 7
+    """natsd's own: a leaf-node connection this server solicited, its link to a hub
+    (nats-server's ``LEAF`` with ``isSpokeLeafNode()``); ``LEAF`` is one it accepted."""
 
     @property
     def label(self) -> str:
@@ -60,7 +63,7 @@ class Kind(IntEnum):
 
 _LABELS = {Kind.CLIENT: "Client", Kind.ROUTER: "Router", Kind.GATEWAY: "Gateway",
            Kind.SYSTEM: "System", Kind.LEAF: "Leafnode", Kind.JETSTREAM: "JetStream",
-           Kind.ACCOUNT: "Account"}
+           Kind.ACCOUNT: "Account", Kind.HUB: "Leafnode"}
 
 NO_LIMIT = -1
 """A limit that is not set (nats-server's ``jwt.NoLimit``)."""
@@ -72,7 +75,7 @@ def min_limit(*limits: int) -> int:
     return min(real) if real else NO_LIMIT
 
 
-REMOTE_KINDS = frozenset({Kind.ROUTER, Kind.GATEWAY, Kind.LEAF})
+REMOTE_KINDS = frozenset({Kind.ROUTER, Kind.GATEWAY, Kind.LEAF, Kind.HUB})
 """Kinds whose subscriptions stand for interest on another server."""
 
 LOCAL_KINDS = frozenset({Kind.CLIENT, Kind.SYSTEM, Kind.JETSTREAM, Kind.ACCOUNT})

@@ -19,7 +19,9 @@ dict lookup) and then:
    once each, through :meth:`Connection.forward`, with the names of the
    queue groups they were chosen for; :data:`FORWARD` says which kinds may
    receive from which (a message from a route never goes to another route:
-   the one-hop rule).
+   the one-hop rule). Leaf nodes come in two kinds: ``LEAF`` (a leaf
+   connected to this server) and ``HUB`` (this server's own link to its
+   hub), and hub traffic stays off routes.
 4. **Egress** (``Account.egress``, gateways): called once after local
    delivery with the match result and the queue groups already served.
 
@@ -45,15 +47,20 @@ if TYPE_CHECKING:
 
 _LEAF = Kind.LEAF
 _ROUTER = Kind.ROUTER
+_LEAF_KINDS = frozenset({Kind.LEAF, Kind.HUB})
 
 FORWARD: dict[int, frozenset[Kind]] = {
-    **{k: frozenset({Kind.ROUTER, Kind.LEAF}) for k in LOCAL_KINDS},
+    **{k: frozenset({Kind.ROUTER, Kind.LEAF, Kind.HUB}) for k in LOCAL_KINDS},
     Kind.ROUTER: frozenset({Kind.LEAF}),
-    Kind.LEAF: frozenset({Kind.ROUTER, Kind.LEAF}),
-    Kind.GATEWAY: frozenset({Kind.ROUTER, Kind.LEAF}),
+    Kind.LEAF: frozenset({Kind.ROUTER, Kind.LEAF, Kind.HUB}),
+    Kind.HUB: frozenset({Kind.LEAF, Kind.HUB}),
+    Kind.GATEWAY: frozenset({Kind.ROUTER, Kind.LEAF, Kind.HUB}),
 }
 """Sender kind -> kinds of remote connections that may receive its messages (plain interest).
 
+As nats-server's ``processMsgResults``: a message from a route never goes to
+another route (the one-hop rule) nor up to a hub; one from a hub (``HUB``,
+the link this server solicited) goes to leaf nodes, never to routes.
 Gateways never appear: they receive through egress. A connection never
 receives its own message back.
 """
@@ -62,10 +69,12 @@ QUEUE_PICK: dict[int, frozenset[Kind]] = {
     **{k: frozenset({Kind.ROUTER}) for k in LOCAL_KINDS},
     Kind.ROUTER: frozenset(),
     Kind.LEAF: frozenset({Kind.ROUTER}),
+    Kind.HUB: frozenset(),
     Kind.GATEWAY: frozenset({Kind.ROUTER}),
 }
 """Sender kind -> remote kinds that take part in a queue group's random pick beside local
-members. Leaf nodes are a fallback for every sender: chosen only when no other member is."""
+members. Leaf nodes (either way) are a fallback: chosen only when no other member is, and a
+message from a route falls back to this server's own leaf nodes only."""
 
 EGRESS_FROM = LOCAL_KINDS | {Kind.LEAF}
 """Sender kinds whose messages are offered to the account's egress (gateways)."""
@@ -201,7 +210,7 @@ def _choose(sender: Any, members: tuple[Subscription, ...], pick: frozenset[Kind
             continue
         if kind in pick:
             return sub
-        if kind == _LEAF and fallback is None:
+        if fallback is None and kind in _LEAF_KINDS and (kind == _LEAF or sender.kind != _ROUTER):
             fallback = sub
     return fallback
 

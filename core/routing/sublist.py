@@ -24,8 +24,8 @@ from typing import Any
 
 from .subjects import has_wildcard
 
-REMOTE_KINDS = frozenset({1, 2, 4})
-"""``Kind.ROUTER``, ``Kind.GATEWAY`` and ``Kind.LEAF`` (see :mod:`.connection`)."""
+REMOTE_KINDS = frozenset({1, 2, 4, 7})
+"""``Kind.ROUTER``, ``Kind.GATEWAY``, ``Kind.LEAF`` and ``Kind.HUB`` (see :mod:`.connection`)."""
 
 CACHE_MAX = 1024
 """Cached subjects per sublist (nats-server uses the same bound)."""

@@ -210,7 +210,9 @@ def test_rule_table_is_nats_servers() -> None:
     assert Kind.ROUTER not in FORWARD[Kind.ROUTER]  # one hop
     assert all(Kind.GATEWAY not in allowed for allowed in FORWARD.values())  # gateways: egress
     for kind in LOCAL_KINDS:
-        assert FORWARD[kind] == {Kind.ROUTER, Kind.LEAF}
+        assert FORWARD[kind] == {Kind.ROUTER, Kind.LEAF, Kind.HUB}
+    assert Kind.ROUTER not in FORWARD[Kind.HUB]  # a hub's traffic stays off routes
+    assert Kind.HUB not in FORWARD[Kind.ROUTER]  # and routed traffic does not go up to it
 
 
 async def test_a_single_server_pays_nothing_for_remote_interest() -> None:
@@ -352,7 +354,7 @@ def test_deliver_counts(natsd_server: Any) -> None:
 
 def test_kind_labels_are_nats_servers() -> None:
     assert [k.label for k in Kind] == ["Client", "Router", "Gateway", "System", "Leafnode",
-                                       "JetStream", "Account"]
+                                       "JetStream", "Account", "Leafnode"]  # HUB: a leaf link too
 
 
 @pytest.mark.parametrize("weight", [1, 4])
