@@ -694,6 +694,11 @@ class Server:
         if self._info:
             self._info = self._base_info()
 
+    def info_field(self, name: str) -> Any:
+        """An INFO field a plugin set with :meth:`update_info` (``None`` when unset), such as
+        ``cluster``: how one plugin reads what another announced without depending on it."""
+        return self._info_fields.get(name)
+
     def broadcast_info(self, **extra: Any) -> None:
         """Send an asynchronous INFO (with ``extra`` fields, e.g. ``ldm=True``) to every client
         that understands it (CONNECT ``protocol`` 1), as nats-server does when its cluster changes."""

@@ -28,8 +28,10 @@ import importlib.metadata as md, json, sys, natsd, natsd_plugins, natsd_jwt
 target = sys.argv[1]
 for module in (natsd, natsd_plugins, natsd_jwt):
     assert module.__file__.startswith(target), module.__file__
-names = {ep.name for ep in md.entry_points(group="natsd") if ep.dist.name == "natsd"}
-print(json.dumps(sorted(names)))
+eps = [ep for ep in md.entry_points(group="natsd") if ep.dist.name == "natsd"]
+for ep in eps:  # every first-party plugin imports from the installed copy
+    assert ep.load().__file__.startswith(target), ep
+print(json.dumps(sorted(ep.name for ep in eps)))
 """
 
 
@@ -56,7 +58,7 @@ def test_wheel_installs_the_packages_command_and_entry_points(tmp_path: Path) ->
     out = subprocess.run([sys.executable, "-c", CHECK, str(site)], capture_output=True,
                          text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert {"auth", "cluster", "monitor", "system"} <= set(json.loads(out.stdout))
+    assert {"auth", "cluster", "leafnode", "monitor", "system"} <= set(json.loads(out.stdout))
     version = subprocess.run([str(site / "bin" / "natsd"), "-v"], capture_output=True, text=True,
                              env=env, timeout=60)
     assert version.stdout.strip() == f"natsd: v{__version__} (follows nats-server v{NATS_SERVER_VERSION})"

@@ -1,0 +1,293 @@
+"""Leaf nodes between natsd and nats-server 2.15.1, both ways round.
+
+natsd as a leaf of a nats-server hub, and nats-server as a leaf of a natsd
+hub: messages, request/reply, headers and queue groups both ways; the link
+bound to one account on each side (another account of the hub never sees
+the leaf's traffic); the link cut and restored while the leaf keeps serving
+its own clients. natsd runs in-process (``natsd_factory``), nats-server as a
+process on fixed ports so that it can be stopped and started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+import transcripts as T  # on sys.path via conftest.py
+from conftest import require_nats_server
+
+from natsd.config.conf import parse
+from natsd_plugins.leafnode import LEAFNODES
+
+pytestmark = pytest.mark.timeout(120)
+
+HUB_ACCOUNTS = """
+accounts {
+  ACC { users: [{user: a, password: a}] }
+  OTHER { users: [{user: o, password: o}] }
+}
+"""
+LEAF_ACCOUNTS = """
+accounts {
+  LACC { users: [{user: l, password: l}] }
+}
+"""
+
+
+def hub_conf(name: str, leaf_port: int, extra: str = "") -> str:
+    return (f"server_name: {name}\n{HUB_ACCOUNTS}\n{extra}\n"
+            f"leafnodes {{ listen: 127.0.0.1:{leaf_port}\n"
+            f"  authorization {{ users: [ {{user: leaf, password: leafpw, account: ACC}} ] }} }}\n")
+
+
+def leaf_conf(name: str, hub_port: int, extra: str = "") -> str:
+    return (f"server_name: {name}\n{LEAF_ACCOUNTS}\n{extra}\n"
+            f'leafnodes {{ remotes: [ {{ url: "nats-leaf://leaf:leafpw@127.0.0.1:{hub_port}", '
+            f"account: LACC }} ] }}\n")
+
+
+class NatsServer:
+    """A nats-server process on fixed ports, to be stopped and started again."""
+
+    def __init__(self, workdir: Path, conf: str, name: str) -> None:
+        self.binary = require_nats_server()
+        self.port, self.mport = T.free_port(), T.free_port()
+        self.conf = workdir / f"{name}.conf"
+        self.conf.write_text(conf + f"\nhttp_port: {self.mport}\n")
+        self.log = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([self.binary, "-c", str(self.conf), "-a", "127.0.0.1",
+                                          "-p", str(self.port)], stdout=out, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.monitor("varz") is not None, 10)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def monitor(self, endpoint: str) -> Any:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/{endpoint}", timeout=2) as r:
+                return json.loads(r.read())
+        except OSError:
+            return None
+
+
+@pytest.fixture
+def nats_servers(tmp_path: Path) -> Iterator[list[NatsServer]]:
+    started: list[NatsServer] = []
+    yield started
+    for srv in started:
+        srv.stop()
+
+
+def wait_for(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def natsd_links(srv: Any) -> int:
+    return srv.call(lambda: sum(len(ls) for ls in srv.server.stash[LEAFNODES].links.values()))
+
+
+async def exchange(hub_url: str, leaf_url: str) -> None:
+    """Traffic both ways over a link whose hub side is account ACC and leaf side LACC."""
+    hub = await nats.connect(hub_url, user="a", password="a")
+    other = await nats.connect(hub_url, user="o", password="o")
+    leaf = await nats.connect(leaf_url, user="l", password="l")
+    try:
+        up = await hub.subscribe("up.>")
+        down = await leaf.subscribe("down.>")
+        spy = [await other.subscribe("up.>"), await other.subscribe("down.>")]
+        for conn in (hub, leaf, other):
+            await conn.flush()
+        await settle(leaf, "up.probe", up)
+        await settle(hub, "down.probe", down)
+        for i in range(5):
+            await leaf.publish(f"up.{i}", b"u%d" % i, headers={"X-Seq": str(i)} if i == 4 else None)
+            await hub.publish(f"down.{i}", b"d%d" % i)
+        await leaf.flush()
+        await hub.flush()
+        got_up = [await up.next_msg(timeout=2) for _ in range(5)]
+        got_down = [await down.next_msg(timeout=2) for _ in range(5)]
+        assert [m.data for m in got_up] == [b"u%d" % i for i in range(5)]
+        assert got_up[4].headers == {"X-Seq": "4"}
+        assert [m.data for m in got_down] == [b"d%d" % i for i in range(5)]
+
+        async def answer(prefix: bytes) -> Any:
+            async def cb(msg: Any) -> None:
+                await msg.respond(prefix + msg.data)
+            return cb
+
+        await hub.subscribe("svc.hub", cb=await answer(b"hub:"))
+        await leaf.subscribe("svc.leaf", cb=await answer(b"leaf:"))
+        await hub.flush()
+        await leaf.flush()
+        assert (await request_until(leaf, "svc.hub", b"1")).data == b"hub:1"
+        assert (await request_until(hub, "svc.leaf", b"2")).data == b"leaf:2"
+
+        # queue group: members on the hub side serve the hub's messages; with no member on
+        # the leaf, the leaf's messages cross to the hub's members
+        counts = {"hub": 0, "leaf": 0}
+
+        def member(where: str) -> Any:
+            async def cb(msg: Any) -> None:
+                counts[where] += 1
+            return cb
+
+        for _ in range(2):
+            await hub.subscribe("work", queue="q", cb=member("hub"))
+        await hub.flush()
+        await settle_queue(leaf, "work")
+        counts["hub"] = 0
+        for _ in range(20):
+            await leaf.publish("work", b"w")
+        await leaf.flush()
+        await until(lambda: counts["hub"] == 20)
+        await leaf.subscribe("work", queue="q", cb=member("leaf"))
+        await leaf.flush()
+        await asyncio.sleep(0.3)
+        for _ in range(20):
+            await hub.publish("work", b"h")
+        await hub.flush()
+        await until(lambda: counts["hub"] == 40)
+        await asyncio.sleep(0.2)
+        assert counts == {"hub": 40, "leaf": 0}  # the hub's members first, each message once
+
+        for sub in spy:  # the hub's other account saw none of it
+            with pytest.raises(nats.errors.TimeoutError):
+                await sub.next_msg(timeout=0.2)
+    finally:
+        for conn in (hub, other, leaf):
+            await conn.close()
+
+
+async def settle(publisher: Any, subject: str, sub: Any) -> None:
+    """Publish probes until one arrives: the subscription has crossed the link."""
+    deadline = time.monotonic() + 10
+    while True:
+        await publisher.publish(subject, b"probe")
+        await publisher.flush()
+        try:
+            await sub.next_msg(timeout=0.2)
+        except nats.errors.TimeoutError:
+            assert time.monotonic() < deadline, f"{subject} never crossed"
+            continue
+        while True:  # drain late probes
+            try:
+                await sub.next_msg(timeout=0.1)
+            except nats.errors.TimeoutError:
+                return
+
+
+async def settle_queue(publisher: Any, subject: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            await publisher.request(subject, b"", timeout=0.2)
+        except nats.errors.NoRespondersError:
+            assert time.monotonic() < deadline, f"no queue interest for {subject}"
+            await asyncio.sleep(0.05)
+            continue
+        except nats.errors.TimeoutError:
+            return  # a member got it (members do not answer)
+        return
+
+
+async def request_until(conn: Any, subject: str, data: bytes) -> Any:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return await conn.request(subject, data, timeout=0.5)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            assert time.monotonic() < deadline, f"no answer on {subject}"
+            await asyncio.sleep(0.05)
+
+
+async def until(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def local_traffic(leaf_url: str) -> None:
+    """The leaf's own clients keep talking while the hub is gone."""
+    a = await nats.connect(leaf_url, user="l", password="l")
+    b = await nats.connect(leaf_url, user="l", password="l")
+    sub = await b.subscribe("local.>")
+    await b.flush()
+
+    async def echo(msg: Any) -> None:
+        await msg.respond(b"echo:" + msg.data)
+
+    await b.subscribe("local.svc", cb=echo)
+    await b.flush()
+    await a.publish("local.x", b"still here")
+    assert (await sub.next_msg(timeout=2)).data == b"still here"
+    assert (await a.request("local.svc", b"1", timeout=2)).data == b"echo:1"
+    await a.close()
+    await b.close()
+
+
+def test_natsd_leaf_of_a_nats_server_hub(natsd_factory: Any, nats_servers: list[NatsServer],
+                                         tmp_path: Path) -> None:
+    leaf_port = T.free_port()
+    hub = NatsServer(tmp_path, hub_conf("HUB", leaf_port), "hub")
+    nats_servers.append(hub.start())
+    leaf = natsd_factory(parse(leaf_conf("LEAF", leaf_port) + "host: 127.0.0.1\nport: -1\n"))
+    wait_for(lambda: natsd_links(leaf) == 1 and (hub.monitor("leafz") or {}).get("leafnodes") == 1)
+    leafz = hub.monitor("leafz?subs=1")["leafs"][0]
+    assert (leafz["name"], leafz["account"], leafz["is_spoke"]) == ("LEAF", "ACC", False)
+    asyncio.run(exchange(hub.url, leaf.url))
+
+    hub.stop()  # the link is cut: the leaf keeps serving its own clients
+    wait_for(lambda: natsd_links(leaf) == 0)
+    asyncio.run(local_traffic(leaf.url))
+    hub.start()  # and comes back: interest is sent again, traffic resumes
+    wait_for(lambda: natsd_links(leaf) == 1, 15)
+    asyncio.run(exchange(hub.url, leaf.url))
+
+
+def test_nats_server_leaf_of_a_natsd_hub(natsd_factory: Any, nats_servers: list[NatsServer],
+                                         tmp_path: Path) -> None:
+    leaf_port, client_port = T.free_port(), T.free_port()
+    conf = parse(hub_conf("HUB", leaf_port) + f"host: 127.0.0.1\nport: {client_port}\n")
+    hub = natsd_factory(conf)
+    leaf = NatsServer(tmp_path, leaf_conf("LEAF", leaf_port), "leaf")
+    nats_servers.append(leaf.start())
+    wait_for(lambda: natsd_links(hub) == 1 and (leaf.monitor("leafz") or {}).get("leafnodes") == 1)
+    view = leaf.monitor("leafz")["leafs"][0]
+    assert (view["name"], view["account"], view["is_spoke"]) == ("HUB", "LACC", True)
+    asyncio.run(exchange(hub.url, leaf.url))
+
+    hub.stop()
+    wait_for(lambda: (leaf.monitor("leafz") or {}).get("leafnodes") == 0)
+    asyncio.run(local_traffic(leaf.url))
+    hub = natsd_factory(conf)  # the same ports again
+    wait_for(lambda: natsd_links(hub) == 1, 15)
+    asyncio.run(exchange(hub.url, leaf.url))
