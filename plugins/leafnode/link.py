@@ -26,7 +26,7 @@ from natsd.conn.link import Link
 from natsd.routing.account import Account
 from natsd.routing.connection import Connection, Kind
 from natsd.routing.sublist import Subscription
-from natsd.wire.errors import go_quote
+from natsd.wire.errors import ProtocolError, go_quote
 
 from .protocol import LeafParser, encode_json, msg_head
 
@@ -180,6 +180,7 @@ class LeafLink(Link):
             self.deny_pub = self.leafnodes.subject_set([str(s) for s in deny])
         assert self.io is not None
         self.io.pause_reading()
+        self.parser.paused = True  # what came with the CONNECT waits for the verdict
         self._auth_task = self.server_api.loop.create_task(self._authenticate(options))
 
     async def _authenticate(self, options: dict[str, Any]) -> None:
@@ -213,6 +214,11 @@ class LeafLink(Link):
         self.start_pings(FIRST_PING)
         if self.io is not None:
             self.io.resume_reading()
+        try:
+            self.parser.resume()
+        except ProtocolError as exc:
+            log.error("%s - %s parser ERROR: %s", self.describe(), self.kind_name, exc.detail)
+            self.close("Protocol Violation", exc.text)
         self.server_api.flush()
 
     # leaf side: the hub's INFO, our CONNECT, the connect_info INFO

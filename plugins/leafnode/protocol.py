@@ -76,14 +76,16 @@ class LeafParser:
     own limit, never the peer's).
     """
 
-    __slots__ = ("handler", "max_control_line", "max_payload", "_buf", "_pending", "_parts",
-                 "_have")
+    __slots__ = ("handler", "max_control_line", "max_payload", "paused", "_buf", "_pending",
+                 "_parts", "_have")
 
     def __init__(self, handler: LeafHandler, max_payload: int,
                  max_control_line: int = MAX_CONTROL_LINE) -> None:
         self.handler = handler
         self.max_payload = max_payload
         self.max_control_line = max_control_line
+        self.paused = False
+        """Set by the handler (while a CONNECT is being authenticated): what follows waits."""
         self._buf = b""
         # a message whose payload is incomplete: (header args, bytes needed)
         self._pending: tuple[tuple[Any, ...], int] | None = None
@@ -103,6 +105,9 @@ class LeafParser:
         elif self._buf:
             data = self._buf + data
             self._buf = b""
+        if self.paused:
+            self._buf = data
+            return
         pos = 0
         n = len(data)
         while pos < n:
@@ -129,7 +134,16 @@ class LeafParser:
             line = data[pos:nl].rstrip(b"\r")
             pos = nl + 1
             self._line(line)
+            if self.paused:
+                break
         self._buf = data[pos:]
+
+    def resume(self) -> None:
+        """Go on with what arrived while paused."""
+        self.paused = False
+        data, self._buf = self._buf, b""
+        if data:
+            self.feed(data)
 
     def _line(self, line: bytes) -> None:
         handler = self.handler

@@ -162,3 +162,23 @@ def test_interest_round_trips(subject: bytes, queue: bytes | None, weight: int) 
     calls = parse(encode_sub(subject, queue, weight) + encode_unsub(subject, queue))
     assert calls == [("sub", subject, queue, weight if queue is not None else 1),
                      ("unsub", subject, queue)]
+
+
+def test_pause_holds_what_follows_until_resume() -> None:
+    rec = Recorder()
+    parser = LeafParser(rec, 1 << 20)
+
+    class Pausing(Recorder):
+        def on_connect(self, options: dict[str, Any]) -> None:
+            super().on_connect(options)
+            parser.paused = True
+
+    rec = Pausing()
+    parser.handler = rec
+    parser.feed(b'CONNECT {}\r\nLS+ a\r\nLMSG a 2\r\nhi\r\n')
+    assert rec.calls == [("connect", {})]
+    parser.feed(b"PING\r\n")
+    assert rec.calls == [("connect", {})]
+    parser.resume()
+    assert rec.calls == [("connect", {}), ("sub", b"a", None, 1),
+                         ("msg", b"a", None, (), b"2", b"hi\r\n", 0), ("ping",)]
