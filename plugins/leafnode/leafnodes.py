@@ -44,6 +44,7 @@ from natsd.plugin.contracts import AuthRequest, AuthResult, ServerAPI
 from natsd.routing.account import Account
 from natsd.routing.connection import LOCAL_KINDS, Kind
 from natsd.routing.stats import rfc3339
+from natsd.routing.subjects import has_wildcard
 from natsd.routing.sublist import Sublist, Subscription
 
 from .link import Key, LeafLink
@@ -216,6 +217,10 @@ class LeafNodes:
             info["remote_account"] = link.account.name
             if server.system_account is not None and link.account is server.system_account:
                 info["acc_is_sys"] = True
+            perms = link.checker.permissions if link.checker is not None else None
+            if perms is not None:  # the leaf applies them on its side, as nats-server's leaf does
+                info["import"] = _subject_permission(perms.subscribe_allow, perms.subscribe_deny)
+                info["export"] = _subject_permission(perms.publish_allow, perms.publish_deny)
         info["info_on_connect"] = True
         info["leafnode_urls"] = [] if settings.no_advertise else [self.advertised()]
         return info
@@ -375,11 +380,24 @@ class LeafNodes:
             link.send(encode_unsub(subject, queue))
 
     def _may_offer(self, link: LeafLink, subject: bytes) -> bool:
-        """A leaf's ``deny_imports`` (the remote's) keeps its own interest for them home."""
-        remote = link.remote_cfg
-        if remote is not None and remote.deny_imports:
-            return not self._deny(remote, "imports").match(subject).psubs
+        """A leaf's ``deny_imports`` (the remote's) keeps its own interest for them home; a
+        hub offers its leaf only literal subjects the leaf user may publish to."""
+        if link.solicited:  # toward our hub: not what we may not import
+            if self.denied(link, "imports", subject):
+                return False
+            if link.checker is not None and not has_wildcard(subject) and not subject.startswith(b"$LDS."):
+                return bool(link.checker.can_subscribe(subject))
+            return True
+        if link.checker is not None and not has_wildcard(subject) and not subject.startswith(b"$LDS."):
+            return bool(link.checker.can_publish(subject))  # toward a leaf: what its user may publish
         return True
+
+    def denied(self, link: LeafLink, which: str, subject: bytes) -> bool:
+        """Whether ``subject`` is in the remote's ``deny_imports`` or ``deny_exports`` (``which``)."""
+        remote = link.remote_cfg
+        if remote is None or not (remote.deny_imports if which == "imports" else remote.deny_exports):
+            return False
+        return bool(self._deny(remote, which).match(subject).psubs)
 
     def _deny(self, remote: Remote, which: str) -> Sublist:
         key = (id(remote), which)
@@ -518,6 +536,16 @@ class LeafNodes:
             varz[key] += extra
         varz["slow_consumer_stats"]["leafs"] = self.counts["slow"]
         varz["stale_connection_stats"]["leafs"] = self.counts["stale"]
+
+
+def _subject_permission(allow: tuple[str, ...] | None, deny: tuple[str, ...]) -> dict[str, list[str]]:
+    """nats-server's ``SubjectPermission`` JSON (``allow``/``deny``, each left out when empty)."""
+    out: dict[str, list[str]] = {}
+    if allow is not None:
+        out["allow"] = list(allow)
+    if deny:
+        out["deny"] = list(deny)
+    return out
 
 
 def _factory(link: LeafLink) -> Callable[[], LeafLink]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from natsd.conn.link import Link
 from natsd.routing.account import Account
 from natsd.routing.connection import Connection, Kind
+from natsd.routing.subjects import has_wildcard
 from natsd.routing.sublist import Subscription
 from natsd.wire.errors import ProtocolError, go_quote
 
@@ -63,7 +64,7 @@ class LeafLink(Link):
     """A leaf-node connection (see the module docstring)."""
 
     __slots__ = ("leafnodes", "remote_cfg", "url", "remote_cluster", "remote_account", "nonce",
-                 "registered", "connect_options", "sent", "interest", "deny_pub", "retry_delay",
+                 "registered", "connect_options", "sent", "interest", "deny_pub", "checker", "retry_delay",
                  "_timer", "_auth_task", "_info_seen")
 
     label = "Leafnode"
@@ -88,6 +89,7 @@ class LeafLink(Link):
         self.sent: dict[Key, int] = {}  # what this side announced to the other (LS+), by weight
         self.interest: dict[Key, Subscription] = {}  # the other side's interest, in our account
         self.deny_pub: Any = None  # subjects the other side does not want (CONNECT deny_pub)
+        self.checker: Any = None  # the leaf user's permissions (a hub's link), as nats-server swaps them
         self.retry_delay = 0.0  # a pause the dialer keeps before the next attempt (a loop)
         self._timer: asyncio.TimerHandle | None = None
         self._auth_task: asyncio.Task[None] | None = None
@@ -200,6 +202,8 @@ class LeafLink(Link):
             return
         self.auth_result = verdict
         self.user = verdict.user
+        if verdict.permissions is not None:
+            self.checker = verdict.permissions.checker()
         account = self.server_api.lookup_account(verdict.account or "$G", create=True)
         self.account = account
         if self._timer is not None:
@@ -283,6 +287,9 @@ class LeafLink(Link):
             self._timer.cancel()
             self._timer = None
         self.remote_account = str(info.get("remote_account") or "")
+        imports, exports = info.get("import"), info.get("export")
+        if isinstance(imports, dict) or isinstance(exports, dict):
+            self.checker = _permissions(imports, exports).checker()
         self.leafnodes.hub_urls_update(self, info)
         self._finish()
 
@@ -331,6 +338,16 @@ class LeafLink(Link):
             return
         if self.leafnodes.js_denied(subject):
             return  # no JetStream here: its API subjects never cross (nats-server denies them)
+        if self.solicited and self.leafnodes.denied(self, "exports", subject):
+            return  # deny_exports: nothing of ours goes there
+        if self.checker is not None and not has_wildcard(subject):
+            if self.solicited:
+                if not self.checker.can_publish(subject):
+                    return  # the hub's interest where its user may not receive: ignored
+            elif not self.checker.can_subscribe(subject, queue):
+                self._violation(f"Permissions Violation for Subscription to {go_quote(subject)}",
+                                "Subscription", subject)
+                return
         key = (subject, queue)
         held = self.interest.get(key)
         if held is not None:
@@ -355,9 +372,20 @@ class LeafLink(Link):
                payload: bytes, hdr: int) -> None:
         if not self.registered:
             return
+        if self.checker is not None and not self.solicited \
+                and not subject.startswith((b"_R_.", b"$JS.ACK.")) and not self.checker.can_publish(subject):
+            self._violation(f"Permissions Violation for Publish to {go_quote(subject)}", "Publish", subject)
+            return
+        if self.solicited and self.leafnodes.denied(self, "imports", subject):
+            return  # deny_imports: dropped, as nats-server's leaf does
         self.in_msgs += 1
         self.in_bytes += len(payload) - 2
         self.account.deliver(self, subject, reply, size, payload, hdr, queues)
+
+    def _violation(self, text: str, what: str, subject: bytes) -> None:
+        log.error("%s - %s Violation on %s - Check other side configuration", self.describe(), what,
+                  go_quote(subject))
+        self.close("Protocol Violation", text)
 
     def forward(self, sender: Connection, account: Account, subject: bytes, reply: bytes | None,
                 size: bytes, payload: bytes, hdr: int, queues: Sequence[bytes]) -> None:
@@ -369,6 +397,16 @@ class LeafLink(Link):
             return  # never back into the cluster the message came from
         if self.deny_pub is not None and self.deny_pub.match(subject):
             return
+        if self.solicited and (self.leafnodes.denied(self, "exports", subject)
+                               or self.leafnodes.denied(self, "imports", subject)):
+            return
+        if self.checker is not None:
+            # a hub: what the leaf user may not receive; a leaf: what the hub's user may not
+            # receive or publish (the hub's connect_info "import" and "export")
+            if not self.checker.can_subscribe(subject):
+                return
+            if self.solicited and not self.checker.can_publish(subject):
+                return
         if self.leafnodes.js_denied(subject):
             return
         if hdr and not self.headers:  # a peer without headers gets the body only
@@ -408,3 +446,17 @@ class LeafLink(Link):
             entry["subscriptions_list"] = [s.subject.decode(errors="replace") for s in self.interest.values()]
         entry["compression"] = "off"
         return entry
+
+
+def _permissions(imports: Any, exports: Any) -> Any:
+    """The hub user's permissions from its ``connect_info`` INFO (``import``: subscribe,
+    ``export``: publish, each nats-server's ``{"allow": [...], "deny": [...]}``)."""
+    from natsd.security.permissions import Permissions
+
+    def part(obj: Any, key: str) -> tuple[str, ...] | None:
+        if not isinstance(obj, dict) or not isinstance(obj.get(key), list):
+            return None
+        return tuple(str(s) for s in obj[key])
+
+    return Permissions(publish_allow=part(exports, "allow"), publish_deny=part(exports, "deny") or (),
+                       subscribe_allow=part(imports, "allow"), subscribe_deny=part(imports, "deny") or ())

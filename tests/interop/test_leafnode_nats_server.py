@@ -291,3 +291,84 @@ def test_nats_server_leaf_of_a_natsd_hub(natsd_factory: Any, nats_servers: list[
     hub = natsd_factory(conf)  # the same ports again
     wait_for(lambda: natsd_links(hub) == 1, 15)
     asyncio.run(exchange(hub.url, leaf.url))
+
+
+PERM_HUB = """
+accounts {
+  ACC { users: [{user: lu, password: lp, permissions: {publish: {deny: "nopub.>"}, subscribe: {deny: "nosub.>"}}},
+                {user: a, password: a}] }
+}
+"""
+
+
+def perm_leaf_conf(name: str, hub_port: int) -> str:
+    return (f"server_name: {name}\n{LEAF_ACCOUNTS}\n"
+            f'leafnodes {{ remotes: [ {{ url: "nats-leaf://lu:lp@127.0.0.1:{hub_port}", account: LACC,'
+            f' deny_imports: ["di.>"], deny_exports: ["de.>"] }} ] }}\n')
+
+
+async def what_crosses(hub_url: str, leaf_url: str) -> tuple[list[str], list[str]]:
+    """Subjects that reach the hub from the leaf, and the leaf from the hub, under the
+    leaf user's permissions and the remote's deny lists."""
+    hub = await nats.connect(hub_url, user="a", password="a")
+    leaf = await nats.connect(leaf_url, user="l", password="l")
+    try:
+        at_hub = await hub.subscribe(">")
+        at_leaf = await leaf.subscribe(">")
+        await hub.flush()
+        await leaf.flush()
+        await settle(leaf, "ok.probe", at_hub)  # the hub's ">" has crossed to the leaf
+        await settle(hub, "fine.probe", at_leaf)
+        for subject in ("nopub.x", "de.x", "ok.x", "nosub.x", "di.x"):
+            await leaf.publish(subject, b"1")
+        for subject in ("nosub.y", "di.y", "fine.y", "nopub.y", "de.y"):
+            await hub.publish(subject, b"2")
+        await leaf.flush()
+        await hub.flush()
+        await asyncio.sleep(0.5)
+
+        async def drain(sub: Any, own: str) -> list[str]:
+            seen = []
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=0.1)
+                except nats.errors.TimeoutError:
+                    return sorted(s for s in seen if s.endswith(own))
+                seen.append(msg.subject)
+
+        return await drain(at_hub, ".x"), await drain(at_leaf, ".y")
+    finally:
+        await hub.close()
+        await leaf.close()
+
+
+def test_permissions_and_deny_lists_match_nats_server(natsd_factory: Any, nats_servers: list[NatsServer],
+                                                      tmp_path: Path) -> None:
+    """The same leaf user and deny lists, each side played by natsd and by nats-server: the
+    same subjects cross (the reference pair, nats-server with nats-server, first)."""
+    results = {}
+    for hub_kind, leaf_kind in (("nats-server", "nats-server"), ("natsd", "nats-server"),
+                                ("nats-server", "natsd")):
+        leaf_port, client_port = T.free_port(), T.free_port()
+        hub_text = (f"server_name: HUB\n{PERM_HUB}\nleafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n")
+        if hub_kind == "natsd":
+            hub = natsd_factory(parse(hub_text + f"host: 127.0.0.1\nport: {client_port}\n"))
+            hub_url = hub.url
+        else:
+            ns = NatsServer(tmp_path, hub_text, f"hub-{leaf_kind}")
+            nats_servers.append(ns.start())
+            hub_url = ns.url
+        if leaf_kind == "natsd":
+            leaf = natsd_factory(parse(perm_leaf_conf("LEAF", leaf_port) + "host: 127.0.0.1\nport: -1\n"))
+            leaf_url = leaf.url
+            wait_for(lambda: natsd_links(leaf) == 1)
+        else:
+            nl = NatsServer(tmp_path, perm_leaf_conf("LEAF", leaf_port), f"leaf-{hub_kind}")
+            nats_servers.append(nl.start())
+            leaf_url = nl.url
+            wait_for(lambda: (nl.monitor("leafz") or {}).get("leafnodes") == 1)
+        results[(hub_kind, leaf_kind)] = asyncio.run(what_crosses(hub_url, leaf_url))
+    reference = results[("nats-server", "nats-server")]
+    assert reference == (["ok.x"], ["de.y", "fine.y", "nopub.y"])  # 2.15.1 with itself
+    assert results[("natsd", "nats-server")] == reference
+    assert results[("nats-server", "natsd")] == reference
