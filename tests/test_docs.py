@@ -5,7 +5,9 @@ A Python block preceded by ``<!-- runs -->`` is a complete program: it runs in
 its own process, against a natsd this test starts when the program connects
 to ``nats://127.0.0.1:4222`` (the address is rewritten to the test server's).
 ``<!-- runs: cluster -->`` gets two clustered natsd servers for the
-addresses ``127.0.0.1:4222`` and ``127.0.0.1:4224``.
+addresses ``127.0.0.1:4222`` and ``127.0.0.1:4224``. ``<!-- runs: leaf -->``
+starts the page's ``# hub.conf`` and ``# leaf.conf`` blocks (on free ports)
+for ``central.example.com:4222`` and ``127.0.0.1:4223``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,13 +66,13 @@ def test_python_blocks_compile(page: str, line: int, code: str, mode: str | None
 
 
 def test_some_examples_are_marked_to_run() -> None:
-    assert {b[0] for b in RUNNABLE} >= {"README.md", "plugins.md", "clustering.md"}
+    assert {b[0] for b in RUNNABLE} >= {"README.md", "plugins.md", "clustering.md", "leafnodes.md"}
 
 
 @pytest.mark.parametrize("page, line, code, mode", RUNNABLE, ids=[f"{b[0]}:{b[1]}" for b in RUNNABLE])
 def test_marked_examples_run(page: str, line: int, code: str, mode: str, natsd_factory: object,
                              tmp_path: Path) -> None:
-    if "127.0.0.1:4222" in code:
+    if "127.0.0.1:4222" in code or mode == "leaf":
         if mode == "cluster":
             cport = _free_port()
             a = natsd_factory(parse(f"host: 127.0.0.1\nport: -1\ncluster {{ name: D, listen: 127.0.0.1:{cport} }}"))
@@ -81,6 +84,8 @@ def test_marked_examples_run(page: str, line: int, code: str, mode: str, natsd_f
                 time.sleep(0.05)
             code = code.replace("127.0.0.1:4222", f"127.0.0.1:{a.port}").replace(
                 "127.0.0.1:4224", f"127.0.0.1:{c.port}")
+        elif mode == "leaf":
+            code = _leaf_pair(page, code, natsd_factory)
         else:
             srv = natsd_factory()
             code = code.replace("127.0.0.1:4222", f"127.0.0.1:{srv.port}")  # type: ignore[attr-defined]
@@ -90,6 +95,28 @@ def test_marked_examples_run(page: str, line: int, code: str, mode: str, natsd_f
                          cwd=tmp_path)
     assert out.returncode == 0, f"{page}:{line}\n{out.stdout}\n{out.stderr}"
     assert out.stdout.strip(), f"{page}:{line} printed nothing"
+
+
+def _leaf_pair(page: str, code: str, natsd_factory: Any) -> str:
+    """Start the page's hub.conf and leaf.conf on free ports; point ``code`` at them."""
+    confs = {c.splitlines()[0].strip("# ").strip(): c for p, _, c, _ in blocks("conf") if p == page}
+    hub_port, leaf_port, lport = _free_port(), _free_port(), _free_port()
+
+    def local(text: str) -> str:
+        return (text.replace("port: 4222", f"port: {hub_port}").replace("port: 4223", f"port: {leaf_port}")
+                .replace("0.0.0.0:7422", f"127.0.0.1:{lport}")
+                .replace("central.example.com:7422", f"127.0.0.1:{lport}")) + "\nhost: 127.0.0.1\n"
+
+    natsd_factory(parse(local(confs["hub.conf"])))
+    leaf = natsd_factory(parse(local(confs["leaf.conf"])))
+    from natsd_plugins.leafnode import LEAFNODES
+
+    deadline = time.monotonic() + 10
+    while not leaf.call(lambda: any(leaf.server.stash[LEAFNODES].links.values())):
+        assert time.monotonic() < deadline, "the documented leaf never linked to its hub"
+        time.sleep(0.05)
+    return (code.replace("central.example.com:4222", f"127.0.0.1:{hub_port}")
+            .replace("127.0.0.1:4223", f"127.0.0.1:{leaf_port}"))
 
 
 def _free_port() -> int:
