@@ -29,8 +29,8 @@ from natsd.routing.account import Account
 from natsd.routing.connection import LOCAL_KINDS, Kind
 from natsd.routing.stats import rfc3339
 from natsd.server import NATS_SERVER_VERSION
+from natsd.wire.routed import encode_json, encode_sub, encode_unsub
 
-from .protocol import encode_json, encode_sub, encode_unsub
 from .route import CLUSTER_NAME_CONFLICT, DUPLICATE_ROUTE, Route
 from .settings import ClusterSettings
 

@@ -26,8 +26,7 @@ from natsd.routing.account import Account
 from natsd.routing.connection import Connection, Kind
 from natsd.routing.sublist import Subscription
 from natsd.wire.errors import go_quote
-
-from .protocol import RouteParser, encode_json, msg_head
+from natsd.wire.routed import RouteParser, encode_json, msg_head
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -214,6 +213,9 @@ class Route(Link):
         else:
             log.error("%s - Route Error %s", self.describe(), go_quote(text))
         self.close(PARSE_ERROR)
+
+    def on_account(self, account: bytes, interested: bool) -> None:
+        pass  # a gateway's signal: nats-server ignores it on routes
 
     def on_sub(self, origin: bytes | None, account: bytes, subject: bytes, queue: bytes | None,
                weight: int) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from natsd.wire import errors
 from natsd.wire.errors import ProtocolError
-from natsd.wire.protocol import Parser, encode_err, split_run, encode_hmsg, encode_info, encode_msg
+from natsd.wire.protocol import Parser, encode_err, encode_hmsg, encode_info, encode_msg, split_run
 
 
 class Recorder:

@@ -1,25 +1,28 @@
-"""The route protocol as a sans-I/O parser and encoders: bytes in, handler calls out.
+"""The routed-message protocol as a sans-I/O parser and encoders: bytes in, handler calls out.
 
-What a route connection carries between two servers of a cluster (nats-server
-``route.go`` and ``parser.go``), in the form natsd speaks it: one connection
-per remote server, the account named in every line (nats-server's "no pool"
-routes, which every 2.x server accepts):
+What connections between servers carry where every line names its account
+(nats-server ``route.go``, ``gateway.go`` and ``parser.go``): routes (one
+connection per remote server, nats-server's "no pool" routes, which every
+2.x server accepts) and gateways speak it alike.
 
 ``INFO {json}`` / ``CONNECT {json}``
-    the handshake (and, later, gossip about other servers and lame duck);
+    the handshake (and, later, gossip about other servers, lame duck and a
+    gateway's interest commands);
 ``PING`` / ``PONG`` / ``+OK`` / ``-ERR '<text>'``
     as on the client protocol;
 ``RS+ <acc> <subject>[ <queue> <weight>]`` / ``RS- <acc> <subject>[ <queue>]``
     interest of the remote server's clients (a queue weight is the number of
     its members);
 ``LS+ <origin> <acc> <subject>[ <queue> <weight>]`` / ``LS- ...``
-    the same for leaf-node interest, with the leaf cluster it came from;
+    the same for leaf-node interest, with the leaf cluster it came from (routes);
+``A+ <acc>`` / ``A- <acc>``
+    a gateway's account interest;
 ``RMSG <acc> <subject> [reply | + <reply> <queue>... | \\| <queue>...] <size>``
     a message, with the queue groups the receiver should serve;
 ``HMSG ...`` (``<hdr size> <total size>``) and ``LMSG <origin> ...``
     the same with headers, or from a leaf node.
 
-Argument errors close the route without ``-ERR``, as nats-server does; an
+Argument errors close the connection without ``-ERR``, as nats-server does; an
 unknown operation gets ``-ERR 'Unknown Protocol Operation'``.
 """
 
@@ -53,6 +56,9 @@ class RouteHandler(Protocol):
 
     def on_unsub(self, origin: bytes | None, account: bytes, subject: bytes,
                  queue: bytes | None) -> None: ...
+
+    def on_account(self, account: bytes, interested: bool) -> None:
+        """``A+`` (``interested``) or ``A-``: a gateway's interest in a whole account."""
 
     def on_msg(self, origin: bytes | None, account: bytes, subject: bytes, reply: bytes | None,
                queues: Sequence[bytes] | None, size: bytes, payload: bytes, hdr: int) -> None:
@@ -166,7 +172,11 @@ class RouteParser:
                 handler.on_connect(obj)
         elif op == b"-ERR":
             handler.on_err(line[4:].strip().strip(b"'").decode(errors="replace"))
-        elif op in (b"+OK", b"SUB", b"UNSUB", b"A+", b"A-"):
+        elif op in (b"A+", b"A-", b"AU"):
+            if len(args) != 2:
+                raise _bad(op.decode(), line)
+            handler.on_account(args[1], op == b"A+")
+        elif op in (b"+OK", b"SUB", b"UNSUB"):
             pass  # nats-server ignores these on routes
         else:
             raise ProtocolError("Unknown Protocol Operation", f"route sent {line[:40]!r}")

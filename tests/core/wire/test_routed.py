@@ -1,4 +1,4 @@
-"""The route protocol parser and encoders, without sockets: every split, every form."""
+"""The routed-message protocol (routes, gateways), without sockets: every split, every form."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from natsd.wire.errors import ProtocolError
-from natsd_plugins.cluster.protocol import (
+from natsd.wire.routed import (
     RouteParser,
     encode_json,
     encode_sub,
@@ -43,6 +43,9 @@ class Recorder:
     def on_unsub(self, origin: Any, account: bytes, subject: bytes, queue: Any) -> None:
         self.calls.append(("unsub", origin, account, subject, queue))
 
+    def on_account(self, account: bytes, interested: bool) -> None:
+        self.calls.append(("account", account, interested))
+
     def on_msg(self, origin: Any, account: bytes, subject: bytes, reply: Any, queues: Any,
                size: bytes, payload: bytes, hdr: int) -> None:
         self.calls.append(("msg", origin, account, subject, reply,
@@ -62,6 +65,7 @@ STREAM = (
     b"HMSG $G foo 20 23\r\nNATS/1.0\r\nX-K: v\r\n\r\nabc\r\n"
     b"LMSG leafc $G foo 0 2\r\nok\r\n"
     b"+OK\r\nSUB x 1\r\n"
+    b"A- XACC\r\nA+ XACC\r\n"
     b"-ERR 'Authorization Violation'\r\n"
 )
 EXPECTED = [
@@ -76,6 +80,7 @@ EXPECTED = [
     ("msg", None, b"$G", b"bar", b"rep.2", (b"q", b"r"), b"2", b"hi\r\n", 0),
     ("msg", None, b"$G", b"foo", None, None, b"23", b"NATS/1.0\r\nX-K: v\r\n\r\nabc\r\n", 20),
     ("msg", b"leafc", b"$G", b"foo", None, None, b"2", b"ok\r\n", 0),
+    ("account", b"XACC", False), ("account", b"XACC", True),
     ("err", "Authorization Violation"),
 ]
 
