@@ -54,6 +54,10 @@ class Kind(IntEnum):
     HUB = 7
     """natsd's own: a leaf-node connection this server solicited, its link to a hub
     (nats-server's ``LEAF`` with ``isSpokeLeafNode()``); ``LEAF`` is one it accepted."""
+    SERVICE_IMPORT = 8
+    """natsd's own: the subscription a service import holds in the importing account. It is
+    delivered here but never announced to routes or gateways: every server of a cluster has
+    the same imports, and the request crosses in the exporting account."""
 
     @property
     def label(self) -> str:
@@ -63,7 +67,7 @@ class Kind(IntEnum):
 
 _LABELS = {Kind.CLIENT: "Client", Kind.ROUTER: "Router", Kind.GATEWAY: "Gateway",
            Kind.SYSTEM: "System", Kind.LEAF: "Leafnode", Kind.JETSTREAM: "JetStream",
-           Kind.ACCOUNT: "Account", Kind.HUB: "Leafnode"}
+           Kind.ACCOUNT: "Account", Kind.HUB: "Leafnode", Kind.SERVICE_IMPORT: "Account"}
 
 NO_LIMIT = -1
 """A limit that is not set (nats-server's ``jwt.NoLimit``)."""
@@ -78,8 +82,12 @@ def min_limit(*limits: int) -> int:
 REMOTE_KINDS = frozenset({Kind.ROUTER, Kind.GATEWAY, Kind.LEAF, Kind.HUB})
 """Kinds whose subscriptions stand for interest on another server."""
 
-LOCAL_KINDS = frozenset({Kind.CLIENT, Kind.SYSTEM, Kind.JETSTREAM, Kind.ACCOUNT})
+LOCAL_KINDS = frozenset({Kind.CLIENT, Kind.SYSTEM, Kind.JETSTREAM, Kind.ACCOUNT, Kind.SERVICE_IMPORT})
 """Kinds whose subscriptions are served on this server."""
+
+ANNOUNCED_KINDS = LOCAL_KINDS - {Kind.SERVICE_IMPORT}
+"""Local kinds whose interest a server announces to its routes and gateways (a service
+import's subscription stays home: the other servers have the same import)."""
 
 # Close reasons, worded as nats-server's monitoring shows them.
 CLIENT_CLOSED = "Client Closed"

@@ -234,7 +234,7 @@ class ServiceImport(_Forwarder):
             from .mappings import SubjectTransform, transform_tokenize
 
             self._transform = SubjectTransform(local, transform_tokenize(subject), strict=True)
-        self.request_sub = self._subscribe(importer, local)
+        self.request_sub = _RequestSide(self).subscribe(importer, local)
         self.response_sub = self._subscribe(exporter, self.prefix + b">")
 
     def _translate(self, subject: bytes) -> bytes:
@@ -263,9 +263,39 @@ class ServiceImport(_Forwarder):
                 return
         self._forward(self.importer, entry[0], None, headers, payload)
 
+    def close(self, reason: str = "", err: str | None = None, *, abort: bool = False) -> None:
+        super().close(reason, err, abort=abort)
+        self.request_sub.closed = True
+        self.importer.remove_sub(self.request_sub)
+
     def _expire(self) -> None:
         if len(self.replies) < 1024:
             return
         now = time.monotonic()
         for key in [k for k, (_, exp) in self.replies.items() if exp < now]:
             del self.replies[key]
+
+
+class _RequestSide(Connection):
+    """The subscriber of a service import in the importing account (kind ``SERVICE_IMPORT``:
+    delivered here, not announced to routes and gateways); hands requests to its import."""
+
+    __slots__ = ("service",)
+
+    def __init__(self, service: ServiceImport) -> None:
+        super().__init__(service.server, service.importer, kind=Kind.SERVICE_IMPORT, transport="internal")
+        self.out = None
+        self.headers = True
+        self.service = service
+
+    def subscribe(self, account: Account, subject: bytes) -> Subscription:
+        sub = Subscription(self, subject, None, b"import")
+        account.add_sub(sub)
+        return sub
+
+    def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None,
+                headers: bytes | None, payload: bytes, sender: Connection) -> None:
+        self.service.deliver(sub, subject, reply, headers, payload, sender)
+
+    def remove_sub(self, sub: Subscription) -> None:
+        pass  # never auto-unsubscribes

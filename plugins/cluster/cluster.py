@@ -26,7 +26,7 @@ from natsd.config.tls import dialing_context
 from natsd.conn.link import SERVER_SHUTDOWN
 from natsd.plugin.contracts import ServerAPI
 from natsd.routing.account import Account
-from natsd.routing.connection import LOCAL_KINDS, Kind
+from natsd.routing.connection import ANNOUNCED_KINDS, Kind
 from natsd.routing.stats import rfc3339
 from natsd.server import NATS_SERVER_VERSION
 from natsd.wire.routed import encode_json, encode_sub, encode_unsub
@@ -56,7 +56,7 @@ class Cluster:
         self.settings = settings
         self.name = settings.name or _nuid()
         self.dynamic = not settings.name
-        self.kinds = LOCAL_KINDS | {Kind.LEAF}
+        self.kinds = ANNOUNCED_KINDS | {Kind.LEAF}
         self.routes: dict[str, Route] = {}  # registered, by remote server id
         self.connections: set[Route] = set()  # every open route connection
         self.host = settings.host

@@ -216,8 +216,10 @@ def test_service_imports_across_the_mixed_cluster(natsd_factory: Any, server_fac
 
     async def across() -> None:
         provider = await nats.connect(urls[responder_on], user="p", password="p")
+        asked: list[bytes] = []
 
         async def answer(msg: Any) -> None:
+            asked.append(msg.data)
             await msg.respond(b"done:" + msg.subject.encode() + b":" + msg.data)
 
         await provider.subscribe("svc.>", cb=answer)
@@ -236,6 +238,8 @@ def test_service_imports_across_the_mixed_cluster(natsd_factory: Any, server_fac
         for i in range(5):
             reply = await client.request("remote.job", b"%d" % i, timeout=2)
             assert reply.data == b"done:svc.job:%d" % i
+        await asyncio.sleep(0.3)
+        assert [a for a in asked if a] == [b"%d" % i for i in range(5)]  # each request once
         await client.close()
         await provider.close()
 

@@ -354,7 +354,7 @@ def test_deliver_counts(natsd_server: Any) -> None:
 
 def test_kind_labels_are_nats_servers() -> None:
     assert [k.label for k in Kind] == ["Client", "Router", "Gateway", "System", "Leafnode",
-                                       "JetStream", "Account", "Leafnode"]  # HUB: a leaf link too
+                                       "JetStream", "Account", "Leafnode", "Account"]  # HUB, SERVICE_IMPORT
 
 
 @pytest.mark.parametrize("weight", [1, 4])

@@ -427,8 +427,10 @@ async def test_service_import_answered_on_another_server() -> None:
     a, b = await mesh("A", "B", extra=SERVICES)
     try:
         provider = await nats.connect(a.client_url, user="p", password="p")
+        asked: list[bytes] = []
 
         async def answer(msg: Any) -> None:
+            asked.append(msg.data)
             await msg.respond(b"done:" + msg.subject.encode() + b":" + msg.data)
 
         await provider.subscribe("svc.>", cb=answer)
@@ -438,6 +440,8 @@ async def test_service_import_answered_on_another_server() -> None:
         for i in range(3):
             reply = await client.request("remote.job", b"%d" % i, timeout=2)
             assert reply.data == b"done:svc.job:%d" % i
+        await asyncio.sleep(0.3)
+        assert asked == [b"0", b"1", b"2"]  # each request once (the import is not announced on routes)
         await client.close()
         await provider.close()
     finally:
