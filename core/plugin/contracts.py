@@ -163,8 +163,9 @@ class InterestListener(Protocol):
     """Hears an account's interest change (see ``natsd_interest_listeners``).
 
     ``kinds`` are the connection kinds whose subscriptions count (a route
-    counts clients, in-process clients and leaf nodes: ``natsd.routing.
-    connection.LOCAL_KINDS | {Kind.LEAF}``). ``interest_changed`` is called
+    counts clients, in-process clients and leaf nodes, not the subscriptions
+    of service imports, which every server has: ``natsd.routing.connection.
+    ANNOUNCED_KINDS | {Kind.LEAF}``). ``interest_changed`` is called
     for a plain subject when its first subscription arrives (``weight`` 1)
     and when its last one goes (0); for a queue group at every change of its
     total weight (0 when it is gone). Called synchronously during SUB, UNSUB,
