@@ -427,8 +427,9 @@ class Gateways:
     # -- monitoring -------------------------------------------------------------------------------
 
     def gatewayz(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """nats-server's ``/gatewayz`` (``accs=1``, ``gw_name=``, ``acc_name=``)."""
+        """nats-server's ``/gatewayz`` (``accs=1``, ``gw_name=``, ``acc_name=``, ``subs=1``)."""
         accs = str(params.get("accs", "")).lower() in ("1", "true") or bool(params.get("acc_name"))
+        subs = str(params.get("subs", "")).lower() in ("1", "true", "detail")
         only = str(params.get("gw_name", "") or "")
         acc_name = str(params.get("acc_name", "") or "")
         host, _, port = self.own_url().rpartition(":")
@@ -443,7 +444,7 @@ class Gateways:
                                      "connection": _conn_info(link)}
             if accs:
                 entry["accounts"] = [
-                    _account_view(acc, interest) for acc, interest in sorted(link.interest.items())
+                    _account_view(acc, interest, subs) for acc, interest in sorted(link.interest.items())
                     if not acc_name or acc == acc_name]
             outbound[name] = entry
         inbound: dict[str, list[Any]] = {}
@@ -525,11 +526,12 @@ def _conn_info(link: GatewayLink) -> dict[str, Any]:
             "name": link.remote_id}
 
 
-def _account_view(name: str, interest: Any) -> dict[str, Any]:
+def _account_view(name: str, interest: Any, subs: bool) -> dict[str, Any]:
     view: dict[str, Any] = {"name": name, "interest_mode": interest.mode, "interest_only_threshold": 1000}
-    plain = [s for (s, q) in interest.held if q is None]
     if interest.held:
         view["num_subs"] = len(interest.held)
+    if interest.queues:
         view["num_queue_subs"] = interest.queues
-        view["subscriptions_list"] = sorted(s.decode(errors="replace") for s in plain)
+    if subs and interest.held:
+        view["subscriptions_list"] = sorted({s.decode(errors="replace") for (s, _) in interest.held})
     return view

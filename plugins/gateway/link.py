@@ -138,17 +138,17 @@ class GatewayLink(Link):
     def on_connect(self, options: dict[str, Any]) -> None:
         if self.solicited or self.connect_options:
             return
-        gateway = str(options.get("gateway") or "")
-        if not gateway:
-            log.error("%s - attempted to connect to gateway port", self.describe())
-            self.close(INCORRECT_PORT, "attempted to connect to gateway port")
-            return
         settings = self.gateways.settings
         if settings.user is not None and (options.get("user") != settings.user
                                           or options.get("pass") != settings.password):
             log.error("%s - authentication error - User %s", self.describe(),
                       go_quote(str(options.get("user") or "")))
             self.close(AUTH_FAILURE, AUTH_VIOLATION)
+            return
+        gateway = str(options.get("gateway") or "")
+        if not gateway:  # after authentication, as nats-server checks it
+            log.error("%s - attempted to connect to gateway port", self.describe())
+            self.close(INCORRECT_PORT, "attempted to connect to gateway port")
             return
         if settings.reject_unknown and not self.gateways.known(gateway):
             log.error("%s - Rejecting connection from gateway %s", self.describe(), go_quote(gateway))

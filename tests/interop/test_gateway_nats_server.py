@@ -217,3 +217,20 @@ def test_geo_queue_failover_and_failback(supercluster: Supercluster) -> None:
             await nc.close()
 
     asyncio.run(run())
+
+
+def test_gatewayz_and_varz_have_nats_servers_shape(supercluster: Supercluster) -> None:
+    from natsd_plugins.monitor.views import monitor_of
+
+    a1 = supercluster.natsd[0]
+    ours = a1.call(lambda: monitor_of(a1.server).endpoints["/gatewayz"]({"accs": "1"}))
+    theirs = supercluster.ns[0].monitor("gatewayz?accs=1")
+    assert set(ours) == set(theirs)
+    assert set(ours["outbound_gateways"]["B"]) == set(theirs["outbound_gateways"]["A"])
+    assert set(ours["outbound_gateways"]["B"]["connection"]) == set(theirs["outbound_gateways"]["A"]["connection"])
+    their_account = {k for acc in theirs["outbound_gateways"]["A"]["accounts"] for k in acc}
+    our_account = {k for acc in ours["outbound_gateways"]["B"]["accounts"] for k in acc}
+    assert our_account <= their_account
+    our_varz = a1.call(lambda: monitor_of(a1.server).endpoints["/varz"]({}))["gateway"]
+    their_varz = supercluster.ns[0].monitor("varz")["gateway"]
+    assert set(our_varz) == set(their_varz), (our_varz, their_varz)
