@@ -157,6 +157,13 @@ class Observer(Protocol):
         self, client: Connection, account: Account, subject: bytes, reply: bytes | None,
         headers: bytes | None, payload: bytes,
     ) -> None: ...
+    def link_connected(self, link: Connection) -> None:
+        """A connection to another server (a leaf node, a route, a gateway) finished its
+        handshake; plugins that own such links report them with
+        ``natsd.routing.connection.notify(server.observers.link_connected, link)``."""
+
+    def link_closed(self, link: Connection, reason: str) -> None:
+        """Such a link closed (reported as ``link_connected``)."""
 
 
 class InterestListener(Protocol):

@@ -331,8 +331,10 @@ def natsd_observers(server: ServerAPI) -> Observer | Iterable[Observer] | None:
     client connection closed before its CONNECT was accepted: refused, timed
     out or gone), ``auth_failed(client, reason)`` (a refused CONNECT;
     ``reason`` is the log text), ``subscribed(client, sub)``,
-    ``unsubscribed(client, sub)`` and
-    ``message_published(client, account, subject, reply, headers, payload)``
+    ``unsubscribed(client, sub)``,
+    ``message_published(client, account, subject, reply, headers, payload)``,
+    ``link_connected(link)`` and ``link_closed(link, reason)`` (a connection
+    to another server, reported by the plugin that owns it)
     (see :class:`natsd.plugin.contracts.Observer`). The core collects the bound
     methods that exist once, at start-up: a method an observer does not
     define costs nothing per message, and one it defines is called

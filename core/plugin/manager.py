@@ -47,6 +47,7 @@ OBSERVER_EVENTS = {
     "client_connected": "connected", "client_closed": "closed", "client_dropped": "dropped",
     "auth_failed": "auth_failed",
     "subscribed": "subscribed", "unsubscribed": "unsubscribed", "message_published": "published",
+    "link_connected": "link_connected", "link_closed": "link_closed",
 }
 """Observer method name -> :class:`~natsd.routing.connection.Observers` list."""
 

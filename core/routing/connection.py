@@ -128,11 +128,14 @@ class Observers:
     event costs one truth test.
     """
 
-    __slots__ = ("connected", "closed", "dropped", "auth_failed", "subscribed", "unsubscribed", "published")
+    __slots__ = ("connected", "closed", "dropped", "auth_failed", "subscribed", "unsubscribed", "published",
+                 "link_connected", "link_closed")
 
     def __init__(self) -> None:
         self.connected: list[Any] = []
         self.closed: list[Any] = []
+        self.link_connected: list[Any] = []
+        self.link_closed: list[Any] = []
         self.dropped: list[Any] = []
         self.auth_failed: list[Any] = []
         self.subscribed: list[Any] = []

@@ -42,7 +42,7 @@ from natsd.config.tls import dialing_context
 from natsd.conn.link import SERVER_SHUTDOWN
 from natsd.plugin.contracts import AuthRequest, AuthResult, ServerAPI
 from natsd.routing.account import Account
-from natsd.routing.connection import LOCAL_KINDS, Kind
+from natsd.routing.connection import LOCAL_KINDS, Kind, notify
 from natsd.routing.stats import rfc3339
 from natsd.routing.subjects import has_wildcard
 from natsd.routing.sublist import Sublist, Subscription
@@ -311,6 +311,10 @@ class LeafNodes:
             self._leaf_clusters.setdefault(name, Counter())[link.remote_cluster] += 1
         log.info("%s - Leafnode connection registered: account %s, remote %s", link.describe(),
                  name, link.remote_name or link.remote_id)
+        # nats-server announces a leaf as a connection of its account on the leaf's side, and
+        # on the hub's when the leaf logged in as one of the server's users
+        if link.solicited or not self.settings.auth_required:
+            notify(self.server.observers.link_connected, link)
 
     def is_loop(self, link: LeafLink) -> bool:
         """Our hub's cluster is already one of our leaves in this account (nats-server's check)."""
@@ -329,6 +333,7 @@ class LeafNodes:
         if links is None or link not in links:
             return
         links.discard(link)
+        notify(self.server.observers.link_closed, link, link.close_reason or "Client Closed")
         if link.is_hub_side and link.remote_cluster:
             clusters = self._leaf_clusters.get(name)
             if clusters is not None:

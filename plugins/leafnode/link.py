@@ -174,6 +174,8 @@ class LeafLink(Link):
             return
         self.remote_cluster = cluster
         self.remote_name = str(options.get("name") or "")
+        self.name = self.remote_name
+        self.version = str(options.get("version") or "")
         self.remote_id = str(options.get("server_id") or self.remote_name)
         self.remote_account = str(options.get("remote_account") or "")
         self.headers = bool(options.get("headers"))
@@ -249,6 +251,8 @@ class LeafLink(Link):
         self.remote_info = info
         self.remote_id = str(info.get("server_id") or "")
         self.remote_name = str(info.get("server_name") or self.remote_id)
+        self.name = self.remote_name
+        self.version = str(info.get("version") or "")
         self.remote_cluster = str(info.get("cluster") or "")
         self.nonce = str(info.get("nonce") or "")
         self.headers = bool(info.get("headers"))

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from natsd.plugin.contracts import ServerAPI
+from natsd.routing.connection import Kind
 from natsd.routing.internal import SERVER_SENT
 from natsd.routing.stats import account_stat, process_usage, rfc3339, server_traffic, traffic, usable_cpus
 
@@ -97,8 +98,10 @@ def client_info(client: Any, *, stop: float | None = None) -> dict[str, Any]:
     if stop is not None:
         info["stop"] = rfc3339(stop)
     info["name_tag"] = client.account.tag
-    info["kind"] = "Client"
-    info["client_type"] = {"websocket": "websocket", "mqtt": "mqtt"}.get(client.transport, "nats")
+    kind = getattr(client, "kind", Kind.CLIENT)
+    info["kind"] = kind.label if isinstance(kind, Kind) else "Client"
+    if kind == Kind.CLIENT:
+        info["client_type"] = {"websocket": "websocket", "mqtt": "mqtt"}.get(client.transport, "nats")
     return info
 
 
@@ -181,6 +184,16 @@ class SystemEvents:
     def client_closed(self, client: Any, reason: str) -> None:
         self._account_conns(client.account)
         self._disconnected(client, reason)
+
+    def link_connected(self, link: Any) -> None:
+        """A leaf-node link came up: nats-server announces it as a connection of the account."""
+        if link.kind in (Kind.LEAF, Kind.HUB):
+            self._publish(f"$SYS.ACCOUNT.{link.account.name}.CONNECT",
+                          {**self._advisory(CONNECT), "client": client_info(link)})
+
+    def link_closed(self, link: Any, reason: str) -> None:
+        if link.kind in (Kind.LEAF, Kind.HUB):
+            self._disconnected(link, reason)
 
     def client_dropped(self, client: Any, reason: str) -> None:
         """A connection closed before its CONNECT was accepted: nats-server 2.12 and later

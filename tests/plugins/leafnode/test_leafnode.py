@@ -192,3 +192,35 @@ async def test_varz_counts_leaf_nodes() -> None:
         assert monitor_of(leaf).endpoints["/varz"]({})["leafnodes"] == 1
     finally:
         await stop(leaf, hub)
+
+
+async def test_leaf_links_are_announced_in_the_system_account() -> None:
+    import json
+
+    hub = await start("server_name: HUB\nsystem_account: SYS\naccounts { SYS { users: [{user: sys, password: sys}] },"
+                      " APP { users: [{user: leaf, password: pw}] } }\nleafnodes { listen: 127.0.0.1:-1 }\n")
+    sysc = await nats.connect(hub.client_url, user="sys", password="sys")
+    events = await sysc.subscribe("$SYS.ACCOUNT.APP.>")
+    await sysc.flush()
+    leaf = await start(f'server_name: EDGE\nleafnodes {{ remotes: [{{url: "nats-leaf://leaf:pw@127.0.0.1:'
+                       f'{leaf_port(hub)}"}}] }}\n')
+    try:
+        await until(lambda: links(hub) == 1)
+
+        async def next_event(kind: str) -> dict[str, Any]:
+            while True:
+                msg = await events.next_msg(timeout=3)
+                if msg.subject.endswith("." + kind):
+                    return json.loads(msg.data)  # type: ignore[no-any-return]
+
+        connect = await next_event("CONNECT")
+        assert connect["client"]["kind"] == "Leafnode" and connect["client"]["name"] == "EDGE"
+        assert connect["client"]["acc"] == "APP" and "client_type" not in connect["client"]
+        await leaf.shutdown()
+        gone = await next_event("DISCONNECT")
+        assert gone["client"]["kind"] == "Leafnode" and gone["reason"]
+    finally:
+        await sysc.close()
+        if leaf.running:
+            await leaf.shutdown()
+        await stop(hub)
