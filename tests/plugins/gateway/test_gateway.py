@@ -136,3 +136,38 @@ def test_settings_errors() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             Server(parse("port: -1\n" + text)).configure()
+
+
+async def test_gateways_over_tls(tls_certs: Any) -> None:
+    tls = (f'tls {{ cert_file: "{tls_certs.server_cert}", key_file: "{tls_certs.server_key}", '
+           f'ca_file: "{tls_certs.ca}" }}')
+    pa, pb = free_port(), free_port()
+    a = Server(parse(gw("A", pa, {"B": pb}, tls)))
+    b = Server(parse(gw("B", pb, {"A": pa}, tls)))
+    await a.start()
+    await b.start()
+    try:
+        await until(lambda: "B" in a.stash[GATEWAYS].outbound and "A" in b.stash[GATEWAYS].outbound
+                    and a.stash[GATEWAYS].inbound and b.stash[GATEWAYS].inbound)
+        link = a.stash[GATEWAYS].outbound["B"]
+        assert link.io is not None and link.io.get_extra_info("ssl_object") is not None
+        na, nb = await nats.connect(a.client_url), await nats.connect(b.client_url)
+
+        async def echo(msg: Any) -> None:
+            await msg.respond(b"secure:" + msg.data)
+
+        await nb.subscribe("svc", cb=echo)
+        await nb.flush()
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                reply = await na.request("svc", b"1", timeout=0.5)
+                break
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                assert time.monotonic() < deadline
+        assert reply.data == b"secure:1"
+        await na.close()
+        await nb.close()
+    finally:
+        await b.shutdown()
+        await a.shutdown()
