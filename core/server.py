@@ -664,6 +664,13 @@ class Server:
         nonce = getattr(conn, "nonce", None)
         if nonce is not None:
             info["nonce"] = nonce
+        overrides = getattr(conn, "info_overrides", None)
+        if overrides:
+            for key, value in overrides.items():
+                if value is None:
+                    info.pop(key, None)
+                else:
+                    info[key] = value
         return info_in_order(info)
 
     def async_info(self, conn: Connection, **extra: Any) -> dict[str, Any]:

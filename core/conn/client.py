@@ -76,7 +76,8 @@ class Client(Connection, asyncio.Protocol):
     """
 
     __slots__ = ("io", "parser", "verbose", "pedantic", "no_responders", "pings_out", "nonce",
-                 "_ping_timer", "_auth_timer", "_deadline_timer", "_auth_task", "_label", "_ponged")
+                 "info_overrides", "connect_defaults", "_ping_timer", "_auth_timer", "_deadline_timer",
+                 "_auth_task", "_label", "_ponged")
 
     def __init__(self, server: ServerAPI, transport: str = "tcp") -> None:
         super().__init__(server, server.global_account, kind=Kind.CLIENT, transport=transport)
@@ -89,6 +90,12 @@ class Client(Connection, asyncio.Protocol):
         self.no_responders = False
         self.authorized = False
         self.nonce: str | None = None
+        self.info_overrides: dict[str, Any] | None = None
+        """INFO fields the listener that made this client sets for it (a WebSocket listener's
+        host, port and TLS); ``None`` values remove a field."""
+        self.connect_defaults: dict[str, Any] | None = None
+        """CONNECT fields the listener supplies when the client leaves them empty (a WebSocket
+        upgrade's cookies: ``jwt``, ``user``, ``pass``, ``auth_token``)."""
         self.pings_out = 0
         self._ping_timer: asyncio.TimerHandle | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
@@ -300,6 +307,8 @@ class Client(Connection, asyncio.Protocol):
     # -- protocol handler -----------------------------------------------------
 
     def on_connect(self, options: dict[str, Any]) -> None:
+        if self.connect_defaults:
+            options = {**options, **{k: v for k, v in self.connect_defaults.items() if not options.get(k)}}
         for key, value in options.items():
             kind = _CONNECT_TYPES.get(key)
             if kind is not None and value is not None and not isinstance(value, kind):

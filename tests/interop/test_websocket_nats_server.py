@@ -1,0 +1,247 @@
+"""The WebSocket port, byte for byte beside nats-server 2.15.1.
+
+Each case sends the same raw HTTP request (and frames) to a natsd process
+and to a nats-server process with the same ``websocket {}`` block, and
+compares what comes back: refused handshakes (status line, headers, body,
+whether the connection stays open), the ``101`` response, the INFO frame,
+control frames, closes. Values that legitimately differ (dates, server ids,
+ports, accept keys for random keys) are masked.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import transcripts as T  # on sys.path via conftest.py
+from conftest import require_nats_server
+
+pytestmark = pytest.mark.timeout(120)
+
+CONF = """
+websocket {
+  listen: "127.0.0.1:%d"
+  no_tls: true
+  compression: true
+  allowed_origins: ["http://good.example.com"]
+  headers { "X-Custom": "yes" }
+}
+"""
+
+
+class Proc:
+    def __init__(self, argv: list[str], port: int, ws_port: int) -> None:
+        self.port, self.ws_port = port, ws_port
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", ws_port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                assert self.proc.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc]]:
+    binary = require_nats_server()
+    work = tmp_path_factory.mktemp("ws")
+    started = {}
+    for kind in ("natsd", "nats-server"):
+        port, ws_port = T.free_port(), T.free_port()
+        conf = work / f"{kind}.conf"
+        conf.write_text(CONF % ws_port)
+        argv = ([binary] if kind == "nats-server" else [sys.executable, "-m", "natsd"]) + [
+            "-c", str(conf), "-a", "127.0.0.1", "-p", str(port)]
+        started[kind] = Proc(argv, port, ws_port)
+    yield started
+    for proc in started.values():
+        proc.stop()
+
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def request(path: str = "/", *, method: str = "GET", headers: dict[str, str] | None = None,
+            version: str = "HTTP/1.1") -> bytes:
+    base = {"Host": "127.0.0.1", "Upgrade": "websocket", "Connection": "Upgrade",
+            "Sec-WebSocket-Key": KEY, "Sec-WebSocket-Version": "13"}
+    for name, value in (headers or {}).items():
+        if value is None:
+            base.pop(name, None)
+        else:
+            base[name] = value
+    lines = [f"{method} {path} {version}", *(f"{k}: {v}" for k, v in base.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def exchange(port: int, data: bytes, *, then: bytes = b"", wait: float = 0.3) -> tuple[bytes, bool]:
+    """What the server sends back to ``data`` (and ``then``), and whether it closed."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+    sock.sendall(data)
+    got, closed = b"", False
+    deadline = time.monotonic() + wait
+    sent_then = False
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            if then and not sent_then:
+                sock.sendall(then)
+                sent_then = True
+                deadline = time.monotonic() + wait
+            continue
+        except ConnectionResetError:
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        got += chunk
+    sock.close()
+    return got, closed
+
+
+def masked(data: bytes) -> bytes:
+    data = re.sub(rb"Date: [^\r]*", b"Date: <date>", data)
+    return data
+
+
+def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True) -> bytes:
+    head = bytes([(0x80 if fin else 0) | opcode])
+    key = os.urandom(4) if mask else b""
+    n = len(payload)
+    if n < 126:
+        head += bytes([(0x80 if mask else 0) | n])
+    elif n < 65536:
+        head += bytes([(0x80 if mask else 0) | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([(0x80 if mask else 0) | 127]) + struct.pack(">Q", n)
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if mask else payload
+    return head + key + body
+
+
+def frames_of(data: bytes) -> list[tuple[int, bool, bytes]]:
+    """``(opcode, rsv1, payload)`` of the server's (unmasked) frames in ``data``."""
+    out = []
+    i = 0
+    while i + 2 <= len(data):
+        b0, b1 = data[i], data[i + 1]
+        n = b1 & 0x7F
+        j = i + 2
+        if n == 126:
+            n = struct.unpack(">H", data[j:j + 2])[0]
+            j += 2
+        elif n == 127:
+            n = struct.unpack(">Q", data[j:j + 8])[0]
+            j += 8
+        out.append((b0 & 0x0F, bool(b0 & 0x40), data[j:j + n]))
+        i = j + n
+    return out
+
+
+REFUSALS = {
+    "post": request(method="POST"),
+    "mqtt_path_disabled": request("/mqtt"),
+    "no_upgrade": request(headers={"Upgrade": None}),
+    "upgrade_not_websocket": request(headers={"Upgrade": "h2c"}),
+    "no_connection": request(headers={"Connection": "keep-alive"}),
+    "no_key": request(headers={"Sec-WebSocket-Key": None}),
+    "bad_key": request(headers={"Sec-WebSocket-Key": "short"}),
+    "bad_version": request(headers={"Sec-WebSocket-Version": "8"}),
+    "foreign_origin": request(headers={"Origin": "http://evil.example.com"}),
+    "wrong_scheme_origin": request(headers={"Origin": "https://good.example.com"}),
+    "null_origin": request(headers={"Origin": "null"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refused_handshakes_match(servers: dict[str, Proc], case: str) -> None:
+    ours = exchange(servers["natsd"].ws_port, REFUSALS[case])
+    theirs = exchange(servers["nats-server"].ws_port, REFUSALS[case])
+    assert masked(ours[0]) == masked(theirs[0])
+    assert ours[1] == theirs[1]  # the connection stays open (keep-alive) or closes, alike
+
+
+def _upgrade(port: int, headers: dict[str, str] | None = None, then: bytes = b"") -> tuple[bytes, list[Any], bool]:
+    data, closed = exchange(port, request(headers=headers), then=then, wait=0.4)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, frames_of(rest), closed
+
+
+def test_the_upgrade_and_the_info_frame_match(servers: dict[str, Proc]) -> None:
+    ours = _upgrade(servers["natsd"].ws_port, {"Origin": "http://GOOD.example.com:80"})
+    theirs = _upgrade(servers["nats-server"].ws_port, {"Origin": "http://GOOD.example.com:80"})
+    assert ours[0] == theirs[0]  # 101, header order, the custom header, no extension
+    [(op, rsv1, info)] = ours[1]
+    [(their_op, _, their_info)] = theirs[1]
+    assert op == their_op == 2 and not rsv1  # INFO in one binary frame
+    assert info.startswith(b"INFO {") and info.endswith(b" \r\n")
+    assert set(json.loads(info[5:-3])) <= set(json.loads(their_info[5:-3])) | {"git_commit"}
+
+
+def test_compression_is_negotiated_alike(servers: dict[str, Proc]) -> None:
+    ext = {"Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits"}
+    ours = _upgrade(servers["natsd"].ws_port, ext)
+    theirs = _upgrade(servers["nats-server"].ws_port, ext)
+    assert ours[0] == theirs[0]
+    assert b"Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; " \
+           b"client_no_context_takeover" in ours[0]
+    assert ours[1][0][1] and theirs[1][0][1]  # the INFO frame is compressed (RSV1)
+
+
+@pytest.mark.parametrize("case", ["ping", "close_empty", "close_status", "unmasked", "reserved_bits",
+                                  "nats_ping_split", "text_frames"])
+def test_frames_after_the_upgrade_match(servers: dict[str, Proc], case: str) -> None:
+    then = {
+        "ping": frame(9, b"hello"),
+        "close_empty": frame(8, b""),
+        "close_status": frame(8, struct.pack(">H", 4000) + b"app"),
+        "unmasked": frame(2, b"PING\r\n", mask=False),
+        "reserved_bits": bytes([0xA2]) + frame(2, b"PING\r\n")[1:],
+        "nats_ping_split": frame(2, b'CONNECT {"verbose":false}\r\nPI', fin=False) + frame(0, b"NG\r\n"),
+        "text_frames": frame(1, b'CONNECT {"verbose":false}\r\nPING\r\n'),
+    }[case]
+    ours = _upgrade(servers["natsd"].ws_port, then=then)
+    theirs = _upgrade(servers["nats-server"].ws_port, then=then)
+    assert [f[:1] + f[2:] for f in ours[1][1:]] == [f[:1] + f[2:] for f in theirs[1][1:]]  # after INFO
+    assert ours[2] == theirs[2]
+
+
+def test_a_browser_gets_frames_of_at_most_4096_bytes(servers: dict[str, Proc]) -> None:
+    import nats  # noqa: F401 - needs the test extras
+
+    ua = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/156"}
+    big = frame(2, b'CONNECT {"verbose":false}\r\nSUB big 1\r\nPUB big 10000\r\n' + b"x" * 10000 + b"\r\nPING\r\n")
+    for kind in ("natsd", "nats-server"):
+        _, frames, _ = _upgrade(servers[kind].ws_port, ua, then=big)
+        assert all(len(f[2]) <= 4096 for f in frames), kind
+        assert sum(len(f[2]) for f in frames[1:]) > 10000, kind
+
+
+def test_keep_alive_after_a_refusal_then_upgrade(servers: dict[str, Proc]) -> None:
+    for kind in ("natsd", "nats-server"):
+        data, closed = exchange(servers[kind].ws_port, request(method="POST"), then=request(), wait=0.4)
+        assert data.startswith(b"HTTP/1.1 405 Method Not Allowed") and b"101 Switching Protocols" in data, kind
+        assert not closed, kind
+    assert base64.b64decode(KEY)
