@@ -76,8 +76,8 @@ class Client(Connection, asyncio.Protocol):
     """
 
     __slots__ = ("io", "parser", "verbose", "pedantic", "no_responders", "pings_out", "nonce",
-                 "info_overrides", "connect_defaults", "_ping_timer", "_auth_timer", "_deadline_timer",
-                 "_auth_task", "_label", "_ponged")
+                 "info_overrides", "connect_defaults", "no_auth_user", "auth_timeout", "_ping_timer",
+                 "_auth_timer", "_deadline_timer", "_auth_task", "_label", "_ponged")
 
     def __init__(self, server: ServerAPI, transport: str = "tcp") -> None:
         super().__init__(server, server.global_account, kind=Kind.CLIENT, transport=transport)
@@ -96,6 +96,11 @@ class Client(Connection, asyncio.Protocol):
         self.connect_defaults: dict[str, Any] | None = None
         """CONNECT fields the listener supplies when the client leaves them empty (a WebSocket
         upgrade's cookies: ``jwt``, ``user``, ``pass``, ``auth_token``)."""
+        self.no_auth_user: str | None = None
+        """The listener's ``no_auth_user``, replacing the server's for this client
+        (:attr:`natsd.plugin.contracts.AuthRequest.no_auth_user`)."""
+        self.auth_timeout: float | None = None
+        """Seconds this client has to authenticate, when its listener sets its own."""
         self.pings_out = 0
         self._ping_timer: asyncio.TimerHandle | None = None
         self._auth_timer: asyncio.TimerHandle | None = None
@@ -171,9 +176,10 @@ class Client(Connection, asyncio.Protocol):
         """Start the protocol: the authentication and ping timers (after TLS, if any)."""
         server = self.server
         loop = server.loop
-        if server.auth.required:
+        if server.auth.required_for(self.transport):
             self.parser.handler = _PreAuth(self)
-            self._auth_timer = loop.call_later(server.config.auth_timeout, self._auth_expired)
+            self._auth_timer = loop.call_later(self.auth_timeout or server.config.auth_timeout,
+                                               self._auth_expired)
         else:
             self.authorized = True
         if server.config.ping_interval > 0:
@@ -401,7 +407,8 @@ class Client(Connection, asyncio.Protocol):
         """What authenticators see of this client (CONNECT options, address, nonce, certificate)."""
         return AuthRequest(options=self.connect_options or {}, client_id=self.cid,
                            remote=self.remote, transport=self.transport, nonce=self.nonce,
-                           tls_peer=self.tls.peer if self.tls is not None else None)
+                           tls_peer=self.tls.peer if self.tls is not None else None,
+                           no_auth_user=self.no_auth_user)
 
     def apply_limits(self) -> None:
         """The tightest of the user's, the account's and the server's limits."""
@@ -427,7 +434,7 @@ class Client(Connection, asyncio.Protocol):
         if self.closed or not self.authorized:
             return
         auth = self.server.auth
-        if not auth.required:
+        if not auth.required_for(self.transport):
             if self.account is not self.server.global_account:
                 self.close(CLIENT_CLOSED)
             else:

@@ -5,6 +5,11 @@ nodes, MQTT), every authenticator is asked in turn; the first that does not
 answer ``None`` decides. An answer may be an awaitable (an authenticator
 doing I/O); :meth:`AuthChain.settle` awaits it and, on ``None``, asks the
 ones after it. An authenticator that raises refuses the client (logged).
+
+An authenticator with a ``transports`` attribute (a set of transport names,
+``{"websocket"}``) is asked only about connections of those transports, and
+makes authentication required only for them: a ``websocket {}`` block's own
+credentials do not ask TCP clients for any.
 """
 
 from __future__ import annotations
@@ -24,14 +29,21 @@ NOBODY_ACCEPTED = "no authenticator accepted the client"
 class AuthChain:
     """The authenticators of the running configuration."""
 
-    __slots__ = ("authenticators", "required", "nonce")
+    __slots__ = ("authenticators", "required", "nonce", "_scoped", "_required_by")
 
     def __init__(self, authenticators: Sequence[Authenticator] = ()) -> None:
         self.authenticators = list(authenticators)
-        self.required = bool(self.authenticators)
-        """Clients must authenticate (INFO ``auth_required``, the auth timeout)."""
+        scopes = [getattr(a, "transports", None) for a in self.authenticators]
+        self._scoped = any(scope is not None for scope in scopes)
+        self.required = any(scope is None for scope in scopes)
+        """Clients of every transport must authenticate (INFO ``auth_required``, the auth timeout)."""
+        self._required_by = {t for scope in scopes if scope is not None for t in scope}
         self.nonce = any(getattr(a, "wants_nonce", False) for a in self.authenticators)
         """Some authenticator verifies NKey signatures: INFO carries a nonce."""
+
+    def required_for(self, transport: str) -> bool:
+        """Clients of ``transport`` must authenticate (some authenticator applies to them)."""
+        return self.required or transport in self._required_by
 
     def first(self, request: AuthRequest, start: int = 0) -> tuple[int, Any]:
         """``(index, answer)`` of the first authenticator from ``start`` not answering ``None``.
@@ -41,6 +53,10 @@ class AuthChain:
         """
         authenticators = self.authenticators
         for i in range(start, len(authenticators)):
+            if self._scoped:
+                scope = getattr(authenticators[i], "transports", None)
+                if scope is not None and request.transport not in scope:
+                    continue
             result = _ask(authenticators[i], request)
             if result is not None:
                 return i, result
@@ -66,7 +82,7 @@ class AuthChain:
         Without authenticators everybody is accepted (into the default
         account); when nobody accepts, the verdict is a refusal.
         """
-        if not self.required:
+        if not self.required_for(request.transport):
             return AuthResult(ok=True)
         index, result = self.first(request)
         if inspect.isawaitable(result):

@@ -54,6 +54,9 @@ class AuthRequest:
     sent in INFO, if any. ``tls_peer`` is the client's verified certificate
     (a :class:`natsd.security.peercert.PeerCertificate`: subject DN, email/DNS/URI names)
     when it connected over TLS with ``verify``, else ``None``.
+    ``no_auth_user``, when not ``None``, is the user a connection without
+    credentials becomes in place of the server's ``no_auth_user`` (the
+    listener's own: a ``websocket {}`` block's).
     """
 
     options: Mapping[str, Any]
@@ -62,6 +65,7 @@ class AuthRequest:
     transport: str = "tcp"
     nonce: str | None = None
     tls_peer: PeerCertificate | None = None
+    no_auth_user: str | None = None
 
     @property
     def connection_type(self) -> str:
@@ -110,7 +114,10 @@ class Authenticator(Protocol):
     loop: return an awaitable (``loop.run_in_executor``) with a bound on how
     many run at once. A reload asks again about every connected client; an
     authenticator whose answer costs a round trip sets
-    ``recheck_on_reload = False`` to keep the verdicts it gave.
+    ``recheck_on_reload = False`` to keep the verdicts it gave. An
+    authenticator with a ``transports`` attribute (``{"websocket"}``) is asked
+    only about, and requires authentication only of, clients of those
+    transports (:attr:`AuthRequest.transport`).
     """
 
     def authenticate(

@@ -175,7 +175,8 @@ def natsd_authenticators(server: ServerAPI) -> Iterable[Authenticator] | None:
     :class:`natsd.plugin.contracts.AuthResult` wins; ``None`` means "not mine". A
     refusal (an ``AuthResult`` with ``ok=False``) answers
     ``-ERR 'Authorization Violation'`` and its ``reason`` reaches the server
-    log, never the client.
+    log, never the client. An authenticator with a ``transports`` attribute
+    applies only to those transports (a WebSocket block's own credentials).
 
     Called once at start-up. Per connection, not per message.
     """

@@ -178,8 +178,12 @@ class StaticAuthenticator:
         if self.tls_map:
             return self._mapped(request)
         name = opts.get("user")
-        if not name and not opts.get("pass") and self.no_auth_user is not None:
-            return self._accept(self.users[self.no_auth_user], request)
+        default = request.no_auth_user if request.no_auth_user is not None else self.no_auth_user
+        if not name and not opts.get("pass") and default:
+            user = self.users.get(default)
+            if user is None or user.nkey is not None:
+                return AuthResult(ok=False, reason=f"no_auth_user {default!r} is not a configured user")
+            return self._accept(user, request)
         user = self.users.get(name) if isinstance(name, str) else None
         if user is None or user.nkey is not None or user.password is None:
             return AuthResult(ok=False, reason=f"unknown user {name!r}" if name else "no credentials")

@@ -32,10 +32,20 @@ def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
     if block is None:
         return
     settings = settings_mod.load(block)
+    settings_mod.check_users(settings, block, config)
     if settings.port:
         from .listener import WebSocketListener  # imports the websockets library
 
         server.stash[WEBSOCKET] = WebSocketListener(server, settings)
+
+
+@hookimpl(tryfirst=True)
+def natsd_authenticators(server: ServerAPI) -> list[Any] | None:
+    """The block's own ``user``/``password`` or ``token``, asked first about WebSocket clients."""
+    listener = server.stash.get(WEBSOCKET, None)
+    if listener is None or not (listener.settings.user or listener.settings.token):
+        return None
+    return [listener.authenticator]
 
 
 @hookimpl
@@ -71,4 +81,6 @@ def natsd_monitor_varz(server: ServerAPI, varz: dict[str, Any]) -> None:
 
 @hookimpl
 def natsd_shutdown(server: ServerAPI) -> None:
-    server.stash.pop(WEBSOCKET, None)
+    listener = server.stash.pop(WEBSOCKET, None)
+    if listener is not None:
+        listener.authenticator.close()

@@ -33,6 +33,7 @@ from websockets.server import ServerProtocol
 
 from natsd.plugin.contracts import ServerAPI
 
+from .auth import WebSocketAuthenticator
 from .settings import WebSocketSettings
 
 if TYPE_CHECKING:
@@ -382,6 +383,7 @@ class WebSocketListener:
         self.host = settings.host
         self.port = settings.port
         self.connections: set[WebSocketConnection] = set()
+        self.authenticator = WebSocketAuthenticator(settings)
         self._server: asyncio.AbstractServer | None = None
 
     @property
@@ -422,6 +424,14 @@ class WebSocketListener:
         tls = settings.tls is not None
         overrides["tls_required"] = True if tls else None
         overrides["tls_available"] = True if tls else None
+        if settings.auth_override:
+            client.no_auth_user = settings.no_auth_user or ""
+        if self.server.auth.required_for("websocket"):
+            # nats-server: a WebSocket INFO asks for credentials whenever the server checks
+            # them, even when a no_auth_user would let the client in without any.
+            overrides["auth_required"] = True
+        if settings.auth_timeout:
+            client.auth_timeout = settings.auth_timeout
         client.info_overrides = overrides
         client.connect_defaults = _cookies(headers, settings) or None
         conn.client = client

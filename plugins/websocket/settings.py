@@ -22,7 +22,7 @@ from natsd.config.tls import TLSSettings, load_tls
 FORBIDDEN_HEADERS = frozenset({"upgrade", "connection", "sec-websocket-accept", "sec-websocket-extensions",
                                "sec-websocket-protocol", "nats-no-masking"})
 """Response headers the handshake sets itself (nats-server refuses them in ``headers``)."""
-NOT_SUPPORTED = frozenset({"no_auth_user", "ping_interval"})
+NOT_SUPPORTED = frozenset({"ping_interval"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class WebSocketSettings:
     password: str | None = None
     token: str | None = None
     auth_timeout: float = 0.0
+    no_auth_user: str | None = None
     jwt_cookie: str | None = None
     user_cookie: str | None = None
     pass_cookie: str | None = None
@@ -59,8 +60,42 @@ class WebSocketSettings:
 
     @property
     def auth_override(self) -> bool:
-        """The block's own credentials replace the server's simple ones for WebSocket clients."""
-        return self.user is not None or self.token is not None
+        """The block's own credentials (or ``no_auth_user``) replace the server's for WebSocket
+        clients, who must then authenticate even when TCP clients need not."""
+        return bool(self.user or self.token or self.no_auth_user)
+
+
+def check_users(settings: WebSocketSettings, block: Mapping[str, Any], config: Any) -> None:
+    """nats-server's checks of the block's credentials against the server's users."""
+    names = _user_names(config)
+    for key in block:
+        if key.lower() in ("authorization", "authentication") and names:
+            what = "username" if settings.user else "token" if settings.token else None
+            if what:
+                raise config_error(block, key, f"websocket authentication {what} not compatible "
+                                   "with presence of users/nkeys")
+    if settings.no_auth_user:
+        key = next(k for k in block if k.lower() == "no_auth_user")
+        if not names:
+            raise config_error(block, key, f'no_auth_user: "{settings.no_auth_user}" present, '
+                               "but users/nkeys are not defined")
+        if settings.no_auth_user not in names:
+            raise config_error(block, key, f'no_auth_user: "{settings.no_auth_user}" not present as '
+                               "user or nkey in authorization block or account configuration")
+
+
+def _user_names(config: Any) -> set[str]:
+    """Names and NKeys of the ``users`` of ``authorization {}`` and of ``accounts {}``."""
+    entries: list[Any] = list((config.authorization or {}).get("users") or [])
+    for block in config.accounts.values():
+        entries.extend(block.get("users") or [])
+    names = set()
+    for entry in entries:
+        if isinstance(entry, Mapping):
+            name = entry.get("user", entry.get("username", entry.get("nkey")))
+            if isinstance(name, str):
+                names.add(name)
+    return names
 
 
 def load(block: Any) -> WebSocketSettings:
@@ -98,7 +133,9 @@ def load(block: Any) -> WebSocketSettings:
                                    "of seconds or a duration")
             values["handshake_timeout"] = float(value) if isinstance(value, int) else _duration(block, key, value)
         elif k in ("authorization", "authentication"):
-            raise config_error(block, key, f"websocket option {key!r} is not supported by natsd yet")
+            _authorization(value, values, block, key)
+        elif k == "no_auth_user":
+            values["no_auth_user"] = _str(block, key, value)
         elif k in ("jwt_cookie", "user_cookie", "pass_cookie", "token_cookie"):
             values[k] = _str(block, key, value)
         elif k == "headers":

@@ -245,3 +245,97 @@ def test_keep_alive_after_a_refusal_then_upgrade(servers: dict[str, Proc]) -> No
         assert data.startswith(b"HTTP/1.1 405 Method Not Allowed") and b"101 Switching Protocols" in data, kind
         assert not closed, kind
     assert base64.b64decode(KEY)
+
+
+AUTH_SCENARIOS: dict[str, tuple[str, list[tuple[str, dict[str, Any], dict[str, str], str]]]] = {
+    # name: (config after the listen line, [(try, CONNECT fields, upgrade headers, expected)])
+    "block_user_and_cookies": (
+        "authorization { user: wu, password: wp, timeout: 2 }\n"
+        'user_cookie: "u"\npass_cookie: "p"\n}\n', [
+            ("no credentials", {}, {}, "refused"),
+            ("block user", {"user": "wu", "pass": "wp"}, {}, "accepted"),
+            ("cookies", {}, {"Cookie": "u=wu; p=wp"}, "accepted"),
+            ("CONNECT wins over a cookie", {"pass": "wp"}, {"Cookie": "u=wu; p=bad"}, "accepted"),
+            ("a bad CONNECT password", {"pass": "bad"}, {"Cookie": "u=wu; p=wp"}, "refused"),
+        ]),
+    "server_token_block_user": (
+        "authorization { user: wu, password: wp }\n}\nauthorization { token: tt }\n", [
+            ("the server's token", {"auth_token": "tt"}, {}, "refused"),
+            ("block user", {"user": "wu", "pass": "wp"}, {}, "accepted"),
+        ]),
+    "server_user_block_token": (
+        "authorization { token: s3cr3t }\ntoken_cookie: tok\n}\nauthorization { user: tu, password: tp }\n", [
+            ("the server's user", {"user": "tu", "pass": "tp"}, {}, "refused"),
+            ("block token", {"auth_token": "s3cr3t"}, {}, "accepted"),
+            ("token cookie", {}, {"Cookie": "tok=s3cr3t"}, "accepted"),
+        ]),
+    "block_no_auth_user": (
+        "no_auth_user: wso\n}\nauthorization { users: [\n"
+        '  {user: std, password: s, allowed_connection_types: ["STANDARD"]}\n'
+        '  {user: wso, password: w, allowed_connection_types: ["WEBSOCKET"]}\n'
+        "  {user: any, password: a}\n]}\n", [
+            ("no credentials: the block's no_auth_user", {}, {}, "accepted"),
+            ("a STANDARD-only user", {"user": "std", "pass": "s"}, {}, "refused"),
+            ("a WEBSOCKET user", {"user": "wso", "pass": "w"}, {}, "accepted"),
+            ("any transport", {"user": "any", "pass": "a"}, {}, "accepted"),
+        ]),
+    "server_no_auth_user_standard_only": (
+        '}\nno_auth_user: std\nauthorization { users: [ {user: any, password: a}, '
+        '{user: std, password: s, allowed_connection_types: ["STANDARD"]} ] }\n', [
+            ("no credentials: a STANDARD-only no_auth_user", {}, {}, "refused"),
+            ("any transport", {"user": "any", "pass": "a"}, {}, "accepted"),
+        ]),
+}
+
+
+def _auth_outcome(port: int, fields: dict[str, Any], headers: dict[str, str]) -> tuple[Any, str, list[Any]]:
+    connect = frame(2, b"CONNECT " + json.dumps({"verbose": False, **fields}).encode() + b"\r\nPING\r\n")
+    _, frames, closed = _upgrade(port, headers, then=connect)
+    info = json.loads(frames[0][2][5:-3])
+    text = b"".join(f[2] for f in frames[1:] if f[0] == 2)
+    closes = [struct.unpack(">H", f[2][:2])[0] for f in frames if f[0] == 8]
+    outcome = "accepted" if text == b"PONG\r\n" and not closed else (
+        "refused" if text == b"-ERR 'Authorization Violation'\r\n" and closes == [1008] else repr(frames))
+    return info.get("auth_required"), outcome, closes
+
+
+def _tcp_outcome(port: int) -> tuple[Any, bytes]:
+    """INFO's ``auth_required`` and the answer to a CONNECT without credentials, over TCP."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        info = sock.recv(65536)
+        sock.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+        answer = b""
+        while not answer.endswith(b"\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return json.loads(info[5:]).get("auth_required"), answer
+
+
+@pytest.mark.parametrize("scenario", sorted(AUTH_SCENARIOS))
+def test_the_block_s_authorization_matches(tmp_path: Any, scenario: str) -> None:
+    """The ``websocket {}`` block's credentials and no_auth_user, beside nats-server's verdicts."""
+    binary = require_nats_server()
+    tail, tries = AUTH_SCENARIOS[scenario]
+    procs = {}
+    try:
+        for kind in ("natsd", "nats-server"):
+            port, ws_port = T.free_port(), T.free_port()
+            conf = tmp_path / f"{kind}.conf"
+            conf.write_text(f'websocket {{\nlisten: "127.0.0.1:{ws_port}"\nno_tls: true\n{tail}')
+            argv = ([binary] if kind == "nats-server" else [sys.executable, "-m", "natsd"]) + [
+                "-c", str(conf), "-a", "127.0.0.1", "-p", str(port)]
+            procs[kind] = Proc(argv, port, ws_port)
+        for name, fields, headers, expected in tries:
+            ours = _auth_outcome(procs["natsd"].ws_port, fields, headers)
+            theirs = _auth_outcome(procs["nats-server"].ws_port, fields, headers)
+            assert ours == theirs, name
+            assert ours[:2] == (True, expected), name
+        tcp = {kind: _tcp_outcome(proc.port) for kind, proc in procs.items()}
+        assert tcp["natsd"] == tcp["nats-server"]  # TCP clients keep the server's own rules
+        if scenario == "block_user_and_cookies":
+            assert tcp["natsd"] == (None, b"PONG\r\n")
+    finally:
+        for proc in procs.values():
+            proc.stop()
