@@ -664,14 +664,7 @@ class Server:
         nonce = getattr(conn, "nonce", None)
         if nonce is not None:
             info["nonce"] = nonce
-        overrides = getattr(conn, "info_overrides", None)
-        if overrides:
-            for key, value in overrides.items():
-                if value is None:
-                    info.pop(key, None)
-                else:
-                    info[key] = value
-        return info_in_order(info)
+        return info_in_order(self._as_seen_by(conn, info))
 
     def async_info(self, conn: Connection, **extra: Any) -> dict[str, Any]:
         """An INFO object for ``conn`` once connected, with ``extra`` fields (``ldm=True`` ...).
@@ -685,7 +678,26 @@ class Server:
             info["max_payload"] = parser.max_payload
         if conn.remote is not None:
             info["client_ip"] = conn.remote[0]
-        return info_in_order(info)
+        return info_in_order(self._as_seen_by(conn, info))
+
+    @staticmethod
+    def _as_seen_by(conn: Connection, info: dict[str, Any]) -> dict[str, Any]:
+        """``info`` for ``conn``'s transport, with its listener's overrides (see ``Client.info_overrides``)."""
+        ws_urls = info.pop("ws_connect_urls", None)
+        if conn.transport == "websocket":
+            # nats-server: a WebSocket client's connect_urls are the cluster's WebSocket ports
+            if ws_urls:
+                info["connect_urls"] = ws_urls
+            else:
+                info.pop("connect_urls", None)
+        overrides = getattr(conn, "info_overrides", None)
+        if overrides:
+            for key, value in overrides.items():
+                if value is None:
+                    info.pop(key, None)
+                else:
+                    info[key] = value
+        return info
 
     def update_info(self, **fields: Any) -> None:
         """Set INFO fields a plugin contributes (``connect_urls``, ``cluster`` ...); ``None`` removes one.

@@ -66,6 +66,7 @@ class Cluster:
         self._closed: dict[Route, asyncio.Future[None]] = {}
         self._self_urls: set[str] = set()
         self._remote_urls: dict[str, list[str]] = {}
+        self._remote_ws_urls: dict[str, list[str]] = {}
         self._stopping = False
         self.dialing_context = dialing_context(settings.tls) if settings.tls is not None else None
         """The client side of route TLS (the listener uses ``settings.tls.context``)."""
@@ -139,6 +140,9 @@ class Cluster:
             info["cluster_dynamic"] = True
         if not settings.no_advertise:
             info["connect_urls"] = self._own_client_urls()
+            ws_urls = self._own_ws_urls()
+            if ws_urls:
+                info["ws_connect_urls"] = ws_urls
         if route is not None and route.gossip_mode:
             info["gossip_mode"] = route.gossip_mode
         return info
@@ -206,9 +210,7 @@ class Cluster:
         log.debug("%s - Registering remote route %r", route.describe(), rid)
         self._send_interest(route)
         self._gossip(route)
-        urls = info.get("connect_urls")
-        if isinstance(urls, list) and not self.settings.no_advertise:
-            self._remote_urls[rid] = [str(u) for u in urls]
+        if self._remember_urls(rid, info):
             self._update_client_info()
         self.server.flush()
 
@@ -221,13 +223,27 @@ class Cluster:
             self._implicit(info)
             return
         if info.get("ldm"):
-            if self._remote_urls.pop(route.remote_id, None) is not None:
+            if self._forget_urls(route.remote_id):
                 self._update_client_info()
             return
-        urls = info.get("connect_urls")
-        if isinstance(urls, list) and not self.settings.no_advertise:
-            self._remote_urls[route.remote_id] = [str(u) for u in urls]
+        if self._remember_urls(route.remote_id, info):
             self._update_client_info()
+
+    def _remember_urls(self, rid: str, info: Mapping[str, Any]) -> bool:
+        """Keep a peer's client and WebSocket URLs from its INFO; whether there were any."""
+        if self.settings.no_advertise:
+            return False
+        found = False
+        for key, table in (("connect_urls", self._remote_urls), ("ws_connect_urls", self._remote_ws_urls)):
+            urls = info.get(key)
+            if isinstance(urls, list):
+                table[rid] = [str(u) for u in urls]
+                found = True
+        return found
+
+    def _forget_urls(self, rid: str) -> bool:
+        had = self._remote_urls.pop(rid, None) is not None
+        return self._remote_ws_urls.pop(rid, None) is not None or had
 
     def route_closed(self, route: Route) -> None:
         self.connections.discard(route)
@@ -238,7 +254,7 @@ class Cluster:
         totals[3] += route.out_bytes_total
         if route.registered and self.routes.get(route.remote_id) is route:
             del self.routes[route.remote_id]
-            if self._remote_urls.pop(route.remote_id, None) is not None:
+            if self._forget_urls(route.remote_id):
                 self._update_client_info()
         fut = self._closed.pop(route, None)
         if fut is not None and not fut.done():
@@ -375,13 +391,30 @@ class Cluster:
             return [f"{self._url_host(a)}:{server.port}" for a in addresses]
         return [f"{self._url_host(host)}:{server.port}"]
 
+    def _own_ws_urls(self) -> list[str]:
+        """This server's WebSocket port as ``host:port`` (the websocket plugin's ``ports`` entry)."""
+        urls: list[str] = []
+        for url in self.server.ports.get("websocket", ()):
+            parts = urlsplit(url)
+            if parts.hostname is None or parts.port is None:
+                continue
+            if parts.hostname in ("0.0.0.0", "::"):
+                addresses = _interface_addresses() or ["127.0.0.1"]
+                urls.extend(f"{self._url_host(a)}:{parts.port}" for a in addresses)
+            else:
+                urls.append(f"{self._url_host(parts.hostname)}:{parts.port}")
+        return urls
+
     def _update_client_info(self, broadcast: bool = True) -> None:
-        urls = self._own_client_urls()
+        urls, ws_urls = self._own_client_urls(), self._own_ws_urls()
         if not self.settings.no_advertise:
             for remote in self._remote_urls.values():
                 urls.extend(u for u in remote if u not in urls)
+            for remote in self._remote_ws_urls.values():
+                ws_urls.extend(u for u in remote if u not in ws_urls)
         self.client_urls = urls
-        self.server.update_info(cluster=self.name, connect_urls=urls)
+        # ws_connect_urls reaches WebSocket clients as their connect_urls (see Server.client_info)
+        self.server.update_info(cluster=self.name, connect_urls=urls, ws_connect_urls=ws_urls or None)
         if broadcast and self.server.running:
             self.server.broadcast_info()
 

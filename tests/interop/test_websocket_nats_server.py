@@ -339,3 +339,39 @@ def test_the_block_s_authorization_matches(tmp_path: Any, scenario: str) -> None
     finally:
         for proc in procs.values():
             proc.stop()
+
+
+def test_websocket_clients_learn_the_cluster_s_websocket_ports(tmp_path: Any) -> None:
+    """A natsd and a nats-server in one cluster: each gives WebSocket clients the other's
+    WebSocket port in ``connect_urls``, TCP clients the TCP ports, and nobody ``ws_connect_urls``."""
+    binary = require_nats_server()
+    ports = {kind: (T.free_port(), T.free_port(), T.free_port()) for kind in ("natsd", "nats-server")}
+    procs = {}
+    try:
+        for kind, (port, ws_port, route_port) in ports.items():
+            other = ports["nats-server" if kind == "natsd" else "natsd"][2]
+            conf = tmp_path / f"{kind}.conf"
+            conf.write_text(f'server_name: {kind}\nwebsocket {{ listen: "127.0.0.1:{ws_port}", no_tls: true }}\n'
+                            f'cluster {{ name: C, listen: "127.0.0.1:{route_port}", '
+                            f'routes: ["nats-route://127.0.0.1:{other}"] }}\n')
+            argv = ([binary] if kind == "nats-server" else [sys.executable, "-m", "natsd"]) + [
+                "-c", str(conf), "-a", "127.0.0.1", "-p", str(port)]
+            procs[kind] = Proc(argv, port, ws_port)
+        ws_urls = sorted(f"127.0.0.1:{p[1]}" for p in ports.values())
+        tcp_urls = sorted(f"127.0.0.1:{p[0]}" for p in ports.values())
+        for kind, proc in procs.items():
+            deadline = time.monotonic() + 15
+            while True:
+                _, frames, _ = _upgrade(proc.ws_port)
+                info = json.loads(frames[0][2][5:-3])
+                if sorted(info.get("connect_urls", [])) == ws_urls or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert sorted(info["connect_urls"]) == ws_urls, kind
+            assert "ws_connect_urls" not in info and info["port"] == proc.ws_port, kind
+            with socket.create_connection(("127.0.0.1", proc.port), timeout=2) as sock:
+                tcp_info = json.loads(sock.recv(65536)[5:])
+            assert sorted(tcp_info["connect_urls"]) == tcp_urls and "ws_connect_urls" not in tcp_info, kind
+    finally:
+        for proc in procs.values():
+            proc.stop()
