@@ -179,6 +179,7 @@ class Server:
         self.flag_overrides: Callable[[ServerConfig], ServerConfig] | None = None
         """Re-applies command-line flags to a reloaded config (set by the CLI)."""
         self.ports: dict[str, list[str]] = {}
+        self.acceptors: dict[str, Callable[[str], asyncio.Protocol]] = {}
         """URLs per kind of port (``nats``, ``monitoring`` ...), for ``ports_file_dir``;
         plugins add theirs at start-up."""
         self.host = config.host

@@ -125,12 +125,16 @@ class TLSSettings:
 
 
 def load_tls(parent: Mapping[str, Any], key: str = "tls", value: Any = None, *,
-             known_urls: bool = False, default_timeout: float = TLS_TIMEOUT) -> TLSSettings:
+             known_urls: bool = False, default_timeout: float = TLS_TIMEOUT,
+             client: bool = False) -> TLSSettings:
     """Validate the ``tls {}`` block ``parent[key]`` (or ``value``) and build its context.
 
     Errors name the file, line and key. ``known_urls`` allows
     ``verify_cert_and_check_known_urls`` (only meaningful where the server
     knows its peers' URLs: routes, gateways, leafnodes), as nats-server does.
+    ``client`` is for blocks used only to dial (a leaf node's remote): the
+    certificate is then optional (``cert_file`` and ``key_file`` are ``""``
+    without one), a ``ca_file`` alone is enough.
     """
     block = parent[key] if value is None else value
     if not isinstance(block, Mapping):
@@ -144,6 +148,11 @@ def load_tls(parent: Mapping[str, Any], key: str = "tls", value: Any = None, *,
             raise config_error(block, k, "unknown field in the tls block (known: "
                                + ", ".join(sorted(KEYS)) + ")")
         _option(block, k, name, v, opts, known_urls)
+    if client and "cert_file" not in opts and "key_file" not in opts:
+        opts["cert_file"] = opts["key_file"] = ""
+        ca_pem = _read(block, "ca_file", opts["ca_file"]) if "ca_file" in opts else ""
+        return TLSSettings(context=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+                           fingerprint=hashlib.sha256(ca_pem.encode()).hexdigest(), **opts)
     for required in ("cert_file", "key_file"):
         if required not in opts:
             raise config_error(parent, key, f"missing '{required}' in TLS configuration")
@@ -304,8 +313,9 @@ def dialing_context(settings: TLSSettings) -> ssl.SSLContext:
     for both ends of such links.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = settings.context.minimum_version
-    ctx.load_cert_chain(settings.cert_file, settings.key_file)
+    ctx.minimum_version = _VERSIONS[settings.min_version]
+    if settings.cert_file:
+        ctx.load_cert_chain(settings.cert_file, settings.key_file)
     if settings.ca_file is not None:
         ctx.load_verify_locations(cafile=settings.ca_file)
     else:

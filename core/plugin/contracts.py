@@ -235,6 +235,12 @@ class ServerAPI(Host, Protocol):
     storage_backends: dict[str, StorageBackend]
     ports: dict[str, list[str]]
     """URLs per kind of port (``nats``, ``monitoring`` ...) for ``ports_file_dir``; plugins add theirs."""
+    acceptors: dict[str, Callable[[str], asyncio.Protocol]]
+    """Protocol factories for connections one plugin accepts and another plugin's listener
+    receives: ``acceptors["leafnode"]("websocket")`` gives the protocol of one inbound leaf
+    connection that arrived on the WebSocket port (it gets a transport adapter as
+    ``connection_made``'s argument, as :meth:`client_protocol`'s client does). The plugin
+    owning the kind registers its factory when it is ready to accept and removes it when it stops."""
     config_digest: str
     """nats-server's digest of the loaded config file ("" without one)."""
 

@@ -125,6 +125,8 @@ class LeafNodes:
             self.host, self.port = self._listener.sockets[0].getsockname()[:2]
             self.server.ports["leafnode"] = [f"nats-leaf://{self._url_host(self.host)}:{self.port}"]
             log.info("Listening for leafnode connections on %s:%d", self.host, self.port)
+            # leaf nodes that reach us through another listener (the WebSocket port's /leafnode)
+            self.server.acceptors["leafnode"] = lambda carrier: LeafLink(self, solicited=False, carrier=carrier)
         for index, remote in enumerate(settings.remotes):
             if remote.disabled:
                 continue
@@ -133,6 +135,7 @@ class LeafNodes:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.server.acceptors.pop("leafnode", None)
         for task in self._dialers:
             task.cancel()
         if self._listener is not None:
@@ -454,9 +457,10 @@ class LeafNodes:
     # -- the leaf side: dialing hubs -------------------------------------------------------------------
 
     def hub_urls_update(self, link: LeafLink, info: Mapping[str, Any]) -> None:
-        """A hub's INFO lists the leaf-node URLs of its cluster: dial them too when it goes."""
+        """A hub's INFO lists the leaf-node URLs of its cluster (the WebSocket ones for a WebSocket
+        remote): dial them too when it goes."""
         remote = link.remote_cfg
-        urls = info.get("leafnode_urls")
+        urls = info.get("ws_connect_urls" if remote is not None and remote.websocket else "leafnode_urls")
         if remote is None or remote.ignore_discovered_servers or not isinstance(urls, list):
             return
         index = self.settings.remotes.index(remote)
@@ -483,12 +487,17 @@ class LeafNodes:
                 if self._stopping:
                     return
                 parts = urlsplit(url)
-                host, port = parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORT
+                default = {"ws": 80, "wss": 443}.get(parts.scheme, DEFAULT_PORT)
+                host, port = parts.hostname or "127.0.0.1", parts.port or default
                 attempts += 1
-                link = LeafLink(self, solicited=True, remote=remote, url=url, account=account)
+                link = LeafLink(self, solicited=True, remote=remote, url=url, account=account,
+                                carrier="websocket" if remote.websocket else "tcp")
                 try:
-                    await asyncio.wait_for(loop.create_connection(_factory(link), host, port),
-                                           remote.dial_timeout or self.settings.dial_timeout)
+                    if remote.websocket:
+                        await self._dial_websocket(link, remote, url, host, port)
+                    else:
+                        await asyncio.wait_for(loop.create_connection(_factory(link), host, port),
+                                               remote.dial_timeout or self.settings.dial_timeout)
                 except (OSError, TimeoutError) as exc:
                     if attempts == 1 or attempts % 3600 == 0:
                         log.error("Error trying to connect as leafnode to remote server %r "
@@ -501,6 +510,25 @@ class LeafNodes:
                     return
                 await asyncio.sleep(interval + link.retry_delay)
                 break
+
+    async def _dial_websocket(self, link: LeafLink, remote: Remote, url: str, host: str, port: int) -> None:
+        """Connect ``link`` through the hub's WebSocket port (TLS first for ``wss://``)."""
+        from .wsdial import WebSocketDial  # the websockets library, for WebSocket remotes only
+
+        loop = self.server.loop
+        ssl_context = self.dialing_context(remote) if urlsplit(url).scheme == "wss" else None
+        dial = WebSocketDial(link, url, remote.ws_compression)
+        timeout = remote.dial_timeout or self.settings.dial_timeout
+        await asyncio.wait_for(loop.create_connection(
+            lambda: dial, host, port, ssl=ssl_context,
+            server_hostname=self.url_host(url) if ssl_context is not None else None), timeout)
+        try:
+            if await asyncio.wait_for(asyncio.shield(dial.ready), remote.first_info_timeout + timeout):
+                return
+        except TimeoutError:
+            dial._abort()
+            raise TimeoutError("no answer to the websocket upgrade") from None
+        raise OSError("the hub refused the websocket upgrade")
 
     async def _wait_closed(self, link: LeafLink) -> None:
         while not link.closed:

@@ -65,13 +65,13 @@ class LeafLink(Link):
 
     __slots__ = ("leafnodes", "remote_cfg", "url", "remote_cluster", "remote_account", "nonce",
                  "registered", "connect_options", "sent", "interest", "deny_pub", "checker", "retry_delay",
-                 "_timer", "_auth_task", "_info_seen")
+                 "carrier", "_timer", "_auth_task", "_info_seen")
 
     label = "Leafnode"
     kind_name = "Leafnode"
 
     def __init__(self, leafnodes: LeafNodes, *, solicited: bool, remote: Remote | None = None,
-                 url: str | None = None, account: Account | None = None) -> None:
+                 url: str | None = None, account: Account | None = None, carrier: str = "tcp") -> None:
         server = leafnodes.server
         super().__init__(server, account or server.global_account,
                          kind=Kind.HUB if solicited else Kind.LEAF, transport="leafnode",
@@ -91,6 +91,9 @@ class LeafLink(Link):
         self.deny_pub: Any = None  # subjects the other side does not want (CONNECT deny_pub)
         self.checker: Any = None  # the leaf user's permissions (a hub's link), as nats-server swaps them
         self.retry_delay = 0.0  # a pause the dialer keeps before the next attempt (a loop)
+        self.carrier = carrier
+        """``"websocket"`` when the link's bytes travel in WebSocket frames (TLS, if any, is the
+        WebSocket connection's: the leaf protocol's own TLS upgrade is skipped, as nats-server does)."""
         self._timer: asyncio.TimerHandle | None = None
         self._auth_task: asyncio.Task[None] | None = None
         self._info_seen = False
@@ -117,7 +120,7 @@ class LeafLink(Link):
         self.write_now(encode_json(b"INFO", leafnodes.hub_info(self, first=True)))
         settings = leafnodes.settings
         timeout = settings.auth_timeout or 2.0
-        if settings.tls is not None:
+        if settings.tls is not None and self.carrier != "websocket":
             timeout = settings.auth_timeout or settings.tls.timeout + 1.0
             self.start_tls(settings.tls.context, server_side=True, server_hostname=None,
                            timeout=settings.tls.timeout, pinned=settings.tls.pinned_certs)
@@ -259,7 +262,7 @@ class LeafLink(Link):
         self.leafnodes.hub_urls_update(self, info)
         remote = self.remote_cfg
         assert remote is not None
-        if info.get("tls_required"):
+        if info.get("tls_required") and self.carrier != "websocket":
             context = self.leafnodes.dialing_context(remote)
             host = self.leafnodes.url_host(self.url)
             timeout = remote.tls.timeout if remote.tls is not None else 2.0

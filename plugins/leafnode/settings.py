@@ -27,16 +27,14 @@ RECONNECT_INTERVAL = 1.0
 """nats-server's default pause between a remote's connection attempts (``reconnect``)."""
 FIRST_INFO_TIMEOUT = 1.0
 DIAL_TIMEOUT = 1.0
-SCHEMES = ("nats-leaf", "nats", "tls", "leafnode")
-"""URL schemes of a remote (``ws``/``wss`` need the WebSocket plugin)."""
+SCHEMES = ("nats-leaf", "nats", "tls", "leafnode", "ws", "wss")
+"""URL schemes of a remote (``ws``/``wss``: the link is carried over WebSocket)."""
 
 NOT_SUPPORTED = frozenset({"isolate_leafnode_interest", "isolate", "min_version", "minimum_version",
                            "proxy_required"})
 REMOTE_NOT_SUPPORTED = frozenset({"jetstream_cluster_migrate", "js_cluster_migrate",
                                   "isolate_leafnode_interest", "isolate", "request_isolation",
-                                  "proxy", "ws_compress", "ws_compression", "websocket_compress",
-                                  "websocket_compression", "ws_no_masking",
-                                  "websocket_no_masking"})
+                                  "proxy"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +64,13 @@ class Remote:
     disabled: bool = False
     no_randomize: bool = False
     ignore_discovered_servers: bool = False
+    ws_compression: bool = False
+    """Ask a WebSocket hub for permessage-deflate (``ws://``/``wss://`` URLs)."""
+
+    @property
+    def websocket(self) -> bool:
+        """The remote's URLs are ``ws://`` or ``wss://``: the link is carried over WebSocket."""
+        return urlsplit(self.urls[0]).scheme in ("ws", "wss")
 
 
 @dataclass(frozen=True)
@@ -266,7 +271,7 @@ def _remote(entry: Mapping[str, Any]) -> Remote:
                 raise config_error(entry, k, f"Remote leafnode nkey is not a valid seed: {seed!r}")
             fields["nkey_seed"] = seed
         elif lk == "tls":
-            fields["tls"] = load_tls(entry, k, known_urls=True)
+            fields["tls"] = load_tls(entry, k, known_urls=True, client=True)
         elif lk == "hub":
             fields["hub"] = _bool(entry, k, v)
         elif lk in ("deny_imports", "deny_import", "deny_exports", "deny_export"):
@@ -286,6 +291,10 @@ def _remote(entry: Mapping[str, Any]) -> Remote:
             fields["ignore_discovered_servers"] = _bool(entry, k, v)
         elif lk == "compression":
             continue  # declined on the wire
+        elif lk in ("ws_compress", "ws_compression", "websocket_compress", "websocket_compression"):
+            fields["ws_compression"] = _bool(entry, k, v)
+        elif lk in ("ws_no_masking", "websocket_no_masking"):
+            _bool(entry, k, v)  # accepted; natsd masks its frames anyway (every server reads them)
         elif lk in REMOTE_NOT_SUPPORTED:
             raise config_error(entry, k, f"remote leafnode option {k!r} is not supported by natsd")
         else:
@@ -302,8 +311,6 @@ def _urls(block: Any, key: str, value: Any) -> tuple[str, ...]:
     out = []
     for url in items:
         parts = urlsplit(url if "://" in url else "nats-leaf://" + url)
-        if parts.scheme in ("ws", "wss"):
-            raise config_error(block, key, f"{url}: WebSocket remotes need the WebSocket plugin")
         if parts.scheme not in SCHEMES or not parts.hostname:
             raise config_error(block, key, f"invalid remote leafnode URL {url!r}")
         try:
@@ -311,4 +318,7 @@ def _urls(block: Any, key: str, value: Any) -> tuple[str, ...]:
         except ValueError:
             raise config_error(block, key, f"invalid port in {url!r}") from None
         out.append(url if "://" in url else "nats-leaf://" + url)
+    if len({urlsplit(u).scheme in ("ws", "wss") for u in out}) > 1:
+        raise config_error(block, key, "remote leaf node configuration cannot have a mix of websocket "
+                           "and non-websocket urls: [" + " ".join(f'"{u}"' for u in out) + "]")
     return tuple(out)

@@ -106,7 +106,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.ws: ServerProtocol | None = None
-        self.client: Client | None = None
+        self.client: Any = None  # the protocol inside: a core Client, or a leaf link (acceptors)
         self.browser = False
         self.peer = ""
         self._timer: asyncio.TimerHandle | None = None
@@ -300,14 +300,20 @@ class WebSocketConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if path.endswith("/leafnode"):
-            log.error("%s - Not configured to accept leaf node connections over websocket", self.peer)
+        leaf = path.endswith("/leafnode")
+        acceptor = self.listener.server.acceptors.get("leafnode") if leaf else None
+        if leaf and acceptor is None:
+            log.error("%s - Not configured to accept leaf node connections", self.peer)
             self._close_transport()
             return
         self.ws = ws = ServerProtocol(state=State.OPEN, max_size=None)
         if compress:
             ws.extensions = [PerMessageDeflate(remote_no_context_takeover=True, local_no_context_takeover=True,
                                                remote_max_window_bits=15, local_max_window_bits=15)]
+        if acceptor is not None:  # a leaf node: the leafnode plugin's link speaks over the frames
+            self.client = acceptor("websocket")
+            self.client.connection_made(FramingTransport(self))
+            return
         self.browser = any(ua.startswith("Mozilla/") for ua in headers.get("user-agent", []))
         self.listener.start_client(self, headers)
 

@@ -372,3 +372,63 @@ def test_permissions_and_deny_lists_match_nats_server(natsd_factory: Any, nats_s
     assert reference == (["ok.x"], ["de.y", "fine.y", "nopub.y"])  # 2.15.1 with itself
     assert results[("natsd", "nats-server")] == reference
     assert results[("nats-server", "natsd")] == reference
+
+
+# -- leaf links carried over WebSocket ---------------------------------------------------------
+
+
+def ws_block(port: int, compression: bool = False) -> str:
+    return f"websocket {{ listen: 127.0.0.1:{port}, no_tls: true, compression: {str(compression).lower()} }}\n"
+
+
+def ws_leaf_conf(name: str, ws_port: int, compression: bool = False) -> str:
+    return (f"server_name: {name}\n{LEAF_ACCOUNTS}\n"
+            f'leafnodes {{ remotes: [ {{ url: "ws://leaf:leafpw@127.0.0.1:{ws_port}", account: LACC, '
+            f"ws_compression: {str(compression).lower()} }} ] }}\n")
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["plain", "compressed"])
+def test_natsd_leaf_over_websocket_to_a_nats_server_hub(natsd_factory: Any, nats_servers: list[NatsServer],
+                                                        tmp_path: Path, compression: bool) -> None:
+    ws_port = T.free_port()
+    hub = NatsServer(tmp_path, hub_conf("HUB", T.free_port(), ws_block(ws_port, compression)), "hub")
+    nats_servers.append(hub.start())
+    leaf = natsd_factory(parse(ws_leaf_conf("LEAF", ws_port, compression) + "host: 127.0.0.1\nport: -1\n"))
+    wait_for(lambda: natsd_links(leaf) == 1 and (hub.monitor("leafz") or {}).get("leafnodes") == 1)
+    assert leaf.call(lambda: next(iter(next(iter(leaf.server.stash[LEAFNODES].links.values())))).carrier) \
+        == "websocket"
+    asyncio.run(exchange(hub.url, leaf.url))
+
+    hub.stop()  # cut, then back on the same WebSocket port: the dialer upgrades again
+    wait_for(lambda: natsd_links(leaf) == 0)
+    hub.start()
+    wait_for(lambda: natsd_links(leaf) == 1, 15)
+    asyncio.run(exchange(hub.url, leaf.url))
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["plain", "compressed"])
+def test_nats_server_leaf_over_websocket_to_a_natsd_hub(natsd_factory: Any, nats_servers: list[NatsServer],
+                                                        tmp_path: Path, compression: bool) -> None:
+    ws_port = T.free_port()
+    hub = natsd_factory(parse(hub_conf("HUB", T.free_port(), ws_block(ws_port, compression))
+                              + "host: 127.0.0.1\nport: -1\n"))
+    leaf = NatsServer(tmp_path, ws_leaf_conf("LEAF", ws_port, compression), "leaf")
+    nats_servers.append(leaf.start())
+    wait_for(lambda: natsd_links(hub) == 1 and (leaf.monitor("leafz") or {}).get("leafnodes") == 1)
+    view = leaf.monitor("leafz")["leafs"][0]
+    assert (view["name"], view["account"], view["is_spoke"]) == ("HUB", "LACC", True)
+    asyncio.run(exchange(hub.url, leaf.url))
+
+
+def test_a_websocket_port_without_leafnodes_refuses_a_leaf(natsd_factory: Any, nats_servers: list[NatsServer],
+                                                           tmp_path: Path, caplog: Any) -> None:
+    """As nats-server: the upgrade succeeds, then the connection is closed and logged."""
+    ws_port = T.free_port()
+    hub = natsd_factory(parse(HUB_ACCOUNTS + ws_block(ws_port) + "host: 127.0.0.1\nport: -1\n"))
+    leaf = NatsServer(tmp_path, ws_leaf_conf("LEAF", ws_port), "leaf")
+    with caplog.at_level("ERROR", "natsd.websocket"):
+        nats_servers.append(leaf.start())
+        wait_for(lambda: leaf.log.read_text().count("Leafnode connection closed") >= 2, 10)
+    assert "Not configured to accept leaf node connections" in caplog.text
+    assert (leaf.monitor("leafz") or {}).get("leafnodes") == 0
+    assert hub.call(lambda: LEAFNODES not in hub.server.stash)

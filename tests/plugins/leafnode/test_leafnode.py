@@ -224,3 +224,42 @@ async def test_leaf_links_are_announced_in_the_system_account() -> None:
         if leaf.running:
             await leaf.shutdown()
         await stop(hub)
+
+
+async def test_natsd_leaf_over_wss_to_a_natsd_hub(tls_certs: Any) -> None:
+    """The link travels in WebSocket frames over TLS (``wss://``); the hub's leafnodes {} binds it."""
+    hub = await start(
+        "leafnodes { port: -1 }\n"
+        f'websocket {{ listen: 127.0.0.1:-1, compression: true, tls {{ cert_file: "{tls_certs.server_cert}", '
+        f'key_file: "{tls_certs.server_key}" }} }}\n')
+    ws_port = int(hub.ports["websocket"][0].rsplit(":", 1)[1])
+    leaf = await start(f'server_name: EDGE\nleafnodes {{ remotes: [{{ url: "wss://localhost:{ws_port}/edge", '
+                       f'ws_compression: true, tls {{ ca_file: "{tls_certs.ca}" }} }}] }}\n')
+    try:
+        await until(lambda: links(hub) == 1 and links(leaf) == 1)
+        [inbound] = [link for group in hub.stash[LEAFNODES].links.values() for link in group]
+        [outbound] = [link for group in leaf.stash[LEAFNODES].links.values() for link in group]
+        assert inbound.carrier == outbound.carrier == "websocket"
+        assert outbound.io.get_extra_info("ssl_object") is not None  # TLS under the frames
+        nh, nl = await nats.connect(hub.client_url), await nats.connect(leaf.client_url)
+        up, down = await nh.subscribe("up"), await nl.subscribe("down")
+        await nh.flush()
+        await nl.flush()
+        await crossed(nl, "up", up)
+        await crossed(nh, "down", down)
+        await nl.close()
+        await nh.close()
+    finally:
+        await stop(leaf, hub)
+
+
+def test_websocket_remote_settings() -> None:
+    from natsd.config import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot have a mix of websocket and non-websocket urls"):
+        Server(parse('port: -1\nleafnodes { remotes: [{ urls: ["ws://h:1", "nats-leaf://h:2"] }] }')).configure()
+    server = Server(parse('port: -1\nleafnodes { remotes: [{ url: "ws://h", ws_compression: true, '
+                          "ws_no_masking: true }] }"))
+    server.configure()
+    [remote] = server.stash[LEAFNODES].settings.remotes
+    assert remote.websocket and remote.ws_compression
