@@ -42,6 +42,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("natsd.websocket")
 
 MAX_REQUEST = 64 * 1024
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+"""Without ``handshake_timeout``, how long an upgrade request may take (nats-server waits forever)."""
+MIN_MAX_FRAME = 64 * 1024 * 1024
+"""The largest frame (or compressed message) kept whole: ``max_pending`` or this, whichever is larger;
+a frame announcing more closes the connection (1009) before any of it is buffered."""
 """Bytes of an HTTP request (line and headers) read before giving up on it."""
 BROWSER_FRAME = 4096
 """The largest frame nats-server sends a browser (a ``Mozilla/`` User-Agent)."""
@@ -118,9 +123,8 @@ class WebSocketConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
         self.listener.connections.add(self)
-        if self.settings.handshake_timeout > 0:
-            self._timer = self.listener.server.loop.call_later(self.settings.handshake_timeout,
-                                                               self._handshake_expired)
+        self._timer = self.listener.server.loop.call_later(
+            self.settings.handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT, self._handshake_expired)
 
     def data_received(self, data: bytes) -> None:
         if self.ws is not None:
@@ -306,7 +310,8 @@ class WebSocketConnection(asyncio.Protocol):
             log.error("%s - Not configured to accept leaf node connections", self.peer)
             self._close_transport()
             return
-        self.ws = ws = ServerProtocol(state=State.OPEN, max_size=None)
+        config = self.listener.server.config
+        self.ws = ws = ServerProtocol(state=State.OPEN, max_size=max(config.max_pending, MIN_MAX_FRAME))
         if compress:
             ws.extensions = [PerMessageDeflate(remote_no_context_takeover=True, local_no_context_takeover=True,
                                                remote_max_window_bits=15, local_max_window_bits=15)]

@@ -143,3 +143,54 @@ async def test_a_tab_that_stops_reading_is_a_slow_consumer() -> None:
     finally:
         sock.close()
         await server.shutdown()
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    data = b""
+    while True:
+        chunk = await asyncio.wait_for(reader.read(65536), timeout)
+        if not chunk:
+            return data
+        data += chunk
+
+
+async def test_a_handshake_that_never_finishes_is_closed_at_the_bound(monkeypatch: Any) -> None:
+    from natsd_plugins.websocket import listener
+
+    monkeypatch.setattr(listener, "DEFAULT_HANDSHAKE_TIMEOUT", 0.3)  # the bound without handshake_timeout
+    server, url = await serve(ws_block())
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        bystander = await nats.connect(url)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # ... and nothing more
+        started = time.monotonic()
+        assert await read_until_closed(reader, 5) == b""
+        assert 0.2 < time.monotonic() - started < 3
+        writer.close()
+        assert bystander.is_connected  # an upgraded client is not bound by the handshake timer
+        await bystander.close()
+    finally:
+        await server.shutdown()
+
+
+async def test_a_frame_announcing_too_much_closes_only_its_connection() -> None:
+    server, url = await serve(ws_block())
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        bystander = await nats.connect(url)
+        sub = await bystander.subscribe("still")
+        await bystander.flush()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(UPGRADE)
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        # a masked binary frame announcing 1 TiB: refused from its header, nothing buffered
+        writer.write(bytes([0x82, 0x80 | 127]) + (1 << 40).to_bytes(8, "big") + os.urandom(4) + b"x" * 1000)
+        await read_until_closed(reader, 5)
+        await bystander.publish("still", b"here")
+        assert (await sub.next_msg(2)).data == b"here"
+        writer.close()
+        await bystander.close()
+    finally:
+        await server.shutdown()
