@@ -1,0 +1,76 @@
+"""``storage: memory``: streams kept in this process only (gone with it, as in nats-server)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .base import Append, Index, Op, StoredMsg, StreamState, SubjectInfo
+
+
+class MemoryStream:
+    """A stream's messages in a dict; a commit is immediate."""
+
+    def __init__(self) -> None:
+        self.index = Index()
+        self.msgs: dict[int, StoredMsg] = {}
+        self.meta: dict[str, Any] = {}
+
+    def state(self) -> StreamState:
+        return self.index.state
+
+    def subject_info(self, subject: str) -> SubjectInfo | None:
+        return self.index.subject_info(subject)
+
+    def subjects(self, filter: str = ">") -> Iterator[tuple[str, SubjectInfo]]:
+        return self.index.subjects(filter)
+
+    def load(self, seq: int) -> StoredMsg | None:
+        return self.msgs.get(seq)
+
+    def next_matching(self, start_seq: int, filter: str) -> StoredMsg | None:
+        seq = self.index.next_seq_matching(start_seq, filter)
+        return self.msgs.get(seq) if seq is not None else None
+
+    def last_matching(self, filter: str) -> StoredMsg | None:
+        seq = self.index.last_seq_matching(filter)
+        return self.msgs.get(seq) if seq is not None else None
+
+    def stage(self, ops: Sequence[Op]) -> None:
+        for op in ops:
+            if isinstance(op, Append):
+                self.msgs[op.msg.seq] = op.msg
+            for seq in self.index.apply(op):
+                self.msgs.pop(seq, None)
+
+    def commit(self) -> asyncio.Future[None]:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def save_meta(self, meta: dict[str, Any]) -> None:
+        self.meta = meta
+
+    async def delete(self) -> None:
+        self.msgs.clear()
+        self.index = Index()
+
+
+class MemoryBackend:
+    """Every ``storage: memory`` stream of the server."""
+
+    def __init__(self) -> None:
+        self.streams: dict[tuple[str, str], MemoryStream] = {}
+
+    async def open(self) -> None:
+        return None
+
+    def saved(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return []  # nothing survives a restart in memory
+
+    def stream(self, account: str, name: str) -> MemoryStream:
+        return self.streams.setdefault((account, name), MemoryStream())
+
+    async def close(self) -> None:
+        self.streams.clear()

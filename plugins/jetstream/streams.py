@@ -1,0 +1,634 @@
+"""A stream: its configuration (checked and filled in as nats-server does) and its publish path.
+
+:func:`check_config` turns a request's config into the one nats-server would
+keep (defaults filled, in nats-server's JSON key order) or raises the
+:class:`~.errors.ApiError` it would answer. :class:`Stream` captures
+messages published on its subjects: the ``Nats-*`` headers' checks
+(expected stream, last sequence, last sequence per subject, last message id,
+duplicates within the window, roll-ups, TTLs), the limits (``max_msgs``,
+``max_bytes``, ``max_msgs_per_subject``, ``max_age``, ``max_msg_size``,
+discard old or new), then stages the operations in its store and answers
+the PubAck once the store's commit says the message is durable. Acks of one
+loop pass share one commit (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from natsd.routing.subjects import subject_is_subset, subjects_collide, valid_subject
+
+from .errors import ApiError, api_error
+from .store.base import Append, Compact, Op, Remove, StoredMsg, StreamStore
+
+if TYPE_CHECKING:
+    from natsd.routing.internal import InternalClient
+    from natsd.routing.sublist import Subscription
+
+log = logging.getLogger("natsd.jetstream")
+
+NS = 1_000_000_000
+DEFAULT_DUPLICATE_WINDOW = 120 * NS
+MAX_NAME_LEN = 255
+MAX_DESCRIPTION_LEN = 4 * 1024
+MAX_METADATA_LEN = 128 * 1024
+
+RETENTION = ("limits", "interest", "workqueue")
+DISCARD = ("old", "new")
+STORAGE = ("file", "memory")
+COMPRESSION = ("none", "s2")
+
+# Headers a publisher sets for the stream (nats-server's names)
+MSG_ID = "Nats-Msg-Id"
+EXPECTED_STREAM = "Nats-Expected-Stream"
+EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
+EXPECTED_LAST_SUBJ_SEQ = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_LAST_SUBJ_SEQ_SUBJ = "Nats-Expected-Last-Subject-Sequence-Subject"
+EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
+ROLLUP = "Nats-Rollup"
+MSG_TTL = "Nats-TTL"
+
+UNSUPPORTED = {"mirror": "mirrors", "sources": "sources", "allow_msg_counter": "counters",
+               "allow_atomic": "atomic batch publish", "allow_msg_schedules": "message schedules",
+               "allow_batched": "batch publish"}
+"""Config features natsd does not implement yet: refused by name rather than ignored."""
+
+
+def invalid(text: str) -> ApiError:
+    return api_error("JSStreamInvalidConfigF", err=text)
+
+
+def valid_name(name: Any) -> bool:
+    """nats-server's ``isValidAssetName``: non-empty, none of ``.*>\\/``, no whitespace."""
+    return (isinstance(name, str) and bool(name) and not any(c in name for c in ".*>\\/")
+            and not any(c.isspace() for c in name))
+
+
+def _int(cfg: Mapping[str, Any], key: str, default: int = 0) -> int:
+    value = cfg.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise api_error("JSInvalidJSONErr")
+    return value
+
+
+def _bool(cfg: Mapping[str, Any], key: str) -> bool:
+    value = cfg.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise api_error("JSInvalidJSONErr")
+    return value
+
+
+def _enum(cfg: Mapping[str, Any], key: str, allowed: tuple[str, ...], what: str) -> str:
+    value = cfg.get(key)
+    if value is None or value == "":
+        return allowed[0]
+    if value not in allowed:
+        raise invalid(f"invalid {what}")
+    return str(value)
+
+
+def check_config(raw: Mapping[str, Any], others: Mapping[str, Mapping[str, Any]],
+                 max_payload: int) -> dict[str, Any]:
+    """The config nats-server keeps for ``raw`` (``others``: the account's other streams' configs)."""
+    name = raw.get("name")
+    if not valid_name(name):
+        raise invalid("stream name is required and can not contain '.', '*', '>', '\\', '/'")
+    assert isinstance(name, str)
+    if len(name) > MAX_NAME_LEN:
+        raise invalid(f"stream name is too long, maximum allowed is {MAX_NAME_LEN}")
+    description = raw.get("description") or ""
+    if not isinstance(description, str):
+        raise api_error("JSInvalidJSONErr")
+    if len(description) > MAX_DESCRIPTION_LEN:
+        raise invalid(f"stream description is too long, maximum allowed is {MAX_DESCRIPTION_LEN}")
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise api_error("JSInvalidJSONErr")
+    if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_METADATA_LEN:
+        raise invalid(f"stream metadata exceeds maximum size of {MAX_METADATA_LEN} bytes")
+    for key, feature in UNSUPPORTED.items():
+        if raw.get(key):
+            raise invalid(f"{feature} are not supported by natsd yet")
+    retention = _enum(raw, "retention", RETENTION, "retention")
+    discard = _enum(raw, "discard", DISCARD, "discard policy")
+    compression = _enum(raw, "compression", COMPRESSION, "compression")
+    storage = _enum(raw, "storage", STORAGE, "storage type")
+    replicas = _int(raw, "num_replicas") or 1
+    if replicas > 5:
+        raise invalid("maximum replicas is 5")
+    if replicas < 0:
+        raise api_error("JSReplicasCountCannotBeNegative")
+    if replicas > 1:
+        raise api_error("JSStreamReplicasNotSupportedErr")
+    limits = {}
+    for key in ("max_msgs", "max_msgs_per_subject", "max_bytes", "max_msg_size", "max_consumers"):
+        value = _int(raw, key)
+        limits[key] = -1 if value == 0 or value < -1 else value
+    max_age = _int(raw, "max_age")
+    if max_age < 0:
+        raise invalid("max age can not be negative")
+    if 0 < max_age < NS // 10:
+        raise invalid("max age needs to be >= 100ms")
+    duplicates = _int(raw, "duplicate_window")
+    if duplicates == 0:
+        duplicates = max_age if 0 < max_age < DEFAULT_DUPLICATE_WINDOW else DEFAULT_DUPLICATE_WINDOW
+    if duplicates < 0:
+        raise invalid("duplicates window can not be negative")
+    if max_age and duplicates > max_age:
+        raise invalid("duplicates window can not be larger then max age")
+    if 0 < duplicates < NS // 10:
+        raise invalid("duplicates window needs to be >= 100ms")
+    deny_purge, allow_rollup = _bool(raw, "deny_purge"), _bool(raw, "allow_rollup_hdrs")
+    if deny_purge and allow_rollup:
+        raise invalid("roll-ups require the purge permission")
+    discard_new_per = _bool(raw, "discard_new_per_subject")
+    if discard_new_per:
+        if discard != "new":
+            raise invalid("discard new per subject requires discard new policy to be set")
+        if limits["max_msgs_per_subject"] <= 0:
+            raise invalid("discard new per subject requires max msgs per subject > 0")
+    allow_ttl = _bool(raw, "allow_msg_ttl")
+    marker_ttl = _int(raw, "subject_delete_marker_ttl")
+    if marker_ttl > 0:
+        if marker_ttl < NS:
+            raise invalid("subject delete marker TTL must be at least 1 second")
+        allow_ttl = True
+        if not allow_rollup:
+            allow_rollup, deny_purge = True, False
+    elif marker_ttl < 0:
+        raise invalid("subject delete marker TTL must not be negative")
+    no_ack = _bool(raw, "no_ack")
+    subjects = raw.get("subjects") or []
+    if not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
+        raise api_error("JSInvalidJSONErr")
+    if not subjects:
+        subjects = [name]
+    seen: set[str] = set()
+    for i, subject in enumerate(subjects):
+        if not valid_subject(subject.encode()):
+            raise invalid("invalid subject")
+        if subject in seen:
+            raise invalid("duplicate subjects detected")
+        if subject == ">":
+            if not no_ack:
+                raise invalid("capturing all subjects requires no-ack to be true")
+        if not no_ack:
+            for namespace in (b"$JS.>", b"$JSC.>", b"$NRG.>"):
+                if subjects_collide(subject.encode(), namespace) and not subject_is_subset(
+                        subject.encode(), b"$JS.EVENT.>"):
+                    raise invalid("subjects that overlap with jetstream api require no-ack to be true")
+            if subjects_collide(subject.encode(), b"$SYS.>") and not subject_is_subset(
+                    subject.encode(), b"$SYS.ACCOUNT.>"):
+                raise invalid("subjects that overlap with system api require no-ack to be true")
+        for later in subjects[i + 1:]:
+            if subjects_collide(later.encode(), subject.encode()):
+                raise invalid(f'subject "{subject}" overlaps with "{later}"')
+        seen.add(subject)
+    transform = raw.get("subject_transform")
+    if transform:
+        if not isinstance(transform, dict):
+            raise api_error("JSInvalidJSONErr")
+        src = transform.get("src") or ""
+        if src and not valid_subject(src.encode()):
+            raise api_error("JSStreamTransformInvalidSourceErr", err=f"invalid subject {src}")
+        transform = {"src": src, "dest": transform.get("dest") or ""}
+    republish = raw.get("republish")
+    if republish:
+        if not isinstance(republish, dict):
+            raise api_error("JSInvalidJSONErr")
+        republish = {"src": republish.get("src") or ">", "dest": republish.get("dest") or "",
+                     "headers_only": bool(republish.get("headers_only"))}
+        if any(subjects_collide(republish["dest"].encode(), s.encode()) for s in subjects):
+            raise invalid("stream configuration for republish destination forms a cycle")
+    consumer_limits = raw.get("consumer_limits") or {}
+    if not isinstance(consumer_limits, dict):
+        raise api_error("JSInvalidJSONErr")
+    for other_name, other in others.items():
+        if other_name == name:
+            continue
+        for theirs in other["subjects"]:
+            if any(subjects_collide(theirs.encode(), mine.encode()) for mine in subjects):
+                raise api_error("JSStreamSubjectOverlapErr")
+    cfg: dict[str, Any] = {"name": name}
+    if description:
+        cfg["description"] = description
+    cfg["subjects"] = subjects
+    cfg.update(retention=retention, max_consumers=limits["max_consumers"], max_msgs=limits["max_msgs"],
+               max_bytes=limits["max_bytes"], max_age=max_age,
+               max_msgs_per_subject=limits["max_msgs_per_subject"], max_msg_size=limits["max_msg_size"],
+               discard=discard, storage=storage, num_replicas=replicas)
+    if no_ack:
+        cfg["no_ack"] = True
+    cfg["duplicate_window"] = duplicates
+    cfg["compression"] = compression
+    first_seq = _int(raw, "first_seq")
+    if first_seq > 0:
+        cfg["first_seq"] = first_seq
+    if transform:
+        cfg["subject_transform"] = transform
+    if republish:
+        out = {"src": republish["src"], "dest": republish["dest"]}
+        if republish["headers_only"]:
+            out["headers_only"] = True
+        cfg["republish"] = out
+    cfg["allow_direct"] = _bool(raw, "allow_direct")
+    cfg["mirror_direct"] = _bool(raw, "mirror_direct")
+    if discard_new_per:
+        cfg["discard_new_per_subject"] = True
+    cfg.update(sealed=_bool(raw, "sealed"), deny_delete=_bool(raw, "deny_delete"), deny_purge=deny_purge,
+               allow_rollup_hdrs=allow_rollup, consumer_limits=dict(consumer_limits), allow_msg_ttl=allow_ttl)
+    if marker_ttl:
+        cfg["subject_delete_marker_ttl"] = marker_ttl
+    # nats-server keeps the API level the stream needs (1: message TTLs) in its metadata
+    metadata = {k: v for k, v in metadata.items() if k not in ("_nats.ver", "_nats.level")}
+    metadata["_nats.req.level"] = "1" if allow_ttl else "0"
+    cfg["metadata"] = dict(sorted(metadata.items()))
+    return cfg
+
+
+def check_update(old: Mapping[str, Any], new: dict[str, Any]) -> None:
+    """nats-server's rules for what an update may change (raises the error it answers)."""
+    if new["storage"] != old["storage"]:
+        raise invalid("stream configuration update can not change storage type")
+    if new["retention"] != old["retention"]:
+        raise invalid("stream configuration update can not change retention policy")
+    if old["sealed"] and not new["sealed"]:
+        raise invalid("stream configuration update can not unseal a sealed stream")
+    if old["deny_delete"] and not new["deny_delete"]:
+        raise invalid("stream configuration update can not cancel deny message deletes")
+    if old["deny_purge"] and not new["deny_purge"]:
+        raise invalid("stream configuration update can not cancel deny purge")
+    if old.get("allow_msg_ttl") and not new.get("allow_msg_ttl"):
+        raise invalid("stream configuration update can not disable message TTL")
+    if new.get("first_seq", 0) != old.get("first_seq", 0):
+        raise invalid("stream configuration update can not change first sequence")
+
+
+def rfc3339(ns: int) -> str:
+    """Go's ``time.Time`` in JSON: RFC 3339 with nanoseconds, trailing zeros dropped, UTC ``Z``."""
+    if ns == 0:
+        return "0001-01-01T00:00:00Z"
+    seconds, frac = divmod(ns, NS)
+    text = datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if frac:
+        text += "." + f"{frac:09d}".rstrip("0")
+    return text + "Z"
+
+
+def parse_headers(block: bytes | None) -> dict[str, str]:
+    """The first value of each header in a ``NATS/1.0`` block (names as sent)."""
+    out: dict[str, str] = {}
+    if not block:
+        return out
+    for line in block.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name:
+            out.setdefault(name.decode("latin-1").strip(), value.decode("latin-1").strip())
+    return out
+
+
+class Stream:
+    """One stream of one account: its config, its store, and the subscriptions that feed it."""
+
+    def __init__(self, owner: Any, account: str, config: dict[str, Any], store: StreamStore,
+                 created: str, client: InternalClient) -> None:
+        self.owner = owner
+        self.account = account
+        self.config = config
+        self.store = store
+        self.created = created
+        self.client = client
+        self.subs: list[Subscription] = []
+        self.dedup: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        """Nats-Msg-Id -> (seq, ts ns), oldest first, for the duplicate window."""
+        self.last_msg_id = ""
+        self.next_seq = max(store.state().last_seq + 1, int(config.get("first_seq", 1)))
+        self._acks: list[tuple[bytes, bytes]] = []
+        self._commit_scheduled = False
+        self._age_timer: asyncio.TimerHandle | None = None
+        self._pub_ack_head = ('{"stream":' + json.dumps(config["name"])
+                              + (f',"domain":{json.dumps(owner.domain)}' if owner.domain else "")
+                              + ',"seq":').encode()
+
+    @property
+    def name(self) -> str:
+        return str(self.config["name"])
+
+    def subscribe(self) -> None:
+        for sub in self.subs:
+            self.client.unsubscribe(sub)
+        self.subs = [self.client.subscribe(subject, self._received) for subject in self.config["subjects"]]
+        self._schedule_age()
+
+    def close(self) -> None:
+        for sub in self.subs:
+            self.client.unsubscribe(sub)
+        self.subs = []
+        if self._age_timer is not None:
+            self._age_timer.cancel()
+            self._age_timer = None
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def _received(self, subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+        ack = not self.config.get("no_ack")
+        try:
+            seq, duplicate = self.process(subject.decode(), headers, payload)
+        except ApiError as exc:
+            if reply and ack:
+                body = {"error": exc.json(), "stream": self.name, "seq": 0}
+                self.client.publish(reply, json.dumps(body, separators=(",", ":")).encode())
+            return
+        if not reply or not ack:
+            return
+        response = self._pub_ack_head + str(seq).encode() + (b',"duplicate": true}' if duplicate else b"}")
+        if duplicate:
+            self.client.publish(reply, response)
+            return
+        self._acks.append((reply, response))
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            self.owner.server.loop.call_soon(self._commit)
+
+    def _commit(self) -> None:
+        """One commit for the acks gathered in this loop pass; they leave once it is durable."""
+        self._commit_scheduled = False
+        acks, self._acks = self._acks, []
+        self.store.commit().add_done_callback(lambda done: self._send_acks(acks, done))
+
+    def _send_acks(self, acks: list[tuple[bytes, bytes]], done: asyncio.Future[None]) -> None:
+        error = done.exception()
+        for reply, response in acks:
+            if error is not None:
+                body = {"error": api_error("JSStreamStoreFailedF", err=str(error)).json(),
+                        "stream": self.name, "seq": 0}
+                response = json.dumps(body, separators=(",", ":")).encode()
+            self.client.publish(reply, response)
+
+    def process(self, subject: str, headers: bytes | None, payload: bytes) -> tuple[int, bool]:
+        """Check and stage one published message: ``(seq, duplicate)`` or an :class:`ApiError`."""
+        cfg = self.config
+        if cfg["sealed"]:
+            raise api_error("JSStreamSealedErr")
+        hdrs = parse_headers(headers) if headers else {}
+        now = time.time_ns()
+        state = self.store.state()
+        last_seq = self.next_seq - 1
+        msg_id = ""
+        rollup = ""
+        if hdrs:
+            expected = hdrs.get(EXPECTED_STREAM)
+            if expected and expected != self.name:
+                raise api_error("JSStreamNotMatchErr")
+            if hdrs.get(MSG_TTL) and not cfg.get("allow_msg_ttl"):
+                raise api_error("JSMessageTTLDisabledErr")
+            if EXPECTED_LAST_SUBJ_SEQ in hdrs:
+                target = hdrs.get(EXPECTED_LAST_SUBJ_SEQ_SUBJ) or subject
+                wanted = _uint(hdrs[EXPECTED_LAST_SUBJ_SEQ])
+                found = self.store.last_matching(target)
+                last = found.seq if found is not None else 0
+                if wanted is None or last != wanted:
+                    raise api_error("JSStreamWrongLastSequenceErrF", seq=last)
+            elif hdrs.get(EXPECTED_LAST_SUBJ_SEQ_SUBJ):
+                raise api_error("JSStreamExpectedLastSeqPerSubjectInvalid")
+            if EXPECTED_LAST_SEQ in hdrs:
+                wanted = _uint(hdrs[EXPECTED_LAST_SEQ])
+                if wanted is not None and wanted != last_seq:
+                    raise api_error("JSStreamWrongLastSequenceErrF", seq=last_seq)
+            msg_id = hdrs.get(MSG_ID, "")
+            if msg_id:
+                self._expire_dedup(now)
+                seen = self.dedup.get(msg_id)
+                if seen is not None:
+                    return seen[0], True
+            expected_id = hdrs.get(EXPECTED_LAST_MSG_ID)
+            if expected_id and expected_id != self.last_msg_id:
+                raise api_error("JSStreamWrongLastMsgIDErrF", id=self.last_msg_id)
+            rollup = hdrs.get(ROLLUP, "")
+            if rollup:
+                if not cfg["allow_rollup_hdrs"] or cfg["deny_purge"]:
+                    raise api_error("JSStreamRollupFailedF", err="rollup not permitted")
+                if rollup not in ("sub", "all"):
+                    raise api_error("JSStreamRollupFailedF", err=f'rollup value invalid: "{rollup}"')
+        hdr_bytes = headers or b""
+        max_size = cfg["max_msg_size"]
+        if max_size >= 0 and (len(hdr_bytes) > max_size or len(payload) > max_size - len(hdr_bytes)):
+            raise api_error("JSStreamMessageExceedsMaximumErr")
+        if len(hdr_bytes) > 0xFFFF:
+            raise api_error("JSStreamHeaderExceedsMaximumErr")
+        seq = self.next_seq
+        msg = StoredMsg(seq, subject, hdr_bytes, payload, now)
+        ops: list[Op] = []
+        if cfg["discard"] == "new":
+            self._check_discard_new(subject, msg.size, state)
+        ops.append(Append(msg))
+        self.store.stage(ops)
+        self.next_seq += 1
+        self._enforce_limits(subject, rollup, seq)
+        self.last_msg_id = msg_id
+        if msg_id:
+            self.dedup[msg_id] = (seq, now)
+        self.owner.stored(self, msg)
+        return seq, False
+
+    def _check_discard_new(self, subject: str, size: int, state: Any) -> None:
+        cfg = self.config
+        if cfg["max_msgs"] > 0 and state.msgs >= cfg["max_msgs"]:
+            raise api_error("JSStreamStoreFailedF", err="maximum messages exceeded")
+        if cfg["max_bytes"] > 0 and state.bytes + size > cfg["max_bytes"]:
+            raise api_error("JSStreamStoreFailedF", err="maximum bytes exceeded")
+        per = cfg["max_msgs_per_subject"]
+        if cfg.get("discard_new_per_subject") and per > 0:
+            info = self.store.subject_info(subject)
+            if info is not None and info.count >= per:
+                raise api_error("JSStreamStoreFailedF", err="maximum messages per subject exceeded")
+
+    def _enforce_limits(self, subject: str, rollup: str, seq: int) -> None:
+        """Stage the removals a roll-up and the limits call for once ``seq`` is appended."""
+        cfg, store = self.config, self.store
+        if rollup == "all":
+            store.stage([Compact(seq)])
+        elif rollup == "sub":
+            older = tuple(s for s in _subject_seqs(store, subject) if s != seq)
+            if older:
+                store.stage([Remove(older)])
+        per = cfg["max_msgs_per_subject"]
+        info = store.subject_info(subject) if per > 0 and not rollup else None
+        if info is not None and info.count > per:
+            store.stage([Remove(tuple(_subject_seqs(store, subject)[:info.count - per]))])
+        if cfg["discard"] != "old":
+            return  # discard new refused what would not fit, before it was appended
+        state = store.state()
+        if cfg["max_msgs"] > 0 and state.msgs > cfg["max_msgs"]:
+            store.stage([Remove(tuple(self._oldest(state.msgs - cfg["max_msgs"])))])
+        excess = store.state().bytes - cfg["max_bytes"] if cfg["max_bytes"] > 0 else 0
+        if excess > 0:
+            removals = []
+            for old in self._oldest(store.state().msgs):
+                msg = store.load(old)
+                if msg is not None:
+                    removals.append(old)
+                    excess -= msg.size
+                if excess <= 0:
+                    break
+            store.stage([Remove(tuple(removals))])
+
+    def _oldest(self, count: int) -> list[int]:
+        out: list[int] = []
+        seq = self.store.state().first_seq
+        last = self.store.state().last_seq
+        while len(out) < count and seq <= last:
+            if self.store.load(seq) is not None:
+                out.append(seq)
+            seq += 1
+        return out
+
+    def _expire_dedup(self, now: int) -> None:
+        window = self.config["duplicate_window"]
+        while self.dedup:
+            msg_id, (_, ts) = next(iter(self.dedup.items()))
+            if now - ts < window:
+                break
+            del self.dedup[msg_id]
+
+    # -- max_age ----------------------------------------------------------------------------------
+
+    def _schedule_age(self) -> None:
+        if self._age_timer is not None:
+            self._age_timer.cancel()
+            self._age_timer = None
+        max_age = self.config["max_age"]
+        if max_age <= 0:
+            return
+        first = self.store.load(self.store.state().first_seq) if self.store.state().msgs else None
+        delay = max_age / NS if first is None else max(0.0, (first.ts + max_age - time.time_ns()) / NS)
+        self._age_timer = self.owner.server.loop.call_later(min(delay, 1.0) + 0.001, self._expire_age)
+
+    def _expire_age(self) -> None:
+        self._age_timer = None
+        cutoff = time.time_ns() - self.config["max_age"]
+        expired = []
+        state = self.store.state()
+        seq = state.first_seq
+        while seq <= state.last_seq:
+            msg = self.store.load(seq)
+            if msg is not None:
+                if msg.ts > cutoff:
+                    break
+                expired.append(seq)
+            seq += 1
+        if expired:
+            self.store.stage([Remove(tuple(expired))])
+            self.store.commit()
+        self._schedule_age()
+
+    # -- what the API shows -----------------------------------------------------------------------
+
+    def info(self, subjects_filter: str | None = None, deleted_details: bool = False, *,
+             cluster: bool = False, dynamic: bool = True) -> dict[str, Any]:
+        """STREAM.INFO's object; ``cluster`` adds nats-server's single-server ``cluster`` block
+        (INFO only), ``dynamic`` the server's version in the config's metadata (not in lists)."""
+        st = self.store.state()
+        first = self.store.load(st.first_seq) if st.msgs else None
+        state: dict[str, Any] = {
+            "messages": st.msgs, "bytes": st.bytes, "first_seq": st.first_seq,
+            "first_ts": rfc3339(first.ts if first else 0), "last_seq": st.last_seq,
+            "last_ts": rfc3339(st.last_ts),
+        }
+        subjects = dict(self.store.subjects(">"))
+        if subjects:
+            state["num_subjects"] = len(subjects)
+        if subjects_filter:
+            chosen = {s: i.count for s, i in self.store.subjects(subjects_filter)}
+            if chosen:
+                state["subjects"] = chosen
+        if st.deleted:
+            state["num_deleted"] = st.deleted
+            if deleted_details:
+                state["deleted"] = [s for s in range(st.first_seq, st.last_seq + 1) if self.store.load(s) is None]
+        state["consumer_count"] = 0
+        out: dict[str, Any] = {"config": self.owner.shown_config(self.config, dynamic), "created": self.created,
+                               "state": state}
+        if self.owner.domain:
+            out["domain"] = self.owner.domain
+        if cluster:
+            out["cluster"] = {"leader": self.owner.server.name}
+        out["ts"] = rfc3339(time.time_ns())
+        return out
+
+    def stored_json(self, msg: StoredMsg, no_headers: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"subject": msg.subject, "seq": msg.seq}
+        if msg.hdrs and not no_headers:
+            out["hdrs"] = base64.b64encode(msg.hdrs).decode()
+        if msg.data:
+            out["data"] = base64.b64encode(msg.data).decode()
+        out["time"] = rfc3339(msg.ts)
+        return out
+
+
+def _subject_seqs(store: StreamStore, subject: str) -> list[int]:
+    """The stored sequences of ``subject`` (a literal), oldest first."""
+    index = getattr(store, "index", None)
+    if index is not None:
+        return list(index.by_subject.get(subject, ()))
+    seqs = []
+    msg = store.next_matching(0, subject)
+    while msg is not None:
+        seqs.append(msg.seq)
+        msg = store.next_matching(msg.seq + 1, subject)
+    return seqs
+
+
+def _uint(text: str) -> int | None:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def purge_ops(store: StreamStore, request: Mapping[str, Any]) -> tuple[list[Op], int]:
+    """The operations of a STREAM.PURGE request, and how many messages they remove."""
+    state = store.state()
+    subject = request.get("filter") or ""
+    seq = int(request.get("seq") or 0)
+    keep = int(request.get("keep") or 0)
+    if not subject or subject == ">":
+        if seq:
+            count = sum(1 for s in range(state.first_seq, min(seq, state.last_seq + 1)) if store.load(s))
+            return [Compact(seq)], count
+        if keep:
+            if keep >= state.msgs:
+                return [], 0
+            victims = []
+            s = state.first_seq
+            while len(victims) < state.msgs - keep:
+                if store.load(s) is not None:
+                    victims.append(s)
+                s += 1
+            return [Compact(victims[-1] + 1)], len(victims)
+        return [Compact(state.last_seq + 1)], state.msgs
+    seqs: list[int] = []
+    for subj, _ in list(store.subjects(subject)):
+        seqs.extend(_subject_seqs(store, subj))
+    seqs.sort()
+    if seq:
+        seqs = [s for s in seqs if s < seq]
+    elif keep:
+        seqs = seqs[:-keep] if keep < len(seqs) else []
+    return ([Remove(tuple(seqs))] if seqs else []), len(seqs)
+
+
+Responder = Callable[[dict[str, Any]], None]
