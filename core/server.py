@@ -226,9 +226,11 @@ class Server:
             log.info("Using configuration file: %s (%s)", cfg.source, self.config_digest)
         log.info("Plugins: %s", ", ".join(self.plugins.names()) or "none")
         try:
+            # bound now, accepting once plugins have started (a JetStream recovering its streams):
+            # clients that come meanwhile wait in the backlog rather than find no responders
             self._listener = await self.loop.create_server(
                 self._client_port_protocol, host=cfg.host or None, port=cfg.port,
-                reuse_address=True, reuse_port=cfg.reuse_port or None, backlog=1024)
+                reuse_address=True, reuse_port=cfg.reuse_port or None, backlog=1024, start_serving=False)
         except OSError as exc:
             self._state = "stopped"
             raise OSError(exc.errno, f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
@@ -249,6 +251,7 @@ class Server:
             for bridge in self._bridges:
                 await bridge.start(self)
             await self.plugins.startup(self)
+            await self._listener.start_serving()
         except BaseException:
             await self.shutdown()
             raise

@@ -226,7 +226,9 @@ def natsd_startup(server: ServerAPI) -> Awaitable[None] | None:
     """The server is listening; run start-up work (may return an awaitable).
 
     Called after listeners and bridges have started, before ``Server.start``
-    returns. An exception stops the start-up.
+    returns; the client port is bound but accepts connections only once every
+    plugin's start-up has finished (clients wait in the backlog meanwhile).
+    An exception stops the start-up.
     """
 
 

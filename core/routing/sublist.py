@@ -234,7 +234,9 @@ class Sublist:
         psubs: list[Subscription] = []
         groups: dict[bytes, list[Subscription]] = {}
         remote: list[Subscription] = []
-        _collect(self._root, subject.split(b"."), psubs, groups, remote)
+        tokens = subject.split(b".")
+        if b"" not in tokens:  # as nats-server: a subject with an empty token matches nothing
+            _collect(self._root, tokens, psubs, groups, remote)
         if remote:
             result = _with_remote(psubs, groups, remote)
         else:

@@ -22,8 +22,9 @@ from natsd.routing.internal import InternalClient
 from natsd.routing.subjects import subjects_collide
 
 from .errors import ApiError, api_error
+from .godecode import STREAM_CONFIG, check, loads
 from .store.base import Compact, Remove, StoredMsg
-from .streams import Stream, check_config, check_update, purge_ops, rfc3339, valid_name
+from .streams import Stream, check_config, check_update, purge_ops, rfc3339
 
 if TYPE_CHECKING:
     from natsd.config import ServerConfig
@@ -37,6 +38,17 @@ API_LEVEL = 5
 """The JetStream API level of nats-server 2.15.1 (``api.level``, ``_nats.level``)."""
 NAMES_LIMIT = 1024
 LIST_LIMIT = 256
+SUBJECTS_LIMIT = 100_000
+ERROR_EXTRAS: dict[str, dict[str, Any]] = {
+    "stream_names_response": {"total": 0, "offset": 0, "limit": 0, "streams": None},
+    "stream_list_response": {"total": 0, "offset": 0, "limit": 0, "streams": []},
+    "stream_info_response": {"total": 0, "offset": 0, "limit": 0},
+    "stream_purge_response": {"purged": 0},
+}
+"""Fields nats-server's error replies carry beside ``error`` (not omitempty in its structs)."""
+MSG_GET_REQUEST = {"seq": "uint64", "last_by_subj": "string", "next_by_subj": "string", "batch": "int",
+                   "max_bytes": "int", "start_time": "string", "multi_last": "[]string", "up_to_seq": "uint64",
+                   "up_to_time": "string", "no_hdr": "bool"}
 NOT_YET = ApiError(501, 0, "natsd does not implement this JetStream API yet")
 
 T = "io.nats.jetstream.api.v1."
@@ -80,7 +92,11 @@ class JetStream:
             client = self.server.connect_internal("jetstream", account, kind=Kind.JETSTREAM)
             self.clients[account] = client
             self.streams[account] = {}
-            client.subscribe(b"$JS.API.>", self._request_callback(account))
+            for pattern, kind, handler in self._apis():
+                client.subscribe(b"$JS.API." + pattern, self._request_callback(account, kind, handler))
+            # as nats-server: other $JS.API.STREAM subjects (a name with dots, no name) are taken
+            # and left unanswered, uncounted; only direct gets of streams without them find nobody
+            client.subscribe(b"$JS.API.STREAM.>", _ignore)
         for backend in self.backends.values():
             for account, name, meta in backend.saved():
                 if account not in self.clients:
@@ -126,68 +142,55 @@ class JetStream:
 
     # -- the API ---------------------------------------------------------------------------------------
 
-    def _request_callback(self, account: str) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
+    def _apis(self) -> list[tuple[bytes, str, Callable[..., Any]]]:
+        """``(subject after $JS.API., response type, handler)``; the handler gets the tokens after
+        the API's own (``name`` ...). As nats-server, one subscription per API: a subject that
+        matches none of them finds no responders."""
+        return [
+            (b"INFO", "account_info_response", self.account_info),
+            (b"STREAM.CREATE.*", "stream_create_response", self.stream_create),
+            (b"STREAM.UPDATE.*", "stream_update_response", self.stream_update),
+            (b"STREAM.INFO.*", "stream_info_response", self.stream_info),
+            (b"STREAM.DELETE.*", "stream_delete_response", self.stream_delete),
+            (b"STREAM.PURGE.*", "stream_purge_response", self.stream_purge),
+            (b"STREAM.NAMES", "stream_names_response", self.stream_names),
+            (b"STREAM.LIST", "stream_list_response", self.stream_list),
+            (b"STREAM.MSG.GET.*", "stream_msg_get_response", self.msg_get),
+            (b"STREAM.MSG.DELETE.*", "stream_msg_delete_response", self.msg_delete),
+            (b"CONSUMER.>", "", self.not_yet),
+        ]
+
+    def _request_callback(self, account: str, kind: str, handler: Callable[..., Any]
+                          ) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
         def callback(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
             if not reply:
                 return  # nats-server ignores API requests without a reply subject
-            self.api_total += 1
-            self.server.loop.create_task(self._answer(account, subject.decode(), reply, payload))
+            name = subject.decode().rsplit(".", 1)[-1]
+            self.server.loop.create_task(self._answer(account, kind, handler, name, reply, payload))
         return callback
 
-    async def _answer(self, account: str, subject: str, reply: bytes, payload: bytes) -> None:
-        tokens = subject.split(".")[2:]  # after $JS.API
-        kind, response = "", None
+    async def _answer(self, account: str, kind: str, handler: Callable[..., Any], name: str, reply: bytes,
+                      payload: bytes) -> None:
         try:
-            kind, handler, args = self._route(tokens)
-            request = _request(payload)
-            response = await handler(account, request, *args)
+            response = await handler(account, payload, name)
         except ApiError as exc:
-            self.api_errors += 1
-            response = {"error": exc.json()}
+            if kind != "stream_msg_delete_response" or exc.err_code not in (10043, 10057) or \
+                    exc.description == "message delete not permitted":
+                self.api_errors += 1  # nats-server does not count a delete the store refused as an error
+            response = {"error": exc.json(), **ERROR_EXTRAS.get(kind, {})}
         except Exception:
-            log.exception("JetStream API request %s failed", subject)
+            log.exception("JetStream API request %s on %r failed", kind, name)
             self.api_errors += 1
             response = {"error": api_error("JSStreamGeneralErrorF", err="internal error").json()}
-        if kind == "direct" and isinstance(response, tuple):
-            headers, data = response
-            self.clients[account].publish(reply, data, headers=headers)
-            return
-        if kind == "direct":
-            error = response.get("error", {}) if isinstance(response, dict) else {}
-            status = b"NATS/1.0 404 Message Not Found\r\n\r\n" if error.get("code") == 404 else \
-                b"NATS/1.0 408 Bad Request\r\n\r\n"
-            self.clients[account].publish(reply, b"", headers=status)
-            return
-        if kind == "stream_info_response":  # nats-server's paging fields, errors included
+        if kind != "stream_msg_get_response" or "error" in response:
+            self.api_total += 1  # as nats-server: a message found by MSG.GET is not counted
+        if kind == "stream_info_response" and "error" not in response:  # paging fields come first
             response = {"total": 0, "offset": 0, "limit": 0, **response}
         body = {"type": T + kind, **response} if kind else response
         self.clients[account].publish(reply, _dumps(body))
 
-    def _route(self, tokens: list[str]) -> tuple[str, Callable[..., Any], tuple[Any, ...]]:
-        if tokens == ["INFO"]:
-            return "account_info_response", self.account_info, ()
-        if len(tokens) >= 3 and tokens[0] == "STREAM":
-            op, name = tokens[1], ".".join(tokens[2:])
-            table = {"CREATE": ("stream_create_response", self.stream_create),
-                     "UPDATE": ("stream_update_response", self.stream_update),
-                     "INFO": ("stream_info_response", self.stream_info),
-                     "DELETE": ("stream_delete_response", self.stream_delete),
-                     "PURGE": ("stream_purge_response", self.stream_purge)}
-            if op in table and len(tokens) == 3:
-                return table[op][0], table[op][1], (name,)
-            if op == "MSG" and len(tokens) == 4 and tokens[2] in ("GET", "DELETE"):
-                if tokens[2] == "GET":
-                    return "stream_msg_get_response", self.msg_get, (tokens[3],)
-                return "stream_msg_delete_response", self.msg_delete, (tokens[3],)
-        if tokens in (["STREAM", "NAMES"], ["STREAM", "LIST"]):
-            if tokens[1] == "NAMES":
-                return "stream_names_response", self.stream_names, ()
-            return "stream_list_response", self.stream_list, ()
-        if len(tokens) >= 3 and tokens[:2] == ["DIRECT", "GET"]:
-            return "direct", self.direct_get, (tokens[2], ".".join(tokens[3:]))
-        if tokens and tokens[0] in ("CONSUMER", "STREAM", "ACCOUNT", "META", "SERVER"):
-            raise NOT_YET
-        raise api_error("JSBadRequestErr")
+    async def not_yet(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+        raise NOT_YET
 
     def _stream(self, account: str, name: str) -> Stream:
         stream = self.streams[account].get(name)
@@ -195,31 +198,34 @@ class JetStream:
             raise api_error("JSStreamNotFoundErr")
         return stream
 
-    async def account_info(self, account: str, request: Any) -> dict[str, Any]:
+    async def account_info(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
         streams = self.streams[account].values()
         memory = sum(s.store.state().bytes for s in streams if s.config["storage"] == "memory")
         storage = sum(s.store.state().bytes for s in streams if s.config["storage"] == "file")
+        reserved = {kind: sum(max(s.config["max_bytes"], 0) for s in streams if s.config["storage"] == kind)
+                    for kind in ("memory", "file")}
         limits = {"max_memory": -1, "max_storage": -1, "max_streams": -1, "max_consumers": -1,
                   "max_ack_pending": -1, "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
                   "max_bytes_required": False}
-        out: dict[str, Any] = {"memory": memory, "storage": storage, "reserved_memory": 0, "reserved_storage": 0,
-                               "streams": len(self.streams[account]), "consumers": 0, "limits": limits}
+        out: dict[str, Any] = {"memory": memory, "storage": storage, "reserved_memory": reserved["memory"],
+                               "reserved_storage": reserved["file"], "streams": len(self.streams[account]),
+                               "consumers": 0, "limits": limits}
         if self.domain:
             out["domain"] = self.domain
         out["api"] = {"level": API_LEVEL, "total": self.api_total, "errors": self.api_errors}
         return out
 
-    async def stream_create(self, account: str, request: Any, name: str) -> dict[str, Any]:
-        if not isinstance(request, dict):
-            raise api_error("JSInvalidJSONErr", err="expected a JSON object")
-        if request.get("name") and request["name"] != name:
+    async def stream_create(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+        request = _decoded(payload, STREAM_CONFIG, "StreamConfigRequest")
+        if not isinstance(request, dict) or request.get("name") != name:
             raise api_error("JSStreamMismatchErr")
-        request = {**request, "name": request.get("name") or name}
-        if not valid_name(name):
-            raise api_error("JSStreamInvalidConfigF",
-                            err="stream name is required and can not contain '.', '*', '>', '\\', '/'")
+        if "/" in name or "\\" in name:
+            raise api_error("JSStreamNameContainsPathSeparatorsErr")
         others = {n: s.config for n, s in self.streams[account].items()}
-        config = check_config(request, others, self.server.config.max_payload)
+        config = check_config(request)
+        _no_overlap(config, others)
+        if config["sealed"]:
+            raise api_error("JSStreamInvalidConfigF", err="stream configuration for create can not be sealed")
         existing = self.streams[account].get(name)
         if existing is not None:
             if existing.config == config:
@@ -237,40 +243,56 @@ class JetStream:
         stream.subscribe()
         return {**stream.info(), "did_create": True}
 
-    async def stream_update(self, account: str, request: Any, name: str) -> dict[str, Any]:
-        if not isinstance(request, dict):
-            raise api_error("JSInvalidJSONErr", err="expected a JSON object")
-        if request.get("name") and request["name"] != name:
+    async def stream_update(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+        request = _decoded(payload, STREAM_CONFIG, "StreamConfigRequest")
+        others = {n: s.config for n, s in self.streams[account].items()}
+        config = check_config(request if isinstance(request, dict) else {})
+        if config["name"] != name:
             raise api_error("JSStreamMismatchErr")
         stream = self._stream(account, name)
-        others = {n: s.config for n, s in self.streams[account].items()}
-        config = check_config({**request, "name": name}, others, self.server.config.max_payload)
         check_update(stream.config, config)
-        stream.config = config
+        _no_overlap(config, others)
         stream.store.save_meta({"config": config, "created": stream.created})
+        stream.apply_config(config)
         await stream.store.commit()
         stream.subscribe()
         return stream.info()
 
-    async def stream_info(self, account: str, request: Any, name: str) -> dict[str, Any]:
+    async def stream_info(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+        request = _decoded(payload, {"subjects_filter": "string", "deleted_details": "bool", "offset": "int"},
+                           "JSApiStreamInfoRequest") if payload.lstrip()[:1] in (b"{", b"[") else {}
         stream = self._stream(account, name)
         req = request if isinstance(request, dict) else {}
-        return stream.info(req.get("subjects_filter"), bool(req.get("deleted_details")), cluster=True)
+        info = stream.info(req.get("subjects_filter"), bool(req.get("deleted_details")), cluster=True)
+        subjects = info["state"].get("subjects")
+        if subjects is not None:
+            offset = _offset(req)
+            if offset:  # pages of the subjects, sorted by name
+                names = sorted(subjects)[offset:offset + SUBJECTS_LIMIT]
+                info["state"]["subjects"] = {n: subjects[n] for n in names}
+            return {"total": len(subjects), "offset": offset, "limit": SUBJECTS_LIMIT, **info}
+        return info
 
-    async def stream_delete(self, account: str, request: Any, name: str) -> dict[str, Any]:
+    async def stream_delete(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+        if not _empty(payload):
+            raise api_error("JSNotEmptyRequestErr")
         stream = self._stream(account, name)
         stream.close()
         del self.streams[account][name]
         await stream.store.delete()
         return {"success": True}
 
-    async def stream_purge(self, account: str, request: Any, name: str) -> dict[str, Any]:
-        stream = self._stream(account, name)
-        if stream.config["deny_purge"]:
-            raise api_error("JSStreamPurgeFailedF", err="stream purge not permitted")
+    async def stream_purge(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+        request = _decoded(payload, {"seq": "uint64", "filter": "string", "keep": "uint64"},
+                           "JSApiStreamPurgeRequest") if payload.lstrip()[:1] in (b"{", b"[") else {}
         req = request if isinstance(request, dict) else {}
         if req.get("seq") and req.get("keep"):
             raise api_error("JSBadRequestErr")
+        stream = self._stream(account, name)
+        if stream.config["sealed"]:
+            raise api_error("JSStreamSealedErr")
+        if stream.config["deny_purge"]:
+            raise api_error("JSStreamPurgeFailedF", err="stream purge not permitted")
         ops, count = purge_ops(stream.store, req)
         if ops:
             stream.store.stage(ops)
@@ -278,15 +300,17 @@ class JetStream:
         await stream.store.commit()
         return {"success": True, "purged": count}
 
-    async def stream_names(self, account: str, request: Any) -> dict[str, Any]:
+    async def stream_names(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+        request = _decoded(payload, {"offset": "int", "subject": "string"}, "JSApiStreamNamesRequest")
         names = self._filtered(account, request)
-        offset = _offset(request)
+        offset = min(_offset(request), len(names))
         page = [s.name for s in names[offset:offset + NAMES_LIMIT]]
         return {"total": len(names), "offset": offset, "limit": NAMES_LIMIT, "streams": page or None}
 
-    async def stream_list(self, account: str, request: Any) -> dict[str, Any]:
+    async def stream_list(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+        request = _decoded(payload, {"offset": "int", "subject": "string"}, "JSApiStreamListRequest")
         streams = self._filtered(account, request)
-        offset = _offset(request)
+        offset = min(_offset(request), len(streams))
         page = [s.info(dynamic=False) for s in streams[offset:offset + LIST_LIMIT]]
         return {"total": len(streams), "offset": offset, "limit": LIST_LIMIT, "streams": page}
 
@@ -298,64 +322,94 @@ class JetStream:
                                                  for x in s.config["subjects"])]
         return streams
 
-    async def msg_get(self, account: str, request: Any, name: str) -> dict[str, Any]:
+    async def msg_get(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+        if _empty(payload):
+            raise api_error("JSBadRequestErr")
+        request = _decoded(payload, MSG_GET_REQUEST, "JSApiMsgGetRequest")
+        if not isinstance(request, dict) or request.get("batch") or request.get("max_bytes") or _conflicts(request):
+            raise api_error("JSBadRequestErr")
         stream = self._stream(account, name)
         msg = self._find(stream, request)
-        return {"message": stream.stored_json(msg, bool(request.get("no_hdr")))}
-
-    def _find(self, stream: Stream, request: Any) -> StoredMsg:
-        if not isinstance(request, dict):
-            raise api_error("JSBadRequestErr")
-        seq = request.get("seq")
-        last_by = request.get("last_by_subj")
-        next_by = request.get("next_by_subj")
-        if sum(1 for v in (last_by, next_by) if v) > 1 or (seq and last_by):
-            raise api_error("JSBadRequestErr")
-        msg: StoredMsg | None
-        if last_by:
-            msg = stream.store.last_matching(last_by)
-        elif next_by:
-            msg = stream.store.next_matching(int(seq or 0), next_by)
-        elif isinstance(seq, int) and seq > 0:
-            msg = stream.store.load(seq)
-        else:
-            raise api_error("JSBadRequestErr")
         if msg is None:
             raise api_error("JSNoMessageFoundErr")
-        return msg
+        return {"message": stream.stored_json(msg, bool(request.get("no_hdr")))}
 
-    async def msg_delete(self, account: str, request: Any, name: str) -> dict[str, Any]:
+    @staticmethod
+    def _find(stream: Stream, request: Mapping[str, Any]) -> StoredMsg | None:
+        seq = int(request.get("seq") or 0)
+        if request.get("next_by_subj"):
+            return stream.store.next_matching(seq, request["next_by_subj"])
+        if seq:
+            return stream.store.load(seq)
+        return stream.store.last_matching(request["last_by_subj"])
+
+    async def msg_delete(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+        if _empty(payload):
+            raise api_error("JSBadRequestErr")
+        request = _decoded(payload, {"seq": "uint64", "no_erase": "bool"}, "JSApiMsgDeleteRequest")
         stream = self._stream(account, name)
+        if stream.config["sealed"]:
+            raise api_error("JSStreamSealedErr")
         if stream.config["deny_delete"]:
             raise api_error("JSStreamMsgDeleteFailedF", err="message delete not permitted")
-        seq = request.get("seq") if isinstance(request, dict) else None
-        if not isinstance(seq, int) or seq <= 0:
-            raise api_error("JSBadRequestErr")
+        seq = int(request.get("seq") or 0) if isinstance(request, dict) else 0
+        state = stream.store.state()
         if stream.store.load(seq) is None:
-            raise api_error("JSStreamMsgDeleteFailedF", err="no message found")
+            if stream.config["storage"] == "file" and seq == 0:
+                raise api_error("JSStreamMsgDeleteFailedF", err="no message found")
+            if stream.config["storage"] == "file" and seq > state.last_seq:
+                raise api_error("JSStreamMsgDeleteFailedF", err="stream store EOF")
+            if stream.config["storage"] == "file" and seq < state.first_seq:
+                raise api_error("JSStreamMsgDeleteFailedF", err="no message found")
+            raise api_error("JSSequenceNotFoundErrF", seq=seq)
         stream.store.stage([Remove((seq,))])
         await stream.store.commit()
         return {"success": True}
 
-    async def direct_get(self, account: str, request: Any, name: str,
-                         last_subject: str) -> tuple[bytes, bytes]:
-        stream = self._stream(account, name)
-        if not stream.config["allow_direct"]:
-            raise api_error("JSStreamNotFoundErr")
-        if last_subject:
-            msg = stream.store.last_matching(last_subject)
-            if msg is None:
-                raise api_error("JSNoMessageFoundErr")
+    def direct_get(self, stream: Stream, subject: bytes, reply: bytes | None, payload: bytes) -> None:
+        """``$JS.API.DIRECT.GET.<stream>[.<subject>]``: the message itself, or a status (no JSON)."""
+        if not reply:
+            return
+        key = subject.decode().split(".", 5)[5] if subject.count(b".") >= 5 else ""
+        msg: StoredMsg | None = None
+        status = b""
+        request: Any = {}
+        if not key and _empty(payload):
+            status = b"408 Empty Request"
         else:
+            try:
+                request = json.loads(payload) if payload.strip() else {}
+            except ValueError:
+                status = b"408 Malformed Request"
+        if not status and not isinstance(request, dict):
+            status = b"408 Malformed Request"
+        if not status:
+            if key:
+                if any(request.get(k) for k in ("seq", "last_by_subj", "next_by_subj", "multi_last", "batch",
+                                                "start_time", "up_to_seq", "up_to_time")):
+                    status = b"408 Bad Request"
+                else:
+                    request = {**request, "last_by_subj": key}
+            elif not any(request.get(k) for k in ("seq", "last_by_subj", "next_by_subj", "multi_last",
+                                                  "start_time")):
+                status = b"408 Empty Request"
+            elif _conflicts(request) or request.get("batch") or request.get("multi_last"):
+                status = b"408 Bad Request"
+        if not status:
             msg = self._find(stream, request)
-        head = (f"NATS/1.0\r\nNats-Stream: {stream.name}\r\nNats-Subject: {msg.subject}\r\n"
-                f"Nats-Sequence: {msg.seq}\r\nNats-Time-Stamp: {rfc3339(msg.ts)}\r\n").encode()
-        if msg.hdrs:
-            extra = msg.hdrs.split(b"\r\n", 1)[1] if b"\r\n" in msg.hdrs else b"\r\n"
-            headers = head + extra
-        else:
-            headers = head + b"\r\n"
-        return headers, msg.data
+            if msg is None:
+                status = b"404 Message Not Found"
+        client = stream.client
+        if msg is None:
+            client.publish(reply, b"", headers=b"NATS/1.0 " + status + b"\r\n\r\n")
+            return
+        if request.get("no_hdr"):
+            client.publish(reply, msg.data)
+            return
+        ours = (f"Nats-Stream: {stream.name}\r\nNats-Subject: {msg.subject}\r\n"
+                f"Nats-Sequence: {msg.seq}\r\nNats-Time-Stamp: {rfc3339(msg.ts)}\r\n\r\n").encode()
+        headers = (msg.hdrs[:-2] if msg.hdrs.endswith(b"\r\n\r\n") else b"NATS/1.0\r\n") + ours
+        client.publish(reply, msg.data, headers=headers)
 
     # -- monitoring -----------------------------------------------------------------------------------
 
@@ -384,13 +438,46 @@ def _js_enabled(value: Any) -> bool:
     return isinstance(value, Mapping)
 
 
-def _request(payload: bytes) -> Any:
+def _decoded(payload: bytes, schema: Mapping[str, Any], struct: str) -> Any:
+    """The request's JSON (``{}`` when empty), checked as Go would decode it into ``struct``."""
     if not payload.strip():
         return {}
+    merged: Any = None
+    for value in loads(payload):  # Go decodes each value into the same struct
+        check(value, schema, struct)
+        merged = {**merged, **value} if isinstance(merged, dict) and isinstance(value, dict) else value
+    return merged
+
+
+def _ignore(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+    return None
+
+
+def _no_overlap(config: Mapping[str, Any], others: Mapping[str, Mapping[str, Any]]) -> None:
+    """A stream's subjects may not overlap another stream's of the account (400/10065)."""
+    for other_name, other in others.items():
+        if other_name == config["name"]:
+            continue
+        for theirs in other["subjects"]:
+            if any(subjects_collide(theirs.encode(), mine.encode()) for mine in config["subjects"]):
+                raise api_error("JSStreamSubjectOverlapErr")
+
+
+def _empty(payload: bytes) -> bool:
+    """nats-server's ``isEmptyRequest``: nothing, or a JSON object with nothing in it."""
+    if not payload.strip():
+        return True
     try:
-        return json.loads(payload)
-    except ValueError as exc:
-        raise api_error("JSInvalidJSONErr", err=str(exc)) from None
+        return json.loads(payload) == {}
+    except ValueError:
+        return False
+
+
+def _conflicts(request: Mapping[str, Any]) -> bool:
+    """MSG.GET options that cannot go together, or none of those that choose a message."""
+    seq, last, nxt, start = (request.get(k) for k in ("seq", "last_by_subj", "next_by_subj", "start_time"))
+    return bool((seq and last) or not (seq or last or nxt or start) or (seq and start) or (start and last)
+                or (last and nxt))
 
 
 def _offset(request: Any) -> int:

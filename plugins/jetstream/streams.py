@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
+import heapq
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from natsd.routing.mappings import SubjectTransform
 from natsd.routing.subjects import subject_is_subset, subjects_collide, valid_subject
 
 from .errors import ApiError, api_error
-from .store.base import Append, Compact, Op, Remove, StoredMsg, StreamStore
+from .store.base import Append, Compact, Op, Remove, Skip, StoredMsg, StreamStore
 
 if TYPE_CHECKING:
     from natsd.routing.internal import InternalClient
@@ -55,6 +59,7 @@ EXPECTED_LAST_SUBJ_SEQ_SUBJ = "Nats-Expected-Last-Subject-Sequence-Subject"
 EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
 ROLLUP = "Nats-Rollup"
 MSG_TTL = "Nats-TTL"
+MARKER_REASON = "Nats-Marker-Reason"
 
 UNSUPPORTED = {"mirror": "mirrors", "sources": "sources", "allow_msg_counter": "counters",
                "allow_atomic": "atomic batch publish", "allow_msg_schedules": "message schedules",
@@ -99,9 +104,9 @@ def _enum(cfg: Mapping[str, Any], key: str, allowed: tuple[str, ...], what: str)
     return str(value)
 
 
-def check_config(raw: Mapping[str, Any], others: Mapping[str, Mapping[str, Any]],
-                 max_payload: int) -> dict[str, Any]:
-    """The config nats-server keeps for ``raw`` (``others``: the account's other streams' configs)."""
+def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The config nats-server keeps for ``raw``, or the error it answers (overlaps with the
+    account's other streams are the caller's to check)."""
     name = raw.get("name")
     if not valid_name(name):
         raise invalid("stream name is required and can not contain '.', '*', '>', '\\', '/'")
@@ -215,12 +220,6 @@ def check_config(raw: Mapping[str, Any], others: Mapping[str, Mapping[str, Any]]
     consumer_limits = raw.get("consumer_limits") or {}
     if not isinstance(consumer_limits, dict):
         raise api_error("JSInvalidJSONErr")
-    for other_name, other in others.items():
-        if other_name == name:
-            continue
-        for theirs in other["subjects"]:
-            if any(subjects_collide(theirs.encode(), mine.encode()) for mine in subjects):
-                raise api_error("JSStreamSubjectOverlapErr")
     cfg: dict[str, Any] = {"name": name}
     if description:
         cfg["description"] = description
@@ -245,6 +244,8 @@ def check_config(raw: Mapping[str, Any], others: Mapping[str, Mapping[str, Any]]
         cfg["republish"] = out
     cfg["allow_direct"] = _bool(raw, "allow_direct")
     cfg["mirror_direct"] = _bool(raw, "mirror_direct")
+    if cfg["mirror_direct"]:  # mirrors are not supported yet, so no stream may have it
+        raise invalid("stream has no mirror but does have mirror direct")
     if discard_new_per:
         cfg["discard_new_per_subject"] = True
     cfg.update(sealed=_bool(raw, "sealed"), deny_delete=_bool(raw, "deny_delete"), deny_purge=deny_purge,
@@ -259,11 +260,13 @@ def check_config(raw: Mapping[str, Any], others: Mapping[str, Mapping[str, Any]]
 
 
 def check_update(old: Mapping[str, Any], new: dict[str, Any]) -> None:
-    """nats-server's rules for what an update may change (raises the error it answers)."""
+    """nats-server's rules for what an update may change, in its order (raises the error it
+    answers); sealing also stops expiry and makes the stream discard new, refuse deletes,
+    purges and roll-ups."""
     if new["storage"] != old["storage"]:
         raise invalid("stream configuration update can not change storage type")
-    if new["retention"] != old["retention"]:
-        raise invalid("stream configuration update can not change retention policy")
+    if new["retention"] != old["retention"] and "workqueue" in (new["retention"], old["retention"]):
+        raise invalid("stream configuration update can not change retention policy to/from workqueue")
     if old["sealed"] and not new["sealed"]:
         raise invalid("stream configuration update can not unseal a sealed stream")
     if old["deny_delete"] and not new["deny_delete"]:
@@ -271,9 +274,9 @@ def check_update(old: Mapping[str, Any], new: dict[str, Any]) -> None:
     if old["deny_purge"] and not new["deny_purge"]:
         raise invalid("stream configuration update can not cancel deny purge")
     if old.get("allow_msg_ttl") and not new.get("allow_msg_ttl"):
-        raise invalid("stream configuration update can not disable message TTL")
-    if new.get("first_seq", 0) != old.get("first_seq", 0):
-        raise invalid("stream configuration update can not change first sequence")
+        raise invalid("message TTL status can not be disabled")
+    if new["sealed"]:
+        new.update(max_age=0, discard="new", deny_delete=True, deny_purge=True, allow_rollup_hdrs=False)
 
 
 def rfc3339(ns: int) -> str:
@@ -315,6 +318,10 @@ class Stream:
         """Nats-Msg-Id -> (seq, ts ns), oldest first, for the duplicate window."""
         self.last_msg_id = ""
         self.next_seq = max(store.state().last_seq + 1, int(config.get("first_seq", 1)))
+        self.ttls: list[tuple[int, int]] = []
+        """(expiry ns, seq) of messages with a ``Nats-TTL``, soonest first."""
+        self.transform: SubjectTransform | None = None
+        self.apply_config(config)
         self._acks: list[tuple[bytes, bytes]] = []
         self._commit_scheduled = False
         self._age_timer: asyncio.TimerHandle | None = None
@@ -326,11 +333,41 @@ class Stream:
     def name(self) -> str:
         return str(self.config["name"])
 
+    def apply_config(self, config: dict[str, Any]) -> None:
+        """Take a (new) config: its subject transform; limits it lowered apply at once."""
+        old = self.config
+        self.config = config
+        transform = config.get("subject_transform")
+        self.transform = (SubjectTransform(transform["src"] or ">", transform["dest"])
+                          if transform and transform.get("dest") else None)
+        if old is not config and old["retention"] != config["retention"] and config["retention"] == "interest":
+            state = self.store.state()
+            if state.msgs:  # no consumer is interested in anything yet: nats-server drops it all
+                self.store.stage([Compact(state.last_seq + 1)])
+        if old is not config:
+            for subject, _ in list(self.store.subjects(">")):
+                self._enforce_limits(subject)
+
     def subscribe(self) -> None:
         for sub in self.subs:
             self.client.unsubscribe(sub)
         self.subs = [self.client.subscribe(subject, self._received) for subject in self.config["subjects"]]
+        if self.config["allow_direct"]:  # as nats-server: otherwise a direct get finds no responders
+            for subject in (f"$JS.API.DIRECT.GET.{self.name}", f"$JS.API.DIRECT.GET.{self.name}.>"):
+                self.subs.append(self.client.subscribe(subject, self._direct_get, queue="_sys_"))
+        if self.config.get("allow_msg_ttl") and not self.ttls:
+            self._load_ttls()
         self._schedule_age()
+
+    def _load_ttls(self) -> None:
+        """The expiries of stored messages with a ``Nats-TTL`` (after a restart)."""
+        state = self.store.state()
+        msg = self.store.next_matching(state.first_seq, ">") if state.msgs else None
+        while msg is not None:
+            ttl = parse_ttl(parse_headers(msg.hdrs).get(MSG_TTL, "")) if msg.hdrs else 0
+            if ttl and ttl > 0:
+                heapq.heappush(self.ttls, (msg.ts + ttl * NS, msg.seq))
+            msg = self.store.next_matching(msg.seq + 1, ">")
 
     def close(self) -> None:
         for sub in self.subs:
@@ -339,6 +376,9 @@ class Stream:
         if self._age_timer is not None:
             self._age_timer.cancel()
             self._age_timer = None
+
+    def _direct_get(self, subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+        self.owner.direct_get(self, subject, reply, payload)
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -378,45 +418,52 @@ class Stream:
             self.client.publish(reply, response)
 
     def process(self, subject: str, headers: bytes | None, payload: bytes) -> tuple[int, bool]:
-        """Check and stage one published message: ``(seq, duplicate)`` or an :class:`ApiError`."""
+        """Check and stage one published message: ``(seq, duplicate)`` or an :class:`ApiError`.
+
+        The checks run in nats-server's order (a duplicate is acknowledged as such only once
+        the expected-* headers have passed).
+        """
         cfg = self.config
+        if self.transform is not None:
+            mapped = self.transform.apply(subject.encode())
+            if mapped is not None:
+                subject = mapped.decode()
         if cfg["sealed"]:
             raise api_error("JSStreamSealedErr")
         hdrs = parse_headers(headers) if headers else {}
         now = time.time_ns()
-        state = self.store.state()
         last_seq = self.next_seq - 1
         msg_id = ""
         rollup = ""
+        ttl: int | None = 0
         if hdrs:
             expected = hdrs.get(EXPECTED_STREAM)
             if expected and expected != self.name:
                 raise api_error("JSStreamNotMatchErr")
-            if hdrs.get(MSG_TTL) and not cfg.get("allow_msg_ttl"):
+            ttl_text = hdrs.get(MSG_TTL)
+            ttl = parse_ttl(ttl_text) if ttl_text else 0
+            if ttl and ttl is not None and not cfg.get("allow_msg_ttl"):
                 raise api_error("JSMessageTTLDisabledErr")
             if EXPECTED_LAST_SUBJ_SEQ in hdrs:
                 target = hdrs.get(EXPECTED_LAST_SUBJ_SEQ_SUBJ) or subject
                 wanted = _uint(hdrs[EXPECTED_LAST_SUBJ_SEQ])
                 found = self.store.last_matching(target)
                 last = found.seq if found is not None else 0
-                if wanted is None or last != wanted:
+                if wanted != last:
                     raise api_error("JSStreamWrongLastSequenceErrF", seq=last)
             elif hdrs.get(EXPECTED_LAST_SUBJ_SEQ_SUBJ):
                 raise api_error("JSStreamExpectedLastSeqPerSubjectInvalid")
-            if EXPECTED_LAST_SEQ in hdrs:
-                wanted = _uint(hdrs[EXPECTED_LAST_SEQ])
-                if wanted is not None and wanted != last_seq:
-                    raise api_error("JSStreamWrongLastSequenceErrF", seq=last_seq)
+            if EXPECTED_LAST_SEQ in hdrs and _uint(hdrs[EXPECTED_LAST_SEQ]) != last_seq:
+                raise api_error("JSStreamWrongLastSequenceErrF", seq=last_seq)
             msg_id = hdrs.get(MSG_ID, "")
             if msg_id:
                 self._expire_dedup(now)
                 seen = self.dedup.get(msg_id)
                 if seen is not None:
                     return seen[0], True
-            expected_id = hdrs.get(EXPECTED_LAST_MSG_ID)
-            if expected_id and expected_id != self.last_msg_id:
+            if EXPECTED_LAST_MSG_ID in hdrs and hdrs[EXPECTED_LAST_MSG_ID] != self.last_msg_id:
                 raise api_error("JSStreamWrongLastMsgIDErrF", id=self.last_msg_id)
-            rollup = hdrs.get(ROLLUP, "")
+            rollup = hdrs.get(ROLLUP, "").lower()
             if rollup:
                 if not cfg["allow_rollup_hdrs"] or cfg["deny_purge"]:
                     raise api_error("JSStreamRollupFailedF", err="rollup not permitted")
@@ -424,48 +471,83 @@ class Stream:
                     raise api_error("JSStreamRollupFailedF", err=f'rollup value invalid: "{rollup}"')
         hdr_bytes = headers or b""
         max_size = cfg["max_msg_size"]
-        if max_size >= 0 and (len(hdr_bytes) > max_size or len(payload) > max_size - len(hdr_bytes)):
+        if max_size >= 0 and len(hdr_bytes) + len(payload) > max_size:
             raise api_error("JSStreamMessageExceedsMaximumErr")
         if len(hdr_bytes) > 0xFFFF:
             raise api_error("JSStreamHeaderExceedsMaximumErr")
         seq = self.next_seq
+        if cfg["retention"] == "interest" and not self.has_interest(subject):
+            # nobody would ever consume it: not stored, but the sequence is used and acknowledged
+            self.store.stage([Skip(seq, now)])
+            self.next_seq += 1
+            self._remember(msg_id, seq, now)
+            if rollup:
+                self._rollup(subject, rollup, keep_new=False, seq=seq)
+            return seq, False
+        if ttl is None:
+            raise api_error("JSMessageTTLInvalidErr")
+        marker_ttl = cfg.get("subject_delete_marker_ttl", 0) // NS
+        if ttl > 0 and marker_ttl and cfg["max_msgs_per_subject"] != 1 and ttl < marker_ttl:
+            ttl = marker_ttl  # a message outlives its subject's delete marker: raised, as nats-server
+            hdr_bytes = _set_header(hdr_bytes, MSG_TTL, str(ttl))
         msg = StoredMsg(seq, subject, hdr_bytes, payload, now)
-        ops: list[Op] = []
         if cfg["discard"] == "new":
-            self._check_discard_new(subject, msg.size, state)
-        ops.append(Append(msg))
-        self.store.stage(ops)
+            self._check_discard_new(subject, msg.size(cfg["storage"]), rollup)
+        self.store.stage([Append(msg)])
         self.next_seq += 1
-        self._enforce_limits(subject, rollup, seq)
-        self.last_msg_id = msg_id
-        if msg_id:
-            self.dedup[msg_id] = (seq, now)
+        self._remember(msg_id, seq, now)
+        if rollup:
+            self._rollup(subject, rollup, keep_new=True, seq=seq)
+        self._enforce_limits(subject)
+        if ttl and ttl > 0:
+            heapq.heappush(self.ttls, (now + ttl * NS, seq))
+            self._schedule_age()
+        elif cfg["max_age"] > 0 and self._age_timer is None:
+            self._schedule_age()  # the first message of an empty stream starts the clock
         self.owner.stored(self, msg)
         return seq, False
 
-    def _check_discard_new(self, subject: str, size: int, state: Any) -> None:
-        cfg = self.config
-        if cfg["max_msgs"] > 0 and state.msgs >= cfg["max_msgs"]:
+    def has_interest(self, subject: str) -> bool:
+        """Whether some consumer of this interest stream would take ``subject`` (none exist yet)."""
+        return False
+
+    def _remember(self, msg_id: str, seq: int, now: int) -> None:
+        self.last_msg_id = msg_id
+        if msg_id and self.config["duplicate_window"] > 0:
+            self.dedup[msg_id] = (seq, now)
+
+    def _rollup(self, subject: str, rollup: str, *, keep_new: bool, seq: int) -> None:
+        """``Nats-Rollup``: only the new message of its subject (``sub``) or of the stream stays."""
+        store = self.store
+        if rollup == "all":
+            store.stage([Compact(seq if keep_new else seq + 1)])
+            return
+        older = tuple(s for s in _subject_seqs(store, subject) if s != seq or not keep_new)
+        if older:
+            store.stage([Remove(older)])
+
+    def _check_discard_new(self, subject: str, size: int, rollup: str) -> None:
+        """``discard: new``: refuse what does not fit (nats-server's store checks, in order)."""
+        cfg, store = self.config, self.store
+        state = store.state()
+        per = cfg["max_msgs_per_subject"]
+        info = store.subject_info(subject) if per > 0 else None
+        at_limit = info is not None and info.count >= per
+        if at_limit and cfg.get("discard_new_per_subject") and not rollup:
+            raise api_error("JSStreamStoreFailedF", err="maximum messages per subject exceeded")
+        if cfg["max_msgs"] > 0 and state.msgs >= cfg["max_msgs"] and not at_limit:
             raise api_error("JSStreamStoreFailedF", err="maximum messages exceeded")
         if cfg["max_bytes"] > 0 and state.bytes + size > cfg["max_bytes"]:
-            raise api_error("JSStreamStoreFailedF", err="maximum bytes exceeded")
-        per = cfg["max_msgs_per_subject"]
-        if cfg.get("discard_new_per_subject") and per > 0:
-            info = self.store.subject_info(subject)
-            if info is not None and info.count >= per:
-                raise api_error("JSStreamStoreFailedF", err="maximum messages per subject exceeded")
+            oldest = store.load(info.first) if at_limit and info is not None else None
+            if oldest is None or oldest.size(cfg["storage"]) < size:
+                raise api_error("JSStreamStoreFailedF", err="maximum bytes exceeded")
 
-    def _enforce_limits(self, subject: str, rollup: str, seq: int) -> None:
-        """Stage the removals a roll-up and the limits call for once ``seq`` is appended."""
+    def _enforce_limits(self, subject: str) -> None:
+        """Stage the removals the limits call for once a message of ``subject`` is appended: the
+        per-subject limit always, the stream's message and byte limits with ``discard: old``."""
         cfg, store = self.config, self.store
-        if rollup == "all":
-            store.stage([Compact(seq)])
-        elif rollup == "sub":
-            older = tuple(s for s in _subject_seqs(store, subject) if s != seq)
-            if older:
-                store.stage([Remove(older)])
         per = cfg["max_msgs_per_subject"]
-        info = store.subject_info(subject) if per > 0 and not rollup else None
+        info = store.subject_info(subject) if per > 0 else None
         if info is not None and info.count > per:
             store.stage([Remove(tuple(_subject_seqs(store, subject)[:info.count - per]))])
         if cfg["discard"] != "old":
@@ -480,7 +562,7 @@ class Stream:
                 msg = store.load(old)
                 if msg is not None:
                     removals.append(old)
-                    excess -= msg.size
+                    excess -= msg.size(cfg["storage"])
                 if excess <= 0:
                     break
             store.stage([Remove(tuple(removals))])
@@ -506,31 +588,56 @@ class Stream:
     # -- max_age ----------------------------------------------------------------------------------
 
     def _schedule_age(self) -> None:
+        """Arm the timer for the next expiry: the oldest message past ``max_age``, or a ``Nats-TTL``."""
         if self._age_timer is not None:
             self._age_timer.cancel()
             self._age_timer = None
+        deadlines = []
         max_age = self.config["max_age"]
-        if max_age <= 0:
+        if max_age > 0 and self.store.state().msgs:
+            first = self.store.load(self.store.state().first_seq)
+            if first is not None:
+                deadlines.append(first.ts + max_age)
+        if self.ttls:
+            deadlines.append(self.ttls[0][0])
+        if not deadlines:
             return
-        first = self.store.load(self.store.state().first_seq) if self.store.state().msgs else None
-        delay = max_age / NS if first is None else max(0.0, (first.ts + max_age - time.time_ns()) / NS)
-        self._age_timer = self.owner.server.loop.call_later(min(delay, 1.0) + 0.001, self._expire_age)
+        delay = max(0.0, (min(deadlines) - time.time_ns()) / NS)
+        self._age_timer = self.owner.server.loop.call_later(max(delay, 0.05), self._expire)
 
-    def _expire_age(self) -> None:
+    def _expire(self) -> None:
         self._age_timer = None
-        cutoff = time.time_ns() - self.config["max_age"]
-        expired = []
-        state = self.store.state()
-        seq = state.first_seq
-        while seq <= state.last_seq:
-            msg = self.store.load(seq)
-            if msg is not None:
-                if msg.ts > cutoff:
-                    break
-                expired.append(seq)
-            seq += 1
+        now = time.time_ns()
+        expired: list[int] = []
+        markers: list[str] = []
+        max_age = self.config["max_age"]
+        marker_ttl = self.config.get("subject_delete_marker_ttl", 0)
+        if max_age > 0:
+            cutoff = now - max_age
+            state = self.store.state()
+            seq = state.first_seq
+            while seq <= state.last_seq:
+                msg = self.store.load(seq)
+                if msg is not None:
+                    if msg.ts > cutoff:
+                        break
+                    hdrs = parse_headers(msg.hdrs) if msg.hdrs else {}
+                    if parse_ttl(hdrs.get(MSG_TTL, "")) != -1:  # "never" outlives max_age
+                        expired.append(seq)
+                        info = self.store.subject_info(msg.subject)
+                        if marker_ttl and MARKER_REASON not in hdrs and info is not None and info.last == seq:
+                            markers.append(msg.subject)  # the subject's last message: a marker stays
+                seq += 1
+        while self.ttls and self.ttls[0][0] <= now:
+            expired.append(heapq.heappop(self.ttls)[1])
         if expired:
-            self.store.stage([Remove(tuple(expired))])
+            self.store.stage([Remove(tuple(sorted(set(expired))))])
+        for subject in markers:
+            headers = (f"NATS/1.0\r\n{MARKER_REASON}: MaxAge\r\n{MSG_TTL}: {go_duration(marker_ttl)}\r\n"
+                       f"{ROLLUP}: sub\r\n\r\n").encode()
+            with contextlib.suppress(ApiError):
+                self.process(subject, headers, b"")
+        if expired or markers:
             self.store.commit()
         self._schedule_age()
 
@@ -551,7 +658,7 @@ class Stream:
         if subjects:
             state["num_subjects"] = len(subjects)
         if subjects_filter:
-            chosen = {s: i.count for s, i in self.store.subjects(subjects_filter)}
+            chosen = {s: i.count for s, i in sorted(self.store.subjects(subjects_filter))}
             if chosen:
                 state["subjects"] = chosen
         if st.deleted:
@@ -591,6 +698,45 @@ def _subject_seqs(store: StreamStore, subject: str) -> list[int]:
     return seqs
 
 
+def go_duration(ns: int) -> str:
+    """Go's ``time.Duration.String()`` for whole seconds and above (``5m0s``, ``1h0m0s``, ``1.5s``)."""
+    seconds, frac = divmod(ns, NS)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    sec_text = f"{secs}" + (f".{frac:09d}".rstrip("0") if frac else "") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{sec_text}"
+    if minutes:
+        return f"{minutes}m{sec_text}"
+    return sec_text
+
+
+def _set_header(block: bytes, name: str, value: str) -> bytes:
+    """``block`` with ``name`` removed and ``name: value`` appended (nats-server's genHeader)."""
+    lines = [line for line in block.split(b"\r\n")[1:] if line and
+             line.split(b":", 1)[0].strip().lower() != name.lower().encode()]
+    head = block.split(b"\r\n", 1)[0] if block else b"NATS/1.0"
+    return b"\r\n".join([head, *lines, f"{name}: {value}".encode()]) + b"\r\n\r\n"
+
+
+def parse_ttl(text: str) -> int | None:
+    """``Nats-TTL`` in seconds (-1: ``never``, 0: none) or ``None`` when invalid, as nats-server parses it."""
+    text = text.strip()
+    if text.lower() == "never":
+        return -1
+    if text.isdigit():
+        return int(text) or None  # nats-server refuses "0"
+    total = 0.0
+    rest = text
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.fullmatch(r"((\d+(\.\d+)?)(ns|us|µs|ms|s|m|h))+", rest)
+    if not parts:
+        return None
+    for number, _, unit in re.findall(r"(\d+(\.\d+)?)(ns|us|µs|ms|s|m|h)", rest):
+        total += float(number) * units[unit]
+    return int(total) if total >= 1 else None
+
+
 def _uint(text: str) -> int | None:
     try:
         value = int(text.strip())
@@ -612,7 +758,7 @@ def purge_ops(store: StreamStore, request: Mapping[str, Any]) -> tuple[list[Op],
         if keep:
             if keep >= state.msgs:
                 return [], 0
-            victims = []
+            victims: list[int] = []
             s = state.first_seq
             while len(victims) < state.msgs - keep:
                 if store.load(s) is not None:

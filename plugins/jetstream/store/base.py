@@ -1,7 +1,8 @@
 """The storage contract of the jetstream plugin: what a backend provides for each stream.
 
 A stream's changes are an ordered log of operations (:data:`Op`): append a
-message, remove some sequences, drop everything below a sequence. The stream
+message, remove some sequences, drop everything below a sequence, use up a
+sequence without a message. The stream
 *stages* operations in order, and a store applies them to its view at once
 (so the next publish sees the new last sequence, subject counts and limits);
 :meth:`StreamStore.commit` resolves once everything staged so far is durable.
@@ -21,8 +22,9 @@ Another package can provide a backend through the plugin's
 
 from __future__ import annotations
 
+import asyncio
 import bisect
-from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,10 +42,12 @@ class StoredMsg:
     data: bytes
     ts: int
 
-    @property
-    def size(self) -> int:
-        """What a message counts against ``max_bytes``, as nats-server counts it."""
-        return len(self.subject) + len(self.hdrs) + len(self.data) + 16
+    def size(self, kind: str = "file") -> int:
+        """What the message counts against ``max_bytes`` in nats-server's ``kind`` of store
+        (``file``: its record with checksum; ``memory``: subject, headers, payload and 16)."""
+        if kind == "memory":
+            return len(self.subject) + len(self.hdrs) + len(self.data) + 16
+        return 30 + len(self.subject) + len(self.data) + (4 + len(self.hdrs) if self.hdrs else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,15 @@ class Compact:
     first_seq: int
 
 
-Op = Append | Remove | Compact
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Use up sequence ``seq`` without a message (an interest stream nobody would consume from)."""
+
+    seq: int
+    ts: int = 0
+
+
+Op = Append | Remove | Compact | Skip
 
 
 @dataclass
@@ -99,7 +111,7 @@ class StreamStore(Protocol):
     def next_matching(self, start_seq: int, filter: str) -> StoredMsg | None: ...
     def last_matching(self, filter: str) -> StoredMsg | None: ...
     def stage(self, ops: Sequence[Op]) -> None: ...
-    def commit(self) -> Awaitable[None]: ...
+    def commit(self) -> asyncio.Future[None]: ...
     def save_meta(self, meta: dict[str, Any]) -> None: ...
     async def delete(self) -> None: ...
 
@@ -124,6 +136,8 @@ class Index:
     and ``last_by_subj`` are a list access.
     """
 
+    kind: str = "file"
+    """Whose byte accounting the counts follow (see :meth:`StoredMsg.size`)."""
     state: StreamState = field(default_factory=StreamState)
     by_subject: dict[str, list[int]] = field(default_factory=dict)
     subject_of: dict[int, tuple[str, int]] = field(default_factory=dict)
@@ -139,13 +153,22 @@ class Index:
             elif msg.seq > st.last_seq + 1:
                 st.deleted += msg.seq - st.last_seq - 1
             st.last_seq, st.last_ts = msg.seq, msg.ts
+            size = msg.size(self.kind)
             st.msgs += 1
-            st.bytes += msg.size
-            self.subject_of[msg.seq] = (msg.subject, msg.size)
+            st.bytes += size
+            self.subject_of[msg.seq] = (msg.subject, size)
             self.by_subject.setdefault(msg.subject, []).append(msg.seq)
             return []
         if isinstance(op, Remove):
             return [seq for seq in op.seqs if self._drop(seq)]
+        if isinstance(op, Skip):
+            if st.msgs == 0:
+                st.first_seq = op.seq + 1
+            else:
+                st.deleted += op.seq - st.last_seq
+            st.last_seq = max(st.last_seq, op.seq)
+            st.last_ts = op.ts or st.last_ts
+            return []
         removed = [seq for seq in sorted(s for s in self.subject_of if s < op.first_seq) if self._drop(seq)]
         if st.msgs == 0:
             st.first_seq = max(st.first_seq, op.first_seq)

@@ -13,7 +13,7 @@ class MemoryStream:
     """A stream's messages in a dict; a commit is immediate."""
 
     def __init__(self) -> None:
-        self.index = Index()
+        self.index = Index("memory")
         self.msgs: dict[int, StoredMsg] = {}
         self.meta: dict[str, Any] = {}
 
@@ -54,7 +54,7 @@ class MemoryStream:
 
     async def delete(self) -> None:
         self.msgs.clear()
-        self.index = Index()
+        self.index = Index("memory")
 
 
 class MemoryBackend:

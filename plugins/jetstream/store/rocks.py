@@ -33,7 +33,7 @@ from typing import Any
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
-from .base import Append, Compact, Index, Op, Remove, StoredMsg, StreamState, SubjectInfo
+from .base import Append, Compact, Index, Op, Remove, Skip, StoredMsg, StreamState, SubjectInfo
 
 log = logging.getLogger("natsd.jetstream")
 
@@ -90,10 +90,13 @@ class RocksStream:
             else:
                 self.index.apply(Append(msg))
             it.next()
-        meta = self.backend.meta(self.sid)
-        first = int(meta.get("first_seq", 1)) if meta else 1
-        if first > self.index.state.first_seq or self.index.state.msgs == 0:
+        meta = self.backend.meta(self.sid) or {}
+        first = int(meta.get("first_seq", 0))
+        if first and (first > self.index.state.first_seq or self.index.state.msgs == 0):
             self.index.apply(Compact(first))
+        last = int(meta.get("last_seq", 0))
+        if last > self.index.state.last_seq:
+            self.index.apply(Skip(last))
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -142,6 +145,11 @@ class RocksStream:
                 for seq in removed:
                     self.unsynced.pop(seq, None)
                     writes.append(("del", self._key(seq), b""))
+            elif isinstance(op, Skip):
+                meta = self.backend.meta(self.sid)
+                if meta is not None:  # the used-up sequence survives a restart
+                    meta["last_seq"] = op.seq
+                    writes.append(("meta", self.sid, b""))
             elif isinstance(op, Compact):
                 for seq in removed:
                     self.unsynced.pop(seq, None)
