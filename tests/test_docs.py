@@ -8,7 +8,8 @@ to ``nats://127.0.0.1:4222`` (the address is rewritten to the test server's).
 addresses ``127.0.0.1:4222`` and ``127.0.0.1:4224``. ``<!-- runs: leaf -->``
 starts the page's ``# hub.conf`` and ``# leaf.conf`` blocks (on free ports)
 for ``central.example.com:4222`` and ``127.0.0.1:4223``. ``<!-- runs: websocket -->``
-gets a natsd with a WebSocket port for ``127.0.0.1:8080`` beside its client port.
+gets a natsd with a WebSocket port for ``127.0.0.1:8080`` beside its client port;
+``<!-- runs: jetstream -->`` a natsd with JetStream in a temporary store directory.
 """
 
 from __future__ import annotations
@@ -68,13 +69,13 @@ def test_python_blocks_compile(page: str, line: int, code: str, mode: str | None
 
 def test_some_examples_are_marked_to_run() -> None:
     assert {b[0] for b in RUNNABLE} >= {"README.md", "plugins.md", "clustering.md", "leafnodes.md",
-                                        "websocket.md"}
+                                        "websocket.md", "jetstream.md"}
 
 
 @pytest.mark.parametrize("page, line, code, mode", RUNNABLE, ids=[f"{b[0]}:{b[1]}" for b in RUNNABLE])
 def test_marked_examples_run(page: str, line: int, code: str, mode: str, natsd_factory: object,
                              tmp_path: Path) -> None:
-    if "127.0.0.1:4222" in code or mode in ("leaf", "websocket"):
+    if "127.0.0.1:4222" in code or mode in ("leaf", "websocket", "jetstream"):
         if mode == "cluster":
             cport = _free_port()
             a = natsd_factory(parse(f"host: 127.0.0.1\nport: -1\ncluster {{ name: D, listen: 127.0.0.1:{cport} }}"))
@@ -88,6 +89,9 @@ def test_marked_examples_run(page: str, line: int, code: str, mode: str, natsd_f
                 "127.0.0.1:4224", f"127.0.0.1:{c.port}")
         elif mode == "leaf":
             code = _leaf_pair(page, code, natsd_factory)
+        elif mode == "jetstream":
+            srv = natsd_factory(parse(f'host: 127.0.0.1\nport: -1\njetstream {{ store_dir: "{tmp_path}" }}'))
+            code = code.replace("127.0.0.1:4222", f"127.0.0.1:{srv.port}")  # type: ignore[attr-defined]
         elif mode == "websocket":
             ws_port = _free_port()
             srv = natsd_factory(parse(f"host: 127.0.0.1\nport: -1\n"

@@ -321,6 +321,7 @@ class Stream:
         self.ttls: list[tuple[int, int]] = []
         """(expiry ns, seq) of messages with a ``Nats-TTL``, soonest first."""
         self.transform: SubjectTransform | None = None
+        self.republish: SubjectTransform | None = None
         self.apply_config(config)
         self._acks: list[tuple[bytes, bytes]] = []
         self._commit_scheduled = False
@@ -340,6 +341,8 @@ class Stream:
         transform = config.get("subject_transform")
         self.transform = (SubjectTransform(transform["src"] or ">", transform["dest"])
                           if transform and transform.get("dest") else None)
+        republish = config.get("republish")
+        self.republish = SubjectTransform(republish["src"], republish["dest"]) if republish else None
         if old is not config and old["retention"] != config["retention"] and config["retention"] == "interest":
             state = self.store.state()
             if state.msgs:  # no consumer is interested in anything yet: nats-server drops it all
@@ -493,12 +496,15 @@ class Stream:
         msg = StoredMsg(seq, subject, hdr_bytes, payload, now)
         if cfg["discard"] == "new":
             self._check_discard_new(subject, msg.size(cfg["storage"]), rollup)
+        previous = self.store.subject_info(subject) if self.republish is not None else None
         self.store.stage([Append(msg)])
         self.next_seq += 1
         self._remember(msg_id, seq, now)
         if rollup:
             self._rollup(subject, rollup, keep_new=True, seq=seq)
         self._enforce_limits(subject)
+        if self.republish is not None:
+            self._republish(msg, previous.last if previous is not None else 0)
         if ttl and ttl > 0:
             heapq.heappush(self.ttls, (now + ttl * NS, seq))
             self._schedule_age()
@@ -506,6 +512,20 @@ class Stream:
             self._schedule_age()  # the first message of an empty stream starts the clock
         self.owner.stored(self, msg)
         return seq, False
+
+    def _republish(self, msg: StoredMsg, last_seq: int) -> None:
+        """``republish``: the stored message again on the mapped subject, with where it is stored."""
+        assert self.republish is not None
+        target = self.republish.apply(msg.subject.encode())
+        if target is None:
+            return
+        extra = (f"Nats-Stream: {self.name}\r\nNats-Subject: {msg.subject}\r\nNats-Sequence: {msg.seq}\r\n"
+                 f"Nats-Time-Stamp: {rfc3339(msg.ts)}\r\nNats-Last-Sequence: {last_seq}\r\n")
+        headers_only = bool(self.config["republish"].get("headers_only"))
+        if headers_only:
+            extra += f"Nats-Msg-Size: {len(msg.data)}\r\n"
+        head = msg.hdrs[:-2] if msg.hdrs.endswith(b"\r\n\r\n") else b"NATS/1.0\r\n"
+        self.client.publish(target, b"" if headers_only else msg.data, headers=head + extra.encode() + b"\r\n")
 
     def has_interest(self, subject: str) -> bool:
         """Whether some consumer of this interest stream would take ``subject`` (none exist yet)."""

@@ -32,8 +32,10 @@ def test_version_and_help() -> None:
 @pytest.mark.parametrize("flags, capability", [
     (["-js"], "JetStream"), (["--jetstream"], "JetStream"), (["-sd", "/tmp/x"], "JetStream"),
 ])
-def test_plugin_flags_name_their_capability(flags: list[str], capability: str) -> None:
-    out = run(*flags)
+def test_plugin_flags_name_their_capability(flags: list[str], capability: str, tmp_path: Path) -> None:
+    conf = tmp_path / "deny.conf"
+    conf.write_text("port: -1\nplugins { deny: [jetstream] }\n")  # the flags' plugin is not there
+    out = run("-c", str(conf), *flags)
     assert out.returncode == 2
     assert f"configures {capability}, which needs a natsd plugin" in out.stderr
 
@@ -55,14 +57,14 @@ def test_config_error_names_file_line_key(tmp_path: Path) -> None:
 def test_check_config_prints_every_error(tmp_path: Path) -> None:
     conf = tmp_path / "bad.conf"
     conf.write_text("port: 4222\ntrace_verbose: true\nno_sublist_cache: true\nmax_payload: lots\n"
-                    "accounts { A { jetstream: enabled } }\n")
+                    "mqtt { port: 1883 }\n")
     out = run("-t", "-c", str(conf))
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.splitlines() == [
         f"natsd: configuration error: {conf}:3: key 'no_sublist_cache': a nats-server option not "
         "supported by natsd",
         f"natsd: configuration error: {conf}:4: key 'max_payload': invalid size 'lots'",
-        f"natsd: configuration error: {conf}:5: key 'jetstream': configures JetStream, which needs a "
+        f"natsd: configuration error: {conf}:5: key 'mqtt': configures MQTT, which needs a "
         "natsd plugin: none installed and enabled provides it"]
 
 

@@ -81,9 +81,10 @@ def test_every_nats_server_flag_is_accepted_or_refused_by_name(capsys, tmp_path:
                 refused.append(flag)
             else:  # taken; -ms without a tls {} is refused by the monitor, -sl finds no natsd
                 assert code in (0, 1), (flag, code, output)
-    assert "--client_advertise" in refused and "-js" in refused
+    assert "--client_advertise" in refused and "--profile" in refused
     assert "-VV" not in refused and "--log_size_limit" not in refused
     assert "--routes" not in refused and "--cluster_name" not in refused  # the cluster plugin
+    assert "-js" not in refused and "--store_dir" not in refused  # the jetstream plugin
 
 
 def test_check_without_config_fails_as_nats_server() -> None:
