@@ -150,6 +150,25 @@ def deliver(account: Account, sender: Any, subject: bytes, reply: bytes | None, 
     return _beyond(account, sender, result, subject, reply, size, payload, hdr, queues)
 
 
+def deliver_as(account: Account, sender: Any, subject: bytes, shown: bytes, reply: bytes | None,
+               size: bytes, payload: bytes, hdr: int) -> bool:
+    """Deliver to the subscribers of ``subject``, framed with ``shown`` as the message's subject.
+
+    JetStream sends a stored message to a pull request's inbox this way: the
+    inbox routes it, the client sees the subject it was published on (as
+    nats-server's ``pa.deliver``). Local subscriptions see ``shown``; queue
+    groups, other servers and egress get the message as routed, ``subject``.
+    """
+    result = account.sublist.match(subject)
+    for sub in result.psubs:
+        if sub.client is not sender or sender.echo:
+            deliver_one(sender, sub, shown, reply, size, payload, hdr)
+    if result.qsubs or result.remote is not None or account.egress:
+        bare = SublistResult((), result.qsubs, remote=result.remote)
+        return _beyond(account, sender, bare, subject, reply, size, payload, hdr, None) or result.interest
+    return result.interest
+
+
 def _beyond(account: Account, sender: Any, result: SublistResult, subject: bytes,
             reply: bytes | None, size: bytes, payload: bytes, hdr: int,
             queues: Sequence[bytes] | None) -> bool:

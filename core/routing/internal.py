@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from natsd.wire.protocol import CRLF
 
 from .connection import CLIENT_CLOSED, NO_LIMIT, Connection, Kind
+from .deliver import deliver_as
 from .subjects import valid_literal_subject, valid_subject
 from .sublist import Subscription
 
@@ -124,14 +125,17 @@ class InternalClient(Connection):
 
     def publish(self, subject: str | bytes, payload: bytes = b"",
                 reply: str | bytes | None = None, headers: bytes | None = None,
-                account: Account | None = None) -> bool:
+                account: Account | None = None, shown: str | bytes | None = None) -> bool:
         """Publish a message (in ``account``, default the client's own); returns
         True if any subscription received it.
 
         ``reply=SERVER_SENT`` frames it as nats-server frames the messages it
         sends itself (see :data:`SERVER_SENT`); in-process receivers get no
-        reply (``None``) either way. A client created with an identity is
-        bound by its publish permissions (:class:`PermissionError`).
+        reply (``None``) either way. ``shown``: the subject local subscribers
+        see in place of ``subject``, which still routes the message (a stored
+        message sent to a pull request's inbox, see ``deliver_as``). A client
+        created with an identity is bound by its publish permissions
+        (:class:`PermissionError`).
         """
         subj = _b(subject)
         if not valid_literal_subject(subj):
@@ -145,8 +149,12 @@ class InternalClient(Connection):
         self.in_msgs += 1
         self.in_bytes += len(body)
         target = account or self.account
-        delivered = target.deliver(self, subj, _b(reply) if reply is not None else None,
-                                   str(len(body)).encode(), body + CRLF, len(hdr))
+        rep = _b(reply) if reply is not None else None
+        if shown is not None:
+            delivered = deliver_as(target, self, subj, _b(shown), rep, str(len(body)).encode(), body + CRLF,
+                                   len(hdr))
+        else:
+            delivered = target.deliver(self, subj, rep, str(len(body)).encode(), body + CRLF, len(hdr))
         self.server.schedule_flush()
         return delivered
 

@@ -75,6 +75,12 @@ def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
 
 
 @hookimpl
+def natsd_interest_listeners(server: ServerAPI) -> Any:
+    """Push consumers start delivering when their deliver subject gets a subscriber."""
+    return server.stash.get(JETSTREAM, None)
+
+
+@hookimpl
 async def natsd_startup(server: ServerAPI) -> None:
     js = server.stash.get(JETSTREAM, None)
     if js is not None:

@@ -21,6 +21,7 @@ from natsd.routing.connection import Kind
 from natsd.routing.internal import InternalClient
 from natsd.routing.subjects import subjects_collide
 
+from .consumers import Consumer, _parse_time, check_consumer_config, new_name
 from .errors import ApiError, api_error
 from .godecode import STREAM_CONFIG, check, loads
 from .store.base import Compact, Remove, StoredMsg
@@ -44,12 +45,14 @@ ERROR_EXTRAS: dict[str, dict[str, Any]] = {
     "stream_list_response": {"total": 0, "offset": 0, "limit": 0, "streams": []},
     "stream_info_response": {"total": 0, "offset": 0, "limit": 0},
     "stream_purge_response": {"purged": 0},
+    "consumer_names_response": {"total": 0, "offset": 0, "limit": 0, "consumers": None},
+    "consumer_list_response": {"total": 0, "offset": 0, "limit": 0, "consumers": []},
 }
+CREATE_CONSUMER = {"stream_name": "string", "config": "any", "action": "string", "pedantic": "bool"}
 """Fields nats-server's error replies carry beside ``error`` (not omitempty in its structs)."""
 MSG_GET_REQUEST = {"seq": "uint64", "last_by_subj": "string", "next_by_subj": "string", "batch": "int",
                    "max_bytes": "int", "start_time": "string", "multi_last": "[]string", "up_to_seq": "uint64",
                    "up_to_time": "string", "no_hdr": "bool"}
-NOT_YET = ApiError(501, 0, "natsd does not implement this JetStream API yet")
 
 T = "io.nats.jetstream.api.v1."
 
@@ -93,7 +96,9 @@ class JetStream:
             self.clients[account] = client
             self.streams[account] = {}
             for pattern, kind, handler in self._apis():
-                client.subscribe(b"$JS.API." + pattern, self._request_callback(account, kind, handler))
+                literal = sum(1 for t in pattern.split(b".") if t not in (b"*", b">"))
+                client.subscribe(b"$JS.API." + pattern, self._request_callback(account, kind, handler, literal))
+            client.subscribe(b"$JS.API.CONSUMER.MSG.NEXT.*.*", self._next_callback(account))
             # as nats-server: other $JS.API.STREAM subjects (a name with dots, no name) are taken
             # and left unanswered, uncounted; only direct gets of streams without them find nobody
             client.subscribe(b"$JS.API.STREAM.>", _ignore)
@@ -107,6 +112,10 @@ class JetStream:
                                 meta.get("created", rfc3339(time.time_ns())), self.clients[account])
                 self.streams[account][name] = stream
                 stream.subscribe()
+                for cname, saved in stream.store.consumers().items():
+                    consumer = Consumer(stream, cname, saved["config"], saved["created"], saved)
+                    stream.consumers[cname] = consumer
+                    consumer.start()
         self.server.update_info(jetstream=True)
         count = sum(len(s) for s in self.streams.values())
         log.info("Starting JetStream (storage %s, sync %s); %d stream(s) restored", self.settings.storage_path,
@@ -129,6 +138,23 @@ class JetStream:
     def stored(self, stream: Stream, msg: StoredMsg) -> None:
         """A message was staged in ``stream`` (consumers will be told here)."""
 
+    # -- interest (an InterestListener) ------------------------------------------------------------------
+
+    kinds = (Kind.CLIENT, Kind.ROUTER, Kind.GATEWAY, Kind.LEAF, Kind.HUB)
+    """Subscriptions that make a push consumer's deliver subject worth delivering to."""
+
+    def interest_changed(self, account: Any, subject: bytes, queue: bytes | None, weight: int) -> None:
+        if weight <= 0:
+            return
+        streams = self.streams.get(account.name)
+        if not streams:
+            return
+        text = subject.decode()
+        for stream in streams.values():
+            for consumer in stream.consumers.values():
+                if consumer.config.get("deliver_subject") == text:
+                    consumer.schedule()
+
     def shown_config(self, config: dict[str, Any], dynamic: bool = True) -> dict[str, Any]:
         """The config as a response shows it: create, update and info replies add the server's
         version and API level to the metadata (``dynamic``); lists show the stored config."""
@@ -143,9 +169,9 @@ class JetStream:
     # -- the API ---------------------------------------------------------------------------------------
 
     def _apis(self) -> list[tuple[bytes, str, Callable[..., Any]]]:
-        """``(subject after $JS.API., response type, handler)``; the handler gets the tokens after
-        the API's own (``name`` ...). As nats-server, one subscription per API: a subject that
-        matches none of them finds no responders."""
+        """``(subject after $JS.API., response type, handler)``; the handler gets the account, the
+        payload and the subject's tokens in the wildcards' places (a stream's name ...). As
+        nats-server, one subscription per API."""
         return [
             (b"INFO", "account_info_response", self.account_info),
             (b"STREAM.CREATE.*", "stream_create_response", self.stream_create),
@@ -157,29 +183,53 @@ class JetStream:
             (b"STREAM.LIST", "stream_list_response", self.stream_list),
             (b"STREAM.MSG.GET.*", "stream_msg_get_response", self.msg_get),
             (b"STREAM.MSG.DELETE.*", "stream_msg_delete_response", self.msg_delete),
-            (b"CONSUMER.>", "", self.not_yet),
+            (b"CONSUMER.CREATE.*", "consumer_create_response", self.consumer_create),
+            (b"CONSUMER.CREATE.*.>", "consumer_create_response", self.consumer_create),
+            (b"CONSUMER.DURABLE.CREATE.*.*", "consumer_create_response", self.durable_create),
+            (b"CONSUMER.INFO.*.*", "consumer_info_response", self.consumer_info),
+            (b"CONSUMER.DELETE.*.*", "consumer_delete_response", self.consumer_delete),
+            (b"CONSUMER.NAMES.*", "consumer_names_response", self.consumer_names),
+            (b"CONSUMER.LIST.*", "consumer_list_response", self.consumer_list),
+            (b"CONSUMER.PAUSE.*.*", "consumer_pause_response", self.consumer_pause),
         ]
 
-    def _request_callback(self, account: str, kind: str, handler: Callable[..., Any]
-                          ) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
+    def _request_callback(self, account: str, kind: str, handler: Callable[..., Any],
+                          literal: int) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
         def callback(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
             if not reply:
                 return  # nats-server ignores API requests without a reply subject
-            name = subject.decode().rsplit(".", 1)[-1]
-            self.server.loop.create_task(self._answer(account, kind, handler, name, reply, payload))
+            args = subject.decode().split(".")[2 + literal:]
+            self.server.loop.create_task(self._answer(account, kind, handler, args, reply, payload))
         return callback
 
-    async def _answer(self, account: str, kind: str, handler: Callable[..., Any], name: str, reply: bytes,
+    def _next_callback(self, account: str) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
+        """``CONSUMER.MSG.NEXT.<stream>.<consumer>``: pull requests, answered with messages."""
+        def callback(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+            tokens = subject.decode().split(".")
+            if not reply or len(tokens) != 7:
+                return
+            stream = self.streams[account].get(tokens[5])
+            consumer = stream.consumers.get(tokens[6]) if stream is not None else None
+            if consumer is None:
+                status = b"NATS/1.0 404 No Messages\r\n\r\n"
+                self.clients[account].publish(reply, b"", headers=status)
+                return
+            if not consumer.pull:
+                return  # nats-server ignores pull requests for push consumers
+            consumer.pull_request(reply, payload)
+        return callback
+
+    async def _answer(self, account: str, kind: str, handler: Callable[..., Any], args: list[str], reply: bytes,
                       payload: bytes) -> None:
         try:
-            response = await handler(account, payload, name)
+            response = await handler(account, payload, *args)
         except ApiError as exc:
             if kind != "stream_msg_delete_response" or exc.err_code not in (10043, 10057) or \
                     exc.description == "message delete not permitted":
                 self.api_errors += 1  # nats-server does not count a delete the store refused as an error
             response = {"error": exc.json(), **ERROR_EXTRAS.get(kind, {})}
         except Exception:
-            log.exception("JetStream API request %s on %r failed", kind, name)
+            log.exception("JetStream API request %s on %r failed", kind, args)
             self.api_errors += 1
             response = {"error": api_error("JSStreamGeneralErrorF", err="internal error").json()}
         if kind != "stream_msg_get_response" or "error" in response:
@@ -189,16 +239,13 @@ class JetStream:
         body = {"type": T + kind, **response} if kind else response
         self.clients[account].publish(reply, _dumps(body))
 
-    async def not_yet(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
-        raise NOT_YET
-
     def _stream(self, account: str, name: str) -> Stream:
         stream = self.streams[account].get(name)
         if stream is None:
             raise api_error("JSStreamNotFoundErr")
         return stream
 
-    async def account_info(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+    async def account_info(self, account: str, payload: bytes) -> dict[str, Any]:
         streams = self.streams[account].values()
         memory = sum(s.store.state().bytes for s in streams if s.config["storage"] == "memory")
         storage = sum(s.store.state().bytes for s in streams if s.config["storage"] == "file")
@@ -300,14 +347,14 @@ class JetStream:
         await stream.store.commit()
         return {"success": True, "purged": count}
 
-    async def stream_names(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+    async def stream_names(self, account: str, payload: bytes) -> dict[str, Any]:
         request = _decoded(payload, {"offset": "int", "subject": "string"}, "JSApiStreamNamesRequest")
         names = self._filtered(account, request)
         offset = min(_offset(request), len(names))
         page = [s.name for s in names[offset:offset + NAMES_LIMIT]]
         return {"total": len(names), "offset": offset, "limit": NAMES_LIMIT, "streams": page or None}
 
-    async def stream_list(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
+    async def stream_list(self, account: str, payload: bytes) -> dict[str, Any]:
         request = _decoded(payload, {"offset": "int", "subject": "string"}, "JSApiStreamListRequest")
         streams = self._filtered(account, request)
         offset = min(_offset(request), len(streams))
@@ -410,6 +457,146 @@ class JetStream:
                 f"Nats-Sequence: {msg.seq}\r\nNats-Time-Stamp: {rfc3339(msg.ts)}\r\n\r\n").encode()
         headers = (msg.hdrs[:-2] if msg.hdrs.endswith(b"\r\n\r\n") else b"NATS/1.0\r\n") + ours
         client.publish(reply, msg.data, headers=headers)
+
+    # -- consumers -------------------------------------------------------------------------------------
+
+    async def consumer_create(self, account: str, payload: bytes, stream_name: str,
+                              *rest: str) -> dict[str, Any]:
+        return await self._create_consumer(account, payload, stream_name, rest[0] if rest else "",
+                                           ".".join(rest[1:]), durable_api=False)
+
+    async def durable_create(self, account: str, payload: bytes, stream_name: str, durable: str) -> dict[str, Any]:
+        return await self._create_consumer(account, payload, stream_name, durable, "", durable_api=True)
+
+    async def _create_consumer(self, account: str, payload: bytes, stream_name: str, name: str, filter_: str,
+                               *, durable_api: bool) -> dict[str, Any]:
+        request = _decoded(payload, CREATE_CONSUMER, "CreateConsumerRequest")
+        if not isinstance(request, dict) or not payload.strip():
+            raise api_error("JSBadRequestErr")
+        if request.get("stream_name") != stream_name:
+            raise api_error("JSStreamMismatchErr")
+        raw = request.get("config")
+        if not isinstance(raw, dict):
+            raise api_error("JSConsumerConfigRequiredErr")
+        if durable_api:
+            if not raw.get("durable_name"):
+                raise api_error("JSConsumerDurableNameNotSetErr")
+            if raw["durable_name"] != name:
+                raise api_error("JSConsumerDurableNameNotMatchSubjectErr")
+        elif name:
+            configured = raw.get("name") or raw.get("durable_name")
+            if configured and configured != name:
+                raise api_error("JSConsumerCreateDurableAndNameMismatch")
+            raw = {**raw, "name": name}
+            if filter_:
+                if raw.get("filter_subjects"):
+                    raise api_error("JSConsumerMultipleFiltersNotAllowed")
+                if raw.get("filter_subject") and raw["filter_subject"] != filter_:
+                    raise api_error("JSConsumerCreateFilterSubjectMismatchErr")
+                raw["filter_subject"] = filter_
+        stream = self._stream(account, stream_name)
+        pull = not raw.get("deliver_subject")
+        config = check_consumer_config(raw, stream, pull)
+        if stream.config["retention"] == "workqueue":
+            self._workqueue_unique(stream, config)
+        consumer_name = config.get("name") or new_name()
+        action = request.get("action") or ""
+        existing = stream.consumers.get(consumer_name)
+        if existing is not None:
+            if action == "create" and existing.config != {**config, "name": consumer_name}:
+                raise api_error("JSConsumerAlreadyExists")
+            existing.config.update({k: v for k, v in config.items() if k not in ("deliver_policy", "opt_start_seq",
+                                                                                   "opt_start_time")})
+            existing.save()
+            await stream.store.commit()
+            existing.schedule()
+            return existing.info()
+        if action == "update":
+            raise api_error("JSConsumerDoesNotExist")
+        config["name"] = consumer_name
+        consumer = Consumer(stream, consumer_name, config, rfc3339(time.time_ns()))
+        stream.consumers[consumer_name] = consumer
+        consumer.save()
+        await stream.store.commit()
+        consumer.start()
+        return consumer.info()
+
+    @staticmethod
+    def _workqueue_unique(stream: Stream, config: Mapping[str, Any]) -> None:
+        """A workqueue stream gives each subject to one consumer only (nats-server's rules)."""
+        if config["deliver_policy"] != "all":
+            raise api_error("JSConsumerWQConsumerNotDeliverAllErr")
+        mine = config.get("filter_subjects") or ([config["filter_subject"]] if config.get("filter_subject") else [])
+        for other in stream.consumers.values():
+            if other.name == config.get("name"):
+                continue
+            if not mine or other.filters == [">"]:
+                raise api_error("JSConsumerWQMultipleUnfilteredErr")
+            if any(subjects_collide(a.encode(), b.encode()) for a in mine for b in other.filters):
+                raise api_error("JSConsumerWQConsumerNotUniqueErr")
+
+    def _consumer(self, account: str, stream_name: str, name: str) -> Consumer:
+        consumer = self._stream(account, stream_name).consumers.get(name)
+        if consumer is None:
+            raise api_error("JSConsumerNotFoundErr")
+        return consumer
+
+    async def consumer_info(self, account: str, payload: bytes, stream_name: str, name: str) -> dict[str, Any]:
+        return self._consumer(account, stream_name, name).info()
+
+    async def consumer_delete(self, account: str, payload: bytes, stream_name: str, name: str) -> dict[str, Any]:
+        stream = self._stream(account, stream_name)
+        if name not in stream.consumers:
+            raise api_error("JSConsumerNotFoundErr")
+        await self.delete_consumer_now(stream, name)
+        return {"success": True}
+
+    def delete_consumer(self, stream: Stream, name: str) -> None:
+        """Remove a consumer (an ephemeral one that nobody used for its inactive threshold)."""
+        self.server.loop.create_task(self.delete_consumer_now(stream, name))
+
+    async def delete_consumer_now(self, stream: Stream, name: str) -> None:
+        consumer = stream.consumers.pop(name, None)
+        if consumer is None:
+            return
+        consumer.stop()
+        stream.store.save_consumer(name, None)
+        await stream.store.commit()
+
+    async def consumer_names(self, account: str, payload: bytes, stream_name: str) -> dict[str, Any]:
+        request = _decoded(payload, {"offset": "int"}, "JSApiConsumersRequest")
+        stream = self._stream(account, stream_name)
+        names = sorted(stream.consumers)
+        offset = min(_offset(request), len(names))
+        return {"total": len(names), "offset": offset, "limit": NAMES_LIMIT,
+                "consumers": names[offset:offset + NAMES_LIMIT]}
+
+    async def consumer_list(self, account: str, payload: bytes, stream_name: str) -> dict[str, Any]:
+        request = _decoded(payload, {"offset": "int"}, "JSApiConsumersRequest")
+        stream = self._stream(account, stream_name)
+        consumers = [stream.consumers[n] for n in sorted(stream.consumers)]
+        offset = min(_offset(request), len(consumers))
+        return {"total": len(consumers), "offset": offset, "limit": LIST_LIMIT,
+                "consumers": [c.info() for c in consumers[offset:offset + LIST_LIMIT]]}
+
+    async def consumer_pause(self, account: str, payload: bytes, stream_name: str, name: str) -> dict[str, Any]:
+        request = _decoded(payload, {"pause_until": "string"}, "JSApiConsumerPauseRequest")
+        consumer = self._consumer(account, stream_name, name)
+        until = request.get("pause_until") if isinstance(request, dict) else None
+        consumer.paused_until = _parse_time(until) if until else 0
+        if consumer.paused_until:
+            consumer.config["pause_until"] = until
+        else:
+            consumer.config.pop("pause_until", None)
+        consumer.save()
+        await consumer.stream.store.commit()
+        consumer._arm()
+        consumer.schedule()
+        paused = consumer.paused_until > time.time_ns()
+        out: dict[str, Any] = {"paused": paused, "pause_until": until or "0001-01-01T00:00:00Z"}
+        if paused:
+            out["pause_remaining"] = consumer.paused_until - time.time_ns()
+        return out
 
     # -- monitoring -----------------------------------------------------------------------------------
 

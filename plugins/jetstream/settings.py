@@ -39,7 +39,7 @@ class JetStreamSettings:
     @property
     def storage_path(self) -> str:
         """Where the RocksDB database lives: ``<store_dir>/jetstream``, as nats-server's layout."""
-        return os.path.join(self.store_dir or os.path.join(tempfile.gettempdir(), "natsd"), "jetstream")
+        return os.path.join(self.store_dir or os.path.join(tempfile.gettempdir(), "natsd-store"), "jetstream")
 
 
 def load(value: Any, store_dir: Any = None) -> JetStreamSettings:

@@ -314,10 +314,14 @@ class Stream:
         self.created = created
         self.client = client
         self.subs: list[Subscription] = []
+        self.consumers: dict[str, Any] = {}
+        """Consumers by name (:class:`natsd_plugins.jetstream.consumers.Consumer`)."""
         self.dedup: OrderedDict[str, tuple[int, int]] = OrderedDict()
         """Nats-Msg-Id -> (seq, ts ns), oldest first, for the duplicate window."""
         self.last_msg_id = ""
         self.next_seq = max(store.state().last_seq + 1, int(config.get("first_seq", 1)))
+        self.committed_seq = self.next_seq - 1
+        """The last sequence whose commit has resolved: consumers deliver nothing beyond it."""
         self.ttls: list[tuple[int, int]] = []
         """(expiry ns, seq) of messages with a ``Nats-TTL``, soonest first."""
         self.transform: SubjectTransform | None = None
@@ -373,6 +377,8 @@ class Stream:
             msg = self.store.next_matching(msg.seq + 1, ">")
 
     def close(self) -> None:
+        for consumer in self.consumers.values():
+            consumer.stop()
         for sub in self.subs:
             self.client.unsubscribe(sub)
         self.subs = []
@@ -386,33 +392,46 @@ class Stream:
     # -- publishing -------------------------------------------------------------------------
 
     def _received(self, subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
-        ack = not self.config.get("no_ack")
+        ack = bool(reply) and not self.config.get("no_ack")
         try:
             seq, duplicate = self.process(subject.decode(), headers, payload)
         except ApiError as exc:
-            if reply and ack:
+            if ack:
+                assert reply is not None
                 body = {"error": exc.json(), "stream": self.name, "seq": 0}
                 self.client.publish(reply, json.dumps(body, separators=(",", ":")).encode())
             return
-        if not reply or not ack:
-            return
         response = self._pub_ack_head + str(seq).encode() + (b',"duplicate": true}' if duplicate else b"}")
         if duplicate:
-            self.client.publish(reply, response)
+            if ack:
+                assert reply is not None
+                self.client.publish(reply, response)
             return
-        self._acks.append((reply, response))
+        if ack:
+            assert reply is not None
+            self._acks.append((reply, response))
+        self.request_commit()
+
+    def request_commit(self) -> None:
+        """Commit what is staged at the end of this loop pass (one commit for all its publishes)."""
         if not self._commit_scheduled:
             self._commit_scheduled = True
             self.owner.server.loop.call_soon(self._commit)
 
     def _commit(self) -> None:
-        """One commit for the acks gathered in this loop pass; they leave once it is durable."""
+        """One commit for the publishes of this loop pass: their acks leave, and consumers see
+        their messages, once it is durable."""
         self._commit_scheduled = False
         acks, self._acks = self._acks, []
-        self.store.commit().add_done_callback(lambda done: self._send_acks(acks, done))
+        upto = self.next_seq - 1
+        self.store.commit().add_done_callback(lambda done: self._committed(acks, upto, done))
 
-    def _send_acks(self, acks: list[tuple[bytes, bytes]], done: asyncio.Future[None]) -> None:
+    def _committed(self, acks: list[tuple[bytes, bytes]], upto: int, done: asyncio.Future[None]) -> None:
         error = done.exception()
+        if error is None and upto > self.committed_seq:
+            self.committed_seq = upto
+            for consumer in self.consumers.values():
+                consumer.schedule()
         for reply, response in acks:
             if error is not None:
                 body = {"error": api_error("JSStreamStoreFailedF", err=str(error)).json(),
@@ -528,8 +547,26 @@ class Stream:
         self.client.publish(target, b"" if headers_only else msg.data, headers=head + extra.encode() + b"\r\n")
 
     def has_interest(self, subject: str) -> bool:
-        """Whether some consumer of this interest stream would take ``subject`` (none exist yet)."""
-        return False
+        """Whether some consumer of this interest stream would take ``subject``."""
+        return any(c.matches(subject) for c in self.consumers.values())
+
+    def acked(self, consumer: Any, seqs: list[int]) -> None:
+        """A consumer acknowledged ``seqs``: workqueue and interest streams let them go once every
+        consumer that would take them has (one consumer per subject on a workqueue)."""
+        retention = self.config["retention"]
+        if retention == "limits":
+            return
+        done = []
+        for seq in seqs:
+            msg = self.store.load(seq)
+            if msg is None:
+                continue
+            others = [c for c in self.consumers.values() if c is not consumer and c.matches(msg.subject)]
+            if retention == "workqueue" or all(seq <= c.floor_stream and seq not in c.pending for c in others):
+                done.append(seq)
+        if done:
+            self.store.stage([Remove(tuple(done))])
+            self.store.commit()
 
     def _remember(self, msg_id: str, seq: int, now: int) -> None:
         self.last_msg_id = msg_id
@@ -685,7 +722,7 @@ class Stream:
             state["num_deleted"] = st.deleted
             if deleted_details:
                 state["deleted"] = [s for s in range(st.first_seq, st.last_seq + 1) if self.store.load(s) is None]
-        state["consumer_count"] = 0
+        state["consumer_count"] = len(self.consumers)
         out: dict[str, Any] = {"config": self.owner.shown_config(self.config, dynamic), "created": self.created,
                                "state": state}
         if self.owner.domain:

@@ -110,9 +110,18 @@ class StreamStore(Protocol):
     def load(self, seq: int) -> StoredMsg | None: ...
     def next_matching(self, start_seq: int, filter: str) -> StoredMsg | None: ...
     def last_matching(self, filter: str) -> StoredMsg | None: ...
+    def count_from(self, start_seq: int, filter: str) -> int:
+        """How many stored messages at ``start_seq`` or later match ``filter`` (num_pending)."""
+        ...
     def stage(self, ops: Sequence[Op]) -> None: ...
     def commit(self) -> asyncio.Future[None]: ...
     def save_meta(self, meta: dict[str, Any]) -> None: ...
+    def save_consumer(self, name: str, state: dict[str, Any] | None) -> None:
+        """Keep a durable consumer's config and state with the next commit (``None``: forget it)."""
+        ...
+    def consumers(self) -> dict[str, dict[str, Any]]:
+        """The consumers saved with :meth:`save_consumer`, by name."""
+        ...
     async def delete(self) -> None: ...
 
 
@@ -213,6 +222,13 @@ class Index:
 
     def next_seq_matching(self, start_seq: int, filter: str) -> int | None:
         """The first stored sequence ``>= start_seq`` whose subject matches ``filter``."""
+        if filter == ">":
+            seq, last, present = max(start_seq, self.state.first_seq), self.state.last_seq, self.subject_of
+            while seq <= last:
+                if seq in present:
+                    return seq
+                seq += 1
+            return None
         best: int | None = None
         for subject, _ in self.subjects(filter):
             seqs = self.by_subject[subject]
@@ -220,6 +236,12 @@ class Index:
             if i < len(seqs) and (best is None or seqs[i] < best):
                 best = seqs[i]
         return best
+
+    def count_from(self, start_seq: int, filter: str) -> int:
+        if filter == ">" and start_seq <= self.state.first_seq:
+            return self.state.msgs
+        return sum(len(seqs) - bisect.bisect_left(seqs, start_seq)
+                   for seqs in (self.by_subject[s] for s, _ in self.subjects(filter)))
 
     def last_seq_matching(self, filter: str) -> int | None:
         last = [info.last for _, info in self.subjects(filter)]

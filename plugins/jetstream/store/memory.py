@@ -16,6 +16,7 @@ class MemoryStream:
         self.index = Index("memory")
         self.msgs: dict[int, StoredMsg] = {}
         self.meta: dict[str, Any] = {}
+        self.saved_consumers: dict[str, dict[str, Any]] = {}
 
     def state(self) -> StreamState:
         return self.index.state
@@ -37,6 +38,18 @@ class MemoryStream:
         seq = self.index.last_seq_matching(filter)
         return self.msgs.get(seq) if seq is not None else None
 
+    def count_from(self, start_seq: int, filter: str) -> int:
+        return self.index.count_from(start_seq, filter)
+
+    def save_consumer(self, name: str, state: dict[str, Any] | None) -> None:
+        if state is None:
+            self.saved_consumers.pop(name, None)
+        else:
+            self.saved_consumers[name] = state
+
+    def consumers(self) -> dict[str, dict[str, Any]]:
+        return dict(self.saved_consumers)
+
     def stage(self, ops: Sequence[Op]) -> None:
         for op in ops:
             if isinstance(op, Append):
@@ -54,6 +67,7 @@ class MemoryStream:
 
     async def delete(self) -> None:
         self.msgs.clear()
+        self.saved_consumers.clear()
         self.index = Index("memory")
 
 

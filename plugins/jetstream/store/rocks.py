@@ -3,6 +3,7 @@
 Layout (keys are bytes; ``sid`` is ``account NUL stream NUL``)::
 
     b"C" sid            -> the stream's meta (config, created), JSON
+    b"O" sid name       -> a durable consumer's config and state, JSON
     b"M" sid seq(8, BE) -> ts(8) crc32(4) len(subject)(2) len(hdrs)(4) subject hdrs data
 
 Group commit: staged operations become one pending list; a single writer
@@ -131,6 +132,26 @@ class RocksStream:
         seq = self.index.last_seq_matching(filter)
         return self.load(seq) if seq is not None else None
 
+    def count_from(self, start_seq: int, filter: str) -> int:
+        return self.index.count_from(start_seq, filter)
+
+    def consumers(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        prefix = b"O" + self.sid
+        it = self.backend.db.iter()
+        it.seek(prefix)
+        while it.valid() and it.key().startswith(prefix):
+            out[it.key()[len(prefix):].decode()] = json.loads(it.value())
+            it.next()
+        return out
+
+    def save_consumer(self, name: str, state: dict[str, Any] | None) -> None:
+        key = b"O" + self.sid + name.encode()
+        if state is None:
+            self.backend.enqueue(self, [("del", key, b"")])
+        else:
+            self.backend.enqueue(self, [("raw", key, json.dumps(state).encode())])
+
     # -- writes -----------------------------------------------------------------------------
 
     def stage(self, ops: Sequence[Op]) -> None:
@@ -173,6 +194,7 @@ class RocksStream:
 
     async def delete(self) -> None:
         self.backend.enqueue(self, [("range", b"M" + self.sid, b"M" + self.sid + b"\xff" * 9),
+                                    ("range", b"O" + self.sid, b"O" + self.sid + b"\xff"),
                                     ("del", b"C" + self.sid, b"")])
         self.index = Index()
         self.unsynced.clear()
@@ -289,6 +311,8 @@ class RocksBackend:
                             batch.delete(key)
                         elif kind == "range":
                             batch.delete_range(key, value)
+                        elif kind == "raw":
+                            batch.put(key, value)
                         else:  # "meta": the stream's current meta, as of this batch
                             meta = self._metas.get(key)
                             if meta is not None:

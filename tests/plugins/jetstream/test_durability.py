@@ -54,9 +54,9 @@ async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path, 
     backend.db = proxy
     early: list[int] = []
     acked: list[int] = []
-    original = Stream._send_acks
+    original = Stream._committed
 
-    def checked(self: Stream, acks: list[tuple[bytes, bytes]], done: asyncio.Future[None]) -> None:
+    def checked(self: Stream, acks: list[tuple[bytes, bytes]], upto: int, done: asyncio.Future[None]) -> None:
         for _, response in acks:
             seq = json.loads(response)["seq"]
             acked.append(seq)
@@ -64,9 +64,9 @@ async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path, 
             # and every write is a synced one (checked below): an ack before that is a bug
             if seq in self.store.unsynced:  # type: ignore[attr-defined]
                 early.append(seq)
-        original(self, acks, done)
+        original(self, acks, upto, done)
 
-    monkeypatch.setattr(Stream, "_send_acks", checked)
+    monkeypatch.setattr(Stream, "_committed", checked)
     nc = await nats.connect(server.client_url)
     try:
         js = nc.jetstream()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +99,91 @@ def test_settings_errors_name_the_key(text: str, message: str) -> None:
         Server(parse("port: -1\n" + text)).configure()
 
 
-async def test_the_consumer_api_says_it_is_not_there_yet(tmp_path: Path) -> None:
+async def test_pull_push_and_ordered_consumers_through_nats_py(tmp_path: Path) -> None:
+    server = await serve(tmp_path)
+    nc = await nats.connect(server.client_url)
+    js = nc.jetstream()
+    try:
+        await js.add_stream(name="ORDERS", subjects=["orders.>"])
+        for i in range(5):
+            await js.publish(f"orders.{i % 2}", b"o%d" % i)
+        pull = await js.pull_subscribe("orders.>", durable="worker")
+        first = await pull.fetch(3, timeout=2)
+        assert [(m.subject, m.data, m.metadata.sequence.stream) for m in first] == [
+            ("orders.0", b"o0", 1), ("orders.1", b"o1", 2), ("orders.0", b"o2", 3)]
+        for msg in first:
+            await msg.ack_sync()
+        info = await js.consumer_info("ORDERS", "worker")
+        assert (info.delivered.stream_seq, info.ack_floor.stream_seq, info.num_pending) == (3, 3, 2)
+        got: list[bytes] = []
+
+        async def collect(msg: Any) -> None:
+            got.append(msg.data)
+            await msg.ack()
+
+        await js.subscribe("orders.1", cb=collect, deliver_policy="all")
+        ordered = await js.subscribe("orders.>", ordered_consumer=True)
+        await js.publish("orders.1", b"live")
+        assert [(await ordered.next_msg(2)).data for _ in range(6)] == [b"o0", b"o1", b"o2", b"o3", b"o4",
+                                                                        b"live"]
+        for _ in range(50):
+            if len(got) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert got == [b"o1", b"o3", b"live"]
+    finally:
+        await nc.close()
+        await server.shutdown()
+
+
+async def test_a_durable_consumer_resumes_where_its_acks_left_it(tmp_path: Path) -> None:
+    server = await serve(tmp_path)
+    nc = await nats.connect(server.client_url)
+    js = nc.jetstream()
+    await js.add_stream(name="JOBS", subjects=["jobs"])
+    for i in range(6):
+        await js.publish("jobs", b"job %d" % i)
+    pull = await js.pull_subscribe("jobs", durable="runner")
+    for msg in await pull.fetch(4, timeout=2):
+        if msg.data != b"job 3":  # delivered, never acknowledged: due again after the restart
+            await msg.ack_sync()
+    await nc.close()
+    await server.shutdown()
+
+    server = await serve(tmp_path)
+    nc = await nats.connect(server.client_url)
+    js = nc.jetstream()
+    try:
+        info = await js.consumer_info("JOBS", "runner")
+        assert (info.delivered.stream_seq, info.ack_floor.stream_seq, info.num_ack_pending) == (4, 3, 1)
+        pull = await js.pull_subscribe("jobs", durable="runner")
+        again = await pull.fetch(3, timeout=2)
+        assert [m.data for m in again] == [b"job 3", b"job 4", b"job 5"]
+        assert again[0].metadata.num_delivered == 2
+    finally:
+        await nc.close()
+        await server.shutdown()
+
+
+async def test_key_value_keys_and_watch(tmp_path: Path) -> None:
     server = await serve(tmp_path)
     nc = await nats.connect(server.client_url)
     try:
-        reply: Any = await nc.request("$JS.API.CONSUMER.INFO.S.c", b"")
-        assert b"natsd does not implement this JetStream API yet" in reply.data
+        kv = await nc.jetstream().create_key_value(bucket="devices")
+        await kv.put("d1.rate", b"10")
+        await kv.put("d2.rate", b"20")
+        assert sorted(await kv.keys()) == ["d1.rate", "d2.rate"]
+        watcher = await kv.watchall()
+        seen = []
+        while True:
+            entry = await watcher.updates(timeout=2)
+            if entry is None:  # the end of the initial values
+                break
+            seen.append((entry.key, entry.value))
+        await kv.put("d1.rate", b"11")
+        update = await watcher.updates(timeout=2)
+        assert seen == [("d1.rate", b"10"), ("d2.rate", b"20")] and (update.key, update.value) == ("d1.rate", b"11")
+        await watcher.stop()
     finally:
         await nc.close()
         await server.shutdown()
