@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from natsd.routing.subjects import subject_matches, subjects_collide
 
 from .errors import api_error
-from .streams import NS, rfc3339
+from .godecode import go_syntax_error
+from .streams import NS, go_duration, rfc3339
 
 if TYPE_CHECKING:
     import asyncio
@@ -116,6 +117,7 @@ class Consumer:
         self.num_redelivered = int(state.get("num_redelivered", 0))
         self.waiting: deque[PullRequest] = deque()
         self.last_active = 0
+        self.last_ack = 0
         self.paused_until = 0
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
@@ -124,6 +126,8 @@ class Consumer:
         self._last_delivery = time.time_ns()
         self._idle_since = time.time_ns()
         self.closed = False
+        if config.get("pause_until"):
+            self.paused_until = _parse_time(config["pause_until"])
         for seq in sorted(self.pending):  # after a restart, pending messages are due again
             heapq.heappush(self.redeliver, seq)
 
@@ -161,10 +165,14 @@ class Consumer:
 
     def start(self) -> None:
         client = self.stream.client
-        self._ack_sub = client.subscribe(f"$JS.ACK.{self.stream.name}.{self.name}.>", self._ack_received)
+        if not self.ack_none:  # as nats-server: nothing listens for acks a consumer does not take
+            self._ack_sub = client.subscribe(f"$JS.ACK.{self.stream.name}.{self.name}.>", self._ack_received)
         if self.config["deliver_policy"] == "last_per_subject" and not self.pending and self.dseq == 0:
             self._last_per_subject = sorted(
                 info.last for f in self.filters for _, info in self.stream.store.subjects(f))
+            if self._last_per_subject:
+                self.cursor = self._last_per_subject[0]
+                self.floor_stream = self.cursor - 1
         self._arm()
         self.schedule()
 
@@ -238,8 +246,12 @@ class Consumer:
                 break
             msg = None
             redelivery = False
+            max_deliver = cfg.get("max_deliver", -1)
             while self.redeliver:
                 seq = heapq.heappop(self.redeliver)
+                if seq in self.pending and 0 < max_deliver <= self.deliveries.get(seq, 1):
+                    del self.pending[seq]  # delivered as often as allowed; its count stays
+                    continue
                 if seq in self.pending:
                     msg = self.stream.store.load(seq)
                     if msg is None:  # gone from the stream meanwhile
@@ -253,11 +265,18 @@ class Consumer:
                 msg = self._next_new()
                 if msg is None:
                     break
+                if isinstance(target, PullRequest) and not self._fits(target, msg):
+                    continue  # the request ended; the message waits for the next one
                 self.cursor = msg.seq + 1
+            elif isinstance(target, PullRequest) and not self._fits(target, msg):
+                heapq.heappush(self.redeliver, msg.seq)
+                continue
             self._send(msg, target, redelivery, now)
             delivered = True
         if self.pull:
-            self._finish_no_wait()
+            blocked = not self.ack_none and 0 < max_pending <= len(self.pending)
+            if not blocked:  # a request held back by max_ack_pending waits, even with no_wait
+                self._finish_no_wait()
         if delivered:
             self._last_delivery = now
             self._arm()
@@ -301,6 +320,20 @@ class Consumer:
             client.publish(target, data, reply=reply, headers=headers, shown=msg.subject)
         self.last_active = now
 
+    def _fits(self, request: PullRequest, msg: StoredMsg) -> bool:
+        """Whether ``msg`` fits the request's ``max_bytes``; a request it does not fit ends (with
+        ``409 Message Size Exceeds MaxBytes`` when it got nothing yet)."""
+        if not request.max_bytes:
+            return True
+        size = len(msg.subject) + len(msg.hdrs) + len(msg.data)
+        if request.sent_bytes + size <= request.max_bytes:
+            return True
+        self._status(request.reply, (f"NATS/1.0 409 Message Size Exceeds MaxBytes\r\nNats-Pending-Messages: "
+                                     f"{request.batch}\r\nNats-Pending-Bytes: "
+                                     f"{request.max_bytes - request.sent_bytes}\r\n\r\n").encode())
+        request.batch = 0
+        return False
+
     def num_pending(self) -> int:
         """Messages the consumer has not reached yet (nats-server's ``num_pending``)."""
         store = self.stream.store
@@ -318,8 +351,10 @@ class Consumer:
         if text[:1] == b"{":
             try:
                 request = json.loads(text)
-            except ValueError:
-                self._status(reply, b"NATS/1.0 400 Bad Request\r\n\r\n")
+            except json.JSONDecodeError as exc:
+                text_error = go_syntax_error(text.decode("utf-8", "replace"), exc)
+                self._status(reply, f"NATS/1.0 400 Bad Request - {text_error.rsplit(' at offset', 1)[0]}"
+                                    f"\r\n\r\n".encode())
                 return
             batch = int(request.get("batch") or 1)
             expires = int(request.get("expires") or 0)
@@ -335,7 +370,7 @@ class Consumer:
             self._status(reply, f"NATS/1.0 409 Exceeded MaxRequestBatch of {cfg['max_batch']}\r\n\r\n".encode())
             return
         if cfg.get("max_expires", 0) > 0 and expires > cfg["max_expires"]:
-            self._status(reply, f"NATS/1.0 409 Exceeded MaxRequestExpires of {cfg['max_expires'] // 1_000_000}ms"
+            self._status(reply, f"NATS/1.0 409 Exceeded MaxRequestExpires of {go_duration(cfg['max_expires'])}"
                                 f"\r\n\r\n".encode())
             return
         if cfg.get("max_bytes", 0) > 0 and max_bytes > cfg["max_bytes"]:
@@ -347,7 +382,6 @@ class Consumer:
         now = time.time_ns()
         request = PullRequest(reply, batch, max_bytes, now + expires if expires > 0 else 0, no_wait, heartbeat)
         self.waiting.append(request)
-        self.last_active = now
         self._deliver_now()
         self._arm()
 
@@ -356,14 +390,11 @@ class Consumer:
         self._deliver()
 
     def _finish_no_wait(self) -> None:
-        """A ``no_wait`` request that found nothing (more) gets its answer now."""
+        """A ``no_wait`` request that found nothing (more) gets ``404 No Messages`` now."""
         kept: deque[PullRequest] = deque()
         for request in self.waiting:
             if request.no_wait and request.batch > 0:
-                if request.sent_bytes == 0:
-                    self._status(request.reply, STATUS_NO_MESSAGES)
-                else:
-                    self._timeout(request)
+                self._status(request.reply, STATUS_NO_MESSAGES)
             elif request.batch > 0:
                 kept.append(request)
         self.waiting = kept
@@ -418,9 +449,11 @@ class Consumer:
                 self.pending[seq] = (dseq, time.time_ns())
                 self._arm()
         elif payload.startswith(b"+TERM"):
-            self._forget(seq)
-            self._advance_floor()
-            self.save()
+            if seq in self.pending:
+                self._forget(seq)
+                self._advance_floor()
+                self.stream.acked(self, [seq])  # a workqueue lets a terminated message go too
+                self.save()
         if reply and kind != b"+NXT":
             self.stream.client.publish(reply, b"")  # a double ack (ack_sync) waits for this
         self.schedule()
@@ -435,6 +468,7 @@ class Consumer:
         for s in acked:
             self._forget(s)
         if acked:
+            self.last_ack = time.time_ns()
             self._advance_floor()
             self.stream.acked(self, acked)
             self.save()
@@ -483,8 +517,8 @@ class Consumer:
         deadlines.extend(r.last_beat + r.heartbeat for r in self.waiting if r.heartbeat)
         if self.paused_until:
             deadlines.append(self.paused_until)
-        if not self.durable:
-            deadlines.append(time.time_ns() + self.config.get("inactive_threshold", DEFAULT_INACTIVE))
+        if self.config.get("inactive_threshold"):
+            deadlines.append(self._idle_since + self.config["inactive_threshold"])
         if deadlines:
             delay = max((min(deadlines) - time.time_ns()) / NS, 0.01)
             self._timer = self.stream.owner.server.loop.call_later(delay, self._tick)
@@ -503,26 +537,27 @@ class Consumer:
             if ts + wait > now or seq in self.redeliver:
                 continue
             if max_deliver > 0 and count >= max_deliver:
-                self._forget(seq)  # delivered as often as allowed: nats-server lets it go
-                self._advance_floor()
+                del self.pending[seq]  # delivered as often as allowed; its count stays
                 continue
             heapq.heappush(self.redeliver, seq)
         self._expire_requests(now)
         beat = self.config.get("idle_heartbeat", 0)
         if beat and not self.pull and now - self._last_delivery >= beat:
-            subject = self.config["deliver_subject"]
-            self.stream.client.publish(subject, b"", headers=STATUS_HEARTBEAT + (
-                f"Nats-Last-Consumer: {self.dseq}\r\nNats-Last-Stream: {self.cursor - 1}\r\n\r\n").encode())
+            self.stream.client.publish(self.config["deliver_subject"], b"", headers=self._heartbeat())
             self._last_delivery = now
         for request in self.waiting:
             if request.heartbeat and now - request.last_beat >= request.heartbeat:
-                self._status(request.reply, STATUS_HEARTBEAT + b"\r\n")
+                self._status(request.reply, self._heartbeat())
                 request.last_beat = now
-        if not self.durable and self._inactive(now):
+        if self.config.get("inactive_threshold") and self._inactive(now):
             self.stream.owner.delete_consumer(self.stream, self.name)
             return
         self._deliver_now()
         self._arm()
+
+    def _heartbeat(self) -> bytes:
+        return STATUS_HEARTBEAT + (f"Nats-Last-Consumer: {self.dseq}\r\nNats-Last-Stream: "
+                                   f"{self.cursor - 1 if self.dseq else 0}\r\n\r\n").encode()
 
     def _inactive(self, now: int) -> bool:
         """An ephemeral consumer nobody uses any more (no interest, no pull requests) for its threshold."""
@@ -534,18 +569,20 @@ class Consumer:
 
     # -- what the API shows --------------------------------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
+    def info(self, dynamic: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "stream_name": self.stream.name, "name": self.name, "created": self.created,
-            "config": self.stream.owner.shown_config(self.config),
+            "config": self.stream.owner.shown_config(self.config, dynamic),
             "delivered": {"consumer_seq": self.dseq, "stream_seq": self.cursor - 1},
             "ack_floor": {"consumer_seq": self.floor_consumer, "stream_seq": self.floor_stream},
-            "num_ack_pending": len(self.pending), "num_redelivered": self.num_redelivered,
+            "num_ack_pending": len(self.pending),
+            "num_redelivered": sum(1 for count in self.deliveries.values() if count > 1),
             "num_waiting": len(self.waiting), "num_pending": self.num_pending(),
         }
         if self.last_active:
             out["delivered"]["last_active"] = rfc3339(self.last_active)
-        out["cluster"] = {"leader": self.stream.owner.server.name}
+        if self.last_ack:
+            out["ack_floor"]["last_active"] = rfc3339(self.last_ack)
         if not self.pull:
             out["push_bound"] = self._target() is not None or None
             if out["push_bound"] is None:
@@ -557,91 +594,175 @@ class Consumer:
         return out
 
 
-def check_consumer_config(raw: Mapping[str, Any], stream: Stream, pull: bool) -> dict[str, Any]:
-    """The consumer config nats-server keeps for ``raw`` (defaults filled), or its error."""
-    cfg: dict[str, Any] = {}
-    durable = raw.get("durable_name") or ""
-    name = raw.get("name") or durable
-    if durable and name and durable != name:
-        raise api_error("JSConsumerCreateDurableAndNameMismatch")
-    for key in ("durable_name", "name"):
-        value = raw.get(key)
-        if value and any(c in value for c in "\\/"):
-            raise api_error("JSConsumerNameContainsPathSeparatorsErr")
-        if value and any(c in value for c in ".*> \t"):
-            raise api_error("JSConsumerBadDurableNameErr")
-    deliver_policy = raw.get("deliver_policy") or "all"
-    if deliver_policy not in DELIVER_POLICIES:
-        raise api_error("JSInvalidJSONErr", err=f'can not unmarshal "\\"{deliver_policy}\\""')
-    ack_policy = raw.get("ack_policy") or ("explicit" if pull else "none")
-    replay = raw.get("replay_policy") or "instant"
-    filters = raw.get("filter_subjects") or []
-    single = raw.get("filter_subject") or ""
-    if single and filters:
-        raise api_error("JSConsumerDuplicateFilterSubjects")
-    stream_subjects = stream.config["subjects"]
-    for f in [single, *filters] if single or filters else []:
-        if not any(subjects_collide(f.encode(), s.encode()) for s in stream_subjects):
-            raise api_error("JSConsumerFilterNotMatchErr")
-    if stream.config["retention"] == "workqueue" and ack_policy != "explicit":
-        raise api_error("JSConsumerWQRequiresExplicitAckErr")
-    deliver = raw.get("deliver_subject") or ""
-    if deliver and any(t in (b"*", b">") for t in deliver.encode().split(b".")):
-        raise api_error("JSConsumerDeliverToWildcardsErr")
-    if not pull:
-        for key, error in (("max_waiting", "JSConsumerPushMaxWaitingErr"),):
-            if raw.get(key):
-                raise api_error(error)
-    elif raw.get("idle_heartbeat"):
-        raise api_error("JSConsumerHBRequiresPushErr")
-    elif raw.get("flow_control"):
-        raise api_error("JSConsumerFCRequiresPushErr")
-    if durable:
-        cfg["durable_name"] = durable
-    if name:
-        cfg["name"] = name
-    if raw.get("description"):
-        cfg["description"] = raw["description"]
-    cfg["deliver_policy"] = deliver_policy
-    if raw.get("opt_start_seq"):
-        cfg["opt_start_seq"] = raw["opt_start_seq"]
-    if raw.get("opt_start_time"):
-        cfg["opt_start_time"] = raw["opt_start_time"]
-    cfg["ack_policy"] = ack_policy
-    if ack_policy != "none":
-        cfg["ack_wait"] = int(raw.get("ack_wait") or DEFAULT_ACK_WAIT)
-    cfg["max_deliver"] = int(raw.get("max_deliver") or -1)
-    if raw.get("backoff"):
-        cfg["backoff"] = list(raw["backoff"])
-    if single:
-        cfg["filter_subject"] = single
-    if filters:
-        cfg["filter_subjects"] = list(filters)
-    cfg["replay_policy"] = replay
-    if raw.get("sample_freq"):
-        cfg["sample_freq"] = raw["sample_freq"]
-    if pull:
-        cfg["max_waiting"] = int(raw.get("max_waiting") or DEFAULT_MAX_WAITING)
-    if ack_policy != "none":
-        cfg["max_ack_pending"] = int(raw.get("max_ack_pending") or DEFAULT_MAX_ACK_PENDING)
-    for key in ("flow_control", "headers_only"):
-        if raw.get(key):
-            cfg[key] = True
-    for key in ("max_batch", "max_expires", "max_bytes", "idle_heartbeat"):
-        if raw.get(key):
-            cfg[key] = int(raw[key])
-    for key in ("deliver_subject", "deliver_group"):
-        if raw.get(key):
-            cfg[key] = raw[key]
-    if not durable:
-        cfg["inactive_threshold"] = int(raw.get("inactive_threshold") or DEFAULT_INACTIVE)
-    elif raw.get("inactive_threshold"):
-        cfg["inactive_threshold"] = int(raw["inactive_threshold"])
-    cfg["num_replicas"] = int(raw.get("num_replicas") or 0)
-    if raw.get("mem_storage"):
-        cfg["mem_storage"] = True
-    metadata = {k: v for k, v in (raw.get("metadata") or {}).items() if k not in ("_nats.ver", "_nats.level")}
-    metadata["_nats.req.level"] = "0"
-    cfg["metadata"] = dict(sorted(metadata.items()))
-    return cfg
+ORDER = ("durable_name", "name", "description", "deliver_policy", "opt_start_seq", "opt_start_time",
+         "ack_policy", "ack_wait", "max_deliver", "backoff", "filter_subject", "filter_subjects", "replay_policy",
+         "rate_limit_bps", "sample_freq", "max_waiting", "max_ack_pending", "flow_control", "headers_only",
+         "max_batch", "max_expires", "max_bytes", "deliver_subject", "deliver_group", "idle_heartbeat",
+         "inactive_threshold", "num_replicas", "mem_storage", "direct", "sourcing", "metadata", "pause_until")
+"""nats-server's ``ConsumerConfig`` fields in its JSON order (all omitted when empty, except
+``deliver_policy``, ``ack_policy``, ``replay_policy`` and ``num_replicas``)."""
+ALWAYS = frozenset({"deliver_policy", "ack_policy", "replay_policy", "num_replicas"})
 
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and not any(c in name for c in ".*>\\/") and not any(c.isspace() for c in name)
+
+
+def check_consumer_config(raw: Mapping[str, Any], stream: Stream, durable_required: bool = False) -> dict[str, Any]:
+    """The consumer config nats-server keeps for ``raw``: its defaults (``setConsumerConfigDefaults``)
+    then its checks (``checkConsumerCfg``), in its order, or the error it answers."""
+    c: dict[str, Any] = {k: v for k, v in raw.items() if v not in (None, "", 0, False, [], {})}
+    c.setdefault("deliver_policy", "all")
+    c.setdefault("ack_policy", "none")
+    c.setdefault("replay_policy", "instant")
+    c.setdefault("num_replicas", 0)
+    pull = not c.get("deliver_subject")
+    ack = c["ack_policy"]
+    # -- defaults
+    if c.get("max_deliver", 0) == 0 or c["max_deliver"] < -1:
+        c["max_deliver"] = -1
+    for key in ("max_waiting", "max_batch", "max_expires", "max_bytes", "idle_heartbeat", "inactive_threshold"):
+        if c.get(key, 0) < 0:
+            c.pop(key)
+    if c.get("max_ack_pending", 0) < -1:
+        c["max_ack_pending"] = -1
+    if pull and not c.get("max_waiting"):
+        c["max_waiting"] = DEFAULT_MAX_WAITING
+    if not c.get("ack_wait") and ack in ("explicit", "all"):
+        c["ack_wait"] = DEFAULT_ACK_WAIT
+    if c.get("backoff"):
+        c["ack_wait"] = c["backoff"][0]
+    limits = stream.config.get("consumer_limits") or {}
+    if not c.get("max_ack_pending") and limits.get("max_ack_pending"):
+        c["max_ack_pending"] = limits["max_ack_pending"]
+    if not c.get("inactive_threshold") and limits.get("inactive_threshold"):
+        c["inactive_threshold"] = limits["inactive_threshold"]
+    if not c.get("max_ack_pending") and ack != "none":
+        c["max_ack_pending"] = DEFAULT_MAX_ACK_PENDING
+    # -- checks
+    for key, what in (("name", "consumer name"), ("durable_name", "consumer durable name")):
+        if c.get(key) and not _valid_name(c[key]):
+            raise api_error("JSStreamInvalidConfigF", err=f"{what} can not contain '.', '*', '>', '\\', '/'")
+    replicas = c.get("num_replicas", 0)
+    if replicas > 1:
+        raise api_error("JSStreamReplicasNotSupportedErr")
+    if replicas > 0 and replicas > stream.config["num_replicas"]:
+        raise api_error("JSConsumerReplicasExceedsStream")
+    if replicas < 0:
+        raise api_error("JSReplicasCountCannotBeNegative")
+    if ack not in ACK_POLICIES:
+        raise api_error("JSConsumerAckPolicyInvalidErr")
+    if c["replay_policy"] not in REPLAY_POLICIES:
+        raise api_error("JSConsumerReplayPolicyInvalidErr")
+    if any(b < 0 for b in c.get("backoff", [])):
+        raise api_error("JSConsumerBackOffNegativeErr")
+    if c.get("ack_wait", 0) < 0:
+        raise api_error("JSConsumerAckWaitNegativeErr")
+    if c.get("backoff") and c["max_deliver"] != -1 and len(c["backoff"]) > c["max_deliver"]:
+        raise api_error("JSConsumerMaxDeliverBackoffErr")
+    if len(c.get("description", "")) > 4096:
+        raise api_error("JSConsumerDescriptionTooLongErrF", max=4096)
+    if not pull:
+        deliver = c["deliver_subject"]
+        if any(t in ("*", ">") for t in deliver.split(".")):
+            raise api_error("JSConsumerDeliverToWildcardsErr")
+        if "" in deliver.split(".") or any(ch.isspace() for ch in deliver):
+            raise api_error("JSConsumerInvalidDeliverSubject")
+        if any(subjects_collide(deliver.encode(), s.encode()) for s in stream.config["subjects"]):
+            raise api_error("JSConsumerDeliverCycleErr")
+        if c.get("max_waiting"):
+            raise api_error("JSConsumerPushMaxWaitingErr")
+        if c.get("max_ack_pending", 0) > 0 and ack == "none":
+            raise api_error("JSConsumerMaxPendingAckPolicyRequiredErr")
+        if 0 < c.get("idle_heartbeat", 0) < NS // 10:
+            raise api_error("JSConsumerSmallHeartbeatErr")
+    else:
+        if ack == "none" and stream.config["retention"] == "workqueue":
+            raise api_error("JSConsumerPullRequiresAckErr")
+        if c.get("rate_limit_bps"):
+            raise api_error("JSConsumerPullWithRateLimitErr")
+        if c.get("idle_heartbeat"):
+            raise api_error("JSConsumerHBRequiresPushErr")
+        if c.get("flow_control"):
+            raise api_error("JSConsumerFCRequiresPushErr")
+        if c.get("max_expires") and c["max_expires"] < 1_000_000:
+            raise api_error("JSConsumerMaxRequestExpiresTooSmall")
+    if limits.get("max_ack_pending", 0) > 0 and c.get("max_ack_pending", 0) > limits["max_ack_pending"]:
+        raise api_error("JSConsumerMaxPendingAckExcessErrF", limit=limits["max_ack_pending"])
+    if limits.get("inactive_threshold", 0) > 0 and c.get("inactive_threshold", 0) > limits["inactive_threshold"]:
+        raise api_error("JSConsumerInactiveThresholdExcess", limit=go_duration(limits["inactive_threshold"]))
+    if c.get("filter_subject") and c.get("filter_subjects"):
+        raise api_error("JSConsumerDuplicateFilterSubjects")
+    if "filter_subjects" in raw and any(f == "" for f in raw.get("filter_subjects") or []):
+        raise api_error("JSConsumerEmptyFilter")
+    filters = c.get("filter_subjects") or ([c["filter_subject"]] if c.get("filter_subject") else [])
+    for i, f in enumerate(filters):
+        if "" in f.split(".") or any(ch.isspace() for ch in f):
+            raise api_error("JSStreamInvalidConfigF", err="invalid subject")
+        for j, g in enumerate(filters):
+            if i != j and (f == g or subjects_collide(f.encode(), g.encode()) and (
+                    subject_matches(g.encode(), f.encode()) or subject_matches(f.encode(), g.encode()))):
+                raise api_error("JSConsumerOverlappingSubjectFilters")
+    policy = c["deliver_policy"]
+    names = {"all": "all", "last": "last", "last_per_subject": "last per subject", "new": "new",
+             "by_start_sequence": "by start sequence", "by_start_time": "by start time"}
+    shown = names.get(policy, policy)
+    seq, when = c.get("opt_start_seq"), c.get("opt_start_time")
+    if policy in ("all", "last", "last_per_subject", "new") and seq:
+        raise _bad_start(shown, "sequence")
+    if policy in ("all", "last", "last_per_subject", "new", "by_start_sequence") and when:
+        raise _bad_start(shown, "time")
+    if policy == "last_per_subject" and not filters:
+        raise _not_set(shown, "filter subject")
+    if policy == "by_start_sequence" and not seq:
+        raise _not_set(shown, "start sequence")
+    if policy == "by_start_time":
+        if not when:
+            raise _not_set(shown, "start time")
+        if seq:
+            raise _bad_start(shown, "start sequence")
+    if c.get("sample_freq"):
+        text = c["sample_freq"].removesuffix("%")
+        if not text.isdigit():
+            raise api_error("JSConsumerInvalidSamplingErrF", err=f'strconv.Atoi: parsing "{text}": invalid syntax')
+    if c.get("flow_control") and not c.get("idle_heartbeat"):
+        raise api_error("JSConsumerWithFlowControlNeedsHeartbeats")
+    if c.get("durable_name") and c.get("name") and c["durable_name"] != c["name"]:
+        raise api_error("JSConsumerCreateDurableAndNameMismatch")
+    if not c.get("durable_name") and not c.get("inactive_threshold"):
+        c["inactive_threshold"] = DEFAULT_INACTIVE
+    metadata = {k: v for k, v in (c.get("metadata") or {}).items() if k not in ("_nats.ver", "_nats.level")}
+    metadata["_nats.req.level"] = "1" if c.get("pause_until") else "0"
+    c["metadata"] = dict(sorted(metadata.items()))
+    return {k: c[k] for k in ORDER if k in c and (k in ALWAYS or c[k] not in (None, "", 0, False, []))}
+
+
+def check_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """nats-server's ``checkNewConsumerConfig``: what an update may not change (500/10012)."""
+    def refuse(text: str) -> None:
+        raise api_error("JSConsumerCreateErrF", err=text)
+
+    for key, text in (("deliver_policy", "deliver policy"), ("mem_storage", "storage type"), ("direct", "direct"),
+                      ("sourcing", "sourcing"), ("opt_start_seq", "start sequence"),
+                      ("opt_start_time", "start time"), ("ack_policy", "ack policy"),
+                      ("replay_policy", "replay policy"), ("idle_heartbeat", "heart beats"),
+                      ("flow_control", "flow control")):
+        if old.get(key) != new.get(key):
+            refuse(f"{text} can not be updated")
+    if old.get("deliver_subject") != new.get("deliver_subject"):
+        if not old.get("deliver_subject"):
+            refuse("can not update pull consumer to push based")
+        if not new.get("deliver_subject"):
+            refuse("can not update push consumer to pull based")
+    if old.get("max_waiting") != new.get("max_waiting"):
+        refuse("max waiting can not be updated")
+
+
+def _bad_start(policy: str, start: str) -> Exception:
+    return api_error("JSConsumerInvalidPolicyErrF",
+                     err=f"consumer delivery policy is deliver {policy}, but optional start {start} is also set")
+
+
+def _not_set(policy: str, what: str) -> Exception:
+    return api_error("JSConsumerInvalidPolicyErrF",
+                     err=f"consumer delivery policy is deliver {policy}, but optional {what} is not set")

@@ -10,6 +10,7 @@ and raises the first such error, so natsd's answers match byte for byte.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ Schema = Mapping[str, Any]
 """field -> a Go type name (``"string"``, ``"int64"``, ``"[]string"`` ...), an enum
 (``("enum", names)``, ``("compression", names)``) or a nested :data:`Schema`."""
 
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 INTS = {"int": (-(1 << 63), (1 << 63) - 1), "int64": (-(1 << 63), (1 << 63) - 1),
         "int32": (-(1 << 31), (1 << 31) - 1), "uint64": (0, (1 << 64) - 1),
         "time.Duration": (-(1 << 63), (1 << 63) - 1)}
@@ -159,6 +161,12 @@ def _value(value: Any, spec: Any, where: str, field: bool = True) -> None:
     if spec == "string":
         if not isinstance(value, str):
             _fail(_kind(value), where, "string", field)
+    elif spec == "time.Time":
+        if not isinstance(value, str):
+            raise api_error("JSInvalidJSONErr", err="Time.UnmarshalJSON: input is not a JSON string")
+        if not RFC3339.fullmatch(value):
+            raise api_error("JSInvalidJSONErr", err=f'parsing time "{value}" as "2006-01-02T15:04:05Z07:00": '
+                            f'cannot parse "{value}" as "2006"')
     elif spec == "bool":
         if not isinstance(value, bool):
             _fail(_kind(value), where, "bool", field)

@@ -22,6 +22,7 @@ from natsd.routing.internal import InternalClient
 from natsd.routing.subjects import subjects_collide
 
 from .consumers import Consumer, _parse_time, check_consumer_config, new_name
+from .consumers import check_update as check_consumer_update
 from .errors import ApiError, api_error
 from .godecode import STREAM_CONFIG, check, loads
 from .store.base import Compact, Remove, StoredMsg
@@ -48,7 +49,22 @@ ERROR_EXTRAS: dict[str, dict[str, Any]] = {
     "consumer_names_response": {"total": 0, "offset": 0, "limit": 0, "consumers": None},
     "consumer_list_response": {"total": 0, "offset": 0, "limit": 0, "consumers": []},
 }
-CREATE_CONSUMER = {"stream_name": "string", "config": "any", "action": "string", "pedantic": "bool"}
+CONSUMER_CONFIG = {
+    "durable_name": "string", "name": "string", "description": "string",
+    "deliver_policy": ("enum", ("all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject")),
+    "opt_start_seq": "uint64", "opt_start_time": "time.Time",
+    "ack_policy": ("enum", ("none", "all", "explicit", "flow_control")), "ack_wait": "time.Duration",
+    "max_deliver": "int", "backoff": "any", "filter_subject": "string", "filter_subjects": "[]string",
+    "replay_policy": ("enum", ("instant", "original")), "rate_limit_bps": "uint64", "sample_freq": "string",
+    "max_waiting": "int", "max_ack_pending": "int", "flow_control": "bool", "headers_only": "bool",
+    "max_batch": "int", "max_expires": "time.Duration", "max_bytes": "int", "deliver_subject": "string",
+    "deliver_group": "string", "idle_heartbeat": "time.Duration", "inactive_threshold": "time.Duration",
+    "num_replicas": "int", "mem_storage": "bool", "direct": "bool", "sourcing": "bool",
+    "metadata": "map[string]string", "pause_until": "time.Time", "priority_groups": "[]string",
+    "priority_policy": "any", "priority_timeout": "time.Duration",
+}
+"""nats-server's ``ConsumerConfig``: every field it knows."""
+CREATE_CONSUMER = {"stream_name": "string", "config": CONSUMER_CONFIG, "action": "string", "pedantic": "bool"}
 """Fields nats-server's error replies carry beside ``error`` (not omitempty in its structs)."""
 MSG_GET_REQUEST = {"seq": "uint64", "last_by_subj": "string", "next_by_subj": "string", "batch": "int",
                    "max_bytes": "int", "start_time": "string", "multi_last": "[]string", "up_to_seq": "uint64",
@@ -102,6 +118,7 @@ class JetStream:
             # as nats-server: other $JS.API.STREAM subjects (a name with dots, no name) are taken
             # and left unanswered, uncounted; only direct gets of streams without them find nobody
             client.subscribe(b"$JS.API.STREAM.>", _ignore)
+            client.subscribe(b"$JS.API.CONSUMER.>", _ignore)
         for backend in self.backends.values():
             for account, name, meta in backend.saved():
                 if account not in self.clients:
@@ -471,49 +488,57 @@ class JetStream:
     async def _create_consumer(self, account: str, payload: bytes, stream_name: str, name: str, filter_: str,
                                *, durable_api: bool) -> dict[str, Any]:
         request = _decoded(payload, CREATE_CONSUMER, "CreateConsumerRequest")
-        if not isinstance(request, dict) or not payload.strip():
-            raise api_error("JSBadRequestErr")
-        if request.get("stream_name") != stream_name:
+        if isinstance(request, dict) and request.get("action") not in (None, "", "create", "update"):
+            raise api_error("JSInvalidJSONErr", err=f"unknown consumer action: {json.dumps(request['action'])}")
+        if not isinstance(request, dict) or request.get("stream_name") != stream_name:
             raise api_error("JSStreamMismatchErr")
-        raw = request.get("config")
-        if not isinstance(raw, dict):
-            raise api_error("JSConsumerConfigRequiredErr")
+        raw = request.get("config") or {}
+        for given in (name, raw.get("name") or "", raw.get("durable_name") or ""):
+            if "/" in given or "\\" in given:
+                raise api_error("JSConsumerNameContainsPathSeparatorsErr")
         if durable_api:
             if not raw.get("durable_name"):
                 raise api_error("JSConsumerDurableNameNotSetErr")
             if raw["durable_name"] != name:
                 raise api_error("JSConsumerDurableNameNotMatchSubjectErr")
-        elif name:
-            configured = raw.get("name") or raw.get("durable_name")
-            if configured and configured != name:
-                raise api_error("JSConsumerCreateDurableAndNameMismatch")
-            raw = {**raw, "name": name}
+        elif not name:
+            if raw.get("durable_name"):
+                raise api_error("JSConsumerEphemeralWithDurableNameErr")
+        else:
+            if raw.get("durable_name") and raw["durable_name"] != name:
+                raise api_error("JSConsumerDurableNameNotMatchSubjectErr")
+            raw = {**raw, "name": name}  # as nats-server: the subject's name is the consumer's
             if filter_:
                 if raw.get("filter_subjects"):
                     raise api_error("JSConsumerMultipleFiltersNotAllowed")
-                if raw.get("filter_subject") and raw["filter_subject"] != filter_:
+                if raw.get("filter_subject") != filter_:
                     raise api_error("JSConsumerCreateFilterSubjectMismatchErr")
-                raw["filter_subject"] = filter_
+        if raw.get("durable_name") and not raw.get("name"):
+            raw = {**raw, "name": raw["durable_name"]}
+        if len(raw.get("name") or "") > 255:
+            raise api_error("JSConsumerNameTooLongErrF", max=255)
         stream = self._stream(account, stream_name)
-        pull = not raw.get("deliver_subject")
-        config = check_consumer_config(raw, stream, pull)
+        config = check_consumer_config(raw, stream)
         if stream.config["retention"] == "workqueue":
+            if config["ack_policy"] != "explicit":
+                raise api_error("JSConsumerWQRequiresExplicitAckErr")
             self._workqueue_unique(stream, config)
-        consumer_name = config.get("name") or new_name()
+        consumer_name = config.get("name") or config.get("durable_name") or new_name()
         action = request.get("action") or ""
         existing = stream.consumers.get(consumer_name)
+        if existing is None and 0 < stream.config["max_consumers"] <= len(stream.consumers):
+            raise api_error("JSMaximumConsumersLimitErr")
         if existing is not None:
-            if action == "create" and existing.config != {**config, "name": consumer_name}:
+            if action == "create":
                 raise api_error("JSConsumerAlreadyExists")
-            existing.config.update({k: v for k, v in config.items() if k not in ("deliver_policy", "opt_start_seq",
-                                                                                   "opt_start_time")})
+            check_consumer_update(existing.config, config)
+            existing.config = config
             existing.save()
             await stream.store.commit()
             existing.schedule()
             return existing.info()
         if action == "update":
             raise api_error("JSConsumerDoesNotExist")
-        config["name"] = consumer_name
         consumer = Consumer(stream, consumer_name, config, rfc3339(time.time_ns()))
         stream.consumers[consumer_name] = consumer
         consumer.save()
@@ -542,6 +567,8 @@ class JetStream:
         return consumer
 
     async def consumer_info(self, account: str, payload: bytes, stream_name: str, name: str) -> dict[str, Any]:
+        if not _empty(payload):
+            raise api_error("JSNotEmptyRequestErr")
         return self._consumer(account, stream_name, name).info()
 
     async def consumer_delete(self, account: str, payload: bytes, stream_name: str, name: str) -> dict[str, Any]:
@@ -569,7 +596,7 @@ class JetStream:
         names = sorted(stream.consumers)
         offset = min(_offset(request), len(names))
         return {"total": len(names), "offset": offset, "limit": NAMES_LIMIT,
-                "consumers": names[offset:offset + NAMES_LIMIT]}
+                "consumers": names[offset:offset + NAMES_LIMIT]}  # [] when none, unlike stream names
 
     async def consumer_list(self, account: str, payload: bytes, stream_name: str) -> dict[str, Any]:
         request = _decoded(payload, {"offset": "int"}, "JSApiConsumersRequest")
@@ -577,17 +604,20 @@ class JetStream:
         consumers = [stream.consumers[n] for n in sorted(stream.consumers)]
         offset = min(_offset(request), len(consumers))
         return {"total": len(consumers), "offset": offset, "limit": LIST_LIMIT,
-                "consumers": [c.info() for c in consumers[offset:offset + LIST_LIMIT]]}
+                "consumers": [c.info(dynamic=False) for c in consumers[offset:offset + LIST_LIMIT]]}
 
     async def consumer_pause(self, account: str, payload: bytes, stream_name: str, name: str) -> dict[str, Any]:
         request = _decoded(payload, {"pause_until": "string"}, "JSApiConsumerPauseRequest")
         consumer = self._consumer(account, stream_name, name)
         until = request.get("pause_until") if isinstance(request, dict) else None
         consumer.paused_until = _parse_time(until) if until else 0
+        metadata = dict(consumer.config.get("metadata") or {})
         if consumer.paused_until:
             consumer.config["pause_until"] = until
+            metadata["_nats.req.level"] = "1"  # pausing needs API level 1, as nats-server records
         else:
             consumer.config.pop("pause_until", None)
+        consumer.config["metadata"] = metadata
         consumer.save()
         await consumer.stream.store.commit()
         consumer._arm()
