@@ -236,6 +236,8 @@ class Consumer:
         now = time.time_ns()
         self._expire_requests(now)
         if self.paused_until > now:
+            if self.pull:
+                self._finish_no_wait()  # a paused consumer has nothing for a no_wait request
             return
         cfg = self.config
         max_pending = cfg.get("max_ack_pending", -1)
@@ -289,7 +291,20 @@ class Consumer:
                 self.waiting.popleft()
             return self.waiting[0] if self.waiting else None
         subject = self.config["deliver_subject"]
-        return subject if self.stream.client.account.sublist.match(subject.encode()) else None
+        return subject if self._bound() else None
+
+    def _bound(self) -> bool:
+        """nats-server's ``push_bound``: a subscription on exactly the deliver subject (in the
+        deliver group, if the consumer has one), or interest from another server."""
+        subject = self.config["deliver_subject"].encode()
+        result = self.stream.client.account.sublist.match(subject)
+        if result.remote is not None:
+            return True
+        group = self.config.get("deliver_group")
+        if group:
+            return any(members[0].queue == group.encode() and members[0].subject == subject
+                       for members in result.qsubs)
+        return any(sub.subject == subject for sub in result.psubs)
 
     def _send(self, msg: StoredMsg, target: PullRequest | str, redelivery: bool, now: int) -> None:
         cfg = self.config
@@ -334,6 +349,20 @@ class Consumer:
         request.batch = 0
         return False
 
+    def purged(self, first_seq: int, removed: list[int]) -> None:
+        """Messages left the stream by a purge: what was pending goes, and a purge of everything
+        below ``first_seq`` moves the consumer past it (delivered and acknowledged)."""
+        for seq in removed:
+            self._forget(seq)
+        if first_seq - 1 > self.floor_stream:
+            for seq in [s for s in self.pending if s < first_seq]:
+                self._forget(seq)
+            self.cursor = max(self.cursor, first_seq)
+            self._advance_floor()
+            self.last_ack = time.time_ns()
+        self.save()
+        self.schedule()
+
     def num_pending(self) -> int:
         """Messages the consumer has not reached yet (nats-server's ``num_pending``)."""
         store = self.stream.store
@@ -356,11 +385,14 @@ class Consumer:
                 self._status(reply, f"NATS/1.0 400 Bad Request - {text_error.rsplit(' at offset', 1)[0]}"
                                     f"\r\n\r\n".encode())
                 return
-            batch = int(request.get("batch") or 1)
+            batch = max(int(request.get("batch") or 1), 1)
             expires = int(request.get("expires") or 0)
             no_wait = bool(request.get("no_wait"))
             max_bytes = int(request.get("max_bytes") or 0)
             heartbeat = int(request.get("idle_heartbeat") or 0)
+            if heartbeat and heartbeat * 2 > expires:
+                self._status(reply, b"NATS/1.0 400 Bad Request - heartbeat value too large\r\n\r\n")
+                return
         elif text:
             try:
                 batch = int(text)
@@ -380,7 +412,8 @@ class Consumer:
             self._status(reply, b"NATS/1.0 409 Exceeded MaxWaiting\r\n\r\n")
             return
         now = time.time_ns()
-        request = PullRequest(reply, batch, max_bytes, now + expires if expires > 0 else 0, no_wait, heartbeat)
+        deadline = now + expires if expires > 0 else (now - 1 if expires < 0 else 0)  # negative: due at once
+        request = PullRequest(reply, batch, max_bytes, deadline, no_wait, heartbeat)
         self.waiting.append(request)
         self._deliver_now()
         self._arm()

@@ -46,7 +46,7 @@ ERROR_EXTRAS: dict[str, dict[str, Any]] = {
     "stream_list_response": {"total": 0, "offset": 0, "limit": 0, "streams": []},
     "stream_info_response": {"total": 0, "offset": 0, "limit": 0},
     "stream_purge_response": {"purged": 0},
-    "consumer_names_response": {"total": 0, "offset": 0, "limit": 0, "consumers": None},
+    "consumer_names_response": {"total": 0, "offset": 0, "limit": 0, "consumers": []},
     "consumer_list_response": {"total": 0, "offset": 0, "limit": 0, "consumers": []},
 }
 CONSUMER_CONFIG = {
@@ -227,12 +227,13 @@ class JetStream:
                 return
             stream = self.streams[account].get(tokens[5])
             consumer = stream.consumers.get(tokens[6]) if stream is not None else None
-            if consumer is None:
-                status = b"NATS/1.0 404 No Messages\r\n\r\n"
+            if consumer is None:  # as nats-server: the no-responders status of the request
+                status = b"NATS/1.0 503\r\nNats-Subject: " + subject + b"\r\n\r\n"
                 self.clients[account].publish(reply, b"", headers=status)
                 return
             if not consumer.pull:
-                return  # nats-server ignores pull requests for push consumers
+                self.clients[account].publish(reply, b"", headers=b"NATS/1.0 409 Consumer is push based\r\n\r\n")
+                return
             consumer.pull_request(reply, payload)
         return callback
 
@@ -361,6 +362,10 @@ class JetStream:
         if ops:
             stream.store.stage(ops)
         stream.next_seq = max(stream.next_seq, stream.store.state().last_seq + 1)
+        compacted = max((op.first_seq for op in ops if isinstance(op, Compact)), default=0)
+        removed = [seq for op in ops if isinstance(op, Remove) for seq in op.seqs]
+        for consumer in stream.consumers.values():
+            consumer.purged(compacted, removed)
         await stream.store.commit()
         return {"success": True, "purged": count}
 
@@ -588,6 +593,8 @@ class JetStream:
             return
         consumer.stop()
         stream.store.save_consumer(name, None)
+        if stream.config["retention"] == "interest":
+            stream.drop_unwanted()  # what only this consumer still held goes
         await stream.store.commit()
 
     async def consumer_names(self, account: str, payload: bytes, stream_name: str) -> dict[str, Any]:

@@ -550,6 +550,19 @@ class Stream:
         """Whether some consumer of this interest stream would take ``subject``."""
         return any(c.matches(subject) for c in self.consumers.values())
 
+    def drop_unwanted(self) -> None:
+        """An interest stream keeps only what some consumer still has to take or acknowledge."""
+        state = self.store.state()
+        unwanted = []
+        msg = self.store.next_matching(state.first_seq, ">") if state.msgs else None
+        while msg is not None:
+            if not any(c.matches(msg.subject) and (msg.seq >= c.cursor or msg.seq in c.pending)
+                       for c in self.consumers.values()):
+                unwanted.append(msg.seq)
+            msg = self.store.next_matching(msg.seq + 1, ">")
+        if unwanted:
+            self.store.stage([Remove(tuple(unwanted))])
+
     def acked(self, consumer: Any, seqs: list[int]) -> None:
         """A consumer acknowledged ``seqs``: workqueue and interest streams let them go once every
         consumer that would take them has (one consumer per subject on a workqueue)."""

@@ -901,17 +901,12 @@ def describe(step: Step) -> str:
 NOT_YET = {
     "create_name_mismatches": "a named create carrying a durable name gets nats-server's ephemeral defaults there",
     "create_invalid_names": "an overlong name is a store error (500/10012) in nats-server, a name error in natsd",
-    "names_and_list": "listing details differ, not investigated yet",
     "pause": "resuming with an empty body and the metadata after a resume differ",
     "pull_max_ack_pending": "a no_wait request held by max_ack_pending is answered differently",
     "pull_request_limits": "409 Batch Completed and the byte accounting of max_bytes are not nats-server's yet",
-    "pull_request_errors": "the heartbeat validation of pull requests (400 heartbeat value too large) is missing",
     "pull_request_max_bytes": "max_bytes counts message sizes differently",
     "pull_odd_acks": "unknown ack bodies and out-of-order acks are booked differently",
-    "interest_retention": "interest streams do not drop messages when a consumer is deleted",
-    "purge_under_consumer": "a purge does not move consumers' delivered and ack floor yet",
     "push_flow_control": "flow control requests are not sent yet",
-    "push_queue_group": "push_bound for a deliver group nobody joined",
 }
 """Cases where natsd still answers differently, each with what differs: strict, so that a case
 natsd comes to pass fails until it leaves this list (and the docs' list of differences)."""
