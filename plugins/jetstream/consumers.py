@@ -368,6 +368,9 @@ class Consumer:
         store = self.stream.store
         if self._last_per_subject:
             return len(self._last_per_subject)
+        state = store.state()
+        if self.filters == [">"] and not state.deleted:  # no gaps: a subtraction, not a count
+            return max(0, state.last_seq - max(self.cursor, state.first_seq) + 1) if state.msgs else 0
         return sum(store.count_from(self.cursor, f) for f in self.filters)
 
     # -- pull requests ----------------------------------------------------------------------------------
