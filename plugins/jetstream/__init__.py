@@ -103,6 +103,12 @@ def natsd_jetstream_backends(server: ServerAPI, settings: settings_mod.JetStream
 
 
 @hookimpl(optionalhook=True)
+def natsd_monitor_endpoints(server: ServerAPI) -> dict[str, Any] | None:
+    js = server.stash.get(JETSTREAM, None)
+    return {"/jsz": js.jsz} if js is not None else None
+
+
+@hookimpl(optionalhook=True)
 def natsd_monitor_varz(server: ServerAPI, varz: dict[str, Any]) -> None:
     js = server.stash.get(JETSTREAM, None)
     if js is not None:

@@ -635,7 +635,73 @@ class JetStream:
             out["pause_remaining"] = consumer.paused_until - time.time_ns()
         return out
 
-    # -- monitoring -----------------------------------------------------------------------------------
+    # -- monitoring -------------------------------------------------------------------------------------
+
+    def jsz(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """nats-server's ``/jsz`` (``accounts``, ``streams``, ``consumers``, ``config``, ``acc``);
+        ``natsd.damaged_messages`` counts records whose checksum failed."""
+        def flag(name: str) -> bool:
+            return str(params.get(name, "")).lower() in ("1", "true")
+
+        streams = [s for group in self.streams.values() for s in group.values()]
+        def used(kind: str, group: Any) -> int:
+            return sum(s.store.state().bytes for s in group if s.config["storage"] == kind)
+
+        def reserved(kind: str, group: Any) -> int:
+            return sum(max(s.config["max_bytes"], 0) for s in group if s.config["storage"] == kind)
+
+        out: dict[str, Any] = {
+            "memory": used("memory", streams), "storage": used("file", streams),
+            "reserved_memory": reserved("memory", streams), "reserved_storage": reserved("file", streams),
+            "accounts": len(self.accounts), "ha_assets": 0,
+            "api": {"level": API_LEVEL, "total": self.api_total, "errors": self.api_errors},
+            "server_id": self.server.server_id, "now": rfc3339(time.time_ns()),
+            "config": {"max_memory": self.settings.max_memory, "max_storage": self.settings.max_store,
+                       "store_dir": self.settings.storage_path,
+                       "sync_interval": 0 if self.settings.sync_interval is None
+                       else int(self.settings.sync_interval * 1e9), "strict": True},
+            "streams": len(streams), "consumers": sum(len(s.consumers) for s in streams),
+            "messages": sum(s.store.state().msgs for s in streams),
+            "bytes": sum(s.store.state().bytes for s in streams),
+        }
+        if self.settings.sync_interval is None:
+            out["config"]["sync_always"] = True
+        if self.domain:
+            out["config"]["domain"] = self.domain
+        details = flag("accounts") or flag("streams") or flag("consumers") or bool(params.get("acc"))
+        if details:
+            chosen = [a for a in self.accounts if not params.get("acc") or a == params.get("acc")]
+            out["account_details"] = [self._account_detail(a, flag("streams") or flag("consumers"),
+                                                           flag("consumers"), flag("config")) for a in chosen]
+            out["total"] = len(chosen)
+        else:
+            out["total"] = len(self.accounts)
+        damaged = sum(getattr(b, "corrupt", 0) for b in self.backends.values() if b is not None)
+        out["natsd"] = {"damaged_messages": damaged}
+        return out
+
+    def _account_detail(self, account: str, streams: bool, consumers: bool, config: bool) -> dict[str, Any]:
+        group = list(self.streams.get(account, {}).values())
+        detail: dict[str, Any] = {
+            "name": account, "id": account,
+            "memory": sum(s.store.state().bytes for s in group if s.config["storage"] == "memory"),
+            "storage": sum(s.store.state().bytes for s in group if s.config["storage"] == "file"),
+            "accounts": 0, "ha_assets": 0, "api": {"level": 0, "total": self.api_total, "errors": self.api_errors},
+        }
+        if streams:
+            listed = []
+            for stream in sorted(group, key=lambda s: s.name):
+                info = stream.info(cluster=True, dynamic=False)
+                entry: dict[str, Any] = {"name": stream.name, "created": stream.created,
+                                         "cluster": info["cluster"]}
+                if config:
+                    entry["config"] = info["config"]
+                entry["state"] = info["state"]
+                if consumers:
+                    entry["consumer_detail"] = [c.info(dynamic=False) for c in stream.consumers.values()]
+                listed.append(entry)
+            detail["stream_detail"] = listed
+        return detail
 
     def varz(self, varz: dict[str, Any]) -> None:
         streams = [s for group in self.streams.values() for s in group.values()]

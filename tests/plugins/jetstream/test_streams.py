@@ -187,3 +187,30 @@ async def test_key_value_keys_and_watch(tmp_path: Path) -> None:
     finally:
         await nc.close()
         await server.shutdown()
+
+
+async def test_jsz_reports_streams_consumers_and_damage(tmp_path: Path) -> None:
+    import json
+    import urllib.request
+
+    server = Server(parse(f'host: 127.0.0.1\nport: -1\nhttp: 127.0.0.1:-1\njetstream {{ store_dir: "{tmp_path}" }}'))
+    await server.start()
+    nc = await nats.connect(server.client_url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="S", subjects=["s.>"])
+        await js.publish("s.a", b"x")
+        await js.add_consumer("S", durable_name="D")
+        url = server.ports["monitoring"][0] + "/jsz?accounts=true&consumers=true&config=true"
+        jsz = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(url).read()))
+        assert (jsz["streams"], jsz["consumers"], jsz["messages"], jsz["natsd"]) == (
+            1, 1, 1, {"damaged_messages": 0})
+        assert list(jsz)[:10] == ["memory", "storage", "reserved_memory", "reserved_storage", "accounts",
+                                  "ha_assets", "api", "server_id", "now", "config"]
+        [account] = jsz["account_details"]
+        [stream] = account["stream_detail"]
+        assert stream["name"] == "S" and stream["config"]["name"] == "S"
+        assert [c["name"] for c in stream["consumer_detail"]] == ["D"]
+    finally:
+        await nc.close()
+        await server.shutdown()
