@@ -48,6 +48,7 @@ ERROR_EXTRAS: dict[str, dict[str, Any]] = {
     "stream_purge_response": {"purged": 0},
     "consumer_names_response": {"total": 0, "offset": 0, "limit": 0, "consumers": []},
     "consumer_list_response": {"total": 0, "offset": 0, "limit": 0, "consumers": []},
+    "consumer_pause_response": {"paused": False, "pause_until": "0001-01-01T00:00:00Z"},
 }
 CONSUMER_CONFIG = {
     "durable_name": "string", "name": "string", "description": "string",
@@ -624,6 +625,7 @@ class JetStream:
             metadata["_nats.req.level"] = "1"  # pausing needs API level 1, as nats-server records
         else:
             consumer.config.pop("pause_until", None)
+            metadata["_nats.req.level"] = "0"
         consumer.config["metadata"] = metadata
         consumer.save()
         await consumer.stream.store.commit()
