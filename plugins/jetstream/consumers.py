@@ -52,6 +52,10 @@ ACK_POLICIES = ("none", "all", "explicit")
 REPLAY_POLICIES = ("instant", "original")
 
 STATUS_NO_MESSAGES = b"NATS/1.0 404 No Messages\r\n\r\n"
+FLOW_CONTROL_REQUEST = b"NATS/1.0 100 FlowControl Request\r\n\r\n"
+FLOW_CONTROL_WINDOW = 1024 * 1024
+"""Bytes a push consumer with ``flow_control`` sends before asking the client to confirm
+(nats-server: half of its 2 MiB starting window)."""
 STATUS_HEARTBEAT = b"NATS/1.0 100 Idle Heartbeat\r\n"
 
 
@@ -123,6 +127,10 @@ class Consumer:
         self._timer: asyncio.TimerHandle | None = None
         self._beat_timer: asyncio.TimerHandle | None = None
         self._ack_sub: Subscription | None = None
+        self._fc_sub: Subscription | None = None
+        self._fc_bytes = 0
+        self._fc_pending = ""
+        """The ``$JS.FC`` subject of a flow control request not answered yet."""
         self._last_delivery = time.time_ns()
         self._idle_since = time.time_ns()
         self.closed = False
@@ -167,6 +175,8 @@ class Consumer:
         client = self.stream.client
         if not self.ack_none:  # as nats-server: nothing listens for acks a consumer does not take
             self._ack_sub = client.subscribe(f"$JS.ACK.{self.stream.name}.{self.name}.>", self._ack_received)
+        if self.config.get("flow_control"):
+            self._fc_sub = client.subscribe(f"$JS.FC.{self.stream.name}.{self.name}.*", self._flow_answered)
         if self.config["deliver_policy"] == "last_per_subject" and not self.pending and self.dseq == 0:
             self._last_per_subject = sorted(
                 info.last for f in self.filters for _, info in self.stream.store.subjects(f))
@@ -178,9 +188,10 @@ class Consumer:
 
     def stop(self) -> None:
         self.closed = True
-        if self._ack_sub is not None:
-            self.stream.client.unsubscribe(self._ack_sub)
-            self._ack_sub = None
+        for sub in (self._ack_sub, self._fc_sub):
+            if sub is not None:
+                self.stream.client.unsubscribe(sub)
+        self._ack_sub = self._fc_sub = None
         for timer in (self._timer, self._beat_timer):
             if timer is not None:
                 timer.cancel()
@@ -333,6 +344,11 @@ class Consumer:
             client.publish(target.reply, data, reply=reply, headers=headers, shown=msg.subject)
         else:
             client.publish(target, data, reply=reply, headers=headers, shown=msg.subject)
+            if self.config.get("flow_control"):
+                self._fc_bytes += len(msg.subject) + len(msg.hdrs) + len(msg.data)
+                if self._fc_bytes >= FLOW_CONTROL_WINDOW and not self._fc_pending:
+                    self._fc_pending = f"$JS.FC.{self.stream.name}.{self.name}.{new_name()[:4]}"
+                    client.publish(target, b"", reply=self._fc_pending, headers=FLOW_CONTROL_REQUEST)
         self.last_active = now
 
     def _fits(self, request: PullRequest, msg: StoredMsg) -> bool:
@@ -592,8 +608,16 @@ class Consumer:
         self._arm()
 
     def _heartbeat(self) -> bytes:
+        stalled = f"Nats-Consumer-Stalled: {self._fc_pending}\r\n" if self._fc_pending else ""
         return STATUS_HEARTBEAT + (f"Nats-Last-Consumer: {self.dseq}\r\nNats-Last-Stream: "
-                                   f"{self.cursor - 1 if self.dseq else 0}\r\n\r\n").encode()
+                                   f"{self.cursor - 1 if self.dseq else 0}\r\n{stalled}\r\n").encode()
+
+    def _flow_answered(self, subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+        """The client answered a flow control request: the window opens again."""
+        if subject.decode() == self._fc_pending:
+            self._fc_pending = ""
+            self._fc_bytes = 0
+            self.schedule()
 
     def _inactive(self, now: int) -> bool:
         """An ephemeral consumer nobody uses any more (no interest, no pull requests) for its threshold."""

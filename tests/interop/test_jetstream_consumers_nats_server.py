@@ -905,7 +905,6 @@ NOT_YET = {
     "pull_request_limits": "409 Batch Completed and the byte accounting of max_bytes are not nats-server's yet",
     "pull_request_max_bytes": "max_bytes counts message sizes differently",
     "pull_odd_acks": "unknown ack bodies and out-of-order acks are booked differently",
-    "push_flow_control": "flow control requests are not sent yet",
 }
 """Cases where natsd still answers differently, each with what differs: strict, so that a case
 natsd comes to pass fails until it leaves this list (and the docs' list of differences)."""
