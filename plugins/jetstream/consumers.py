@@ -445,9 +445,9 @@ class Consumer:
         """A ``no_wait`` request that found nothing (more) gets ``404 No Messages`` now."""
         kept: deque[PullRequest] = deque()
         for request in self.waiting:
-            if request.no_wait and request.batch > 0:
+            if request.no_wait and request.batch > 0 and not (request.expires and request.sent_bytes == 0):
                 self._status(request.reply, STATUS_NO_MESSAGES)
-            elif request.batch > 0:
+            elif request.batch > 0:  # as nats-server: no_wait with an expiry that got nothing waits
                 kept.append(request)
         self.waiting = kept
 

@@ -592,7 +592,10 @@ class Stream:
         if rollup == "all":
             store.stage([Compact(seq if keep_new else seq + 1)])
             return
-        older = tuple(s for s in _subject_seqs(store, subject) if s != seq or not keep_new)
+        # the subject is a filter, as nats-server's purge: a roll-up published on a wildcard
+        # subject ("$KV.b.hello.*", a KV purge of many keys) rolls up every subject it matches
+        matching = [n for n, _ in store.subjects(subject)] if any(c in subject for c in "*>") else [subject]
+        older = tuple(s for name in matching for s in _subject_seqs(store, name) if s != seq or not keep_new)
         if older:
             store.stage([Remove(older)])
 
