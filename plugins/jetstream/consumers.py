@@ -298,7 +298,9 @@ class Consumer:
     def _target(self) -> PullRequest | str | None:
         """Where the next message goes: a waiting pull request, or the push subject when it has interest."""
         if self.pull:
-            while self.waiting and self.waiting[0].batch <= 0:
+            sublist = self.stream.client.account.sublist
+            # as nats-server: a request whose inbox lost its subscriber is dropped, not served
+            while self.waiting and (self.waiting[0].batch <= 0 or not sublist.match(self.waiting[0].reply)):
                 self.waiting.popleft()
             return self.waiting[0] if self.waiting else None
         subject = self.config["deliver_subject"]
