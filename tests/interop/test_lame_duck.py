@@ -58,6 +58,8 @@ def _refused(address, timeout: float = 2.0) -> bool:
             socket.create_connection(address, timeout=0.5).close()
         except ConnectionRefusedError:
             return True
+        except ConnectionResetError:
+            pass  # the listener closed while this connection waited in its backlog: not yet refused
         time.sleep(0.02)
     return False
 
