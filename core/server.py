@@ -234,9 +234,6 @@ class Server:
         except OSError as exc:
             self._state = "stopped"
             raise OSError(exc.errno, f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
-        for listening in self._listener.sockets:  # listen now: until start_serving reads them,
-            with socket.socket(fileno=os.dup(listening.fileno())) as same:  # clients wait in the backlog
-                same.listen(1024)
         sock = self._listener.sockets[0]
         self.host, self.port = sock.getsockname()[:2]
         self._info = self._base_info()
