@@ -227,7 +227,7 @@ class Server:
         log.info("Plugins: %s", ", ".join(self.plugins.names()) or "none")
         try:
             # bound now, accepting once plugins have started (a JetStream recovering its streams):
-            # clients that come meanwhile wait in the backlog rather than find no responders
+            # a client that comes meanwhile is refused and retries, rather than find no responders
             self._listener = await self.loop.create_server(
                 self._client_port_protocol, host=cfg.host or None, port=cfg.port,
                 reuse_address=True, reuse_port=cfg.reuse_port or None, backlog=1024, start_serving=False)

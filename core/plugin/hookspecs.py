@@ -227,7 +227,8 @@ def natsd_startup(server: ServerAPI) -> Awaitable[None] | None:
 
     Called after listeners and bridges have started, before ``Server.start``
     returns; the client port is bound but accepts connections only once every
-    plugin's start-up has finished (clients wait in the backlog meanwhile).
+    plugin's start-up has finished (a client that comes meanwhile is refused
+    and retries).
     An exception stops the start-up.
     """
 
