@@ -636,8 +636,8 @@ mappings {
   "e.*.>": "x.$1.>"
   "f.>": "g.h.>"
   "fw.>": "bar.$0.>"
-  "ml": "bar.{{partition(7)}}.$x"
-  "mlx": "mlx.{{partition(7,1,2)}}"
+  "ml": "bar.{{partition(7)}}.$x"  # ml and mlx are loaded, not published: nats-server 2.15.1's
+  "mlx": "mlx.{{partition(7,1,2)}}"  # partitions for these odd destinations vary from run to run
   "orders.*": "orders.new"
   "a3.*.*": "{{partition(3,1,2)}}.x"
   "ps.*.*": "ps.{{partition(5)}}.$2"
@@ -666,7 +666,7 @@ mappings {
 
 INTEROP_SUBJECTS = [s.encode() for s in [
     "lit", "lit.x", "a.1", "b.2", "c.3.4", "d.5", "e.6.7.8", "e.6.7", "e.6", "f.1.2", "f.1", "f",
-    "fw.1.2", "ml", "mlx", "orders.x", "a3.b.c", "a3.x.y", "a3.1.2", "ps.a.b", "ps.x.y", "pf.a.b.c",
+    "fw.1.2", "orders.x", "a3.b.c", "a3.x.y", "a3.1.2", "ps.a.b", "ps.x.y", "pf.a.b.c",
     "pz.q", "l.abcdef", "l.a", "l.ab", "r.abcdef", "r.a", "ln.abc", "o.k.v", "p.a.b", "p.ab.c", "p.foo.bar", "p.x.y", "q.a.b", "q.x.yz",
     "s.hello", "s.world", "s.a", "n.hello", "u.order-1", "u.order-2", "u.日本", "w.abc",
     "sp.a-b--c", "sp.-a-b-", "sp.---", "sp.--a", "sp.abc", "se.héllo", "sfl.abcde", "sfl.ab",
