@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from natsd.config import config_error
 from natsd.config.conf import ConfError, parse_duration
+from natsd.config.fields import boolean as _bool
 from natsd.config.tls import TLSSettings, load_tls, require_peer_certificates
 
 log = logging.getLogger("natsd.cluster")
@@ -146,11 +147,6 @@ def load(block: Mapping[str, Any]) -> ClusterSettings:
             raise config_error(block, key, "unknown cluster option")
     return ClusterSettings(**values)
 
-
-def _bool(block: Any, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise config_error(block, key, "expected true or false")
-    return value
 
 
 def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> None:

@@ -14,7 +14,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from natsd.config import config_error
-from natsd.config.conf import ConfError, parse_duration
+from natsd.config.fields import boolean as _bool
+from natsd.config.fields import duration as _duration
+from natsd.config.fields import string as _str
 from natsd.config.tls import TLSSettings, load_tls, require_peer_certificates
 
 
@@ -176,20 +178,4 @@ def _port(block: Any, key: str, value: Any) -> int:
     return value
 
 
-def _str(block: Any, key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise config_error(block, key, f"expected a string, got {value!r}")
-    return value
 
-
-def _bool(block: Any, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise config_error(block, key, "expected true or false")
-    return value
-
-
-def _duration(block: Any, key: str, value: Any) -> float:
-    try:
-        return parse_duration(value)
-    except ConfError as exc:
-        raise config_error(block, key, exc.reason) from None

@@ -16,7 +16,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from natsd.config import config_error
-from natsd.config.conf import ConfError, parse_duration
+from natsd.config.fields import boolean as _bool
+from natsd.config.fields import duration as _duration
+from natsd.config.fields import port as _port
+from natsd.config.fields import string as _str
 from natsd.config.tls import TLSSettings, load_tls
 
 FORBIDDEN_HEADERS = frozenset({"upgrade", "connection", "sec-websocket-accept", "sec-websocket-extensions",
@@ -205,26 +208,5 @@ def _listen(block: Any, key: str, value: Any) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", _port(block, key, number)
 
 
-def _port(block: Any, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= 65535:
-        raise config_error(block, key, "expected a port number (-1: a free port)")
-    return value
 
 
-def _str(block: Any, key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise config_error(block, key, f"expected a string, got {value!r}")
-    return value
-
-
-def _bool(block: Any, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise config_error(block, key, "expected true or false")
-    return value
-
-
-def _duration(block: Any, key: str, value: Any) -> float:
-    try:
-        return parse_duration(value)
-    except ConfError as exc:
-        raise config_error(block, key, exc.reason) from None

@@ -1,0 +1,41 @@
+"""Typed values of a plugin's config block, checked with errors that name the file, line and key.
+
+Each takes the block (a parsed mapping, which knows where its keys stand),
+the key and the value, and returns the value or raises
+:class:`natsd.config.ConfigError`. Plugins parse their blocks with these, so
+that every block reports a bad value the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conf import ConfError, parse_duration
+from .options import config_error
+
+
+def port(block: Any, key: str, value: Any) -> int:
+    """A port number; ``-1`` picks a free port, ``0`` the default one."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= 65535:
+        raise config_error(block, key, "expected a port number (-1: a free port)")
+    return value
+
+
+def string(block: Any, key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise config_error(block, key, f"expected a string, got {value!r}")
+    return value
+
+
+def boolean(block: Any, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise config_error(block, key, "expected true or false")
+    return value
+
+
+def duration(block: Any, key: str, value: Any) -> float:
+    """Seconds, from a number of seconds or a duration such as ``"2m"`` or ``"500ms"``."""
+    try:
+        return parse_duration(value)
+    except ConfError as exc:
+        raise config_error(block, key, exc.reason) from None
