@@ -18,6 +18,14 @@ speak the protocol over raw sockets, so the client is not what is measured:
   median and 99th percentile latency;
 - **pull**: a durable pull consumer (ack none) fetches the stream in batches
   of 500; messages per second.
+
+``--memory`` measures something else: a file-stored stream of 1 KiB
+messages (1,000,000 by default: 1 GiB) with a durable consumer that has
+taken 100 of them; each server's resident memory when full, and again after
+a restart on the same store (with the time the restart took to answer)::
+
+    python benchmarks/jetstream.py --memory                # 1 GiB
+    python benchmarks/jetstream.py --memory --count 100000
 """
 
 from __future__ import annotations
@@ -160,11 +168,86 @@ def pull(port: int, count: int) -> float:
     return count / elapsed
 
 
+def rss_mib(pid: int) -> tuple[float, float]:
+    """Resident memory now and at its peak, in MiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def memory(kind: str, work: Path, count: int) -> dict[str, float]:
+    proc, port = start(kind, work)
+    out: dict[str, float] = {}
+    conf = Path(proc.args[proc.args.index("-c") + 1])  # type: ignore[index, union-attr]
+    try:
+        conn = Conn(port)
+        conn.api("$JS.API.STREAM.CREATE.BIG", b'{"name":"BIG","subjects":["big.>"]}')
+        started = time.perf_counter()
+        body = os.urandom(512).hex().encode()
+        for start_at in range(0, count, 512):
+            n = min(512, count - start_at)
+            conn.sock.sendall(b"".join(b"PUB big.%d _r.p %d\r\n%s%08d\r\n" % (i % 64, len(body) + 8, body, i)
+                                       for i in range(start_at, start_at + n)))
+            acks = conn.wait_msgs(n)
+            if b"error" in acks:
+                raise RuntimeError(acks[:300].decode(errors="replace"))
+        out["fill s"] = time.perf_counter() - started
+        conn.api("$JS.API.CONSUMER.DURABLE.CREATE.BIG.LAG", b'{"stream_name":"BIG","config":{"durable_name":"LAG",'
+                 b'"ack_policy":"explicit","deliver_policy":"all"}}')
+        conn.sock.sendall(b'PUB $JS.API.CONSUMER.MSG.NEXT.BIG.LAG _r.next 13\r\n{"batch":100}\r\n')
+        conn.wait_msgs(100)
+        conn.close()
+        time.sleep(2)
+        out["full MiB"], out["peak MiB"] = rss_mib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    started = time.perf_counter()
+    argv = [str(a) for a in proc.args]  # type: ignore[union-attr]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port = int(argv[argv.index("-p") + 1])
+        while True:
+            try:
+                conn = Conn(port)
+                info = conn.api("$JS.API.CONSUMER.INFO.BIG.LAG", b"")
+                if b'"num_pending"' in info:
+                    break
+                conn.close()
+            except OSError:
+                pass
+            if time.perf_counter() - started > 600 or proc.poll() is not None:
+                raise RuntimeError(f"{kind} did not come back on {conf}")
+            time.sleep(0.1)
+        out["restart s"] = time.perf_counter() - started
+        pending = int(info.split(b'"num_pending":')[1].split(b",")[0].split(b"}")[0])
+        if pending != count - 100:
+            raise RuntimeError(f"{kind}: num_pending {pending} after the restart, not {count - 100}")
+        conn.close()
+        time.sleep(2)
+        out["restarted MiB"], _ = rss_mib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--count", type=int, default=None, help="messages (20,000; --memory: 1,000,000)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--memory", action="store_true", help="resident memory with a 1 GiB stream")
     args = parser.parse_args(argv)
+    if args.memory:
+        count = args.count or 1_000_000
+        print(f"{count:,} messages of 1 KiB, a durable consumer {count - 100:,} behind")
+        print(f"{'server':<22}{'fill s':>8}{'full MiB':>10}{'peak MiB':>10}{'restart s':>11}{'restarted MiB':>15}")
+        with tempfile.TemporaryDirectory() as tmp:
+            for kind in ("natsd", "nats-server default"):
+                row = memory(kind, Path(tmp), count)
+                print(f"{kind:<22}{row['fill s']:>8.1f}{row['full MiB']:>10.0f}{row['peak MiB']:>10.0f}"
+                      f"{row['restart s']:>11.1f}{row['restarted MiB']:>15.0f}", flush=True)
+        return 0
+    args.count = args.count or 20_000
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in SERVERS:

@@ -762,7 +762,7 @@ def _subject_seqs(store: StreamStore, subject: str) -> list[int]:
     """The stored sequences of ``subject`` (a literal), oldest first."""
     index = getattr(store, "index", None)
     if index is not None:
-        return list(index.by_subject.get(subject, ()))
+        return index.seqs(subject)
     seqs = []
     msg = store.next_matching(0, subject)
     while msg is not None:

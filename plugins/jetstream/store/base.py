@@ -23,12 +23,9 @@ Another package can provide a backend through the plugin's
 from __future__ import annotations
 
 import asyncio
-import bisect
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
-
-from natsd.routing.subjects import subject_matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,115 +131,3 @@ class StoreBackend(Protocol):
         ...
     def stream(self, account: str, name: str) -> StreamStore: ...
     async def close(self) -> None: ...
-
-
-@dataclass
-class Index:
-    """The bookkeeping every backend keeps in memory: counts, and each subject's sequences.
-
-    Backends call :meth:`apply` with each staged operation; sequences per
-    subject are kept sorted (appends arrive in order), so per-subject limits
-    and ``last_by_subj`` are a list access.
-    """
-
-    kind: str = "file"
-    """Whose byte accounting the counts follow (see :meth:`StoredMsg.size`)."""
-    state: StreamState = field(default_factory=StreamState)
-    by_subject: dict[str, list[int]] = field(default_factory=dict)
-    subject_of: dict[int, tuple[str, int]] = field(default_factory=dict)
-    """seq -> (subject, size), for every stored message."""
-
-    def apply(self, op: Op) -> list[int]:
-        """Apply ``op``; the sequences it removed."""
-        st = self.state
-        if isinstance(op, Append):
-            msg = op.msg
-            if st.msgs == 0:
-                st.first_seq = msg.seq
-            elif msg.seq > st.last_seq + 1:
-                st.deleted += msg.seq - st.last_seq - 1
-            st.last_seq, st.last_ts = msg.seq, msg.ts
-            size = msg.size(self.kind)
-            st.msgs += 1
-            st.bytes += size
-            self.subject_of[msg.seq] = (msg.subject, size)
-            self.by_subject.setdefault(msg.subject, []).append(msg.seq)
-            return []
-        if isinstance(op, Remove):
-            return [seq for seq in op.seqs if self._drop(seq)]
-        if isinstance(op, Skip):
-            if st.msgs == 0:
-                st.first_seq = op.seq + 1
-            else:
-                st.deleted += op.seq - st.last_seq
-            st.last_seq = max(st.last_seq, op.seq)
-            st.last_ts = op.ts or st.last_ts
-            return []
-        removed = [seq for seq in sorted(s for s in self.subject_of if s < op.first_seq) if self._drop(seq)]
-        if st.msgs == 0:
-            st.first_seq = max(st.first_seq, op.first_seq)
-            st.last_seq = max(st.last_seq, st.first_seq - 1)
-        return removed
-
-    def _drop(self, seq: int) -> bool:
-        entry = self.subject_of.pop(seq, None)
-        if entry is None:
-            return False
-        subject, size = entry
-        st = self.state
-        st.msgs -= 1
-        st.bytes -= size
-        seqs = self.by_subject[subject]
-        del seqs[bisect.bisect_left(seqs, seq)]
-        if not seqs:
-            del self.by_subject[subject]
-        if st.msgs == 0:
-            st.first_seq, st.deleted = st.last_seq + 1, 0
-        elif seq == st.first_seq:
-            following = seq + 1  # each interior gap is walked once, when the front reaches it
-            while following not in self.subject_of:
-                following += 1
-            st.deleted -= following - seq - 1
-            st.first_seq = following
-        else:
-            st.deleted += 1
-        return True
-
-    def subject_info(self, subject: str) -> SubjectInfo | None:
-        seqs = self.by_subject.get(subject)
-        return SubjectInfo(len(seqs), seqs[0], seqs[-1]) if seqs else None
-
-    def subjects(self, filter: str = ">") -> Iterator[tuple[str, SubjectInfo]]:
-        literal = not any(c in filter for c in "*>")
-        items: Iterable[str] = [filter] if literal else self.by_subject
-        for subject in items:
-            seqs = self.by_subject.get(subject)
-            if seqs and (literal or subject_matches(filter.encode(), subject.encode())):
-                yield subject, SubjectInfo(len(seqs), seqs[0], seqs[-1])
-
-    def next_seq_matching(self, start_seq: int, filter: str) -> int | None:
-        """The first stored sequence ``>= start_seq`` whose subject matches ``filter``."""
-        if filter == ">":
-            seq, last, present = max(start_seq, self.state.first_seq), self.state.last_seq, self.subject_of
-            while seq <= last:
-                if seq in present:
-                    return seq
-                seq += 1
-            return None
-        best: int | None = None
-        for subject, _ in self.subjects(filter):
-            seqs = self.by_subject[subject]
-            i = bisect.bisect_left(seqs, start_seq)
-            if i < len(seqs) and (best is None or seqs[i] < best):
-                best = seqs[i]
-        return best
-
-    def count_from(self, start_seq: int, filter: str) -> int:
-        if filter == ">" and start_seq <= self.state.first_seq:
-            return self.state.msgs
-        return sum(len(seqs) - bisect.bisect_left(seqs, start_seq)
-                   for seqs in (self.by_subject[s] for s, _ in self.subjects(filter)))
-
-    def last_seq_matching(self, filter: str) -> int | None:
-        last = [info.last for _, info in self.subjects(filter)]
-        return max(last) if last else None

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .base import Append, Index, Op, StoredMsg, StreamState, SubjectInfo
+from .base import Append, Op, StoredMsg, StreamState, SubjectInfo
+from .index import Index
 
 
 class MemoryStream:

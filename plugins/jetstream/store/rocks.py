@@ -34,7 +34,8 @@ from typing import Any
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
-from .base import Append, Compact, Index, Op, Remove, Skip, StoredMsg, StreamState, SubjectInfo
+from .base import Append, Compact, Op, Remove, Skip, StoredMsg, StreamState, SubjectInfo
+from .index import Index
 
 log = logging.getLogger("natsd.jetstream")
 
@@ -111,7 +112,7 @@ class RocksStream:
         return self.index.subjects(filter)
 
     def load(self, seq: int) -> StoredMsg | None:
-        if seq not in self.index.subject_of:
+        if not self.index.has(seq):
             return None
         msg = self.unsynced.get(seq)
         if msg is not None:
