@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conf import ConfError, parse_duration
+from .conf import ConfError, parse_duration, parse_size
 from .options import config_error
 
 
@@ -39,3 +39,21 @@ def duration(block: Any, key: str, value: Any) -> float:
         return parse_duration(value)
     except ConfError as exc:
         raise config_error(block, key, exc.reason) from None
+
+
+def size(block: Any, key: str, value: Any) -> int:
+    """Bytes, from a number or a size such as ``"64MB"`` or ``"1G"``."""
+    if isinstance(value, bool):
+        raise config_error(block, key, "expected a size")
+    if isinstance(value, int):
+        return value
+    try:
+        return parse_size(value)
+    except (ConfError, ValueError) as exc:
+        raise config_error(block, key, str(exc)) from None
+
+
+def integer(block: Any, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise config_error(block, key, f"expected a number, got {value!r}")
+    return value

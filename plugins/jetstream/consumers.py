@@ -670,9 +670,11 @@ def _valid_name(name: str) -> bool:
     return bool(name) and not any(c in name for c in ".*>\\/") and not any(c.isspace() for c in name)
 
 
-def check_consumer_config(raw: Mapping[str, Any], stream: Stream, durable_required: bool = False) -> dict[str, Any]:
+def check_consumer_config(raw: Mapping[str, Any], stream: Stream, durable_required: bool = False,
+                          account_max_ack_pending: int = -1) -> dict[str, Any]:
     """The consumer config nats-server keeps for ``raw``: its defaults (``setConsumerConfigDefaults``)
-    then its checks (``checkConsumerCfg``), in its order, or the error it answers."""
+    then its checks (``checkConsumerCfg``), in its order, or the error it answers; the account's
+    ``max_ack_pending`` limit lowers the default and bounds what may be asked."""
     c: dict[str, Any] = {k: v for k, v in raw.items() if v not in (None, "", 0, False, [], {})}
     c.setdefault("deliver_policy", "all")
     c.setdefault("ack_policy", "none")
@@ -700,7 +702,8 @@ def check_consumer_config(raw: Mapping[str, Any], stream: Stream, durable_requir
     if not c.get("inactive_threshold") and limits.get("inactive_threshold"):
         c["inactive_threshold"] = limits["inactive_threshold"]
     if not c.get("max_ack_pending") and ack != "none":
-        c["max_ack_pending"] = DEFAULT_MAX_ACK_PENDING
+        c["max_ack_pending"] = (min(DEFAULT_MAX_ACK_PENDING, account_max_ack_pending) if account_max_ack_pending > 0
+                                else DEFAULT_MAX_ACK_PENDING)
     # -- checks
     for key, what in (("name", "consumer name"), ("durable_name", "consumer durable name")):
         if c.get(key) and not _valid_name(c[key]):
@@ -749,6 +752,8 @@ def check_consumer_config(raw: Mapping[str, Any], stream: Stream, durable_requir
             raise api_error("JSConsumerFCRequiresPushErr")
         if c.get("max_expires") and c["max_expires"] < 1_000_000:
             raise api_error("JSConsumerMaxRequestExpiresTooSmall")
+    if 0 < account_max_ack_pending < c.get("max_ack_pending", 0):
+        raise api_error("JSConsumerMaxPendingAckExcessErrF", limit=account_max_ack_pending)
     if limits.get("max_ack_pending", 0) > 0 and c.get("max_ack_pending", 0) > limits["max_ack_pending"]:
         raise api_error("JSConsumerMaxPendingAckExcessErrF", limit=limits["max_ack_pending"])
     if limits.get("inactive_threshold", 0) > 0 and c.get("inactive_threshold", 0) > limits["inactive_threshold"]:

@@ -25,6 +25,7 @@ from .consumers import Consumer, _parse_time, check_consumer_config, new_name
 from .consumers import check_update as check_consumer_update
 from .errors import ApiError, api_error
 from .godecode import STREAM_CONFIG, check, loads
+from .limits import UNLIMITED, AccountLimits, account_limits, check_reservation, check_stream_config, reserved
 from .store.base import Compact, Remove, StoredMsg
 from .streams import Stream, check_config, check_update, purge_ops, rfc3339
 
@@ -87,8 +88,16 @@ class JetStream:
         self.server = server
         self.settings = settings
         self.domain = settings.domain
-        self.accounts = ["$G"] + [name for name, block in config.accounts.items()
-                                  if isinstance(block, Mapping) and _js_enabled(block.get("jetstream"))]
+        self.limits: dict[str, AccountLimits] = {"$G": UNLIMITED}
+        """Each JetStream account's limits (from its ``jetstream`` value)."""
+        for name, block in config.accounts.items():
+            if isinstance(block, Mapping) and "jetstream" in block:
+                found = account_limits(block["jetstream"], block)
+                if found is not None:
+                    self.limits[name] = found
+        self.accounts = list(self.limits)
+        self.api_stats: dict[str, list[int]] = {account: [0, 0] for account in self.accounts}
+        """``[total, errors]`` of each account's API requests."""
         self.backends: dict[str, Any] = {}
         self.streams: dict[str, dict[str, Stream]] = {}
         self.clients: dict[str, InternalClient] = {}
@@ -240,23 +249,51 @@ class JetStream:
 
     async def _answer(self, account: str, kind: str, handler: Callable[..., Any], args: list[str], reply: bytes,
                       payload: bytes) -> None:
+        stats = self.api_stats[account]
         try:
             response = await handler(account, payload, *args)
         except ApiError as exc:
             if kind != "stream_msg_delete_response" or exc.err_code not in (10043, 10057) or \
                     exc.description == "message delete not permitted":
                 self.api_errors += 1  # nats-server does not count a delete the store refused as an error
+                stats[1] += 1
             response = {"error": exc.json(), **ERROR_EXTRAS.get(kind, {})}
         except Exception:
             log.exception("JetStream API request %s on %r failed", kind, args)
             self.api_errors += 1
+            stats[1] += 1
             response = {"error": api_error("JSStreamGeneralErrorF", err="internal error").json()}
         if kind != "stream_msg_get_response" or "error" in response:
             self.api_total += 1  # as nats-server: a message found by MSG.GET is not counted
+            stats[0] += 1
         if kind == "stream_info_response" and "error" not in response:  # paging fields come first
             response = {"total": 0, "offset": 0, "limit": 0, **response}
         body = {"type": T + kind, **response} if kind else response
         self.clients[account].publish(reply, _dumps(body))
+
+    def _check_reservation(self, account: str, config: Mapping[str, Any], adding: int, own: int = 0) -> None:
+        """Whether stream ``config`` may reserve ``adding`` more bytes (``own``: what it keeps reserving)."""
+        storage = config["storage"]
+        mine = reserved((s.config for s in self.streams[account].values()), storage, but=config["name"])
+        everyone = reserved((s.config for streams in self.streams.values() for s in streams.values()), storage)
+        server_max = self.settings.max_memory if storage == "memory" else self.settings.max_store
+        check_reservation(self.limits[account], config, adding, mine + max(own, 0), everyone, server_max)
+
+    def check_server_usage(self, storage: str) -> None:
+        """A publish finds the server's ``storage`` already over ``max_*_store``: refused."""
+        server_max = self.settings.max_memory if storage == "memory" else self.settings.max_store
+        if server_max >= 0 and sum(s.store.state().bytes for streams in self.streams.values()
+                                   for s in streams.values() if s.config["storage"] == storage) > server_max:
+            raise api_error("JSInsufficientResourcesErr")
+
+    def check_account_usage(self, account: str, storage: str, subject: str, hdrs: bytes, data: bytes) -> None:
+        """Storing this message would take the account over its ``storage`` limit: refused."""
+        account_max = self.limits[account].max_bytes(storage)
+        if account_max >= 0:
+            size = StoredMsg(0, subject, hdrs, data, 0).size(storage)
+            if sum(s.store.state().bytes for s in self.streams[account].values()
+                   if s.config["storage"] == storage) + size > account_max:
+                raise api_error("JSAccountResourcesExceededErr")
 
     def _stream(self, account: str, name: str) -> Stream:
         stream = self.streams[account].get(name)
@@ -270,15 +307,14 @@ class JetStream:
         storage = sum(s.store.state().bytes for s in streams if s.config["storage"] == "file")
         reserved = {kind: sum(max(s.config["max_bytes"], 0) for s in streams if s.config["storage"] == kind)
                     for kind in ("memory", "file")}
-        limits = {"max_memory": -1, "max_storage": -1, "max_streams": -1, "max_consumers": -1,
-                  "max_ack_pending": -1, "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
-                  "max_bytes_required": False}
         out: dict[str, Any] = {"memory": memory, "storage": storage, "reserved_memory": reserved["memory"],
                                "reserved_storage": reserved["file"], "streams": len(self.streams[account]),
-                               "consumers": 0, "limits": limits}
+                               "consumers": sum(len(s.consumers) for s in streams),
+                               "limits": self.limits[account].json()}
         if self.domain:
             out["domain"] = self.domain
-        out["api"] = {"level": API_LEVEL, "total": self.api_total, "errors": self.api_errors}
+        total, errors = self.api_stats[account]
+        out["api"] = {"level": API_LEVEL, "total": total, "errors": errors}
         return out
 
     async def stream_create(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
@@ -288,7 +324,16 @@ class JetStream:
         if "/" in name or "\\" in name:
             raise api_error("JSStreamNameContainsPathSeparatorsErr")
         others = {n: s.config for n, s in self.streams[account].items()}
+        limits = self.limits[account]
+        if 0 < limits.max_streams <= sum(1 for n in others if n != name):
+            raise api_error("JSMaximumStreamsLimitErr")
+        # nats-server checks the request as it came first (no storage given: no byte limit checked)
+        raw: dict[str, Any] = {
+            "name": name, "storage": request.get("storage") if request.get("storage") in ("file", "memory") else "",
+            "max_bytes": request.get("max_bytes") or 0, "max_consumers": request.get("max_consumers") or 0}
+        self._check_reservation(account, raw, raw["max_bytes"])
         config = check_config(request)
+        check_stream_config(limits, config)
         _no_overlap(config, others)
         if config["sealed"]:
             raise api_error("JSStreamInvalidConfigF", err="stream configuration for create can not be sealed")
@@ -297,6 +342,7 @@ class JetStream:
             if existing.config == config:
                 return {**existing.info(), "did_create": True}  # as nats-server: an idempotent create
             raise api_error("JSStreamNameExistErr")
+        self._check_reservation(account, config, config["max_bytes"])  # then the config it would keep
         backend = self.backends[config["storage"]]
         store = backend.stream(account, name)
         created = rfc3339(time.time_ns())
@@ -316,7 +362,10 @@ class JetStream:
         if config["name"] != name:
             raise api_error("JSStreamMismatchErr")
         stream = self._stream(account, name)
+        check_stream_config(self.limits[account], config)
         check_update(stream.config, config)
+        grow = max(config["max_bytes"], 0) - max(stream.config["max_bytes"], 0)
+        self._check_reservation(account, config, max(grow, 0), config["max_bytes"] - max(grow, 0))
         _no_overlap(config, others)
         stream.store.save_meta({"config": config, "created": stream.created})
         stream.apply_config(config)
@@ -524,7 +573,8 @@ class JetStream:
         if len(raw.get("name") or "") > 255:
             raise api_error("JSConsumerNameTooLongErrF", max=255)
         stream = self._stream(account, stream_name)
-        config = check_consumer_config(raw, stream)
+        limits = self.limits[account]
+        config = check_consumer_config(raw, stream, account_max_ack_pending=limits.max_ack_pending)
         if stream.config["retention"] == "workqueue":
             if config["ack_policy"] != "explicit":
                 raise api_error("JSConsumerWQRequiresExplicitAckErr")
@@ -532,7 +582,10 @@ class JetStream:
         consumer_name = config.get("name") or config.get("durable_name") or new_name()
         action = request.get("action") or ""
         existing = stream.consumers.get(consumer_name)
-        if existing is None and 0 < stream.config["max_consumers"] <= len(stream.consumers):
+        most = stream.config["max_consumers"]
+        if most <= 0 or 0 < limits.max_consumers < most:  # as nats-server: the account's limit is per stream
+            most = limits.max_consumers
+        if existing is None and 0 < most <= len(stream.consumers):
             raise api_error("JSMaximumConsumersLimitErr")
         if existing is not None:
             if action == "create":

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from natsd.config import config_error
-from natsd.config.conf import ConfError, parse_duration, parse_size
+from natsd.config import config_error, fields
+from natsd.config.conf import ConfError, parse_duration
 
 NOT_SUPPORTED = frozenset({"cipher", "key", "prev_encryption_key", "encryption_key", "unique_tag",
                            "max_outstanding_catchup", "tpm", "extension_hint"})
@@ -70,9 +70,9 @@ def _key(block: Mapping[str, Any], key: str, v: Any, values: dict[str, Any]) -> 
             raise config_error(block, key, "expected a directory name")
         values["store_dir"] = v
     elif k in ("max_memory_store", "max_mem_store", "max_mem"):
-        values["max_memory"] = _size(block, key, v)
+        values["max_memory"] = fields.size(block, key, v)
     elif k in ("max_file_store", "max_file"):
-        values["max_store"] = _size(block, key, v)
+        values["max_store"] = fields.size(block, key, v)
     elif k in ("sync_interval", "sync"):
         if isinstance(v, str) and v.lower() == "always":
             values["sync_interval"] = None
@@ -95,13 +95,3 @@ def _key(block: Mapping[str, Any], key: str, v: Any, values: dict[str, Any]) -> 
     elif k not in IGNORED:
         raise config_error(block, key, f"unknown field {key!r}")
 
-
-def _size(block: Mapping[str, Any], key: str, v: Any) -> int:
-    if isinstance(v, bool):
-        raise config_error(block, key, "expected a size")
-    if isinstance(v, int):
-        return v
-    try:
-        return parse_size(v)
-    except (ConfError, ValueError) as exc:
-        raise config_error(block, key, str(exc)) from None

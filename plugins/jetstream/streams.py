@@ -497,6 +497,7 @@ class Stream:
             raise api_error("JSStreamMessageExceedsMaximumErr")
         if len(hdr_bytes) > 0xFFFF:
             raise api_error("JSStreamHeaderExceedsMaximumErr")
+        self.owner.check_server_usage(cfg["storage"])
         seq = self.next_seq
         if cfg["retention"] == "interest" and not self.has_interest(subject):
             # nobody would ever consume it: not stored, but the sequence is used and acknowledged
@@ -506,6 +507,7 @@ class Stream:
             if rollup:
                 self._rollup(subject, rollup, keep_new=False, seq=seq)
             return seq, False
+        self.owner.check_account_usage(self.account, cfg["storage"], subject, hdr_bytes, payload)
         if ttl is None:
             raise api_error("JSMessageTTLInvalidErr")
         marker_ttl = cfg.get("subject_delete_marker_ttl", 0) // NS

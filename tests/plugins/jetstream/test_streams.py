@@ -93,6 +93,11 @@ async def test_key_value_put_get_and_delete(tmp_path: Path) -> None:
     ("jetstream { cipher: aes }", "not supported by natsd"),
     ("jetstream { bogus: 1 }", "unknown field 'bogus'"),
     ("jetstream { domain: 'a.b' }", "invalid domain name"),
+    ("jetstream {}\naccounts { A { jetstream { max_streams: many } } }", r":3: key 'max_streams': expected a number"),
+    ("jetstream {}\naccounts { A { jetstream { max_mem: lots } } }", r":3: key 'max_mem': invalid size"),
+    ("jetstream {}\naccounts { A { jetstream { max_bytes: 5 } } }", r":3: key 'max_bytes': expected true or false"),
+    ("jetstream {}\naccounts { A { jetstream { quota: 5 } } }", r":3: key 'quota': unknown field"),
+    ("jetstream {}\naccounts { A { jetstream: sometimes } }", r":3: key 'jetstream': expected 'enabled' or 'disabled'"),
 ])
 def test_settings_errors_name_the_key(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
