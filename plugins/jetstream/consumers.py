@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from natsd.config.conf import ConfError, parse_duration
 from natsd.routing.subjects import subject_matches, subjects_collide
 
 from .errors import api_error
@@ -174,7 +175,7 @@ class Consumer:
     def start(self) -> None:
         client = self.stream.client
         if not self.ack_none:  # as nats-server: nothing listens for acks a consumer does not take
-            self._ack_sub = client.subscribe(f"$JS.ACK.{self.stream.name}.{self.name}.>", self._ack_received)
+            self._ack_sub = client.subscribe(f"$JS.ACK.{self.stream.name}.{self.name}.*.*.*.*.*", self._ack_received)
         if self.config.get("flow_control"):
             self._fc_sub = client.subscribe(f"$JS.FC.{self.stream.name}.{self.name}.*", self._flow_answered)
         if self.config["deliver_policy"] == "last_per_subject" and not self.pending and self.dseq == 0:
@@ -258,7 +259,6 @@ class Consumer:
             if target is None:
                 break
             msg = None
-            redelivery = False
             max_deliver = cfg.get("max_deliver", -1)
             while self.redeliver:
                 seq = heapq.heappop(self.redeliver)
@@ -270,7 +270,6 @@ class Consumer:
                     if msg is None:  # gone from the stream meanwhile
                         self._forget(seq)
                         continue
-                    redelivery = True
                     break
             if msg is None:
                 if not self.ack_none and max_pending > 0 and len(self.pending) >= max_pending:
@@ -278,13 +277,17 @@ class Consumer:
                 msg = self._next_new()
                 if msg is None:
                     break
-                if isinstance(target, PullRequest) and not self._fits(target, msg):
+                before, self.cursor = self.cursor, msg.seq + 1
+                reply = self._ack_reply(msg)
+                if isinstance(target, PullRequest) and not self._fits(target, msg, reply):
+                    self.cursor = before
                     continue  # the request ended; the message waits for the next one
-                self.cursor = msg.seq + 1
-            elif isinstance(target, PullRequest) and not self._fits(target, msg):
-                heapq.heappush(self.redeliver, msg.seq)
-                continue
-            self._send(msg, target, redelivery, now)
+            else:
+                reply = self._ack_reply(msg)
+                if isinstance(target, PullRequest) and not self._fits(target, msg, reply):
+                    heapq.heappush(self.redeliver, msg.seq)
+                    continue
+            self._send(msg, target, reply, now)
             delivered = True
         if self.pull:
             blocked = not self.ack_none and 0 < max_pending <= len(self.pending)
@@ -319,7 +322,14 @@ class Consumer:
                        for members in result.qsubs)
         return any(sub.subject == subject for sub in result.psubs)
 
-    def _send(self, msg: StoredMsg, target: PullRequest | str, redelivery: bool, now: int) -> None:
+    def _ack_reply(self, msg: StoredMsg) -> bytes:
+        """The reply subject ``msg`` gets if it is delivered next (``$JS.ACK...``)."""
+        count = self.deliveries.get(msg.seq, 1 if msg.seq in self.pending else 0) + 1
+        return (f"$JS.ACK.{self.stream.name}.{self.name}.{count}.{msg.seq}.{self.dseq + 1}.{msg.ts}."
+                f"{self.num_pending()}").encode()
+
+    def _send(self, msg: StoredMsg, target: PullRequest | str, reply: bytes, now: int) -> None:
+        """Deliver ``msg`` with the ``reply`` :meth:`_ack_reply` made for it just before."""
         cfg = self.config
         self.dseq += 1
         count = self.deliveries.get(msg.seq, 1 if msg.seq in self.pending else 0) + 1
@@ -331,18 +341,16 @@ class Consumer:
             self.floor_stream, self.floor_consumer = msg.seq, self.dseq
         else:
             self.pending[msg.seq] = (self.dseq, now)
-        remaining = self.num_pending()
-        reply = (f"$JS.ACK.{self.stream.name}.{self.name}.{count}.{msg.seq}.{self.dseq}.{msg.ts}."
-                 f"{remaining}").encode()
         headers = msg.hdrs or None
         data = msg.data
         if cfg.get("headers_only"):
-            base = msg.hdrs[:-2] if msg.hdrs.endswith(b"\r\n\r\n") else b"NATS/1.0\r\n"
-            headers, data = base + f"Nats-Msg-Size: {len(msg.data)}\r\n\r\n".encode(), b""
+            headers, data = _headers_only(msg), b""
         client = self.stream.client
         if isinstance(target, PullRequest):
             target.batch -= 1
-            target.sent_bytes += len(msg.subject) + len(msg.hdrs) + len(msg.data)
+            target.sent_bytes += _pull_size(msg, reply, headers, data)
+            if target.max_bytes and target.sent_bytes >= target.max_bytes:
+                target.batch = 0  # exactly full: as nats-server, the request is done
             client.publish(target.reply, data, reply=reply, headers=headers, shown=msg.subject)
         else:
             client.publish(target, data, reply=reply, headers=headers, shown=msg.subject)
@@ -353,13 +361,15 @@ class Consumer:
                     client.publish(target, b"", reply=self._fc_pending, headers=FLOW_CONTROL_REQUEST)
         self.last_active = now
 
-    def _fits(self, request: PullRequest, msg: StoredMsg) -> bool:
-        """Whether ``msg`` fits the request's ``max_bytes``; a request it does not fit ends (with
-        ``409 Message Size Exceeds MaxBytes`` when it got nothing yet)."""
+    def _fits(self, request: PullRequest, msg: StoredMsg, reply: bytes) -> bool:
+        """Whether ``msg`` fits the request's ``max_bytes``; a request it does not fit ends with
+        ``409 Message Size Exceeds MaxBytes``."""
         if not request.max_bytes:
             return True
-        size = len(msg.subject) + len(msg.hdrs) + len(msg.data)
-        if request.sent_bytes + size <= request.max_bytes:
+        headers, data = msg.hdrs, msg.data
+        if self.config.get("headers_only"):
+            headers, data = _headers_only(msg), b""
+        if request.sent_bytes + _pull_size(msg, reply, headers, data) <= request.max_bytes:
             return True
         self._status(request.reply, (f"NATS/1.0 409 Message Size Exceeds MaxBytes\r\nNats-Pending-Messages: "
                                      f"{request.batch}\r\nNats-Pending-Bytes: "
@@ -467,7 +477,10 @@ class Consumer:
                 self._timeout(request)
             else:
                 kept.append(request)
+        expired = len(kept) < len(self.waiting)
         self.waiting = kept
+        if expired:  # as nats-server: the sweep a timeout triggers ends no_wait requests, even held ones
+            self._finish_no_wait()
 
     def _status(self, reply: bytes, headers: bytes) -> None:
         self.stream.client.publish(reply, b"", headers=headers)
@@ -483,21 +496,21 @@ class Consumer:
             seq = int(tokens[5])
         except ValueError:
             return
-        kind = payload[:4]
-        if kind in (b"", b"+ACK", b"+NXT"):
+        # as nats-server: any ack body but +NXT gets the empty reply ack_sync waits for, except an
+        # ack or term of a message the consumer has not reached
+        answered = True
+        if payload in (b"", b"+ACK", b"+OK") or payload.startswith(b"+TERM"):
+            answered = seq < self.cursor or bool(self.config.get("flow_control"))
+        if payload in (b"", b"+ACK", b"+OK"):
             self.ack(seq)
-            if kind == b"+NXT" and reply:
+        elif payload.startswith(b"+NXT"):
+            self.ack(seq)
+            answered = False
+            if reply:
                 self.pull_request(reply, payload[4:])
-        elif kind == b"-NAK":
-            delay = 0
-            rest = payload[4:].strip()
-            if rest.startswith(b"{"):
-                try:
-                    delay = int(json.loads(rest).get("delay") or 0)
-                except (ValueError, AttributeError):
-                    delay = 0
-            self.nak(seq, delay)
-        elif kind == b"+WPI":
+        elif payload.startswith(b"-NAK"):
+            self.nak(seq, _nak_delay(payload[4:].strip()))
+        elif payload == b"+WPI":
             if seq in self.pending:
                 dseq, _ = self.pending[seq]
                 self.pending[seq] = (dseq, time.time_ns())
@@ -508,8 +521,8 @@ class Consumer:
                 self._advance_floor()
                 self.stream.acked(self, [seq])  # a workqueue lets a terminated message go too
                 self.save()
-        if reply and kind != b"+NXT":
-            self.stream.client.publish(reply, b"")  # a double ack (ack_sync) waits for this
+        if reply and answered:
+            self.stream.client.publish(reply, b"")
         self.schedule()
 
     def ack(self, seq: int) -> None:
@@ -833,3 +846,30 @@ def _bad_start(policy: str, start: str) -> Exception:
 def _not_set(policy: str, what: str) -> Exception:
     return api_error("JSConsumerInvalidPolicyErrF",
                      err=f"consumer delivery policy is deliver {policy}, but optional {what} is not set")
+
+
+def _headers_only(msg: StoredMsg) -> bytes:
+    """The headers a ``headers_only`` consumer delivers in place of ``msg``: its own and its size."""
+    base = msg.hdrs[:-2] if msg.hdrs.endswith(b"\r\n\r\n") else b"NATS/1.0\r\n"
+    return base + f"Nats-Msg-Size: {len(msg.data)}\r\n\r\n".encode()
+
+
+def _pull_size(msg: StoredMsg, reply: bytes, headers: bytes | None, data: bytes) -> int:
+    """What a delivery counts against a pull request's ``max_bytes``: subject, ack reply, headers
+    and payload, as nats-server counts it."""
+    return len(msg.subject) + len(reply) + len(headers or b"") + len(data)
+
+
+def _nak_delay(arg: bytes) -> int:
+    """Nanoseconds of a ``-NAK`` delay: ``{"delay": ns}`` or a Go duration (``5s``); 0 when absent or
+    unreadable (a plain NAK, as nats-server treats a bad delay)."""
+    if not arg:
+        return 0
+    try:
+        if arg.startswith(b"{"):
+            found = json.loads(arg)
+            delay = found.get("delay") if isinstance(found, dict) else None
+            return delay if isinstance(delay, int) and not isinstance(delay, bool) else 0
+        return int(parse_duration(arg.decode()) * NS)
+    except (ValueError, ConfError, UnicodeDecodeError):
+        return 0

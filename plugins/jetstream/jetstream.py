@@ -21,7 +21,8 @@ from natsd.routing.connection import Kind
 from natsd.routing.internal import InternalClient
 from natsd.routing.subjects import subjects_collide
 
-from .consumers import Consumer, _parse_time, check_consumer_config, new_name
+from .consumers import DEFAULT_INACTIVE, Consumer, _parse_time, check_consumer_config, new_name
+from .consumers import ORDER as CONSUMER_ORDER
 from .consumers import check_update as check_consumer_update
 from .errors import ApiError, api_error
 from .godecode import STREAM_CONFIG, check, loads
@@ -79,6 +80,10 @@ def _dumps(obj: Any) -> bytes:
     """JSON as Go's encoder writes it: compact, with ``<``, ``>`` and ``&`` escaped."""
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
+
+
+MAX_NAME = 255
+"""The longest stream or consumer name (nats-server's ``JSMaxNameLen``: a file name)."""
 
 
 class JetStream:
@@ -570,8 +575,8 @@ class JetStream:
                     raise api_error("JSConsumerCreateFilterSubjectMismatchErr")
         if raw.get("durable_name") and not raw.get("name"):
             raw = {**raw, "name": raw["durable_name"]}
-        if len(raw.get("name") or "") > 255:
-            raise api_error("JSConsumerNameTooLongErrF", max=255)
+        if len(raw.get("durable_name") or "") > MAX_NAME:
+            raise api_error("JSConsumerNameTooLongErrF", max=MAX_NAME)
         stream = self._stream(account, stream_name)
         limits = self.limits[account]
         config = check_consumer_config(raw, stream, account_max_ack_pending=limits.max_ack_pending)
@@ -591,6 +596,10 @@ class JetStream:
             if action == "create":
                 raise api_error("JSConsumerAlreadyExists")
             check_consumer_update(existing.config, config)
+            if not existing.durable and not config.get("inactive_threshold"):
+                # as nats-server: a consumer made ephemeral stays so, with its default threshold
+                config = {**config, "inactive_threshold": DEFAULT_INACTIVE}
+                config = {k: config[k] for k in CONSUMER_ORDER if k in config}
             existing.config = config
             existing.save()
             await stream.store.commit()
@@ -598,6 +607,9 @@ class JetStream:
             return existing.info()
         if action == "update":
             raise api_error("JSConsumerDoesNotExist")
+        if len(consumer_name) > MAX_NAME and stream.config["storage"] == "file" and not config.get("mem_storage"):
+            # nats-server keeps each consumer of a file stream in a directory named after it
+            raise api_error("JSConsumerCreateErrF", err="error creating store for consumer")
         consumer = Consumer(stream, consumer_name, config, rfc3339(time.time_ns()))
         stream.consumers[consumer_name] = consumer
         consumer.save()

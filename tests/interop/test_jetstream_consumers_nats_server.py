@@ -898,14 +898,7 @@ def describe(step: Step) -> str:
     return repr(step)
 
 
-NOT_YET = {
-    "create_name_mismatches": "a named create carrying a durable name gets nats-server's ephemeral defaults there",
-    "create_invalid_names": "an overlong name is a store error (500/10012) in nats-server, a name error in natsd",
-    "pull_max_ack_pending": "a no_wait request held by max_ack_pending is answered differently",
-    "pull_request_limits": "409 Batch Completed and the byte accounting of max_bytes are not nats-server's yet",
-    "pull_request_max_bytes": "max_bytes counts message sizes differently",
-    "pull_odd_acks": "unknown ack bodies and out-of-order acks are booked differently",
-}
+NOT_YET: dict[str, str] = {}
 """Cases where natsd still answers differently, each with what differs: strict, so that a case
 natsd comes to pass fails until it leaves this list (and the docs' list of differences)."""
 
