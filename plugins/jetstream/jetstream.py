@@ -126,14 +126,19 @@ class JetStream:
             client = self.server.connect_internal("jetstream", account, kind=Kind.JETSTREAM)
             self.clients[account] = client
             self.streams[account] = {}
-            for pattern, kind, handler in self._apis():
-                literal = sum(1 for t in pattern.split(b".") if t not in (b"*", b">"))
-                client.subscribe(b"$JS.API." + pattern, self._request_callback(account, kind, handler, literal))
-            client.subscribe(b"$JS.API.CONSUMER.MSG.NEXT.*.*", self._next_callback(account))
-            # as nats-server: other $JS.API.STREAM subjects (a name with dots, no name) are taken
-            # and left unanswered, uncounted; only direct gets of streams without them find nobody
-            client.subscribe(b"$JS.API.STREAM.>", _ignore)
-            client.subscribe(b"$JS.API.CONSUMER.>", _ignore)
+            # the API answers on $JS.API.> and, with a domain, on $JS.<domain>.API.> as well
+            # (nats-server maps the one onto the other in every JetStream account)
+            prefixes = [b"$JS.API."] + ([f"$JS.{self.domain}.API.".encode()] if self.domain else [])
+            for prefix in prefixes:
+                skip = prefix.count(b".")
+                for pattern, kind, handler in self._apis():
+                    literal = sum(1 for t in pattern.split(b".") if t not in (b"*", b">"))
+                    client.subscribe(prefix + pattern, self._request_callback(account, kind, handler, skip + literal))
+                client.subscribe(prefix + b"CONSUMER.MSG.NEXT.*.*", self._next_callback(account, skip))
+                # as nats-server: other $JS.API.STREAM subjects (a name with dots, no name) are taken
+                # and left unanswered, uncounted; only direct gets of streams without them find nobody
+                client.subscribe(prefix + b"STREAM.>", _ignore)
+                client.subscribe(prefix + b"CONSUMER.>", _ignore)
         for backend in self.backends.values():
             for account, name, meta in backend.saved():
                 if account not in self.clients:
@@ -226,22 +231,23 @@ class JetStream:
         ]
 
     def _request_callback(self, account: str, kind: str, handler: Callable[..., Any],
-                          literal: int) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
+                          fixed: int) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
+        """The callback of one API subject whose first ``fixed`` tokens are not arguments."""
         def callback(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
             if not reply:
                 return  # nats-server ignores API requests without a reply subject
-            args = subject.decode().split(".")[2 + literal:]
+            args = subject.decode().split(".")[fixed:]
             self.server.loop.create_task(self._answer(account, kind, handler, args, reply, payload))
         return callback
 
-    def _next_callback(self, account: str) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
-        """``CONSUMER.MSG.NEXT.<stream>.<consumer>``: pull requests, answered with messages."""
+    def _next_callback(self, account: str, skip: int) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
+        """``CONSUMER.MSG.NEXT.<stream>.<consumer>`` after ``skip`` prefix tokens: pull requests."""
         def callback(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
             tokens = subject.decode().split(".")
-            if not reply or len(tokens) != 7:
+            if not reply or len(tokens) != skip + 5:
                 return
-            stream = self.streams[account].get(tokens[5])
-            consumer = stream.consumers.get(tokens[6]) if stream is not None else None
+            stream = self.streams[account].get(tokens[skip + 3])
+            consumer = stream.consumers.get(tokens[skip + 4]) if stream is not None else None
             if consumer is None:  # as nats-server: the no-responders status of the request
                 status = b"NATS/1.0 503\r\nNats-Subject: " + subject + b"\r\n\r\n"
                 self.clients[account].publish(reply, b"", headers=status)

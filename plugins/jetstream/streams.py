@@ -704,7 +704,13 @@ class Stream:
                             markers.append(msg.subject)  # the subject's last message: a marker stays
                 seq += 1
         while self.ttls and self.ttls[0][0] <= now:
-            expired.append(heapq.heappop(self.ttls)[1])
+            seq = heapq.heappop(self.ttls)[1]
+            expired.append(seq)
+            msg = self.store.load(seq) if marker_ttl else None
+            if msg is not None and msg.subject not in markers and MARKER_REASON.encode() not in msg.hdrs:
+                info = self.store.subject_info(msg.subject)
+                if info is not None and info.last == seq:
+                    markers.append(msg.subject)  # a message's own TTL leaves a marker as max_age does
         if expired:
             self.store.stage([Remove(tuple(sorted(set(expired))))])
         for subject in markers:
@@ -713,7 +719,7 @@ class Stream:
             with contextlib.suppress(ApiError):
                 self.process(subject, headers, b"")
         if expired or markers:
-            self.store.commit()
+            self.request_commit()  # consumers see the markers once they are durable
         self._schedule_age()
 
     # -- what the API shows -----------------------------------------------------------------------

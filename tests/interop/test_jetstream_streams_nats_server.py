@@ -655,6 +655,16 @@ CASES: dict[str, list[Step]] = {
         Sleep(1.5),
         api("STREAM.INFO.SDMA", {"subjects_filter": ">", "deleted_details": True}),
     ],
+    "ttl_expiry_markers": [
+        # a key-value bucket's shape: one message per subject, so a message's TTL is not raised, and
+        # its expiry leaves a marker (reason MaxAge) where it was the subject's last message
+        create("SDMK", subjects=["sdmk.*"], subject_delete_marker_ttl=3 * SEC, max_msgs_per_subject=1),
+        pub("sdmk.a", "x", {"Nats-TTL": "1s"}),
+        pub("sdmk.b", "x"),
+        Sleep(1.6),
+        api("STREAM.MSG.GET.SDMK", {"last_by_subj": "sdmk.a"}),
+        api("STREAM.INFO.SDMK", {"subjects_filter": ">"}),
+    ],
 }
 
 

@@ -219,3 +219,25 @@ async def test_jsz_reports_streams_consumers_and_damage(tmp_path: Path) -> None:
     finally:
         await nc.close()
         await server.shutdown()
+
+
+async def test_the_api_answers_under_the_servers_domain_too(tmp_path: Path) -> None:
+    """With ``domain: hub``, ``$JS.hub.API.>`` is the same API as ``$JS.API.>`` (clients that pick a
+    domain, ``nc.jetstream(domain=...)``, send there)."""
+    server = await serve(tmp_path, ', domain: "hub"')
+    nc = await nats.connect(server.client_url)
+    try:
+        local, hub = nc.jetstream(), nc.jetstream(domain="hub")
+        await hub.add_stream(name="EDGE", subjects=["edge.>"])
+        ack = await local.publish("edge.temp", b"21")
+        assert (ack.stream, ack.seq, ack.domain) == ("EDGE", 1, "hub")
+        assert (await hub.account_info()).domain == "hub"
+        assert (await hub.stream_info("EDGE")).state.messages == 1
+        sub = await hub.pull_subscribe("edge.>", durable="reader", stream="EDGE")
+        msgs = await sub.fetch(1, timeout=2)  # MSG.NEXT under the domain prefix
+        assert [m.data for m in msgs] == [b"21"]
+        with pytest.raises(nats.js.errors.ServiceUnavailableError):
+            await nc.jetstream(domain="elsewhere", timeout=0.5).account_info()
+    finally:
+        await nc.close()
+        await server.shutdown()
