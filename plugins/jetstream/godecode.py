@@ -204,7 +204,7 @@ STREAM_CONFIG: Schema = {
     "allow_msg_ttl": "bool", "subject_delete_marker_ttl": "time.Duration", "allow_msg_counter": "bool",
     "allow_atomic": "bool", "allow_msg_schedules": "bool", "allow_batched": "bool",
     "metadata": "map[string]string", "pedantic": "bool", "template_owner": "string", "placement": "any",
-    "mirror": "any", "sources": "any", "persist_mode": "any",
+    "mirror": "any", "sources": "any", "persist_mode": ("enum", ("default", "async", "")),
 }
 """nats-server's ``StreamConfigRequest``: every field it knows (natsd refuses mirrors, sources and
 the other features it does not implement yet by name, after decoding)."""

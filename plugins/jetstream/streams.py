@@ -174,6 +174,9 @@ def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
             allow_rollup, deny_purge = True, False
     elif marker_ttl < 0:
         raise invalid("subject delete marker TTL must not be negative")
+    persist = raw.get("persist_mode") or "default"
+    if persist == "async" and storage != "file":
+        raise invalid("async persist mode is only supported on file storage")
     no_ack = _bool(raw, "no_ack")
     subjects = raw.get("subjects") or []
     if not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
@@ -252,9 +255,11 @@ def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
                allow_rollup_hdrs=allow_rollup, consumer_limits=dict(consumer_limits), allow_msg_ttl=allow_ttl)
     if marker_ttl:
         cfg["subject_delete_marker_ttl"] = marker_ttl
-    # nats-server keeps the API level the stream needs (1: message TTLs) in its metadata
+    if persist == "async":
+        cfg["persist_mode"] = "async"
+    # nats-server keeps the API level the stream needs (1: message TTLs, 2: async persistence)
     metadata = {k: v for k, v in metadata.items() if k not in ("_nats.ver", "_nats.level")}
-    metadata["_nats.req.level"] = "1" if allow_ttl else "0"
+    metadata["_nats.req.level"] = "2" if persist == "async" else "1" if allow_ttl else "0"
     cfg["metadata"] = dict(sorted(metadata.items()))
     return cfg
 
@@ -275,6 +280,8 @@ def check_update(old: Mapping[str, Any], new: dict[str, Any]) -> None:
         raise invalid("stream configuration update can not cancel deny purge")
     if old.get("allow_msg_ttl") and not new.get("allow_msg_ttl"):
         raise invalid("message TTL status can not be disabled")
+    if old.get("persist_mode") != new.get("persist_mode"):
+        raise invalid("stream configuration update can not change persist mode")
     if new["sealed"]:
         new.update(max_age=0, discard="new", deny_delete=True, deny_purge=True, allow_rollup_hdrs=False)
 
@@ -409,7 +416,10 @@ class Stream:
             return
         if ack:
             assert reply is not None
-            self._acks.append((reply, response))
+            if self.config.get("persist_mode") == "async":
+                self.client.publish(reply, response)  # the stream's choice: acknowledged before durable
+            else:
+                self._acks.append((reply, response))
         self.request_commit()
 
     def request_commit(self) -> None:

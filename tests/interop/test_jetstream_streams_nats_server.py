@@ -268,6 +268,18 @@ CASES: dict[str, list[Step]] = {
                allow_rollup_hdrs=False),
         create("SDMDP", subjects=["sdmdp"], subject_delete_marker_ttl=SEC, deny_purge=True),
     ],
+    "create_persist_mode": [
+        create("PMA", subjects=["pma"], persist_mode="async"),
+        create("PMD", subjects=["pmd"], persist_mode="default"),
+        create("PME", subjects=["pme"], persist_mode=""),
+        create("PMM", subjects=["pmm"], persist_mode="async", storage="memory"),
+        create("PMX", subjects=["pmx"], persist_mode="later"),
+        pub("pma", "acknowledged before it is synced"),
+        api("STREAM.INFO.PMA"),
+        update("PMA", subjects=["pma"]),
+        update("PMD", subjects=["pmd"], persist_mode="async"),
+        update("PMD", subjects=["pmd"], persist_mode="default"),
+    ],
     "create_compression": [
         create("CS2", subjects=["cs2"], compression="s2"),
         create("CNONE", subjects=["cnone"], compression="none"),
