@@ -17,7 +17,11 @@ speak the protocol over raw sockets, so the client is not what is measured:
 - **sync publish**: one publish at a time, the next after the PubAck;
   median and 99th percentile latency;
 - **pull**: a durable pull consumer (ack none) fetches the stream in batches
-  of 500; messages per second.
+  of 500; messages per second;
+- **push**: a push consumer (ack none) delivers the whole stream to a
+  subscriber; messages per second;
+- **kv**: key-value puts over 100 keys, each waiting for its PubAck, then
+  direct gets of them, one at a time; median and 99th percentile latency.
 
 ``--memory`` measures something else: a file-stored stream of 1 KiB
 messages (1,000,000 by default: 1 GiB) with a durable consumer that has
@@ -38,7 +42,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import find_nats_server, free_port
@@ -168,6 +174,54 @@ def pull(port: int, count: int) -> float:
     return count / elapsed
 
 
+def push(port: int, count: int) -> float:
+    """A push consumer (ack none) delivers a full stream to a subscriber; messages per second."""
+    conn = Conn(port)
+    conn.api("$JS.API.STREAM.CREATE.PUSH", b'{"name":"PUSH","subjects":["push.>"]}')
+    bodies = payloads(count)
+    for start_at in range(0, count, 512):
+        chunk = bodies[start_at:start_at + 512]
+        conn.sock.sendall(b"".join(b"PUB push.%d _r.p %d\r\n%s\r\n" % (i % 16, len(b), b) for i, b in enumerate(chunk)))
+        conn.wait_msgs(len(chunk))
+    conn.request(b"SUB _push.out 9\r\n")
+    started = time.perf_counter()
+    create = (b'{"stream_name":"PUSH","config":{"deliver_subject":"_push.out","ack_policy":"none",'
+              b'"deliver_policy":"all"}}')
+    conn.sock.sendall(b"PUB $JS.API.CONSUMER.CREATE.PUSH _r.c %d\r\n%s\r\n" % (len(create), create))
+    conn.wait_msgs(count + 1)  # the create's reply and every message
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return count / elapsed
+
+
+KV_STREAM = (b'{"name":"KV_B","subjects":["$KV.B.>"],"max_msgs_per_subject":1,"allow_direct":true,'
+             b'"allow_rollup_hdrs":true,"deny_delete":true,"discard":"new"}')
+
+
+def kv(port: int, count: int) -> tuple[float, float, float, float]:
+    """Key-value puts (a publish to ``$KV.B.<key>`` waiting for its PubAck) over 100 keys, then direct
+    gets of them, one at a time: p50 and p99 of each, in microseconds."""
+    conn = Conn(port)
+    conn.api("$JS.API.STREAM.CREATE.KV_B", KV_STREAM)
+    bodies = payloads(count)
+    puts, gets = [], []
+    for i, body in enumerate(bodies):
+        started = time.perf_counter()
+        conn.sock.sendall(b"PUB $KV.B.k%d _r.%d %d\r\n%s\r\n" % (i % 100, i, len(body), body))
+        conn.wait_msgs(1)
+        puts.append(time.perf_counter() - started)
+    for i in range(count):
+        started = time.perf_counter()
+        conn.sock.sendall(b"PUB $JS.API.DIRECT.GET.KV_B.$KV.B.k%d _r.g 0\r\n\r\n" % (i % 100))
+        conn.wait_msgs(1)
+        gets.append(time.perf_counter() - started)
+    conn.close()
+    puts.sort()
+    gets.sort()
+    return (statistics.median(puts) * 1e6, puts[int(len(puts) * 0.99)] * 1e6,
+            statistics.median(gets) * 1e6, gets[int(len(gets) * 0.99)] * 1e6)
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     """Resident memory now and at its peak, in MiB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -248,30 +302,38 @@ def main(argv: list[str] | None = None) -> int:
                       f"{row['restart s']:>11.1f}{row['restarted MiB']:>15.0f}", flush=True)
         return 0
     args.count = args.count or 20_000
-    results: dict[str, dict[str, object]] = {}
+    cases: dict[str, Callable[[int], Any]] = {
+        "async": lambda port: async_publish(port, args.count),
+        "sync": lambda port: sync_publish(port, min(args.count, 2000)),
+        "pull": lambda port: pull(port, args.count),
+        "push": lambda port: push(port, args.count),
+        "kv": lambda port: kv(port, min(args.count, 2000)),
+    }
+    results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in SERVERS:
-            best: dict[str, object] = {"async": 0.0, "sync": (float("inf"), float("inf")), "pull": 0.0}
+            best: dict[str, Any] = {}
             for _ in range(args.repeat):
-                for case in ("async", "sync", "pull"):
+                for case, run in cases.items():
                     proc, port = start(kind, Path(tmp))
                     try:
-                        if case == "async":
-                            best["async"] = max(best["async"], async_publish(port, args.count))  # type: ignore[type-var]
-                        elif case == "sync":
-                            p50, p99 = sync_publish(port, min(args.count, 2000))
-                            if p50 < best["sync"][0]:  # type: ignore[index]
-                                best["sync"] = (p50, p99)
-                        else:
-                            best["pull"] = max(best["pull"], pull(port, args.count))  # type: ignore[type-var]
+                        got = run(port)
                     finally:
                         proc.terminate()
                         proc.wait(10)
+                    if case not in best:
+                        best[case] = got
+                    elif isinstance(got, float):  # a rate: the highest
+                        best[case] = max(best[case], got)
+                    elif got[0] < best[case][0]:  # latencies: the run with the lowest median
+                        best[case] = got
             results[kind] = best
-    print(f"{'server':<22}{'async pub msg/s':>17}{'sync p50 µs':>13}{'sync p99 µs':>13}{'pull msg/s':>12}")
+    print(f"{'server':<22}{'async pub msg/s':>17}{'sync p50/p99 µs':>17}{'pull msg/s':>12}{'push msg/s':>12}"
+          f"{'kv put p50/p99 µs':>19}{'kv get p50/p99 µs':>19}")
     for kind, best in results.items():
-        p50, p99 = best["sync"]  # type: ignore[misc]
-        print(f"{kind:<22}{best['async']:>17,.0f}{p50:>13,.0f}{p99:>13,.0f}{best['pull']:>12,.0f}")
+        sync, kvs = best["sync"], best["kv"]
+        print(f"{kind:<22}{best['async']:>17,.0f}{f'{sync[0]:,.0f} / {sync[1]:,.0f}':>17}{best['pull']:>12,.0f}"
+              f"{best['push']:>12,.0f}{f'{kvs[0]:,.0f} / {kvs[1]:,.0f}':>19}{f'{kvs[2]:,.0f} / {kvs[3]:,.0f}':>19}")
     return 0
 
 
