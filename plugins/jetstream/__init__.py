@@ -103,6 +103,14 @@ def natsd_jetstream_backends(server: ServerAPI, settings: settings_mod.JetStream
 
 
 @hookimpl(optionalhook=True)
+def natsd_account_claims(server: ServerAPI, account: str, claims: Any) -> None:
+    """Operator mode: an account's JetStream limits come from its JWT."""
+    js = server.stash.get(JETSTREAM, None)
+    if js is not None:
+        js.account_claims(account, claims)
+
+
+@hookimpl(optionalhook=True)
 def natsd_monitor_endpoints(server: ServerAPI) -> dict[str, Any] | None:
     js = server.stash.get(JETSTREAM, None)
     return {"/jsz": js.jsz} if js is not None else None

@@ -26,7 +26,15 @@ from .consumers import ORDER as CONSUMER_ORDER
 from .consumers import check_update as check_consumer_update
 from .errors import ApiError, api_error
 from .godecode import STREAM_CONFIG, check, loads
-from .limits import UNLIMITED, AccountLimits, account_limits, check_reservation, check_stream_config, reserved
+from .limits import (
+    UNLIMITED,
+    AccountLimits,
+    account_limits,
+    check_reservation,
+    check_stream_config,
+    limits_from_claims,
+    reserved,
+)
 from .store.base import Compact, Remove, StoredMsg
 from .streams import Stream, check_config, check_update, purge_ops, rfc3339
 
@@ -95,17 +103,25 @@ class JetStream:
         self.domain = settings.domain
         self.limits: dict[str, AccountLimits] = {"$G": UNLIMITED}
         """Each JetStream account's limits (from its ``jetstream`` value)."""
+        self.without: set[str] = set()
+        """Accounts without JetStream: the API answers them that it is not enabled."""
         for name, block in config.accounts.items():
+            found = None
             if isinstance(block, Mapping) and "jetstream" in block:
                 found = account_limits(block["jetstream"], block)
-                if found is not None:
-                    self.limits[name] = found
-        self.accounts = list(self.limits)
-        self.api_stats: dict[str, list[int]] = {account: [0, 0] for account in self.accounts}
+            if found is not None:
+                self.limits[name] = found
+            else:
+                self.without.add(name)
+        self.refusing: dict[str, InternalClient] = {}
+        self.api_stats: dict[str, list[int]] = {account: [0, 0] for account in self.limits}
         """``[total, errors]`` of each account's API requests."""
         self.backends: dict[str, Any] = {}
         self.streams: dict[str, dict[str, Stream]] = {}
         self.clients: dict[str, InternalClient] = {}
+        self.started = False
+        self.claimed: set[str] = set()
+        """Accounts whose limits came from a JWT (operator mode)."""
         self.api_total = 0
         self.api_errors = 0
 
@@ -122,49 +138,118 @@ class JetStream:
             self.backends["file"] = RocksBackend(self.settings.storage_path, self.settings.sync_interval)
         for backend in self.backends.values():
             await backend.open()
-        for account in self.accounts:
-            client = self.server.connect_internal("jetstream", account, kind=Kind.JETSTREAM)
-            self.clients[account] = client
-            self.streams[account] = {}
-            # the API answers on $JS.API.> and, with a domain, on $JS.<domain>.API.> as well
-            # (nats-server maps the one onto the other in every JetStream account)
-            prefixes = [b"$JS.API."] + ([f"$JS.{self.domain}.API.".encode()] if self.domain else [])
-            for prefix in prefixes:
-                skip = prefix.count(b".")
-                for pattern, kind, handler in self._apis():
-                    literal = sum(1 for t in pattern.split(b".") if t not in (b"*", b">"))
-                    client.subscribe(prefix + pattern, self._request_callback(account, kind, handler, skip + literal))
-                client.subscribe(prefix + b"CONSUMER.MSG.NEXT.*.*", self._next_callback(account, skip))
-                # as nats-server: other $JS.API.STREAM subjects (a name with dots, no name) are taken
-                # and left unanswered, uncounted; only direct gets of streams without them find nobody
-                client.subscribe(prefix + b"STREAM.>", _ignore)
-                client.subscribe(prefix + b"CONSUMER.>", _ignore)
-        for backend in self.backends.values():
-            for account, name, meta in backend.saved():
-                if account not in self.clients:
-                    log.warning("JetStream: stream %r of account %r is kept but the account has no "
-                                "JetStream now; it is not loaded", name, account)
-                    continue
-                stream = Stream(self, account, meta["config"], backend.stream(account, name),
-                                meta.get("created", rfc3339(time.time_ns())), self.clients[account])
-                self.streams[account][name] = stream
-                stream.subscribe()
-                for cname, saved in stream.store.consumers().items():
-                    consumer = Consumer(stream, cname, saved["config"], saved["created"], saved)
-                    stream.consumers[cname] = consumer
-                    consumer.start()
+        self.started = True
+        accounts = self.server.service("operator")  # operator mode's accounts, when it is on
+        if accounts is not None and "$G" not in self.claimed:
+            self.limits.pop("$G", None)  # in operator mode every account's JWT decides
+        for account in list(self.limits):
+            self._enable(account)
+        for account in self.without:
+            self._refuse(account)
+        for account in sorted({a for backend in self.backends.values() for a, _, _ in backend.saved()}):
+            if account not in self.clients and accounts is not None:
+                try:  # operator mode: the account's JWT says whether it has JetStream
+                    accounts.account(account)
+                except Exception as exc:
+                    log.warning("JetStream: account %r of stored streams could not be loaded: %s", account, exc)
+            if account not in self.clients:
+                log.warning("JetStream: streams of account %r are kept but the account has no JetStream now; "
+                            "they are not loaded", account)
         self.server.update_info(jetstream=True)
         count = sum(len(s) for s in self.streams.values())
         log.info("Starting JetStream (storage %s, sync %s); %d stream(s) restored", self.settings.storage_path,
                  "always" if self.settings.sync_interval is None else f"every {self.settings.sync_interval}s",
                  count)
 
-    async def stop(self) -> None:
-        for streams in self.streams.values():
-            for stream in streams.values():
-                stream.close()
-        for client in self.clients.values():
+    def _prefixes(self) -> list[bytes]:
+        """Where the API answers: ``$JS.API.`` and, with a domain, ``$JS.<domain>.API.`` as well
+        (nats-server maps the one onto the other in every JetStream account)."""
+        return [b"$JS.API."] + ([f"$JS.{self.domain}.API.".encode()] if self.domain else [])
+
+    def _refuse(self, account: str) -> None:
+        """Answer every API request of ``account`` with nats-server's ``JetStream not enabled``."""
+        if account in self.refusing or account in self.clients:
+            return
+        client = self.server.connect_internal("jetstream", account, kind=Kind.JETSTREAM)
+        self.refusing[account] = client
+        error = api_error("JSNotEnabledForAccountErr").json()
+        for prefix in self._prefixes():
+            for pattern, kind, _ in self._apis():
+                body = _dumps({"type": T + kind, "error": error, **ERROR_EXTRAS.get(kind, {})})
+
+                def refused(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes,
+                            body: bytes = body) -> None:
+                    if reply:
+                        client.publish(reply, body)
+                client.subscribe(prefix + pattern, refused)
+
+    def _enable(self, account: str) -> None:
+        """Answer the API in ``account`` and bring back its stored streams."""
+        refusing = self.refusing.pop(account, None)
+        if refusing is not None:
+            refusing.close()
+        client = self.server.connect_internal("jetstream", account, kind=Kind.JETSTREAM)
+        self.clients[account] = client
+        self.streams[account] = {}
+        self.api_stats.setdefault(account, [0, 0])
+        for prefix in self._prefixes():
+            skip = prefix.count(b".")
+            for pattern, kind, handler in self._apis():
+                literal = sum(1 for t in pattern.split(b".") if t not in (b"*", b">"))
+                client.subscribe(prefix + pattern, self._request_callback(account, kind, handler, skip + literal))
+            client.subscribe(prefix + b"CONSUMER.MSG.NEXT.*.*", self._next_callback(account, skip))
+            # as nats-server: other $JS.API.STREAM subjects (a name with dots, no name) are taken
+            # and left unanswered, uncounted; only direct gets of streams without them find nobody
+            client.subscribe(prefix + b"STREAM.>", _ignore)
+            client.subscribe(prefix + b"CONSUMER.>", _ignore)
+        for backend in self.backends.values():
+            for owner, name, meta in backend.saved():
+                if owner != account:
+                    continue
+                stream = Stream(self, account, meta["config"], backend.stream(account, name),
+                                meta.get("created", rfc3339(time.time_ns())), client)
+                self.streams[account][name] = stream
+                stream.subscribe()
+                for cname, saved in stream.store.consumers().items():
+                    consumer = Consumer(stream, cname, saved["config"], saved["created"], saved)
+                    stream.consumers[cname] = consumer
+                    consumer.start()
+
+    def _disable(self, account: str) -> None:
+        """Stop answering in ``account``; its streams stay stored for when it has JetStream again."""
+        for stream in self.streams.pop(account, {}).values():
+            stream.close()
+        client = self.clients.pop(account, None)
+        if client is not None:
             client.close()
+
+    def account_claims(self, account: str, claims: Any) -> None:
+        """Operator mode: an account's JWT was applied (``None``: removed); its limits follow it."""
+        limits = limits_from_claims(claims) if claims is not None else None
+        if limits is None:
+            self.limits.pop(account, None)
+            if account in self.clients:
+                log.info("JetStream: disabled in account %s", account)
+                self._disable(account)
+            if self.started:
+                self._refuse(account)
+            else:
+                self.without.add(account)
+            return
+        self.without.discard(account)
+        self.limits[account] = limits
+        self.claimed.add(account)
+        if self.started and account not in self.clients:
+            self._enable(account)
+            log.info("JetStream: enabled in account %s (%d stream(s) restored)", account,
+                     len(self.streams[account]))
+
+    async def stop(self) -> None:
+        for account in list(self.clients):
+            self._disable(account)
+        for client in self.refusing.values():
+            client.close()
+        self.refusing.clear()
         for backend in self.backends.values():
             if backend is not None:
                 await backend.close()
@@ -726,7 +811,7 @@ class JetStream:
         out: dict[str, Any] = {
             "memory": used("memory", streams), "storage": used("file", streams),
             "reserved_memory": reserved("memory", streams), "reserved_storage": reserved("file", streams),
-            "accounts": len(self.accounts), "ha_assets": 0,
+            "accounts": len(self.clients), "ha_assets": 0,
             "api": {"level": API_LEVEL, "total": self.api_total, "errors": self.api_errors},
             "server_id": self.server.server_id, "now": rfc3339(time.time_ns()),
             "config": {"max_memory": self.settings.max_memory, "max_storage": self.settings.max_store,
@@ -743,12 +828,12 @@ class JetStream:
             out["config"]["domain"] = self.domain
         details = flag("accounts") or flag("streams") or flag("consumers") or bool(params.get("acc"))
         if details:
-            chosen = [a for a in self.accounts if not params.get("acc") or a == params.get("acc")]
+            chosen = [a for a in self.clients if not params.get("acc") or a == params.get("acc")]
             out["account_details"] = [self._account_detail(a, flag("streams") or flag("consumers"),
                                                            flag("consumers"), flag("config")) for a in chosen]
             out["total"] = len(chosen)
         else:
-            out["total"] = len(self.accounts)
+            out["total"] = len(self.clients)
         damaged = sum(getattr(b, "corrupt", 0) for b in self.backends.values() if b is not None)
         out["natsd"] = {"damaged_messages": damaged}
         return out
@@ -786,7 +871,7 @@ class JetStream:
                        "sync_always": self.settings.sync_interval is None},
             "stats": {"memory": sum(s.store.state().bytes for s in streams if s.config["storage"] == "memory"),
                       "storage": sum(s.store.state().bytes for s in streams if s.config["storage"] == "file"),
-                      "accounts": len(self.accounts),
+                      "accounts": len(self.clients),
                       "api": {"level": API_LEVEL, "total": self.api_total, "errors": self.api_errors}},
         }
         if self.domain:

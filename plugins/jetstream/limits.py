@@ -86,6 +86,31 @@ def account_limits(value: Any, block: Mapping[str, Any], key: str = "jetstream")
     return AccountLimits(**values)
 
 
+def limits_from_claims(claims: Any) -> AccountLimits | None:
+    """The limits an account JWT's claims give (``None``: no JetStream), as nats-server reads them:
+    ``mem_storage``/``disk_storage`` (either non-zero turns JetStream on), ``streams``, ``consumer``,
+    ``max_ack_pending``, ``mem_max_stream_bytes``, ``disk_max_stream_bytes`` (0: unlimited),
+    ``max_bytes_required``; without those, the ``R1`` tier of ``tiered_limits``."""
+    given: Mapping[str, Any] = getattr(getattr(claims, "limits", None), "jetstream", None) or {}
+    if not (given.get("mem_storage") or given.get("disk_storage")):
+        given = (given.get("tiered_limits") or {}).get("R1") or {}
+        if not isinstance(given, Mapping) or not (given.get("mem_storage") or given.get("disk_storage")):
+            return None
+
+    def number(key: str, unlimited_at_zero: bool = False) -> int:
+        value = given.get(key, 0)  # absent is Go's zero: no memory at all when only disk is given
+        if isinstance(value, bool) or not isinstance(value, int):
+            value = 0
+        return -1 if unlimited_at_zero and value <= 0 else value
+
+    return AccountLimits(
+        max_memory=number("mem_storage"), max_storage=number("disk_storage"), max_streams=number("streams"),
+        max_consumers=number("consumer"), max_ack_pending=number("max_ack_pending", True),
+        memory_max_stream_bytes=number("mem_max_stream_bytes", True),
+        storage_max_stream_bytes=number("disk_max_stream_bytes", True),
+        max_bytes_required=bool(given.get("max_bytes_required")))
+
+
 def check_stream_config(limits: AccountLimits, config: Mapping[str, Any]) -> None:
     """``max_bytes`` as the account wants it (nats-server's ``checkStreamCfg``)."""
     limit = (limits.memory_max_stream_bytes if config["storage"] == "memory"

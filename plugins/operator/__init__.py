@@ -13,12 +13,17 @@ come from the resolver and are verified against the operator's keys
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from natsd import hookimpl
 from natsd.config import ServerConfig
 from natsd.plugin.contracts import ServerAPI
 from natsd.plugin.stash import StashKey
 
+if TYPE_CHECKING:
+    from natsd.plugin.manager import PluginManager
+
+from . import hookspecs
 from . import settings as settings_mod
 from .resolver import DirectoryResolver, MemoryResolver
 from .trust import OperatorMode
@@ -28,6 +33,11 @@ log = logging.getLogger("natsd.operator")
 
 MODE = StashKey[OperatorMode]()
 UPDATES = StashKey[ClaimUpdates]()
+
+
+@hookimpl
+def natsd_addhooks(pluginmanager: PluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 @hookimpl
@@ -48,7 +58,8 @@ def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
             server.system_account = server.lookup_account(named, create=True)
     resolver = (DirectoryResolver(settings.directory, settings.preload)
                 if settings.directory is not None else MemoryResolver(settings.preload))
-    server.stash[MODE] = OperatorMode(server, settings, resolver)
+    server.stash[MODE] = mode = OperatorMode(server, settings, resolver)
+    server.register_service("operator", mode)
 
 
 @hookimpl

@@ -101,6 +101,7 @@ class OperatorMode:
             return
         acc = self.server.lookup_account(pub, create=True)
         acc.max_connections = acc.max_subscriptions = acc.max_payload = 0
+        self.server.plugins.hook.natsd_account_claims(server=self.server, account=pub, claims=None)
         for client in list(acc.clients):
             if hasattr(client, "close") and getattr(client, "transport", None) is not None:
                 client.close("Account Removed", "Account Authentication Expired")
@@ -115,6 +116,7 @@ class OperatorMode:
         acc.max_payload = limits.payload
         acc.max_leafnodes = limits.leaf
         acc.set_mappings(_account_mappings(claims))
+        self.server.plugins.hook.natsd_account_claims(server=self.server, account=claims.subject, claims=claims)
 
     def _disconnect_revoked(self, claims: AccountClaims) -> None:
         acc = self.server.lookup_account(claims.subject, create=True)

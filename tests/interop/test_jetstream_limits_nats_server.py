@@ -61,10 +61,13 @@ accounts {{
     users: [{{user: open, password: open}}]
     jetstream: enabled
   }}
+  NOJS {{
+    users: [{{user: nojs, password: nojs}}]
+  }}
 }}
 """
 
-ACCOUNTS = {"LIM": "lim", "TINY": "tiny", "OPEN": "open"}
+ACCOUNTS = {"LIM": "lim", "TINY": "tiny", "OPEN": "open", "NOJS": "nojs"}
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +106,10 @@ async def conns(servers: dict[str, int]) -> AsyncIterator[dict[str, dict[str, Cl
               for account, user in ACCOUNTS.items()}
     yield opened
     try:
-        for by_kind in opened.values():
+        for account, by_kind in opened.items():
             for kind, nc in by_kind.items():
-                await _clean(nc, kind)
+                if account != "NOJS":
+                    await _clean(nc, kind)
         await asyncio.sleep(0.1)  # nats-server's memory-stream deletion race (see the streams test)
     finally:
         for by_kind in opened.values():
@@ -125,6 +129,10 @@ def consumer(stream: str, name: str, **config: Any) -> Req:
 CASES: dict[str, tuple[str, list[Req]]] = {
     "account_info_with_limits": ("LIM", [INFO]),
     "account_info_without_limits": ("OPEN", [INFO]),
+    "account_without_jetstream": ("NOJS", [
+        INFO, create("S", subjects=["s"]), api("STREAM.INFO.S"), api("STREAM.NAMES"), api("CONSUMER.LIST.S"),
+        api("CONSUMER.MSG.NEXT.S.C", {"batch": 1}), pub("s"),
+    ]),
     "max_bytes_required_and_bounded": ("LIM", [
         create("NOMAX", subjects=["nomax"]),
         create("BIG", subjects=["big"], max_bytes=65536),

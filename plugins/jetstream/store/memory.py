@@ -13,7 +13,9 @@ from .index import Index
 class MemoryStream:
     """A stream's messages in a dict; a commit is immediate."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: MemoryBackend | None = None, key: tuple[str, str] = ("", "")) -> None:
+        self.backend = backend
+        self.key = key
         self.index = Index("memory")
         self.msgs: dict[int, StoredMsg] = {}
         self.meta: dict[str, Any] = {}
@@ -70,6 +72,8 @@ class MemoryStream:
         self.msgs.clear()
         self.saved_consumers.clear()
         self.index = Index("memory")
+        if self.backend is not None:
+            self.backend.streams.pop(self.key, None)
 
 
 class MemoryBackend:
@@ -82,10 +86,15 @@ class MemoryBackend:
         return None
 
     def saved(self) -> list[tuple[str, str, dict[str, Any]]]:
-        return []  # nothing survives a restart in memory
+        """The streams this process holds (none at start: nothing survives a restart in memory)."""
+        return [(account, name, stream.meta) for (account, name), stream in self.streams.items() if stream.meta]
 
     def stream(self, account: str, name: str) -> MemoryStream:
-        return self.streams.setdefault((account, name), MemoryStream())
+        key = (account, name)
+        stream = self.streams.get(key)
+        if stream is None:
+            stream = self.streams[key] = MemoryStream(self, key)
+        return stream
 
     async def close(self) -> None:
         self.streams.clear()

@@ -199,8 +199,8 @@ class RocksStream:
                                     ("del", b"C" + self.sid, b"")])
         self.index = Index()
         self.unsynced.clear()
+        self.backend.forget(self.sid)
         await self.backend.commit()
-        self.backend.streams.pop(self.sid, None)
 
 
 class RocksBackend:
@@ -255,6 +255,11 @@ class RocksBackend:
             if sid in self._metas:
                 stream.rebuild()
         return stream
+
+    def forget(self, sid: bytes) -> None:
+        """A deleted stream is no longer open nor among the saved ones."""
+        self.streams.pop(sid, None)
+        self._metas.pop(sid, None)
 
     def save_meta(self, stream: RocksStream, meta: dict[str, Any]) -> None:
         self._metas[stream.sid] = meta
