@@ -77,7 +77,7 @@ class Client(Connection, asyncio.Protocol):
 
     __slots__ = ("io", "parser", "verbose", "pedantic", "no_responders", "pings_out", "nonce",
                  "info_overrides", "connect_defaults", "no_auth_user", "auth_timeout", "_ping_timer",
-                 "_auth_timer", "_deadline_timer", "_auth_task", "_label", "_ponged")
+                 "_auth_timer", "_deadline_timer", "_auth_task", "_label", "_ponged", "_ping_sent")
 
     def __init__(self, server: ServerAPI, transport: str = "tcp") -> None:
         super().__init__(server, server.global_account, kind=Kind.CLIENT, transport=transport)
@@ -108,6 +108,7 @@ class Client(Connection, asyncio.Protocol):
         self._auth_task: asyncio.Task[None] | None = None
         self._label: str | None = None
         self._ponged = False  # the first PONG after CONNECT was sent (and the INFO after it)
+        self._ping_sent = 0.0  # when the server's last PING left (time.monotonic())
 
     def __repr__(self) -> str:
         return f"<Client cid={self.cid} {self.remote} account={self.account.name}>"
@@ -296,6 +297,7 @@ class Client(Connection, asyncio.Protocol):
             self.close(STALE_CONNECTION, errors.STALE_CONNECTION)
             return
         self.pings_out += 1
+        self._ping_sent = time.monotonic()
         self.send(PING)
         self._ping_timer = self.server.loop.call_later(
             self.server.config.ping_interval, self._ping_tick)
@@ -334,6 +336,8 @@ class Client(Connection, asyncio.Protocol):
         headers = _opt(options, "headers", self.headers)
         self.headers = headers and not self.server.config.no_header_support
         self.no_responders = _opt(options, "no_responders", self.no_responders)
+        if not self.connected:  # as nats-server: the time since accept estimates the round trip
+            self.rtt = max(_now() - self.start, 1e-9)
         self.name = options.get("name") or self.name
         self.lang = options.get("lang") or self.lang
         self.version = options.get("version") or self.version
@@ -515,6 +519,9 @@ class Client(Connection, asyncio.Protocol):
 
     def on_pong(self) -> None:
         self.pings_out = 0
+        if self._ping_sent:
+            self.rtt = max(time.monotonic() - self._ping_sent, 1e-9)
+            self._ping_sent = 0.0
 
     def on_ok(self) -> None:
         pass

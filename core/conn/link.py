@@ -63,7 +63,7 @@ class Link(Connection, asyncio.Protocol):
     """A connection to another server (either side of it); see the module docstring."""
 
     __slots__ = ("io", "parser", "solicited", "remote_id", "remote_name", "remote_info", "pings_out",
-                 "rtt", "written", "slow", "handshake", "log", "_ping_sent", "_ping_timer",
+                 "written", "slow", "handshake", "log", "_ping_sent", "_ping_timer",
                  "_deadline_timer", "_stuck_at")
 
     label = "Link"

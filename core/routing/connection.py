@@ -181,7 +181,7 @@ class Connection:
         "server", "kind", "transport", "cid", "account", "subs", "out", "out_bytes", "dirty",
         "closed", "connected", "authorized", "echo", "headers", "perms", "max_subs", "max_pending", "name",
         "lang", "version", "user", "remote", "start", "last", "in_msgs", "in_bytes", "out_msgs",
-        "out_bytes_total", "close_reason", "connect_options", "auth_result", "tls",
+        "out_bytes_total", "close_reason", "connect_options", "auth_result", "tls", "rtt",
         "_expiry_timer",
     )
 
@@ -208,6 +208,9 @@ class Connection:
         self.user: str | None = None
         self.remote: tuple[str, int] | None = None
         self.start = self.last = 0.0  # connected at, last read at (Unix time)
+        self.rtt = 0.0
+        """Round-trip time in seconds (0: not measured): a client's is estimated at CONNECT (the time
+        since it was accepted, as nats-server does) and measured by each PING the server sends."""
         self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes_total = 0
         self.close_reason = ""
         self.connect_options: dict[str, Any] = {}

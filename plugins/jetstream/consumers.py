@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from natsd.config.conf import ConfError, parse_duration
 from natsd.routing.subjects import subject_matches, subjects_collide
 
+from .advisories import sampled
 from .errors import api_error
 from .godecode import go_syntax_error
 from .streams import NS, go_duration, rfc3339
@@ -124,6 +125,8 @@ class Consumer:
         self.last_active = 0
         self.last_ack = 0
         self.paused_until = 0
+        self._pause_ended = True
+        """Whether the end of the current pause was announced (or there is none to announce)."""
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._beat_timer: asyncio.TimerHandle | None = None
@@ -137,10 +140,19 @@ class Consumer:
         self.closed = False
         if config.get("pause_until"):
             self.paused_until = _parse_time(config["pause_until"])
+            self._pause_ended = self.paused_until <= time.time_ns()
         for seq in sorted(self.pending):  # after a restart, pending messages are due again
             heapq.heappush(self.redeliver, seq)
 
     # -- config ----------------------------------------------------------------------------------------
+
+    def set_pause(self, until: int) -> None:
+        """Pause until ``until`` (ns since the epoch; 0 resumes); a change is announced."""
+        if until == self.paused_until:
+            return
+        self.paused_until = until
+        self._pause_ended = until <= time.time_ns()
+        self.stream.owner.advisories.pause(self.stream.account, self.stream.name, self.name, until)
 
     @property
     def pull(self) -> bool:
@@ -264,6 +276,8 @@ class Consumer:
                 seq = heapq.heappop(self.redeliver)
                 if seq in self.pending and 0 < max_deliver <= self.deliveries.get(seq, 1):
                     del self.pending[seq]  # delivered as often as allowed; its count stays
+                    self.stream.owner.advisories.max_deliver(self.stream.account, self.stream.name, self.name,
+                                                             seq, max_deliver)
                     continue
                 if seq in self.pending:
                     msg = self.stream.store.load(seq)
@@ -493,7 +507,7 @@ class Consumer:
         if len(tokens) != 9:
             return
         try:
-            seq = int(tokens[5])
+            count, seq, dseq = int(tokens[4]), int(tokens[5]), int(tokens[6])
         except ValueError:
             return
         # as nats-server: any ack body but +NXT gets the empty reply ack_sync waits for, except an
@@ -502,13 +516,17 @@ class Consumer:
         if payload in (b"", b"+ACK", b"+OK") or payload.startswith(b"+TERM"):
             answered = seq < self.cursor or bool(self.config.get("flow_control"))
         if payload in (b"", b"+ACK", b"+OK"):
+            self._sample(seq, dseq, count)
             self.ack(seq)
         elif payload.startswith(b"+NXT"):
+            self._sample(seq, dseq, count)
             self.ack(seq)
             answered = False
             if reply:
                 self.pull_request(reply, payload[4:])
         elif payload.startswith(b"-NAK"):
+            if seq in self.pending and self.floor_consumer < dseq <= self.dseq:
+                self.stream.owner.advisories.nak(self.stream.account, self.stream.name, self.name, dseq, seq, count)
             self.nak(seq, _nak_delay(payload[4:].strip()))
         elif payload == b"+WPI":
             if seq in self.pending:
@@ -516,6 +534,8 @@ class Consumer:
                 self.pending[seq] = (dseq, time.time_ns())
                 self._arm()
         elif payload.startswith(b"+TERM"):
+            self.stream.owner.advisories.terminated(self.stream.account, self.stream.name, self.name, dseq, seq,
+                                                    count, payload[5:].strip().decode(errors="replace"))
             if seq in self.pending:
                 self._forget(seq)
                 self._advance_floor()
@@ -524,6 +544,14 @@ class Consumer:
         if reply and answered:
             self.stream.client.publish(reply, b"")
         self.schedule()
+
+    def _sample(self, seq: int, dseq: int, count: int) -> None:
+        """``sample_freq``: an explicit acknowledgement of a pending message may become a metric."""
+        freq = self.config.get("sample_freq")
+        if freq and self.config["ack_policy"] == "explicit" and seq in self.pending and sampled(freq):
+            delivered = self.pending[seq][1]
+            self.stream.owner.advisories.ack_metric(self.stream.account, self.stream.name, self.name, dseq, seq,
+                                                    time.time_ns() - delivered, count)
 
     def ack(self, seq: int) -> None:
         if self.ack_none:
@@ -605,8 +633,13 @@ class Consumer:
                 continue
             if max_deliver > 0 and count >= max_deliver:
                 del self.pending[seq]  # delivered as often as allowed; its count stays
+                self.stream.owner.advisories.max_deliver(self.stream.account, self.stream.name, self.name,
+                                                         seq, count)
                 continue
             heapq.heappush(self.redeliver, seq)
+        if not self._pause_ended and self.paused_until <= now:
+            self._pause_ended = True  # as nats-server, the end of a pause is announced
+            self.stream.owner.advisories.pause(self.stream.account, self.stream.name, self.name, self.paused_until)
         self._expire_requests(now)
         beat = self.config.get("idle_heartbeat", 0)
         if beat and not self.pull and now - self._last_delivery >= beat:

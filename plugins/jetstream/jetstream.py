@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from natsd import NATS_SERVER_VERSION
@@ -21,6 +22,7 @@ from natsd.routing.connection import Kind
 from natsd.routing.internal import InternalClient
 from natsd.routing.subjects import subjects_collide
 
+from .advisories import Advisories
 from .consumers import DEFAULT_INACTIVE, Consumer, _parse_time, check_consumer_config, new_name
 from .consumers import ORDER as CONSUMER_ORDER
 from .consumers import check_update as check_consumer_update
@@ -90,6 +92,15 @@ def _dumps(obj: Any) -> bytes:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
 
 
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """An API request, as its audit shows it."""
+
+    subject: str
+    payload: bytes
+    requester: Any
+
+
 MAX_NAME = 255
 """The longest stream or consumer name (nats-server's ``JSMaxNameLen``: a file name)."""
 
@@ -120,6 +131,7 @@ class JetStream:
         self.streams: dict[str, dict[str, Stream]] = {}
         self.clients: dict[str, InternalClient] = {}
         self.started = False
+        self.advisories = Advisories(self)
         self.claimed: set[str] = set()
         """Accounts whose limits came from a JWT (operator mode)."""
         self.api_total = 0
@@ -198,10 +210,8 @@ class JetStream:
                 literal = sum(1 for t in pattern.split(b".") if t not in (b"*", b">"))
                 client.subscribe(prefix + pattern, self._request_callback(account, kind, handler, skip + literal))
             client.subscribe(prefix + b"CONSUMER.MSG.NEXT.*.*", self._next_callback(account, skip))
-            # as nats-server: other $JS.API.STREAM subjects (a name with dots, no name) are taken
-            # and left unanswered, uncounted; only direct gets of streams without them find nobody
-            client.subscribe(prefix + b"STREAM.>", _ignore)
-            client.subscribe(prefix + b"CONSUMER.>", _ignore)
+            # as nats-server: any other $JS.API subject is taken and left unanswered, uncounted
+            client.subscribe(prefix + b">", self._unknown_callback(client, prefix))
         for backend in self.backends.values():
             for owner, name, meta in backend.saved():
                 if owner != account:
@@ -318,11 +328,33 @@ class JetStream:
     def _request_callback(self, account: str, kind: str, handler: Callable[..., Any],
                           fixed: int) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
         """The callback of one API subject whose first ``fixed`` tokens are not arguments."""
+        client = self.clients[account]
+
         def callback(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
             if not reply:
                 return  # nats-server ignores API requests without a reply subject
-            args = subject.decode().split(".")[fixed:]
-            self.server.loop.create_task(self._answer(account, kind, handler, args, reply, payload))
+            tokens = subject.decode().split(".")
+            args = tokens[fixed:]
+            asked = Asked(".".join(["$JS", "API", *tokens[tokens.index("API") + 1:]]), payload, client.sender)
+            self.server.loop.create_task(self._answer(account, kind, handler, args, reply, payload, asked))
+        return callback
+
+    @staticmethod
+    def _unknown_callback(client: InternalClient, prefix: bytes) -> Callable[[bytes, bytes | None, bytes | None,
+                                                                              bytes], None]:
+        """The catch-all of the API: silence, except that a direct get of a stream that does not
+        answer them finds no responders, as in nats-server (its API does not take those)."""
+        direct = prefix + b"DIRECT.GET"
+
+        def callback(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+            if not reply or not (subject == direct or subject.startswith(direct + b".")):
+                return
+            asking = client.sender
+            if not getattr(asking, "no_responders", False):
+                return
+            found = client.account.sublist.match(subject)
+            if found.remote is None and all(sub.client is client for sub in found.psubs) and not found.qsubs:
+                client.publish(reply, b"", headers=b"NATS/1.0 503\r\n\r\n")
         return callback
 
     def _next_callback(self, account: str, skip: int) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
@@ -344,7 +376,7 @@ class JetStream:
         return callback
 
     async def _answer(self, account: str, kind: str, handler: Callable[..., Any], args: list[str], reply: bytes,
-                      payload: bytes) -> None:
+                      payload: bytes, asked: Asked | None = None) -> None:
         stats = self.api_stats[account]
         try:
             response = await handler(account, payload, *args)
@@ -365,7 +397,10 @@ class JetStream:
         if kind == "stream_info_response" and "error" not in response:  # paging fields come first
             response = {"total": 0, "offset": 0, "limit": 0, **response}
         body = {"type": T + kind, **response} if kind else response
-        self.clients[account].publish(reply, _dumps(body))
+        text = _dumps(body)
+        self.clients[account].publish(reply, text)
+        if asked is not None and (kind != "stream_msg_get_response" or "error" in response):
+            self.advisories.api_audit(account, asked.subject, asked.payload, text, asked.requester)
 
     def _check_reservation(self, account: str, config: Mapping[str, Any], adding: int, own: int = 0) -> None:
         """Whether stream ``config`` may reserve ``adding`` more bytes (``own``: what it keeps reserving)."""
@@ -449,6 +484,7 @@ class JetStream:
         stream = Stream(self, account, config, store, created, self.clients[account])
         self.streams[account][name] = stream
         stream.subscribe()
+        self.advisories.stream(account, name, "create")
         return {**stream.info(), "did_create": True}
 
     async def stream_update(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
@@ -467,6 +503,7 @@ class JetStream:
         stream.apply_config(config)
         await stream.store.commit()
         stream.subscribe()
+        self.advisories.stream(account, name, "modify")  # as nats-server: even when nothing changed
         return stream.info()
 
     async def stream_info(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
@@ -490,6 +527,9 @@ class JetStream:
         stream = self._stream(account, name)
         stream.close()
         del self.streams[account][name]
+        for consumer in sorted(stream.consumers):
+            self.advisories.consumer(account, name, consumer, "delete")
+        self.advisories.stream(account, name, "delete")
         await stream.store.delete()
         return {"success": True}
 
@@ -692,6 +732,7 @@ class JetStream:
                 config = {**config, "inactive_threshold": DEFAULT_INACTIVE}
                 config = {k: config[k] for k in CONSUMER_ORDER if k in config}
             existing.config = config
+            existing.set_pause(_parse_time(config["pause_until"]) if config.get("pause_until") else 0)
             existing.save()
             await stream.store.commit()
             existing.schedule()
@@ -706,6 +747,10 @@ class JetStream:
         consumer.save()
         await stream.store.commit()
         consumer.start()
+        self.advisories.consumer(account, stream.name, consumer_name, "create")
+        if consumer.paused_until > time.time_ns():
+            self.server.loop.call_soon(self.advisories.pause, account, stream.name, consumer_name,
+                                       consumer.paused_until)  # after the reply, as nats-server
         return consumer.info()
 
     @staticmethod
@@ -749,6 +794,7 @@ class JetStream:
         if consumer is None:
             return
         consumer.stop()
+        self.advisories.consumer(stream.account, stream.name, name, "delete")
         stream.store.save_consumer(name, None)
         if stream.config["retention"] == "interest":
             stream.drop_unwanted()  # what only this consumer still held goes
@@ -774,7 +820,7 @@ class JetStream:
         request = _decoded(payload, {"pause_until": "string"}, "JSApiConsumerPauseRequest")
         consumer = self._consumer(account, stream_name, name)
         until = request.get("pause_until") if isinstance(request, dict) else None
-        consumer.paused_until = _parse_time(until) if until else 0
+        consumer.set_pause(_parse_time(until) if until else 0)
         metadata = dict(consumer.config.get("metadata") or {})
         if consumer.paused_until:
             consumer.config["pause_until"] = until
@@ -895,10 +941,6 @@ def _decoded(payload: bytes, schema: Mapping[str, Any], struct: str) -> Any:
         check(value, schema, struct)
         merged = {**merged, **value} if isinstance(merged, dict) and isinstance(value, dict) else value
     return merged
-
-
-def _ignore(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
-    return None
 
 
 def _no_overlap(config: Mapping[str, Any], others: Mapping[str, Mapping[str, Any]]) -> None:
