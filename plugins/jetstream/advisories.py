@@ -117,6 +117,24 @@ class Advisories:
                    {"stream": stream, "consumer": consumer, "paused": until > time.time_ns(),
                     "pause_until": rfc3339(until) if until else ZERO_TIME})
 
+    def batch_abandoned(self, account: str, stream: str, batch: str, reason: str) -> None:
+        """An atomic batch given up (``timeout``, ``large``, ``incomplete``): to the account, and to
+        the system account with the account's name."""
+        subject = f"{PREFIX}STREAM.BATCH_ABANDONED.{stream}"
+        kind = ADVISORY + "stream_batch_abandoned"
+        tail: dict[str, Any] = {"stream": stream}
+        if self.js.domain:
+            tail["domain"] = self.js.domain
+        tail.update(batch=batch, reason=reason)
+        system = self.js.server.system_account
+        targets: list[tuple[Any, dict[str, Any]]] = [(self.js.clients.get(account), {})]
+        if system is not None and system.name != account:
+            targets.append((self.js.system_client(), {"account": account}))
+        for client, extra in targets:
+            if client is not None and client.account.sublist.match(subject.encode()):
+                body = {"type": kind, "id": event_id(), "timestamp": rfc3339(time.time_ns()), **extra, **tail}
+                client.publish(subject, _go_json(body))
+
     # -- deliveries ----------------------------------------------------------------------------------
 
     def nak(self, account: str, stream: str, consumer: str, dseq: int, seq: int, count: int) -> None:

@@ -132,6 +132,9 @@ class JetStream:
         self.clients: dict[str, InternalClient] = {}
         self.started = False
         self.advisories = Advisories(self)
+        self.batches_open = 0
+        """Atomic batches open on this server (all streams)."""
+        self._system_client: InternalClient | None = None
         self.claimed: set[str] = set()
         """Accounts whose limits came from a JWT (operator mode)."""
         self.api_total = 0
@@ -225,6 +228,15 @@ class JetStream:
                     stream.consumers[cname] = consumer
                     consumer.start()
 
+    def system_client(self) -> InternalClient | None:
+        """An internal client of the system account (for the advisories nats-server copies there)."""
+        system = self.server.system_account
+        if system is None:
+            return None
+        if self._system_client is None or self._system_client.closed:
+            self._system_client = self.server.connect_internal("jetstream", system.name, kind=Kind.JETSTREAM)
+        return self._system_client
+
     def _disable(self, account: str) -> None:
         """Stop answering in ``account``; its streams stay stored for when it has JetStream again."""
         for stream in self.streams.pop(account, {}).values():
@@ -260,6 +272,8 @@ class JetStream:
         for client in self.refusing.values():
             client.close()
         self.refusing.clear()
+        if self._system_client is not None:
+            self._system_client.close()
         for backend in self.backends.values():
             if backend is not None:
                 await backend.close()

@@ -62,8 +62,7 @@ MSG_TTL = "Nats-TTL"
 MARKER_REASON = "Nats-Marker-Reason"
 
 UNSUPPORTED = {"mirror": "mirrors", "sources": "sources", "allow_msg_counter": "counters",
-               "allow_atomic": "atomic batch publish", "allow_msg_schedules": "message schedules",
-               "allow_batched": "batch publish"}
+               "allow_msg_schedules": "message schedules", "allow_batched": "batch publish"}
 """Config features natsd does not implement yet: refused by name rather than ignored."""
 
 
@@ -175,8 +174,11 @@ def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     elif marker_ttl < 0:
         raise invalid("subject delete marker TTL must not be negative")
     persist = raw.get("persist_mode") or "default"
+    atomic = _bool(raw, "allow_atomic")
     if persist == "async" and storage != "file":
         raise invalid("async persist mode is only supported on file storage")
+    if persist == "async" and atomic:
+        raise invalid("async persist mode is not supported with atomic batch publish")
     no_ack = _bool(raw, "no_ack")
     subjects = raw.get("subjects") or []
     if not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
@@ -255,11 +257,14 @@ def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
                allow_rollup_hdrs=allow_rollup, consumer_limits=dict(consumer_limits), allow_msg_ttl=allow_ttl)
     if marker_ttl:
         cfg["subject_delete_marker_ttl"] = marker_ttl
+    if atomic:
+        cfg["allow_atomic"] = True
     if persist == "async":
         cfg["persist_mode"] = "async"
-    # nats-server keeps the API level the stream needs (1: message TTLs, 2: async persistence)
+    # nats-server keeps the API level the stream needs (1: message TTLs; 2: atomic batches, async
+    # persistence)
     metadata = {k: v for k, v in metadata.items() if k not in ("_nats.ver", "_nats.level")}
-    metadata["_nats.req.level"] = "2" if persist == "async" else "1" if allow_ttl else "0"
+    metadata["_nats.req.level"] = "2" if persist == "async" or atomic else "1" if allow_ttl else "0"
     cfg["metadata"] = dict(sorted(metadata.items()))
     return cfg
 
@@ -335,6 +340,8 @@ class Stream:
         self.republish: SubjectTransform | None = None
         self.apply_config(config)
         self._acks: list[tuple[bytes, bytes]] = []
+        self.batches: Any = None
+        """The open atomic batches (:class:`natsd_plugins.jetstream.batches.Batches`), once one came."""
         self._commit_scheduled = False
         self._age_timer: asyncio.TimerHandle | None = None
         self._pub_ack_head = ('{"stream":' + json.dumps(config["name"])
@@ -361,6 +368,8 @@ class Stream:
         if old is not config:
             for subject, _ in list(self.store.subjects(">")):
                 self._enforce_limits(subject)
+            if not config.get("allow_atomic") and self.batches is not None:
+                self.batches.close()  # as nats-server: turning atomic publish off drops open batches
 
     def subscribe(self) -> None:
         for sub in self.subs:
@@ -384,6 +393,8 @@ class Stream:
             msg = self.store.next_matching(msg.seq + 1, ">")
 
     def close(self) -> None:
+        if self.batches is not None:
+            self.batches.close()
         for consumer in self.consumers.values():
             consumer.stop()
         for sub in self.subs:
@@ -399,6 +410,15 @@ class Stream:
     # -- publishing -------------------------------------------------------------------------
 
     def _received(self, subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+        if headers and b"Nats-Batch-Id" in headers:
+            hdrs = parse_headers(headers)
+            if hdrs.get("Nats-Batch-Id"):
+                if self.batches is None:
+                    from .batches import Batches
+
+                    self.batches = Batches(self)
+                self.batches.received(subject.decode(), headers, payload, reply, hdrs)
+                return
         ack = bool(reply) and not self.config.get("no_ack")
         try:
             seq, duplicate = self.process(subject.decode(), headers, payload)
@@ -421,6 +441,14 @@ class Stream:
             else:
                 self._acks.append((reply, response))
         self.request_commit()
+
+    def pub_ack(self, seq: int, extra: str = "") -> bytes:
+        """The PubAck of ``seq`` (``extra``: more JSON fields, starting with a comma)."""
+        return self._pub_ack_head + str(seq).encode() + extra.encode() + b"}"
+
+    def ack_after_commit(self, reply: bytes, response: bytes) -> None:
+        """Send ``response`` to ``reply`` once the next commit is durable."""
+        self._acks.append((reply, response))
 
     def request_commit(self) -> None:
         """Commit what is staged at the end of this loop pass (one commit for all its publishes)."""
@@ -449,18 +477,20 @@ class Stream:
                 response = json.dumps(body, separators=(",", ":")).encode()
             self.client.publish(reply, response)
 
-    def process(self, subject: str, headers: bytes | None, payload: bytes) -> tuple[int, bool]:
+    def process(self, subject: str, headers: bytes | None, payload: bytes, *,
+                checked: bool = False) -> tuple[int, bool]:
         """Check and stage one published message: ``(seq, duplicate)`` or an :class:`ApiError`.
 
         The checks run in nats-server's order (a duplicate is acknowledged as such only once
-        the expected-* headers have passed).
+        the expected-* headers have passed). ``checked``: a message of an atomic batch, whose
+        checks all ran before any of the batch was staged (:mod:`.batches`).
         """
         cfg = self.config
         if self.transform is not None:
             mapped = self.transform.apply(subject.encode())
             if mapped is not None:
                 subject = mapped.decode()
-        if cfg["sealed"]:
+        if cfg["sealed"] and not checked:
             raise api_error("JSStreamSealedErr")
         hdrs = parse_headers(headers) if headers else {}
         now = time.time_ns()
@@ -468,7 +498,10 @@ class Stream:
         msg_id = ""
         rollup = ""
         ttl: int | None = 0
-        if hdrs:
+        if hdrs and checked:
+            ttl = parse_ttl(hdrs[MSG_TTL]) if hdrs.get(MSG_TTL) else 0
+            msg_id, rollup = hdrs.get(MSG_ID, ""), hdrs.get(ROLLUP, "").lower()
+        elif hdrs:
             expected = hdrs.get(EXPECTED_STREAM)
             if expected and expected != self.name:
                 raise api_error("JSStreamNotMatchErr")
@@ -502,12 +535,9 @@ class Stream:
                 if rollup not in ("sub", "all"):
                     raise api_error("JSStreamRollupFailedF", err=f'rollup value invalid: "{rollup}"')
         hdr_bytes = headers or b""
-        max_size = cfg["max_msg_size"]
-        if max_size >= 0 and len(hdr_bytes) + len(payload) > max_size:
-            raise api_error("JSStreamMessageExceedsMaximumErr")
-        if len(hdr_bytes) > 0xFFFF:
-            raise api_error("JSStreamHeaderExceedsMaximumErr")
-        self.owner.check_server_usage(cfg["storage"])
+        if not checked:
+            self.check_size(hdr_bytes, payload)
+            self.owner.check_server_usage(cfg["storage"])
         seq = self.next_seq
         if cfg["retention"] == "interest" and not self.has_interest(subject):
             # nobody would ever consume it: not stored, but the sequence is used and acknowledged
@@ -517,7 +547,8 @@ class Stream:
             if rollup:
                 self._rollup(subject, rollup, keep_new=False, seq=seq)
             return seq, False
-        self.owner.check_account_usage(self.account, cfg["storage"], subject, hdr_bytes, payload)
+        if not checked:
+            self.owner.check_account_usage(self.account, cfg["storage"], subject, hdr_bytes, payload)
         if ttl is None:
             raise api_error("JSMessageTTLInvalidErr")
         marker_ttl = cfg.get("subject_delete_marker_ttl", 0) // NS
@@ -525,7 +556,7 @@ class Stream:
             ttl = marker_ttl  # a message outlives its subject's delete marker: raised, as nats-server
             hdr_bytes = _set_header(hdr_bytes, MSG_TTL, str(ttl))
         msg = StoredMsg(seq, subject, hdr_bytes, payload, now)
-        if cfg["discard"] == "new":
+        if cfg["discard"] == "new" and not checked:
             self._check_discard_new(subject, msg.size(cfg["storage"]), rollup)
         previous = self.store.subject_info(subject) if self.republish is not None else None
         self.store.stage([Append(msg)])
@@ -543,6 +574,14 @@ class Stream:
             self._schedule_age()  # the first message of an empty stream starts the clock
         self.owner.stored(self, msg)
         return seq, False
+
+    def check_size(self, hdrs: bytes, payload: bytes) -> None:
+        """``max_msg_size`` (headers and payload) and the 64 KiB bound of a header block."""
+        max_size = self.config["max_msg_size"]
+        if max_size >= 0 and len(hdrs) + len(payload) > max_size:
+            raise api_error("JSStreamMessageExceedsMaximumErr")
+        if len(hdrs) > 0xFFFF:
+            raise api_error("JSStreamHeaderExceedsMaximumErr")
 
     def _republish(self, msg: StoredMsg, last_seq: int) -> None:
         """``republish``: the stored message again on the mapped subject, with where it is stored."""

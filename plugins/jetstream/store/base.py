@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -111,6 +112,9 @@ class StreamStore(Protocol):
         """How many stored messages at ``start_seq`` or later match ``filter`` (num_pending)."""
         ...
     def stage(self, ops: Sequence[Op]) -> None: ...
+    def atomic(self) -> AbstractContextManager[None]:
+        """Everything staged inside reaches the disk in one write, or none of it (an atomic batch)."""
+        ...
     def commit(self) -> asyncio.Future[None]: ...
     def save_meta(self, meta: dict[str, Any]) -> None: ...
     def save_consumer(self, name: str, state: dict[str, Any] | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from .base import Append, Op, StoredMsg, StreamState, SubjectInfo
@@ -59,6 +60,9 @@ class MemoryStream:
                 self.msgs[op.msg.seq] = op.msg
             for seq in self.index.apply(op):
                 self.msgs.pop(seq, None)
+
+    def atomic(self) -> AbstractContextManager[None]:
+        return nullcontext()  # nothing reaches a disk: every stage is whole
 
     def commit(self) -> asyncio.Future[None]:
         done = asyncio.get_running_loop().create_future()

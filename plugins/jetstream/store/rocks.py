@@ -30,6 +30,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
@@ -72,6 +73,8 @@ class RocksStream:
         self.index = Index()
         self.unsynced: dict[int, StoredMsg] = {}
         """Appended messages whose batch is not written yet (reads see them)."""
+        self._held: list[tuple[str, bytes, bytes]] | None = None
+        """Writes staged inside :meth:`atomic`, enqueued together when it ends."""
 
     def _key(self, seq: int) -> bytes:
         return b"M" + self.sid + SEQ.pack(seq)
@@ -180,7 +183,24 @@ class RocksStream:
                 if meta is not None:  # the first sequence survives a restart with no message left
                     meta["first_seq"] = self.index.state.first_seq
                     writes.append(("meta", self.sid, b""))
-        self.backend.enqueue(self, writes)
+        if self._held is not None:
+            self._held.extend(writes)
+        else:
+            self.backend.enqueue(self, writes)
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """The writes staged inside go to the writer as one entry: one ``WriteBatch``, all or nothing."""
+        outer = self._held is not None
+        if not outer:
+            self._held = []
+        try:
+            yield
+        finally:
+            if not outer:
+                held, self._held = self._held, None
+                if held:
+                    self.backend.enqueue(self, held)
 
     def commit(self) -> asyncio.Future[None]:
         return self.backend.commit()

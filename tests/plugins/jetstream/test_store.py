@@ -108,3 +108,28 @@ async def test_group_commit_covers_everything_staged_while_a_sync_runs(tmp_path:
     assert backend.syncs < 200  # 2,000 commits, far fewer syncs
     assert all(s.load(i) is not None for i in (1, 1000, 2000)) and not s.unsynced
     await backend.close()
+
+
+async def test_an_atomic_stage_reaches_the_writer_as_one_write(tmp_path: Path) -> None:
+    """What is staged inside ``atomic()`` is one entry of the writer's queue, so one ``WriteBatch``
+    holds all of it or none: however the writer thread interleaves, no crash leaves half a batch."""
+    backend = RocksBackend(str(tmp_path / "db"))
+    await backend.open()
+    try:
+        s = backend.stream("$G", "B")
+        s.save_meta({"config": {"name": "B"}})
+        await s.commit()
+        with backend._cond:  # the writer cannot take anything while we stage
+            before = len(backend._pending)
+            with s.atomic():
+                for i in range(1, 51):
+                    s.stage([Append(msg(i, f"b.{i % 3}"))])
+                s.stage([Remove((3,))])
+                assert len(backend._pending) == before  # held until the block ends
+            assert len(backend._pending) == before + 1
+            entry = backend._pending[-1][1]
+            assert sum(1 for kind, _, _ in entry if kind == "put") == 50
+        await s.commit()
+        assert s.state().msgs == 49 and s.load(50).subject == "b.2"
+    finally:
+        await backend.close()
