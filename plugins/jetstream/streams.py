@@ -62,7 +62,7 @@ MSG_TTL = "Nats-TTL"
 MARKER_REASON = "Nats-Marker-Reason"
 
 UNSUPPORTED = {"mirror": "mirrors", "sources": "sources", "allow_msg_counter": "counters",
-               "allow_msg_schedules": "message schedules", "allow_batched": "batch publish"}
+               "allow_batched": "batch publish"}
 """Config features natsd does not implement yet: refused by name rather than ignored."""
 
 
@@ -173,6 +173,11 @@ def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
             allow_rollup, deny_purge = True, False
     elif marker_ttl < 0:
         raise invalid("subject delete marker TTL must not be negative")
+    schedules = _bool(raw, "allow_msg_schedules")
+    if schedules:
+        if discard == "new":
+            raise invalid("message scheduling cannot use discard new")
+        allow_rollup, deny_purge = True, False  # a new schedule rolls up the one before it
     persist = raw.get("persist_mode") or "default"
     atomic = _bool(raw, "allow_atomic")
     if persist == "async" and storage != "file":
@@ -259,12 +264,14 @@ def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         cfg["subject_delete_marker_ttl"] = marker_ttl
     if atomic:
         cfg["allow_atomic"] = True
+    if schedules:
+        cfg["allow_msg_schedules"] = True
     if persist == "async":
         cfg["persist_mode"] = "async"
     # nats-server keeps the API level the stream needs (1: message TTLs; 2: atomic batches, async
     # persistence)
     metadata = {k: v for k, v in metadata.items() if k not in ("_nats.ver", "_nats.level")}
-    metadata["_nats.req.level"] = "2" if persist == "async" or atomic else "1" if allow_ttl else "0"
+    metadata["_nats.req.level"] = "2" if persist == "async" or atomic or schedules else "1" if allow_ttl else "0"
     cfg["metadata"] = dict(sorted(metadata.items()))
     return cfg
 
@@ -285,6 +292,8 @@ def check_update(old: Mapping[str, Any], new: dict[str, Any]) -> None:
         raise invalid("stream configuration update can not cancel deny purge")
     if old.get("allow_msg_ttl") and not new.get("allow_msg_ttl"):
         raise invalid("message TTL status can not be disabled")
+    if old.get("allow_msg_schedules") and not new.get("allow_msg_schedules"):
+        raise invalid("message schedules can not be disabled")
     if old.get("persist_mode") != new.get("persist_mode"):
         raise invalid("stream configuration update can not change persist mode")
     if new["sealed"]:
@@ -340,6 +349,8 @@ class Stream:
         self.republish: SubjectTransform | None = None
         self.apply_config(config)
         self._acks: list[tuple[bytes, bytes]] = []
+        self.scheduler: Any = None
+        """The armed message schedules (:class:`natsd_plugins.jetstream.schedules.Scheduler`)."""
         self.batches: Any = None
         """The open atomic batches (:class:`natsd_plugins.jetstream.batches.Batches`), once one came."""
         self._commit_scheduled = False
@@ -380,7 +391,15 @@ class Stream:
                 self.subs.append(self.client.subscribe(subject, self._direct_get, queue="_sys_"))
         if self.config.get("allow_msg_ttl") and not self.ttls:
             self._load_ttls()
+        if self.config.get("allow_msg_schedules") and self.scheduler is None:
+            from .schedules import Scheduler
+
+            self.scheduler = Scheduler(self)
+            self.scheduler.load()
         self._schedule_age()
+
+    def log_refused_schedule(self, subject: str, error: Exception) -> None:
+        log.warning("JetStream: stream %r: the schedule on %r could not publish: %s", self.name, subject, error)
 
     def _load_ttls(self) -> None:
         """The expiries of stored messages with a ``Nats-TTL`` (after a restart)."""
@@ -395,6 +414,9 @@ class Stream:
     def close(self) -> None:
         if self.batches is not None:
             self.batches.close()
+        if self.scheduler is not None:
+            self.scheduler.close()
+            self.scheduler = None
         for consumer in self.consumers.values():
             consumer.stop()
         for sub in self.subs:
@@ -478,12 +500,14 @@ class Stream:
             self.client.publish(reply, response)
 
     def process(self, subject: str, headers: bytes | None, payload: bytes, *,
-                checked: bool = False) -> tuple[int, bool]:
+                checked: bool = False, internal: bool = False) -> tuple[int, bool]:
         """Check and stage one published message: ``(seq, duplicate)`` or an :class:`ApiError`.
 
         The checks run in nats-server's order (a duplicate is acknowledged as such only once
         the expected-* headers have passed). ``checked``: a message of an atomic batch, whose
-        checks all ran before any of the batch was staged (:mod:`.batches`).
+        checks all ran before any of the batch was staged (:mod:`.batches`). ``internal``: a
+        message a schedule produced (:mod:`.schedules`), exempt from the publish-side checks of
+        schedules and roll-ups.
         """
         cfg = self.config
         if self.transform is not None:
@@ -529,11 +553,16 @@ class Stream:
             if EXPECTED_LAST_MSG_ID in hdrs and hdrs[EXPECTED_LAST_MSG_ID] != self.last_msg_id:
                 raise api_error("JSStreamWrongLastMsgIDErrF", id=self.last_msg_id)
             rollup = hdrs.get(ROLLUP, "").lower()
-            if rollup:
+            if rollup and not internal:
                 if not cfg["allow_rollup_hdrs"] or cfg["deny_purge"]:
                     raise api_error("JSStreamRollupFailedF", err="rollup not permitted")
                 if rollup not in ("sub", "all"):
                     raise api_error("JSStreamRollupFailedF", err=f'rollup value invalid: "{rollup}"')
+            if headers and b"Nats-Schedule" in headers and not internal:
+                from .schedules import check_publish
+
+                headers = check_publish(self, subject, hdrs, headers)
+                rollup = parse_headers(headers).get(ROLLUP, "").lower()
         hdr_bytes = headers or b""
         if not checked:
             self.check_size(hdr_bytes, payload)
@@ -565,6 +594,8 @@ class Stream:
         if rollup:
             self._rollup(subject, rollup, keep_new=True, seq=seq)
         self._enforce_limits(subject)
+        if self.scheduler is not None and (hdrs or subject in self.scheduler.armed):
+            self.scheduler.stored(msg, hdrs, now)
         if self.republish is not None:
             self._republish(msg, previous.last if previous is not None else 0)
         if ttl and ttl > 0:
