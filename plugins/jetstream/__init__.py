@@ -111,6 +111,15 @@ def natsd_account_claims(server: ServerAPI, account: str, claims: Any) -> None:
 
 
 @hookimpl(optionalhook=True)
+def natsd_metrics(server: ServerAPI, registry: Any) -> None:
+    js = server.stash.get(JETSTREAM, None)
+    if js is not None:
+        from .metrics import JetStreamCollector
+
+        registry.register(JetStreamCollector(js))
+
+
+@hookimpl(optionalhook=True)
 def natsd_monitor_endpoints(server: ServerAPI) -> dict[str, Any] | None:
     js = server.stash.get(JETSTREAM, None)
     return {"/jsz": js.jsz} if js is not None else None

@@ -241,3 +241,36 @@ async def test_the_api_answers_under_the_servers_domain_too(tmp_path: Path) -> N
     finally:
         await nc.close()
         await server.shutdown()
+
+
+async def test_prometheus_metrics_show_streams_and_consumers(tmp_path: Path) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = Server(parse(f'host: 127.0.0.1\nport: -1\nhttp_port: -1\njetstream {{ store_dir: "{tmp_path}" }}'))
+    await server.start()
+    nc = await nats.connect(server.client_url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="METERED", subjects=["metered.>"])
+        for i in range(5):
+            await js.publish(f"metered.{i}", b"m")
+        sub = await js.pull_subscribe("metered.>", durable="reader", stream="METERED")
+        await sub.fetch(2, timeout=2)
+        from natsd_plugins.monitor import http_listener
+
+        listener = http_listener(server)
+        assert listener is not None
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{listener.url}/metrics", timeout=5).read())
+        samples = {(s.name, s.labels.get("stream"), s.labels.get("consumer")): s.value
+                   for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+        assert samples[("nats_jetstream_streams", None, None)] == 1
+        assert samples[("nats_jetstream_messages", None, None)] == 5
+        assert samples[("nats_jetstream_stream_last_seq", "METERED", None)] == 5
+        assert samples[("nats_jetstream_consumer_num_ack_pending", "METERED", "reader")] == 2
+        assert samples[("nats_jetstream_consumer_num_pending", "METERED", "reader")] == 3
+        assert samples[("nats_jetstream_syncs", None, None)] >= 1
+    finally:
+        await nc.close()
+        await server.shutdown()
