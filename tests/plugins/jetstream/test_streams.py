@@ -274,3 +274,34 @@ async def test_prometheus_metrics_show_streams_and_consumers(tmp_path: Path) -> 
     finally:
         await nc.close()
         await server.shutdown()
+
+
+async def test_object_store_chunks_metadata_delete_and_seal(tmp_path: Path) -> None:
+    """nats-py's object store on natsd: a file bigger than a chunk, its metadata and an update of
+    it, a delete, sealing."""
+    import os
+
+    server = await serve(tmp_path)
+    nc = await nats.connect(server.client_url)
+    try:
+        obs = await nc.jetstream().create_object_store("firmware")
+        image = os.urandom(300_000)  # about 2.3 chunks of 128 KiB
+        info = await obs.put("device-v2.bin", image, meta=nats.js.api.ObjectMeta(description="v2"))
+        assert (info.size, info.chunks) == (300_000, 3)
+        got = await obs.get("device-v2.bin")
+        assert got.data == image and got.info.description == "v2"
+        await obs.put("notes.txt", b"release notes")
+        await obs.update_meta("notes.txt", nats.js.api.ObjectMeta(name="notes.txt", description="for v2"))
+        notes = await obs.get("notes.txt")
+        assert (notes.data, notes.info.description) == (b"release notes", "for v2")
+        assert sorted(o.name for o in await obs.list()) == ["device-v2.bin", "notes.txt"]
+        await obs.delete("device-v2.bin")
+        with pytest.raises(nats.js.errors.ObjectNotFoundError):  # its meta says deleted: nats-py hides it
+            await obs.get("device-v2.bin")
+        await obs.seal()
+        assert (await obs.status()).sealed
+        with pytest.raises(nats.js.errors.BadRequestError):
+            await obs.put("late.bin", b"too late")
+    finally:
+        await nc.close()
+        await server.shutdown()
