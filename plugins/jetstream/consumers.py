@@ -779,7 +779,7 @@ def check_consumer_config(raw: Mapping[str, Any], stream: Stream, durable_requir
             raise api_error("JSConsumerDeliverToWildcardsErr")
         if "" in deliver.split(".") or any(ch.isspace() for ch in deliver):
             raise api_error("JSConsumerInvalidDeliverSubject")
-        if any(subjects_collide(deliver.encode(), s.encode()) for s in stream.config["subjects"]):
+        if any(subjects_collide(deliver.encode(), s.encode()) for s in stream.config.get("subjects", [])):
             raise api_error("JSConsumerDeliverCycleErr")
         if c.get("max_waiting"):
             raise api_error("JSConsumerPushMaxWaitingErr")

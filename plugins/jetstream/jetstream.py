@@ -38,7 +38,7 @@ from .limits import (
     reserved,
 )
 from .store.base import Compact, Remove, StoredMsg
-from .streams import Stream, check_config, check_update, purge_ops, rfc3339
+from .streams import Stream, check_config, check_update, purge_ops, rfc3339, short_hash
 
 if TYPE_CHECKING:
     from natsd.config import ServerConfig
@@ -101,6 +101,8 @@ class Asked:
     requester: Any
 
 
+HEADERS = "\x00headers"
+"""A response's key for the header lines its reply carries (not part of the JSON)."""
 MAX_NAME = 255
 """The longest stream or consumer name (nats-server's ``JSMaxNameLen``: a file name)."""
 
@@ -410,9 +412,10 @@ class JetStream:
             stats[0] += 1
         if kind == "stream_info_response" and "error" not in response:  # paging fields come first
             response = {"total": 0, "offset": 0, "limit": 0, **response}
+        extra = response.pop(HEADERS, None)
         body = {"type": T + kind, **response} if kind else response
         text = _dumps(body)
-        self.clients[account].publish(reply, text)
+        self.clients[account].publish(reply, text, headers=f"NATS/1.0\r\n{extra}\r\n\r\n".encode() if extra else None)
         if asked is not None and (kind != "stream_msg_get_response" or "error" in response):
             self.advisories.api_audit(account, asked.subject, asked.payload, text, asked.requester)
 
@@ -588,7 +591,7 @@ class JetStream:
         streams = sorted(self.streams[account].values(), key=lambda s: s.name)
         if subject:
             streams = [s for s in streams if any(subjects_collide(subject.encode(), x.encode())
-                                                 for x in s.config["subjects"])]
+                                                 for x in s.config.get("subjects", []))]
         return streams
 
     async def msg_get(self, account: str, payload: bytes, name: str) -> dict[str, Any]:
@@ -735,7 +738,7 @@ class JetStream:
         most = stream.config["max_consumers"]
         if most <= 0 or 0 < limits.max_consumers < most:  # as nats-server: the account's limit is per stream
             most = limits.max_consumers
-        if existing is None and 0 < most <= len(stream.consumers):
+        if existing is None and not config.get("direct") and 0 < most <= len(stream.public_consumers()):
             raise api_error("JSMaximumConsumersLimitErr")
         if existing is not None:
             if action == "create":
@@ -762,6 +765,8 @@ class JetStream:
         await stream.store.commit()
         consumer.start()
         self.advisories.consumer(account, stream.name, consumer_name, "create")
+        if config.get("direct") or config.get("sourcing"):  # a mirror's or source's: who the origin is
+            return {**consumer.info(), HEADERS: f"Nats-Stream-Identity: {short_hash(stream.created)}"}
         if consumer.paused_until > time.time_ns():
             self.server.loop.call_soon(self.advisories.pause, account, stream.name, consumer_name,
                                        consumer.paused_until)  # after the reply, as nats-server
@@ -817,7 +822,7 @@ class JetStream:
     async def consumer_names(self, account: str, payload: bytes, stream_name: str) -> dict[str, Any]:
         request = _decoded(payload, {"offset": "int"}, "JSApiConsumersRequest")
         stream = self._stream(account, stream_name)
-        names = sorted(stream.consumers)
+        names = stream.public_consumers()
         offset = min(_offset(request), len(names))
         return {"total": len(names), "offset": offset, "limit": NAMES_LIMIT,
                 "consumers": names[offset:offset + NAMES_LIMIT]}  # [] when none, unlike stream names
@@ -825,7 +830,7 @@ class JetStream:
     async def consumer_list(self, account: str, payload: bytes, stream_name: str) -> dict[str, Any]:
         request = _decoded(payload, {"offset": "int"}, "JSApiConsumersRequest")
         stream = self._stream(account, stream_name)
-        consumers = [stream.consumers[n] for n in sorted(stream.consumers)]
+        consumers = [stream.consumers[n] for n in stream.public_consumers()]
         offset = min(_offset(request), len(consumers))
         return {"total": len(consumers), "offset": offset, "limit": LIST_LIMIT,
                 "consumers": [c.info(dynamic=False) for c in consumers[offset:offset + LIST_LIMIT]]}
@@ -962,8 +967,8 @@ def _no_overlap(config: Mapping[str, Any], others: Mapping[str, Mapping[str, Any
     for other_name, other in others.items():
         if other_name == config["name"]:
             continue
-        for theirs in other["subjects"]:
-            if any(subjects_collide(theirs.encode(), mine.encode()) for mine in config["subjects"]):
+        for theirs in other.get("subjects", []):
+            if any(subjects_collide(theirs.encode(), mine.encode()) for mine in config.get("subjects", [])):
                 raise api_error("JSStreamSubjectOverlapErr")
 
 

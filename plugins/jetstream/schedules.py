@@ -230,9 +230,9 @@ def check_publish(stream: Stream, subject: str, hdrs: dict[str, str], raw: bytes
         source = hdrs.get(SOURCE)
         if source is not None and (source in (target, subject) or not valid_literal_subject(source.encode())):
             raise api_error("JSMessageSchedulesSourceInvalidErr")
-        if not _captured(target, cfg["subjects"]):
+        if not _captured(target, cfg.get("subjects", [])):
             raise api_error("JSMessageSchedulesTargetInvalidErr")
-        if source is not None and not _captured(source, cfg["subjects"]):
+        if source is not None and not _captured(source, cfg.get("subjects", [])):
             raise api_error("JSMessageSchedulesSourceInvalidErr")
         rollup = hdrs.get(ROLLUP)
         if rollup is None:

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import hashlib
 import heapq
 import json
 import logging
@@ -61,8 +62,7 @@ ROLLUP = "Nats-Rollup"
 MSG_TTL = "Nats-TTL"
 MARKER_REASON = "Nats-Marker-Reason"
 
-UNSUPPORTED = {"mirror": "mirrors", "sources": "sources", "allow_msg_counter": "counters",
-               "allow_batched": "batch publish"}
+UNSUPPORTED = {"allow_msg_counter": "counters", "allow_batched": "batch publish"}
 """Config features natsd does not implement yet: refused by name rather than ignored."""
 
 
@@ -145,8 +145,9 @@ def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise invalid("max age can not be negative")
     if 0 < max_age < NS // 10:
         raise invalid("max age needs to be >= 100ms")
+    mirror, sources = _sourcing(raw)
     duplicates = _int(raw, "duplicate_window")
-    if duplicates == 0:
+    if duplicates == 0 and mirror is None and not sources:  # mirrors and sourcing streams keep none
         duplicates = max_age if 0 < max_age < DEFAULT_DUPLICATE_WINDOW else DEFAULT_DUPLICATE_WINDOW
     if duplicates < 0:
         raise invalid("duplicates window can not be negative")
@@ -188,7 +189,22 @@ def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     subjects = raw.get("subjects") or []
     if not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
         raise api_error("JSInvalidJSONErr")
-    if not subjects:
+    if mirror is not None:
+        if _int(raw, "first_seq") > 0:
+            raise api_error("JSMirrorWithFirstSeqErr")
+        if subjects:
+            raise api_error("JSMirrorWithSubjectsErr")
+        if sources:
+            raise api_error("JSMirrorWithSourcesErr")
+        if _bool(raw, "allow_atomic"):
+            raise api_error("JSMirrorWithAtomicPublishErr")
+        if _bool(raw, "allow_msg_schedules"):
+            raise api_error("JSMirrorWithMsgSchedulesErr")
+        if _int(raw, "subject_delete_marker_ttl") > 0:
+            raise invalid("subject delete markers forbidden on mirrors")
+    elif sources and _bool(raw, "allow_msg_schedules"):
+        raise api_error("JSSourceWithMsgSchedulesErr")
+    if not subjects and mirror is None and not sources:
         subjects = [name]
     seen: set[str] = set()
     for i, subject in enumerate(subjects):
@@ -233,14 +249,20 @@ def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     cfg: dict[str, Any] = {"name": name}
     if description:
         cfg["description"] = description
-    cfg["subjects"] = subjects
+    if subjects:
+        cfg["subjects"] = subjects
     cfg.update(retention=retention, max_consumers=limits["max_consumers"], max_msgs=limits["max_msgs"],
                max_bytes=limits["max_bytes"], max_age=max_age,
                max_msgs_per_subject=limits["max_msgs_per_subject"], max_msg_size=limits["max_msg_size"],
                discard=discard, storage=storage, num_replicas=replicas)
     if no_ack:
         cfg["no_ack"] = True
-    cfg["duplicate_window"] = duplicates
+    if duplicates:
+        cfg["duplicate_window"] = duplicates
+    if mirror is not None:
+        cfg["mirror"] = mirror
+    if sources:
+        cfg["sources"] = sources
     cfg["compression"] = compression
     first_seq = _int(raw, "first_seq")
     if first_seq > 0:
@@ -254,7 +276,7 @@ def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         cfg["republish"] = out
     cfg["allow_direct"] = _bool(raw, "allow_direct")
     cfg["mirror_direct"] = _bool(raw, "mirror_direct")
-    if cfg["mirror_direct"]:  # mirrors are not supported yet, so no stream may have it
+    if cfg["mirror_direct"] and mirror is None:
         raise invalid("stream has no mirror but does have mirror direct")
     if discard_new_per:
         cfg["discard_new_per_subject"] = True
@@ -276,10 +298,100 @@ def check_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _sourcing(raw: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """A config's ``mirror`` and ``sources``, checked as nats-server checks them and in its JSON shape."""
+    mirror = raw.get("mirror")
+    out_mirror = _source(mirror, "mirror") if mirror else None
+    out_sources: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for source in raw.get("sources") or []:
+        if not source:
+            raise api_error("JSSourceInvalidStreamName")
+        checked = _source(source, "source")
+        key = index_name(checked)
+        if key in seen:
+            raise api_error("JSSourceDuplicateDetected")
+        seen.add(key)
+        out_sources.append(checked)
+    return out_mirror, out_sources
+
+
+def _source(raw: Any, what: str) -> dict[str, Any]:
+    """One ``mirror`` or ``sources`` entry (nats-server's ``StreamSource``), checked."""
+    if not isinstance(raw, dict):
+        raise api_error("JSInvalidJSONErr")
+    name = raw.get("name")
+    external = raw.get("external") or None
+    mirror = what == "mirror"
+    if not isinstance(name, str) or not name or (not valid_name(name) and (not mirror or external is None)):
+        raise api_error("JSMirrorInvalidStreamName" if mirror else "JSSourceInvalidStreamName")
+    out: dict[str, Any] = {"name": name}
+    start = _int(raw, "opt_start_seq")
+    if start > 0:
+        out["opt_start_seq"] = start
+    if raw.get("opt_start_time"):
+        out["opt_start_time"] = raw["opt_start_time"]
+    transforms = raw.get("subject_transforms") or []
+    if raw.get("filter_subject"):
+        if transforms:
+            raise api_error("JSMirrorMultipleFiltersNotAllowed" if mirror else "JSSourceMultipleFiltersNotAllowed")
+        out["filter_subject"] = raw["filter_subject"]
+    if transforms:
+        shown = []
+        for t in transforms:
+            src, dest = (t or {}).get("src") or "", (t or {}).get("dest") or ""
+            if src and not valid_subject(src.encode()):
+                raise (api_error("JSSourceInvalidSubjectFilter", err=f"invalid subject {src}") if not mirror
+                       else invalid(f"mirror transform source: invalid subject {src}"))
+            shown.append({"src": src, "dest": dest})
+        srcs = [t["src"] or ">" for t in shown]
+        if any(subjects_collide(a.encode(), b.encode()) for i, a in enumerate(srcs) for b in srcs[i + 1:]):
+            raise api_error("JSSourceOverlappingSubjectFilters") if not mirror else invalid(
+                "mirror subject filters can not overlap")
+        out["subject_transforms"] = shown
+    if external is not None:
+        if not isinstance(external, dict):
+            raise api_error("JSInvalidJSONErr")
+        api = external.get("api") or ""
+        deliver = external.get("deliver") or ""
+        if deliver and not valid_subject(deliver.encode()) or any(t in ("*", ">") for t in deliver.split(".")):
+            raise api_error("JSStreamInvalidExternalDeliverySubjErrF", prefix=deliver)
+        if api and (not valid_subject(api.encode()) or any(t in ("*", ">") for t in api.split("."))):
+            raise invalid(f'stream external api prefix "{api}" must be a valid subject without wildcards')
+        if api and subjects_collide(api.encode(), b"$JS.API"):
+            raise api_error("JSStreamExternalApiOverlapErrF", prefix=api, subject="$JS.API")
+        out["external"] = {"api": api, "deliver": deliver}
+    return out
+
+
+def index_name(source: Mapping[str, Any]) -> str:
+    """nats-server's ``iname`` of a source: ``name[:hash(api)] <filters> <dests>`` (what
+    ``Nats-Stream-Source`` headers carry, and what tells two sources apart)."""
+    name = source["name"]
+    external = source.get("external")
+    if external and external.get("api"):
+        name += ":" + short_hash(external["api"])
+    transforms = source.get("subject_transforms") or []
+    if transforms:
+        filters = "\f".join(t["src"] or ">" for t in transforms)
+        dests = "\f".join(t["dest"] or ">" for t in transforms)
+    else:
+        filters, dests = source.get("filter_subject") or ">", ">"
+    return f"{name} {filters} {dests}"
+
+
+def short_hash(text: str) -> str:
+    """nats-server's ``getHash``: the first 8 bytes of SHA-256, each mapped onto ``0-9A-Za-z``."""
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    return "".join(digits[b % 62] for b in hashlib.sha256(text.encode()).digest()[:8])
+
+
 def check_update(old: Mapping[str, Any], new: dict[str, Any]) -> None:
     """nats-server's rules for what an update may change, in its order (raises the error it
     answers); sealing also stops expiry and makes the stream discard new, refuse deletes,
     purges and roll-ups."""
+    if old.get("mirror") != new.get("mirror") and new.get("mirror") is not None:
+        raise api_error("JSStreamMirrorNotUpdatableErr")
     if new["storage"] != old["storage"]:
         raise invalid("stream configuration update can not change storage type")
     if new["retention"] != old["retention"] and "workqueue" in (new["retention"], old["retention"]):
@@ -349,6 +461,9 @@ class Stream:
         self.republish: SubjectTransform | None = None
         self.apply_config(config)
         self._acks: list[tuple[bytes, bytes]] = []
+        self.feeds: dict[str, Any] = {}
+        """The mirror and sources feeding this stream, by index name
+        (:class:`natsd_plugins.jetstream.sourcing.Feed`)."""
         self.scheduler: Any = None
         """The armed message schedules (:class:`natsd_plugins.jetstream.schedules.Scheduler`)."""
         self.batches: Any = None
@@ -385,18 +500,48 @@ class Stream:
     def subscribe(self) -> None:
         for sub in self.subs:
             self.client.unsubscribe(sub)
-        self.subs = [self.client.subscribe(subject, self._received) for subject in self.config["subjects"]]
+        self.subs = [self.client.subscribe(subject, self._received) for subject in self.config.get("subjects", [])]
         if self.config["allow_direct"]:  # as nats-server: otherwise a direct get finds no responders
             for subject in (f"$JS.API.DIRECT.GET.{self.name}", f"$JS.API.DIRECT.GET.{self.name}.>"):
                 self.subs.append(self.client.subscribe(subject, self._direct_get, queue="_sys_"))
         if self.config.get("allow_msg_ttl") and not self.ttls:
             self._load_ttls()
+        self._feed()
         if self.config.get("allow_msg_schedules") and self.scheduler is None:
             from .schedules import Scheduler
 
             self.scheduler = Scheduler(self)
             self.scheduler.load()
         self._schedule_age()
+
+    def public_consumers(self) -> list[str]:
+        """The consumers' names but those made for other streams' mirrors and sources (``direct``),
+        which nats-server neither lists nor counts."""
+        return sorted(n for n, c in self.consumers.items() if not c.config.get("direct"))
+
+    def _feed(self) -> None:
+        """Start the mirror and sources of the config, stop those it no longer has."""
+        wanted = ([(self.config["mirror"], True)] if self.config.get("mirror") else []) + [
+            (source, False) for source in self.config.get("sources") or []]
+        if not wanted and not self.feeds:
+            return
+        from .sourcing import Feed, last_sourced
+
+        keep = {index_name(cfg): (cfg, mirror) for cfg, mirror in wanted}
+        for key in list(self.feeds):
+            if key not in keep or self.feeds[key].config != keep[key][0]:
+                self.feeds.pop(key).stop()
+        starts: dict[str, int] | None = None
+        for key, (cfg, mirror) in keep.items():
+            if key in self.feeds:
+                continue
+            feed = self.feeds[key] = Feed(self, cfg, mirror)
+            if mirror:
+                feed.start(self.store.state().last_seq)
+            else:
+                if starts is None:
+                    starts = last_sourced(self)
+                feed.start(starts.get(key, starts.get(cfg["name"], 0)))
 
     def log_refused_schedule(self, subject: str, error: Exception) -> None:
         log.warning("JetStream: stream %r: the schedule on %r could not publish: %s", self.name, subject, error)
@@ -412,6 +557,9 @@ class Stream:
             msg = self.store.next_matching(msg.seq + 1, ">")
 
     def close(self) -> None:
+        for feed in self.feeds.values():
+            feed.stop()
+        self.feeds.clear()
         if self.batches is not None:
             self.batches.close()
         if self.scheduler is not None:
@@ -499,15 +647,16 @@ class Stream:
                 response = json.dumps(body, separators=(",", ":")).encode()
             self.client.publish(reply, response)
 
-    def process(self, subject: str, headers: bytes | None, payload: bytes, *,
-                checked: bool = False, internal: bool = False) -> tuple[int, bool]:
+    def process(self, subject: str, headers: bytes | None, payload: bytes, *, checked: bool = False,
+                internal: bool = False, at_seq: int | None = None, ts: int | None = None) -> tuple[int, bool]:
         """Check and stage one published message: ``(seq, duplicate)`` or an :class:`ApiError`.
 
         The checks run in nats-server's order (a duplicate is acknowledged as such only once
         the expected-* headers have passed). ``checked``: a message of an atomic batch, whose
         checks all ran before any of the batch was staged (:mod:`.batches`). ``internal``: a
-        message a schedule produced (:mod:`.schedules`), exempt from the publish-side checks of
-        schedules and roll-ups.
+        message a schedule produced (:mod:`.schedules`) or a mirror or source brought
+        (:mod:`.sourcing`), exempt from the publish-side checks of schedules and roll-ups.
+        ``at_seq`` and ``ts``: a mirror's message keeps its origin's sequence and time.
         """
         cfg = self.config
         if self.transform is not None:
@@ -517,7 +666,9 @@ class Stream:
         if cfg["sealed"] and not checked:
             raise api_error("JSStreamSealedErr")
         hdrs = parse_headers(headers) if headers else {}
-        now = time.time_ns()
+        now = ts or time.time_ns()
+        if at_seq is not None and at_seq > self.next_seq:
+            self.skip_to(at_seq - 1)
         last_seq = self.next_seq - 1
         msg_id = ""
         rollup = ""
@@ -605,6 +756,16 @@ class Stream:
             self._schedule_age()  # the first message of an empty stream starts the clock
         self.owner.stored(self, msg)
         return seq, False
+
+    def skip_to(self, seq: int) -> None:
+        """Use up the sequences up to ``seq`` without messages (a mirror following its origin)."""
+        if seq < self.next_seq:
+            return
+        if self.store.state().msgs == 0:
+            self.store.stage([Compact(seq + 1)])
+        else:
+            self.store.stage([Skip(seq)])
+        self.next_seq = seq + 1
 
     def check_size(self, hdrs: bytes, payload: bytes) -> None:
         """``max_msg_size`` (headers and payload) and the 64 KiB bound of a header block."""
@@ -826,13 +987,19 @@ class Stream:
             state["num_deleted"] = st.deleted
             if deleted_details:
                 state["deleted"] = [s for s in range(st.first_seq, st.last_seq + 1) if self.store.load(s) is None]
-        state["consumer_count"] = len(self.consumers)
+        state["consumer_count"] = len(self.public_consumers())
         out: dict[str, Any] = {"config": self.owner.shown_config(self.config, dynamic), "created": self.created,
                                "state": state}
         if self.owner.domain:
             out["domain"] = self.owner.domain
         if cluster:
             out["cluster"] = {"leader": self.owner.server.name}
+        mirror = self.feeds.get(index_name(self.config["mirror"])) if self.config.get("mirror") else None
+        if mirror is not None:
+            out["mirror"] = mirror.info()
+        sources = [f.info() for f in self.feeds.values() if not f.mirror]
+        if sources:
+            out["sources"] = sources
         out["ts"] = rfc3339(time.time_ns())
         return out
 
