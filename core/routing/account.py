@@ -9,13 +9,13 @@ connections, each connection's subscriptions and message size (``limits``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from natsd.config import config_error, size_setting
 
 from .connection import NO_LIMIT
-from .deliver import deliver
+from .deliver import deliver, deliver_as, split_shown
 from .stats import Totals
 from .sublist import Sublist, Subscription
 
@@ -55,6 +55,17 @@ class Account:
                  "connected", "traffic_cache", "interest", "egress", "__weakref__")
 
     deliver = deliver
+
+    def deliver_from_server(self, sender: Any, subject: bytes, reply: bytes | None, size: bytes, payload: bytes,
+                            hdr: int, queues: Sequence[bytes] = ()) -> bool:
+        """A message another server sent (over a route, a gateway or a leaf link): as
+        :meth:`deliver`, except that a JetStream delivery's reply ``<ack reply>@<subject>``
+        (nats-server's form, see :func:`natsd.routing.deliver.deliver_as`) shows local subscribers
+        ``<subject>`` and the plain ack reply."""
+        plain, shown = split_shown(reply)
+        if shown is None or queues:
+            return self.deliver(sender, subject, plain, size, payload, hdr, queues)
+        return deliver_as(self, sender, subject, shown, plain, size, payload, hdr)
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -165,14 +165,32 @@ def deliver_as(account: Account, sender: Any, subject: bytes, shown: bytes, repl
             deliver_one(sender, sub, shown, reply, size, payload, hdr)
     if result.qsubs or result.remote is not None or account.egress:
         bare = SublistResult((), result.qsubs, remote=result.remote)
-        return _beyond(account, sender, bare, subject, reply, size, payload, hdr, None) or result.interest
+        # other servers learn the subject from the reply: ``<ack reply>@<subject>`` (nats-server's form)
+        carried = reply + b"@" + shown if reply and reply.startswith(JS_ACK) and shown != subject else reply
+        return _beyond(account, sender, bare, subject, reply, size, payload, hdr, None,
+                       carried) or result.interest
     return result.interest
+
+
+JS_ACK = b"$JS.ACK."
+
+
+def split_shown(reply: bytes | None) -> tuple[bytes | None, bytes | None]:
+    """``(reply, shown subject)`` of a message another server sent with ``<ack reply>@<subject>``
+    (see :func:`deliver_as`); ``(reply, None)`` for any other reply."""
+    if reply is None or not reply.startswith(JS_ACK):
+        return reply, None
+    at = reply.find(b"@")
+    if at < 0 or reply.count(b".", 0, at) < 8:
+        return reply, None
+    return reply[:at], reply[at + 1:] or None
 
 
 def _beyond(account: Account, sender: Any, result: SublistResult, subject: bytes,
             reply: bytes | None, size: bytes, payload: bytes, hdr: int,
-            queues: Sequence[bytes] | None) -> bool:
-    """Queue groups with remote members or a queue filter, remote connections, egress."""
+            queues: Sequence[bytes] | None, remote_reply: bytes | None = None) -> bool:
+    """Queue groups with remote members or a queue filter, remote connections, egress
+    (``remote_reply``: the reply other servers get, when it differs)."""
     kind = sender.kind
     remote = result.remote
     served: list[bytes] = []
@@ -200,7 +218,8 @@ def _beyond(account: Account, sender: Any, result: SublistResult, subject: bytes
                 targets.setdefault(client, []).append(name)  # type: ignore[arg-type]
             served.append(name)  # type: ignore[arg-type]
     for conn, names in targets.items():
-        conn.forward(sender, account, subject, reply, size, payload, hdr, names)
+        conn.forward(sender, account, subject, remote_reply if remote_reply is not None else reply, size,
+                     payload, hdr, names)
     delivered = result.interest
     if account.egress and kind in EGRESS_FROM:
         for egress in account.egress:

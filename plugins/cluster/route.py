@@ -255,7 +255,7 @@ class Route(Link):
             return
         self.in_msgs += 1
         self.in_bytes += len(payload) - 2
-        acc.deliver(self, subject, reply, size, payload, hdr, queues or ())
+        acc.deliver_from_server(self, subject, reply, size, payload, hdr, queues or ())
 
     # -- what monitoring shows ------------------------------------------------------------
 

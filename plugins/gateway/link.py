@@ -308,7 +308,7 @@ class GatewayLink(Link):
             if subject[5:11] != self.gateways.cluster_hash:
                 return  # a reply for another cluster
             subject = subject[19:]
-        acc.deliver(self, subject, reply, size, payload, hdr, queues or ())
+        acc.deliver_from_server(self, subject, reply, size, payload, hdr, queues or ())
 
     def on_err(self, text: str) -> None:
         log.error("%s - Gateway Error %s", self.describe(), go_quote(text))

@@ -387,7 +387,7 @@ class LeafLink(Link):
             return  # deny_imports: dropped, as nats-server's leaf does
         self.in_msgs += 1
         self.in_bytes += len(payload) - 2
-        self.account.deliver(self, subject, reply, size, payload, hdr, queues)
+        self.account.deliver_from_server(self, subject, reply, size, payload, hdr, queues)
 
     def _violation(self, text: str, what: str, subject: bytes) -> None:
         log.error("%s - %s Violation on %s - Check other side configuration", self.describe(), what,

@@ -381,3 +381,34 @@ def test_clients_fail_over_through_connect_urls(natsd_factory: Any, server_facto
 
 async def _add(into: list[bytes], msg: Any) -> None:
     into.append(msg.data)
+
+
+def test_jetstream_deliveries_keep_their_subject_across_routes(natsd_factory: Any, server_factory: Any,
+                                                                 reference: str, tmp_path: Any) -> None:
+    """A stored message sent to a pull request's inbox on another server travels as nats-server sends it,
+    with the reply ``<ack reply>@<subject>``: a client on nats-server sees the stream subject of natsd's
+    message, and one on a second natsd too (each side splits what the other joined)."""
+    a, a_cport = natsd_node(natsd_factory, "A", [], extra=f'jetstream {{ store_dir: "{tmp_path}" }}')
+    seed = f"nats-route://127.0.0.1:{a_cport}"
+    b, _, b_mport = nats_server_node(server_factory, "B", [seed])
+    c, _ = natsd_node(natsd_factory, "C", [seed])
+    wait_for(lambda: remote_names_natsd(a) == {"B", "C"} and remote_names_ns(b_mport) == {"A", "C"})
+
+    async def pull() -> None:
+        na = await nats.connect(a.url)
+        js = na.jetstream()
+        await js.add_stream(name="ORDERS", subjects=["orders.>"])
+        for i in range(3):
+            await js.publish(f"orders.{i}", b"o%d" % i)
+        for name, url in (("nats-server", f"nats://127.0.0.1:{b.port}"), ("natsd", c.url)):
+            remote = await nats.connect(url)
+            await asyncio.sleep(0.3)  # the inbox's interest crosses the route
+            sub = await remote.jetstream().pull_subscribe("orders.>", durable=f"via-{name[-1]}", stream="ORDERS")
+            msgs = await sub.fetch(3, timeout=5)
+            assert [(m.subject, m.data) for m in msgs] == [(f"orders.{i}", b"o%d" % i) for i in range(3)], name
+            assert all(m.reply.startswith("$JS.ACK.ORDERS.") and "@" not in m.reply for m in msgs), name
+            await msgs[0].ack_sync()  # the plain ack reply routes back to natsd
+            await remote.close()
+        await na.close()
+
+    asyncio.run(pull())
