@@ -1,0 +1,112 @@
+"""Store and forward from the edge: a natsd leaf with JetStream (domain ``edge``) under a hub (domain
+``hub``), run once with natsd and once with nats-server 2.15.1 as the hub.
+
+The hub's ``GLOBAL`` stream sources the leaf's ``EDGE`` stream through
+``$JS.edge.API``. The hub goes away; the leaf keeps taking metrics
+(acknowledged by its own JetStream); the hub comes back on the same store,
+and ``GLOBAL`` catches up: every edge message exactly once and in order, with
+no application code involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import nats
+import pytest
+import transcripts as T  # on sys.path via conftest.py
+from conftest import require_nats_server
+from test_jetstream_streams_nats_server import Proc
+
+pytestmark = pytest.mark.timeout(180)
+
+OFFLINE = 10_000
+
+
+def hub_argv(kind: str, conf: Path) -> list[str]:
+    program = [require_nats_server()] if kind == "nats-server" else [sys.executable, "-m", "natsd"]
+    return program + ["-c", str(conf)]
+
+
+async def count(nc: nats.NATS, stream: str) -> int:
+    info = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)).data)
+    return int(info["state"]["messages"])
+
+
+async def until_count(nc: nats.NATS, stream: str, wanted: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    got = -1
+    while time.monotonic() < deadline:
+        try:
+            got = await count(nc, stream)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            got = -1
+        if got >= wanted:
+            return got
+        await asyncio.sleep(0.5)
+    return got
+
+
+async def publish_all(js: nats.js.JetStreamContext, first: int, total: int) -> None:
+    """Publish ``total`` metrics, 200 in flight at a time, each acknowledged by the edge."""
+    for start in range(first, first + total, 200):
+        acks = await asyncio.gather(*(js.publish(f"metrics.host{i % 8}", b"%d" % i)
+                                      for i in range(start, min(start + 200, first + total))))
+        assert all(ack.stream == "EDGE" for ack in acks)
+
+
+@pytest.mark.parametrize("hub", ["natsd", "nats-server"])
+async def test_the_edge_stores_while_the_hub_is_away_and_the_hub_catches_up(hub: str, tmp_path: Path) -> None:
+    hub_port, leaf_port, hub_leaf_port = T.free_port(), T.free_port(), T.free_port()
+    hub_conf = tmp_path / "hub.conf"
+    hub_conf.write_text(f'port: {hub_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "hub"}", '
+                        f'domain: hub }}\nleafnodes {{ listen: "127.0.0.1:{hub_leaf_port}" }}\n')
+    leaf_conf = tmp_path / "leaf.conf"
+    leaf_conf.write_text(f'port: {leaf_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "leaf"}", '
+                         f'domain: edge }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: '
+                         f'"nats://127.0.0.1:{hub_leaf_port}" }} ] }}\n')
+    hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub.log")
+    leaf_proc = Proc([sys.executable, "-m", "natsd", "-c", str(leaf_conf)], leaf_port, tmp_path / "leaf.log")
+    try:
+        leaf = await nats.connect(f"nats://127.0.0.1:{leaf_port}")
+        edge = leaf.jetstream()
+        await edge.add_stream(name="EDGE", subjects=["metrics.>"])
+        hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
+        created = json.loads((await hub_nc.request("$JS.API.STREAM.CREATE.GLOBAL", json.dumps({
+            "name": "GLOBAL", "sources": [{"name": "EDGE", "external": {"api": "$JS.edge.API"}}]}).encode(),
+            timeout=5)).data)
+        assert "error" not in created, created
+        await publish_all(edge, 0, 100)
+        assert await until_count(hub_nc, "GLOBAL", 100, 30) == 100
+        await hub_nc.close()
+
+        hub_proc.stop()  # the link is down: the edge keeps storing
+        await publish_all(edge, 100, OFFLINE)
+        assert (await edge.stream_info("EDGE")).state.messages == 100 + OFFLINE
+
+        hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub2.log")
+        hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
+        total = 100 + OFFLINE
+        assert await until_count(hub_nc, "GLOBAL", total, 90) == total, (tmp_path / "hub2.log").read_text()[-2000:]
+        await asyncio.sleep(1.5)
+        assert await count(hub_nc, "GLOBAL") == total  # and nothing more: no message twice
+
+        reader = await hub_nc.jetstream().pull_subscribe(
+            "metrics.>", durable="audit", stream="GLOBAL",
+            config=nats.js.api.ConsumerConfig(ack_policy=nats.js.api.AckPolicy.NONE))
+        seen: list[int] = []
+        while len(seen) < total:
+            for msg in await reader.fetch(1000, timeout=10):
+                origin = int(msg.headers["Nats-Stream-Source"].split(" ")[1])
+                assert msg.data == b"%d" % (origin - 1)
+                seen.append(origin)
+        assert seen == list(range(1, total + 1))  # every edge message once, in the edge's order
+        await hub_nc.close()
+        await leaf.close()
+    finally:
+        hub_proc.stop()
+        leaf_proc.stop()
