@@ -110,3 +110,54 @@ async def test_the_edge_stores_while_the_hub_is_away_and_the_hub_catches_up(hub:
     finally:
         hub_proc.stop()
         leaf_proc.stop()
+
+
+@pytest.mark.parametrize("hub", ["natsd", "nats-server"])
+async def test_a_key_value_bucket_mirrored_to_the_edge_is_read_offline_and_catches_up(hub: str,
+                                                                                     tmp_path: Path) -> None:
+    hub_port, leaf_port, hub_leaf_port = T.free_port(), T.free_port(), T.free_port()
+    hub_conf = tmp_path / "hub.conf"
+    hub_conf.write_text(f'port: {hub_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "hub"}", '
+                        f'domain: hub }}\nleafnodes {{ listen: "127.0.0.1:{hub_leaf_port}" }}\n')
+    leaf_conf = tmp_path / "leaf.conf"
+    leaf_conf.write_text(f'port: {leaf_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "leaf"}", '
+                         f'domain: edge }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: '
+                         f'"nats://127.0.0.1:{hub_leaf_port}" }} ] }}\n')
+    hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub.log")
+    leaf_proc = Proc([sys.executable, "-m", "natsd", "-c", str(leaf_conf)], leaf_port, tmp_path / "leaf.log")
+    try:
+        hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
+        config = await hub_nc.jetstream().create_key_value(bucket="config", history=1)
+        await config.put("device.rate", b"10")
+        leaf = await nats.connect(f"nats://127.0.0.1:{leaf_port}")
+        made = json.loads((await leaf.request("$JS.API.STREAM.CREATE.KV_config", json.dumps({
+            "name": "KV_config", "max_msgs_per_subject": 1, "allow_direct": True,
+            "mirror": {"name": "KV_config", "external": {"api": "$JS.hub.API"}}}).encode(), timeout=5)).data)
+        assert "error" not in made, made
+        local = await leaf.jetstream().key_value("config")
+
+        async def reads(value: bytes, timeout: float) -> bool:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    if (await local.get("device.rate")).value == value:
+                        return True
+                except nats.js.errors.KeyNotFoundError:
+                    pass
+                await asyncio.sleep(0.3)
+            return False
+
+        assert await reads(b"10", 20)
+        await hub_nc.close()
+        hub_proc.stop()  # the link is down: the edge still reads its configuration
+        assert (await local.get("device.rate")).value == b"10"
+
+        hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub2.log")
+        hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
+        await (await hub_nc.jetstream().key_value("config")).put("device.rate", b"20")
+        assert await reads(b"20", 60), "the edge did not catch up with the hub's update"
+        await hub_nc.close()
+        await leaf.close()
+    finally:
+        hub_proc.stop()
+        leaf_proc.stop()
