@@ -161,3 +161,67 @@ async def test_a_key_value_bucket_mirrored_to_the_edge_is_read_offline_and_catch
     finally:
         hub_proc.stop()
         leaf_proc.stop()
+
+
+@pytest.mark.parametrize("hub", ["natsd", "nats-server"])
+async def test_a_hub_killed_in_the_middle_of_the_catch_up_loses_and_doubles_nothing(hub: str,
+                                                                                   tmp_path: Path) -> None:
+    """As above, but the hub is killed (SIGKILL) while it is catching up, and started again."""
+    hub_port, leaf_port, hub_leaf_port = T.free_port(), T.free_port(), T.free_port()
+    hub_conf = tmp_path / "hub.conf"
+    hub_conf.write_text(f'port: {hub_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "hub"}", '
+                        f'domain: hub }}\nleafnodes {{ listen: "127.0.0.1:{hub_leaf_port}" }}\n')
+    leaf_conf = tmp_path / "leaf.conf"
+    leaf_conf.write_text(f'port: {leaf_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "leaf"}", '
+                         f'domain: edge }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: '
+                         f'"nats://127.0.0.1:{hub_leaf_port}" }} ] }}\n')
+    hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub.log")
+    leaf_proc = Proc([sys.executable, "-m", "natsd", "-c", str(leaf_conf)], leaf_port, tmp_path / "leaf.log")
+    total = 1 + OFFLINE
+    try:
+        leaf = await nats.connect(f"nats://127.0.0.1:{leaf_port}")
+        edge = leaf.jetstream()
+        await edge.add_stream(name="EDGE", subjects=["metrics.>"])
+        hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
+        await hub_nc.request("$JS.API.STREAM.CREATE.GLOBAL", json.dumps({
+            "name": "GLOBAL", "sources": [{"name": "EDGE", "external": {"api": "$JS.edge.API"}}]}).encode(),
+            timeout=5)
+        await publish_all(edge, 0, 1)
+        assert await until_count(hub_nc, "GLOBAL", 1, 30) == 1
+        await hub_nc.close()
+        hub_proc.stop()
+        await publish_all(edge, 1, OFFLINE)
+
+        hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub2.log")
+        hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
+        deadline = time.monotonic() + 90
+        seen = 0
+        while time.monotonic() < deadline and seen <= 1:
+            try:
+                seen = await count(hub_nc, "GLOBAL")
+            except nats.errors.TimeoutError:
+                pass
+            await asyncio.sleep(0.01)
+        assert 1 < seen < total, f"the catch-up was not seen under way ({seen} of {total})"
+        hub_proc.proc.kill()  # SIGKILL in the middle of it
+        hub_proc.proc.wait(10)
+        await hub_nc.close()
+
+        hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub3.log")
+        hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
+        assert await until_count(hub_nc, "GLOBAL", total, 90) == total
+        await asyncio.sleep(1.5)
+        assert await count(hub_nc, "GLOBAL") == total
+        reader = await hub_nc.jetstream().pull_subscribe(
+            "metrics.>", durable="audit", stream="GLOBAL",
+            config=nats.js.api.ConsumerConfig(ack_policy=nats.js.api.AckPolicy.NONE))
+        origins: list[int] = []
+        while len(origins) < total:
+            origins.extend(int(m.headers["Nats-Stream-Source"].split(" ")[1])
+                           for m in await reader.fetch(1000, timeout=10))
+        assert origins == list(range(1, total + 1))
+        await hub_nc.close()
+        await leaf.close()
+    finally:
+        hub_proc.stop()
+        leaf_proc.stop()
