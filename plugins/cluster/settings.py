@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from natsd.config import config_error
+from natsd.config import fields as value_of
 from natsd.config.conf import ConfError, parse_duration
-from natsd.config.fields import boolean as _bool
 from natsd.config.tls import TLSSettings, load_tls, require_peer_certificates
 
 log = logging.getLogger("natsd.cluster")
@@ -116,9 +116,9 @@ def load(block: Mapping[str, Any]) -> ClusterSettings:
                 raise config_error(block, key, "expected host:port")
             values["advertise"] = value
         elif k == "no_advertise":
-            values["no_advertise"] = _bool(block, key, value)
+            values["no_advertise"] = value_of.boolean(block, key, value)
         elif k == "connect_backoff":
-            values["connect_backoff"] = _bool(block, key, value)
+            values["connect_backoff"] = value_of.boolean(block, key, value)
         elif k in ("connect_retries", "ping_max"):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise config_error(block, key, "expected a number")

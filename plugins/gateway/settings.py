@@ -14,9 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from natsd.config import config_error
-from natsd.config.fields import boolean as _bool
-from natsd.config.fields import duration as _duration
-from natsd.config.fields import string as _str
+from natsd.config import fields as value_of
 from natsd.config.tls import TLSSettings, load_tls, require_peer_certificates
 
 
@@ -60,7 +58,7 @@ def load(block: Any) -> GatewaySettings:
     for key, value in block.items():
         k = key.lower()
         if k == "name":
-            values["name"] = _str(block, key, value)
+            values["name"] = value_of.string(block, key, value)
             if " " in values["name"]:
                 raise config_error(block, key, "gateway name cannot contain spaces")
         elif k == "listen":
@@ -70,9 +68,9 @@ def load(block: Any) -> GatewaySettings:
             values["port"] = _port(block, key, value)
             port_given = True
         elif k in ("host", "net"):
-            values["host"] = _str(block, key, value)
+            values["host"] = value_of.string(block, key, value)
         elif k in ("advertise", "gateway_advertise"):
-            values["advertise"] = _str(block, key, value)
+            values["advertise"] = value_of.string(block, key, value)
         elif k == "authorization":
             _authorization(value, values, block, key)
         elif k == "tls":
@@ -82,13 +80,13 @@ def load(block: Any) -> GatewaySettings:
                 raise config_error(block, key, "expected a number")
             values["connect_retries"] = value
         elif k == "connect_backoff":
-            values["connect_backoff"] = _bool(block, key, value)
+            values["connect_backoff"] = value_of.boolean(block, key, value)
         elif k in ("reject_unknown_cluster", "reject_unknown"):
-            values["reject_unknown"] = _bool(block, key, value)
+            values["reject_unknown"] = value_of.boolean(block, key, value)
         elif k == "write_deadline":
-            values["write_deadline"] = _duration(block, key, value)
+            values["write_deadline"] = value_of.duration(block, key, value)
         elif k == "write_timeout":
-            values.setdefault("extra", {})["write_timeout"] = _str(block, key, value)
+            values.setdefault("extra", {})["write_timeout"] = value_of.string(block, key, value)
         elif k == "gateways":
             values["gateways"] = _remotes(block, key, value)
         else:
@@ -115,7 +113,7 @@ def _remotes(block: Any, key: str, value: Any) -> tuple[RemoteGateway, ...]:
         for k, v in entry.items():
             lk = k.lower()
             if lk == "name":
-                fields["name"] = _str(entry, k, v)
+                fields["name"] = value_of.string(entry, k, v)
             elif lk in ("url", "urls"):
                 items = [v] if isinstance(v, str) else v
                 if not isinstance(items, list) or not all(isinstance(u, str) for u in items):
@@ -147,7 +145,7 @@ def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> 
         elif lk in ("password", "pass"):
             values["password"] = str(v)
         elif lk == "timeout":
-            values["auth_timeout"] = _duration(value, k, v)
+            values["auth_timeout"] = value_of.duration(value, k, v)
         elif lk == "users":
             raise config_error(value, k, "Gateway authorization does not allow multiple users")
         elif lk == "token":
@@ -161,7 +159,7 @@ def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> 
 def _listen(block: Any, key: str, value: Any) -> tuple[str, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         return "0.0.0.0", _port(block, key, value)
-    text = _str(block, key, value).split("://", 1)[-1].rstrip("/")
+    text = value_of.string(block, key, value).split("://", 1)[-1].rstrip("/")
     host, sep, port = text.rpartition(":")
     if not sep:
         raise config_error(block, key, f"invalid listen address {value!r}")

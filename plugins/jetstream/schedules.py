@@ -274,8 +274,9 @@ class Scheduler:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0
 
-    def stored(self, msg: StoredMsg, hdrs: dict[str, str], now: int) -> None:
-        """A message was staged: it may arm, replace, cancel or re-time a schedule."""
+    def stored(self, msg: StoredMsg, hdrs: dict[str, str], now: int, restoring: bool = False) -> None:
+        """A message was staged (or, ``restoring``, is read back at start-up): it may arm, replace,
+        cancel or re-time a schedule."""
         text = hdrs.get(SCHEDULE)
         if text:
             try:
@@ -285,14 +286,15 @@ class Scheduler:
             due = pattern.next_after(msg.ts, now)
             if due is not None:
                 self.armed[msg.subject] = Armed(msg.seq, pattern, due)
-                self._arm()
+                if not restoring:
+                    self._arm()
             return
         if msg.subject in self.armed and SCHEDULER not in hdrs:
             del self.armed[msg.subject]  # a plain message on a schedule's subject ends it
         scheduler, upcoming = hdrs.get(SCHEDULER), hdrs.get(NEXT)
         if scheduler and upcoming == "purge":  # a one-shot fired (or its end was asked for): it goes
             self.armed.pop(scheduler, None)
-            seqs = _seqs(self.stream, scheduler)
+            seqs = [] if restoring else _seqs(self.stream, scheduler)
             if seqs:
                 self.stream.store.stage([Remove(tuple(seqs))])
         elif scheduler and upcoming:
@@ -303,7 +305,8 @@ class Scheduler:
                     armed.due = int(when.timestamp() * 1e9)
                 except ValueError:
                     pass
-                self._arm()
+                if not restoring:
+                    self._arm()
 
     def load(self) -> None:
         """Arm the schedules of the stored messages (at start-up, or when schedules are turned on)."""
@@ -312,31 +315,10 @@ class Scheduler:
         now = _now()
         msg = store.next_matching(state.first_seq, ">") if state.msgs else None
         while msg is not None:
-            if msg.hdrs and b"Nats-Schedule" in msg.hdrs:
-                self._restored(msg, parse_headers(msg.hdrs), now)
-            elif msg.subject in self.armed:
-                del self.armed[msg.subject]
+            if (msg.hdrs and b"Nats-Schedule" in msg.hdrs) or msg.subject in self.armed:
+                self.stored(msg, parse_headers(msg.hdrs), now, restoring=True)
             msg = store.next_matching(msg.seq + 1, ">")
         self._arm()
-
-    def _restored(self, msg: StoredMsg, hdrs: dict[str, str], now: int) -> None:
-        text = hdrs.get(SCHEDULE)
-        if text:
-            try:
-                pattern = parse_pattern(text, hdrs.get(TIME_ZONE))
-            except (PatternError, LookupError):
-                return
-            due = pattern.next_after(msg.ts, now)
-            if due is not None:
-                self.armed[msg.subject] = Armed(msg.seq, pattern, due)
-            return
-        scheduler, upcoming = hdrs.get(SCHEDULER), hdrs.get(NEXT)
-        armed = self.armed.get(scheduler or "")
-        if armed is not None and upcoming and upcoming != "purge":
-            try:
-                armed.due = int(datetime.datetime.fromisoformat(upcoming.replace("Z", "+00:00")).timestamp() * 1e9)
-            except ValueError:
-                pass
 
     def _arm(self) -> None:
         if not self.armed:

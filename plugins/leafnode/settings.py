@@ -19,10 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from natsd.config import config_error
-from natsd.config.fields import boolean as _bool
-from natsd.config.fields import duration as _duration
-from natsd.config.fields import port as _port
-from natsd.config.fields import string as _str
+from natsd.config import fields as value_of
 from natsd.config.tls import TLSSettings, load_tls
 
 DEFAULT_PORT = 7422
@@ -118,29 +115,29 @@ def load(block: Any) -> LeafSettings:
         if k == "listen":
             values["host"], values["port"] = _listen(block, key, value)
         elif k == "port":
-            values["port"] = _port(block, key, value)
+            values["port"] = value_of.port(block, key, value)
         elif k in ("host", "net"):
-            values["host"] = _str(block, key, value)
+            values["host"] = value_of.string(block, key, value)
         elif k == "authorization":
             _authorization(value, values, block, key)
         elif k == "remotes":
             values["remotes"] = _remotes(block, key, value)
         elif k in ("reconnect", "reconnect_delay", "reconnect_interval"):
-            values["reconnect"] = _duration(block, key, value)
+            values["reconnect"] = value_of.duration(block, key, value)
         elif k == "dial_timeout":
-            values["dial_timeout"] = _duration(block, key, value)
+            values["dial_timeout"] = value_of.duration(block, key, value)
         elif k == "write_deadline":
-            values["write_deadline"] = _duration(block, key, value)
+            values["write_deadline"] = value_of.duration(block, key, value)
         elif k == "tls":
             values["tls"] = load_tls(block, key, known_urls=True)
         elif k in ("leafnode_advertise", "advertise"):
-            values["advertise"] = _str(block, key, value)
+            values["advertise"] = value_of.string(block, key, value)
         elif k == "no_advertise":
-            values["no_advertise"] = _bool(block, key, value)
+            values["no_advertise"] = value_of.boolean(block, key, value)
         elif k == "compression":
             values.setdefault("extra", {})["compression"] = value  # declined on the wire
         elif k == "write_timeout":
-            values.setdefault("extra", {})["write_timeout"] = _str(block, key, value)
+            values.setdefault("extra", {})["write_timeout"] = value_of.string(block, key, value)
         elif k in NOT_SUPPORTED:
             raise config_error(block, key, f"leafnodes option {key!r} is not supported by natsd")
         else:
@@ -150,8 +147,8 @@ def load(block: Any) -> LeafSettings:
 
 def _listen(block: Any, key: str, value: Any) -> tuple[str, int]:
     if isinstance(value, int) and not isinstance(value, bool):
-        return "0.0.0.0", _port(block, key, value)
-    text = _str(block, key, value).split("://", 1)[-1].rstrip("/")
+        return "0.0.0.0", value_of.port(block, key, value)
+    text = value_of.string(block, key, value).split("://", 1)[-1].rstrip("/")
     host, sep, port = text.rpartition(":")
     if not sep:
         return text or "0.0.0.0", DEFAULT_PORT
@@ -159,7 +156,7 @@ def _listen(block: Any, key: str, value: Any) -> tuple[str, int]:
         number = int(port)
     except ValueError:
         raise config_error(block, key, f"invalid port in {value!r}") from None
-    return host.strip("[]") or "0.0.0.0", _port(block, key, number)
+    return host.strip("[]") or "0.0.0.0", value_of.port(block, key, number)
 
 
 
@@ -174,7 +171,7 @@ def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> 
     for k, v in value.items():
         lk = k.lower()
         if lk in ("user", "username"):
-            values["user"] = _str(value, k, v)
+            values["user"] = value_of.string(value, k, v)
         elif lk in ("pass", "password"):
             values["password"] = str(v)
         elif lk == "nkey":
@@ -182,9 +179,9 @@ def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> 
                 raise config_error(value, k, "Not a valid public nkey for leafnode authorization")
             values["nkey"] = v
         elif lk == "account":
-            values["account"] = _str(value, k, v)
+            values["account"] = value_of.string(value, k, v)
         elif lk == "timeout":
-            values["auth_timeout"] = _duration(value, k, v)
+            values["auth_timeout"] = value_of.duration(value, k, v)
         elif lk == "users":
             values["users"] = _users(value, k, v)
         elif lk == "proxy_required":
@@ -206,11 +203,11 @@ def _users(block: Any, key: str, value: Any) -> tuple[LeafUser, ...]:
         for k, v in entry.items():
             lk = k.lower()
             if lk in ("user", "username"):
-                fields["user"] = _str(entry, k, v)
+                fields["user"] = value_of.string(entry, k, v)
             elif lk in ("pass", "password"):
                 fields["password"] = str(v)
             elif lk == "account":
-                fields["account"] = _str(entry, k, v)
+                fields["account"] = value_of.string(entry, k, v)
             else:
                 raise config_error(entry, k, f"unknown field {k!r} in a leafnode user")
         if "user" not in fields:
@@ -237,46 +234,46 @@ def _remote(entry: Mapping[str, Any]) -> Remote:
         if lk in ("url", "urls"):
             fields["urls"] = _urls(entry, k, v)
         elif lk in ("account", "local"):
-            fields["account"] = _str(entry, k, v)
+            fields["account"] = value_of.string(entry, k, v)
         elif lk in ("creds", "credentials"):
             if "nkey_seed" in fields:
                 raise config_error(entry, k, "Remote leafnode can not have both creds and nkey defined")
-            path = os.path.expanduser(_str(entry, k, v))
+            path = os.path.expanduser(value_of.string(entry, k, v))
             if not os.path.isfile(path):
                 raise config_error(entry, k, f"credentials file {path!r} not found")
             fields["credentials"] = path
         elif lk in ("nkey", "seed"):
             if "credentials" in fields:
                 raise config_error(entry, k, "Remote leafnode can not have both creds and nkey defined")
-            seed = _str(entry, k, v)
+            seed = value_of.string(entry, k, v)
             if not seed.startswith("SU"):
                 raise config_error(entry, k, f"Remote leafnode nkey is not a valid seed: {seed!r}")
             fields["nkey_seed"] = seed
         elif lk == "tls":
             fields["tls"] = load_tls(entry, k, known_urls=True, client=True)
         elif lk == "hub":
-            fields["hub"] = _bool(entry, k, v)
+            fields["hub"] = value_of.boolean(entry, k, v)
         elif lk in ("deny_imports", "deny_import", "deny_exports", "deny_export"):
             subjects = [v] if isinstance(v, str) else v
             if not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
                 raise config_error(entry, k, "expected a subject or a list of subjects")
             fields["deny_imports" if "import" in lk else "deny_exports"] = tuple(subjects)
         elif lk == "first_info_timeout":
-            fields["first_info_timeout"] = _duration(entry, k, v)
+            fields["first_info_timeout"] = value_of.duration(entry, k, v)
         elif lk == "dial_timeout":
-            fields["dial_timeout"] = _duration(entry, k, v)
+            fields["dial_timeout"] = value_of.duration(entry, k, v)
         elif lk == "disabled":
-            fields["disabled"] = _bool(entry, k, v)
+            fields["disabled"] = value_of.boolean(entry, k, v)
         elif lk in ("no_randomize", "dont_randomize"):
-            fields["no_randomize"] = _bool(entry, k, v)
+            fields["no_randomize"] = value_of.boolean(entry, k, v)
         elif lk == "ignore_discovered_servers":
-            fields["ignore_discovered_servers"] = _bool(entry, k, v)
+            fields["ignore_discovered_servers"] = value_of.boolean(entry, k, v)
         elif lk == "compression":
             continue  # declined on the wire
         elif lk in ("ws_compress", "ws_compression", "websocket_compress", "websocket_compression"):
-            fields["ws_compression"] = _bool(entry, k, v)
+            fields["ws_compression"] = value_of.boolean(entry, k, v)
         elif lk in ("ws_no_masking", "websocket_no_masking"):
-            _bool(entry, k, v)  # accepted; natsd masks its frames anyway (every server reads them)
+            value_of.boolean(entry, k, v)  # accepted; natsd masks its frames anyway (every server reads them)
         elif lk in REMOTE_NOT_SUPPORTED:
             raise config_error(entry, k, f"remote leafnode option {k!r} is not supported by natsd")
         else:

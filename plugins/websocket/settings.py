@@ -16,10 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from natsd.config import config_error
-from natsd.config.fields import boolean as _bool
-from natsd.config.fields import duration as _duration
-from natsd.config.fields import port as _port
-from natsd.config.fields import string as _str
+from natsd.config import fields as value_of
 from natsd.config.tls import TLSSettings, load_tls
 
 FORBIDDEN_HEADERS = frozenset({"upgrade", "connection", "sec-websocket-accept", "sec-websocket-extensions",
@@ -111,17 +108,17 @@ def load(block: Any) -> WebSocketSettings:
         if k == "listen":
             values["host"], values["port"] = _listen(block, key, value)
         elif k == "port":
-            values["port"] = _port(block, key, value)
+            values["port"] = value_of.port(block, key, value)
         elif k in ("host", "net"):
-            values["host"] = _str(block, key, value)
+            values["host"] = value_of.string(block, key, value)
         elif k == "advertise":
-            values["advertise"] = _str(block, key, value)
+            values["advertise"] = value_of.string(block, key, value)
         elif k == "no_tls":
-            values["no_tls"] = _bool(block, key, value)
+            values["no_tls"] = value_of.boolean(block, key, value)
         elif k == "tls":
             values["tls"] = load_tls(block, key)
         elif k == "same_origin":
-            values["same_origin"] = _bool(block, key, value)
+            values["same_origin"] = value_of.boolean(block, key, value)
         elif k in ("allowed_origins", "allowed_origin", "allow_origins", "allow_origin", "origins", "origin"):
             texts = [value] if isinstance(value, str) else value
             if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -129,18 +126,19 @@ def load(block: Any) -> WebSocketSettings:
             values["allowed_origins"] = tuple(_origin(block, key, t) for t in texts)
             values["allowed_origin_texts"] = tuple(texts)
         elif k in ("compression", "compress"):
-            values["compression"] = _bool(block, key, value)
+            values["compression"] = value_of.boolean(block, key, value)
         elif k == "handshake_timeout":
             if isinstance(value, bool) or isinstance(value, float):
                 raise config_error(block, key, "error parsing handshake_timeout: expected a number "
                                    "of seconds or a duration")
-            values["handshake_timeout"] = float(value) if isinstance(value, int) else _duration(block, key, value)
+            values["handshake_timeout"] = (float(value) if isinstance(value, int)
+                                           else value_of.duration(block, key, value))
         elif k in ("authorization", "authentication"):
             _authorization(value, values, block, key)
         elif k == "no_auth_user":
-            values["no_auth_user"] = _str(block, key, value)
+            values["no_auth_user"] = value_of.string(block, key, value)
         elif k in ("jwt_cookie", "user_cookie", "pass_cookie", "token_cookie"):
-            values[k] = _str(block, key, value)
+            values[k] = value_of.string(block, key, value)
         elif k == "headers":
             values["headers"] = _headers(block, key, value)
         elif k in NOT_SUPPORTED:
@@ -187,7 +185,7 @@ def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> 
         elif lk == "token":
             values["token"] = str(v)
         elif lk == "timeout":
-            values["auth_timeout"] = _duration(value, k, v)
+            values["auth_timeout"] = value_of.duration(value, k, v)
         else:
             raise config_error(value, k, f"unknown field {k!r}")
     if values.get("token") is not None and values.get("user") is not None:
@@ -196,8 +194,8 @@ def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> 
 
 def _listen(block: Any, key: str, value: Any) -> tuple[str, int]:
     if isinstance(value, int) and not isinstance(value, bool):
-        return "0.0.0.0", _port(block, key, value)
-    text = _str(block, key, value).split("://", 1)[-1].rstrip("/")
+        return "0.0.0.0", value_of.port(block, key, value)
+    text = value_of.string(block, key, value).split("://", 1)[-1].rstrip("/")
     host, sep, port = text.rpartition(":")
     if not sep:
         raise config_error(block, key, f"could not parse port {text!r}")
@@ -205,7 +203,7 @@ def _listen(block: Any, key: str, value: Any) -> tuple[str, int]:
         number = int(port)
     except ValueError:
         raise config_error(block, key, f"could not parse port {port!r}") from None
-    return host.strip("[]") or "0.0.0.0", _port(block, key, number)
+    return host.strip("[]") or "0.0.0.0", value_of.port(block, key, number)
 
 
 

@@ -32,6 +32,20 @@ def hub_argv(kind: str, conf: Path) -> list[str]:
     return program + ["-c", str(conf)]
 
 
+def topology(tmp_path: Path) -> tuple[int, int, Path, Path]:
+    """``(hub port, leaf port, hub.conf, leaf.conf)``: a hub in domain ``hub`` with a leafnodes port,
+    a leaf in domain ``edge`` linked to it, each with its own store under ``tmp_path``."""
+    hub_port, leaf_port, hub_leaf_port = T.free_port(), T.free_port(), T.free_port()
+    hub_conf = tmp_path / "hub.conf"
+    hub_conf.write_text(f'port: {hub_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "hub"}", '
+                        f'domain: hub }}\nleafnodes {{ listen: "127.0.0.1:{hub_leaf_port}" }}\n')
+    leaf_conf = tmp_path / "leaf.conf"
+    leaf_conf.write_text(f'port: {leaf_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "leaf"}", '
+                         f'domain: edge }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: '
+                         f'"nats://127.0.0.1:{hub_leaf_port}" }} ] }}\n')
+    return hub_port, leaf_port, hub_conf, leaf_conf
+
+
 async def count(nc: nats.NATS, stream: str) -> int:
     info = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)).data)
     return int(info["state"]["messages"])
@@ -61,14 +75,7 @@ async def publish_all(js: nats.js.JetStreamContext, first: int, total: int) -> N
 
 @pytest.mark.parametrize("hub", ["natsd", "nats-server"])
 async def test_the_edge_stores_while_the_hub_is_away_and_the_hub_catches_up(hub: str, tmp_path: Path) -> None:
-    hub_port, leaf_port, hub_leaf_port = T.free_port(), T.free_port(), T.free_port()
-    hub_conf = tmp_path / "hub.conf"
-    hub_conf.write_text(f'port: {hub_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "hub"}", '
-                        f'domain: hub }}\nleafnodes {{ listen: "127.0.0.1:{hub_leaf_port}" }}\n')
-    leaf_conf = tmp_path / "leaf.conf"
-    leaf_conf.write_text(f'port: {leaf_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "leaf"}", '
-                         f'domain: edge }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: '
-                         f'"nats://127.0.0.1:{hub_leaf_port}" }} ] }}\n')
+    hub_port, leaf_port, hub_conf, leaf_conf = topology(tmp_path)
     hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub.log")
     leaf_proc = Proc([sys.executable, "-m", "natsd", "-c", str(leaf_conf)], leaf_port, tmp_path / "leaf.log")
     try:
@@ -115,14 +122,7 @@ async def test_the_edge_stores_while_the_hub_is_away_and_the_hub_catches_up(hub:
 @pytest.mark.parametrize("hub", ["natsd", "nats-server"])
 async def test_a_key_value_bucket_mirrored_to_the_edge_is_read_offline_and_catches_up(hub: str,
                                                                                      tmp_path: Path) -> None:
-    hub_port, leaf_port, hub_leaf_port = T.free_port(), T.free_port(), T.free_port()
-    hub_conf = tmp_path / "hub.conf"
-    hub_conf.write_text(f'port: {hub_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "hub"}", '
-                        f'domain: hub }}\nleafnodes {{ listen: "127.0.0.1:{hub_leaf_port}" }}\n')
-    leaf_conf = tmp_path / "leaf.conf"
-    leaf_conf.write_text(f'port: {leaf_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "leaf"}", '
-                         f'domain: edge }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: '
-                         f'"nats://127.0.0.1:{hub_leaf_port}" }} ] }}\n')
+    hub_port, leaf_port, hub_conf, leaf_conf = topology(tmp_path)
     hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub.log")
     leaf_proc = Proc([sys.executable, "-m", "natsd", "-c", str(leaf_conf)], leaf_port, tmp_path / "leaf.log")
     try:
@@ -167,14 +167,7 @@ async def test_a_key_value_bucket_mirrored_to_the_edge_is_read_offline_and_catch
 async def test_a_hub_killed_in_the_middle_of_the_catch_up_loses_and_doubles_nothing(hub: str,
                                                                                    tmp_path: Path) -> None:
     """As above, but the hub is killed (SIGKILL) while it is catching up, and started again."""
-    hub_port, leaf_port, hub_leaf_port = T.free_port(), T.free_port(), T.free_port()
-    hub_conf = tmp_path / "hub.conf"
-    hub_conf.write_text(f'port: {hub_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "hub"}", '
-                        f'domain: hub }}\nleafnodes {{ listen: "127.0.0.1:{hub_leaf_port}" }}\n')
-    leaf_conf = tmp_path / "leaf.conf"
-    leaf_conf.write_text(f'port: {leaf_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "leaf"}", '
-                         f'domain: edge }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: '
-                         f'"nats://127.0.0.1:{hub_leaf_port}" }} ] }}\n')
+    hub_port, leaf_port, hub_conf, leaf_conf = topology(tmp_path)
     hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub.log")
     leaf_proc = Proc([sys.executable, "-m", "natsd", "-c", str(leaf_conf)], leaf_port, tmp_path / "leaf.log")
     total = 1 + OFFLINE
