@@ -114,6 +114,8 @@ class JetStream:
         self.server = server
         self.settings = settings
         self.domain = settings.domain
+        if self.domain:  # in nats-server's INFO from the start: leaf links made before start() send it
+            server.update_info(domain=self.domain)
         self.limits: dict[str, AccountLimits] = {"$G": UNLIMITED}
         """Each JetStream account's limits (from its ``jetstream`` value)."""
         self.without: set[str] = set()
@@ -279,7 +281,7 @@ class JetStream:
         for backend in self.backends.values():
             if backend is not None:
                 await backend.close()
-        self.server.update_info(jetstream=None)
+        self.server.update_info(jetstream=None, domain=None)
 
     # -- the publish path's hook ---------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from natsd.routing.connection import LOCAL_KINDS, Kind, notify
 from natsd.routing.stats import rfc3339
 from natsd.routing.subjects import has_wildcard
 from natsd.routing.sublist import Sublist, Subscription
+from natsd.wire.errors import go_quote
 
 from .link import Key, LeafLink
 from .protocol import encode_sub, encode_unsub
@@ -54,7 +55,11 @@ from .settings import DEFAULT_PORT, LeafSettings, Remote
 log = logging.getLogger("natsd.leafnode")
 
 JS_DENIED = ("$JS.API.>", "$KV.>", "$OBJ.>")
-"""What nats-server denies both ways on a leaf link when JetStream is not on (natsd has none)."""
+"""What nats-server denies both ways on a leaf link whose sides do not share one JetStream
+(always so with natsd, which never extends a JetStream domain across a leaf link): each side's
+JetStream answers only its own clients, and other domains are reached as ``$JS.<domain>.API``."""
+SYSTEM_JS_DENIED = ("$JSC.>", "$NRG.>", *JS_DENIED)
+"""The same for a link in the system account: JetStream's cluster traffic stays home too."""
 REMOTE_KINDS = frozenset({Kind.ROUTER, Kind.GATEWAY})
 
 
@@ -106,6 +111,8 @@ class LeafNodes:
         self._deny_cache: dict[tuple[int, str], Sublist] = {}
         self._stopping = False
         self._js_deny = self.subject_set(JS_DENIED)
+        self._js_deny_system = self.subject_set(SYSTEM_JS_DENIED)
+        self._js_deny_out: tuple[str, Sublist] | None = None
 
     # -- lifecycle (a Listener) ------------------------------------------------------------
 
@@ -155,8 +162,29 @@ class LeafNodes:
             sl.insert(Subscription(None, subject.encode(), None, b"deny", 1))
         return sl
 
-    def js_denied(self, subject: bytes) -> bool:
-        return bool(self._js_deny.match(subject).psubs)
+    def js_denied(self, link: LeafLink, subject: bytes) -> bool:
+        """Whether ``subject`` may not cross ``link`` either way (interest or messages)."""
+        system = self.server.system_account
+        deny = self._js_deny_system if system is not None and link.account is system else self._js_deny
+        return bool(deny.match(subject).psubs)
+
+    def js_denied_out(self, link: LeafLink, subject: bytes) -> bool:
+        """Whether a message on ``subject`` may not leave over ``link``: what :meth:`js_denied`
+        says, and requests for this server's own domain (``$JS.<domain>.API.>``), which nats-server
+        keeps home so that a hub and a leaf misconfigured with one domain do not answer each other."""
+        if self.js_denied(link, subject):
+            return True
+        domain = self.domain()
+        if not domain:
+            return False
+        cached = self._js_deny_out
+        if cached is None or cached[0] != domain:
+            cached = self._js_deny_out = (domain, self.subject_set([f"$JS.{domain}.API.>"]))
+        return bool(cached[1].match(subject).psubs)
+
+    def domain(self) -> str:
+        """This server's JetStream domain (the jetstream plugin's INFO field), or ``""``."""
+        return str(self.server.info_field("domain") or "")
 
     def lds(self, account: Account) -> bytes:
         """This server's loop-detection subject for ``account``."""
@@ -209,6 +237,11 @@ class LeafNodes:
             if settings.tls.verify:
                 info["tls_verify"] = True
         info["max_payload"] = server.config.max_payload
+        if server.info_field("jetstream"):
+            info["jetstream"] = True
+        domain = self.domain()
+        if domain:
+            info["domain"] = domain
         info["client_id"] = link.cid
         if first:
             info["nonce"] = link.nonce
@@ -255,11 +288,16 @@ class LeafNodes:
             else:
                 options["auth_token"] = parts.username
         options["server_id"] = server.server_id
+        domain = self.domain()
+        if domain:
+            options["domain"] = domain
         options["name"] = server.name
         if remote.hub:
             options["is_hub"] = True
         options["cluster"] = self.cluster_name() or server.name
         options["headers"] = link.headers
+        if server.info_field("jetstream"):
+            options["jetstream"] = True
         if remote.deny_imports:
             options["deny_pub"] = list(remote.deny_imports)
         options["compress_mode"] = "off"
@@ -314,6 +352,9 @@ class LeafNodes:
             self._leaf_clusters.setdefault(name, Counter())[link.remote_cluster] += 1
         log.info("%s - Leafnode connection registered: account %s, remote %s", link.describe(),
                  name, link.remote_name or link.remote_id)
+        if self.domain() or link.remote_domain:
+            log.info("%s - JetStream using domains: local %s, remote %s", link.describe(),
+                     go_quote(self.domain()), go_quote(link.remote_domain))
         # nats-server announces a leaf as a connection of its account on the leaf's side, and
         # on the hub's when the leaf logged in as one of the server's users
         if link.solicited or not self.settings.auth_required:
@@ -372,7 +413,7 @@ class LeafNodes:
         if not link.registered or link.closed:
             return
         subject, queue = key
-        if self.js_denied(subject) or not self._may_offer(link, subject):
+        if self.js_denied(link, subject) or not self._may_offer(link, subject):
             return
         weight = self.weight(link, key)
         if queue is None and weight:

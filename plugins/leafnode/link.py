@@ -64,8 +64,8 @@ class LeafLink(Link):
     """A leaf-node connection (see the module docstring)."""
 
     __slots__ = ("leafnodes", "remote_cfg", "url", "remote_cluster", "remote_account", "nonce",
-                 "registered", "connect_options", "sent", "interest", "deny_pub", "checker", "retry_delay",
-                 "carrier", "_timer", "_auth_task", "_info_seen")
+                 "registered", "connect_options", "remote_domain", "sent", "interest", "deny_pub",
+                 "checker", "retry_delay", "carrier", "_timer", "_auth_task", "_info_seen")
 
     label = "Leafnode"
     kind_name = "Leafnode"
@@ -86,6 +86,7 @@ class LeafLink(Link):
         self.nonce = ""
         self.registered = False
         self.connect_options: dict[str, Any] = {}
+        self.remote_domain = ""  # the other side's JetStream domain (its INFO or CONNECT)
         self.sent: dict[Key, int] = {}  # what this side announced to the other (LS+), by weight
         self.interest: dict[Key, Subscription] = {}  # the other side's interest, in our account
         self.deny_pub: Any = None  # subjects the other side does not want (CONNECT deny_pub)
@@ -181,6 +182,7 @@ class LeafLink(Link):
         self.version = str(options.get("version") or "")
         self.remote_id = str(options.get("server_id") or self.remote_name)
         self.remote_account = str(options.get("remote_account") or "")
+        self.remote_domain = str(options.get("domain") or "")
         self.headers = bool(options.get("headers"))
         deny = options.get("deny_pub")
         if isinstance(deny, list) and deny:
@@ -258,6 +260,7 @@ class LeafLink(Link):
         self.version = str(info.get("version") or "")
         self.remote_cluster = str(info.get("cluster") or "")
         self.nonce = str(info.get("nonce") or "")
+        self.remote_domain = str(info.get("domain") or "")
         self.headers = bool(info.get("headers"))
         self.leafnodes.hub_urls_update(self, info)
         remote = self.remote_cfg
@@ -343,8 +346,8 @@ class LeafLink(Link):
         if subject == self.leafnodes.lds(self.account):
             self.loop_detected()
             return
-        if self.leafnodes.js_denied(subject):
-            return  # no JetStream here: its API subjects never cross (nats-server denies them)
+        if self.leafnodes.js_denied(self, subject):
+            return  # each side's JetStream API stays on its side (nats-server denies it both ways)
         if self.solicited and self.leafnodes.denied(self, "exports", subject):
             return  # deny_exports: nothing of ours goes there
         if self.checker is not None and not has_wildcard(subject):
@@ -385,6 +388,8 @@ class LeafLink(Link):
             return
         if self.solicited and self.leafnodes.denied(self, "imports", subject):
             return  # deny_imports: dropped, as nats-server's leaf does
+        if self.leafnodes.js_denied(self, subject):
+            return  # the other side's clients do not reach our JetStream API but by its domain
         self.in_msgs += 1
         self.in_bytes += len(payload) - 2
         self.account.deliver_from_server(self, subject, reply, size, payload, hdr, queues)
@@ -414,7 +419,7 @@ class LeafLink(Link):
                 return
             if self.solicited and not self.checker.can_publish(subject):
                 return
-        if self.leafnodes.js_denied(subject):
+        if self.leafnodes.js_denied_out(self, subject):
             return
         if hdr and not self.headers:  # a peer without headers gets the body only
             body = payload[hdr:]

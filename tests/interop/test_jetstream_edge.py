@@ -32,16 +32,16 @@ def hub_argv(kind: str, conf: Path) -> list[str]:
     return program + ["-c", str(conf)]
 
 
-def topology(tmp_path: Path) -> tuple[int, int, Path, Path]:
+def topology(tmp_path: Path, hub_domain: str = "hub", leaf_domain: str = "edge") -> tuple[int, int, Path, Path]:
     """``(hub port, leaf port, hub.conf, leaf.conf)``: a hub in domain ``hub`` with a leafnodes port,
     a leaf in domain ``edge`` linked to it, each with its own store under ``tmp_path``."""
     hub_port, leaf_port, hub_leaf_port = T.free_port(), T.free_port(), T.free_port()
     hub_conf = tmp_path / "hub.conf"
     hub_conf.write_text(f'port: {hub_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "hub"}", '
-                        f'domain: hub }}\nleafnodes {{ listen: "127.0.0.1:{hub_leaf_port}" }}\n')
+                        f'domain: {hub_domain} }}\nleafnodes {{ listen: "127.0.0.1:{hub_leaf_port}" }}\n')
     leaf_conf = tmp_path / "leaf.conf"
     leaf_conf.write_text(f'port: {leaf_port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{tmp_path / "leaf"}", '
-                         f'domain: edge }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: '
+                         f'domain: {leaf_domain} }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: '
                          f'"nats://127.0.0.1:{hub_leaf_port}" }} ] }}\n')
     return hub_port, leaf_port, hub_conf, leaf_conf
 
@@ -71,6 +71,98 @@ async def publish_all(js: nats.js.JetStreamContext, first: int, total: int) -> N
         acks = await asyncio.gather(*(js.publish(f"metrics.host{i % 8}", b"%d" % i)
                                       for i in range(start, min(start + 200, first + total))))
         assert all(ack.stream == "EDGE" for ack in acks)
+
+
+async def answers(nc: nats.NATS, subject: str, wait: float = 0.5) -> list[str]:
+    """The domains of every server answering ``subject`` (an account INFO request) within ``wait``."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish(subject, b"", reply=inbox)
+    await asyncio.sleep(wait)
+    domains = []
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=0.01)
+        except nats.errors.TimeoutError:
+            break
+        domains.append(json.loads(msg.data).get("domain", ""))
+    await sub.unsubscribe()
+    return domains
+
+
+async def until_answered(nc: nats.NATS, subject: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await answers(nc, subject, 0.3):
+            return
+    raise AssertionError(f"nothing answers {subject}")
+
+
+@pytest.mark.parametrize(("hub", "leaf"), [("natsd", "natsd"), ("natsd", "nats-server"), ("nats-server", "natsd")])
+async def test_each_side_answers_its_own_clients_and_the_other_domain_by_name(hub: str, leaf: str,
+                                                                                 tmp_path: Path) -> None:
+    """``$JS.API`` stays on each side of the link (nats-server denies it both ways on a leaf link
+    between domains); ``$JS.<domain>.API`` reaches the other side, and a server told of the other
+    side's domain in INFO or CONNECT logs it."""
+    hub_port, leaf_port, hub_conf, leaf_conf = topology(tmp_path)
+    hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub.log")
+    leaf_proc = Proc(hub_argv(leaf, leaf_conf), leaf_port, tmp_path / "leaf.log")
+    try:
+        hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
+        leaf_nc = await nats.connect(f"nats://127.0.0.1:{leaf_port}")
+        await until_answered(leaf_nc, "$JS.hub.API.INFO")
+        await until_answered(hub_nc, "$JS.edge.API.INFO")
+        assert await answers(leaf_nc, "$JS.API.INFO") == ["edge"]
+        assert await answers(hub_nc, "$JS.API.INFO") == ["hub"]
+        assert await answers(leaf_nc, "$JS.hub.API.INFO") == ["hub"]
+        assert await answers(hub_nc, "$JS.edge.API.INFO") == ["edge"]
+        assert await answers(leaf_nc, "$JS.edge.API.INFO") == ["edge"]
+        assert await answers(hub_nc, "$JS.hub.API.INFO") == ["hub"]
+        await hub_nc.close()
+        await leaf_nc.close()
+    finally:
+        hub_proc.stop()
+        leaf_proc.stop()
+    for side, local, remote in (("hub", "hub", "edge"), ("leaf", "edge", "hub")):
+        log = (tmp_path / f"{side}.log").read_text()
+        assert f'JetStream using domains: local "{local}", remote "{remote}"' in log, log[-2000:]
+
+
+@pytest.mark.parametrize(("hub", "leaf"), [("natsd", "natsd"), ("natsd", "nats-server"), ("nats-server", "natsd")])
+async def test_a_hub_and_a_leaf_given_one_domain_do_not_answer_each_other(hub: str, leaf: str,
+                                                                         tmp_path: Path) -> None:
+    """A misconfiguration nats-server guards against: requests for a server's own domain never
+    leave it over a leaf link, so each side's clients hear their own JetStream only."""
+    hub_port, leaf_port, hub_conf, leaf_conf = topology(tmp_path, "same", "same")
+    hub_proc = Proc(hub_argv(hub, hub_conf), hub_port, tmp_path / "hub.log")
+    leaf_proc = Proc(hub_argv(leaf, leaf_conf), leaf_port, tmp_path / "leaf.log")
+    try:
+        hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
+        leaf_nc = await nats.connect(f"nats://127.0.0.1:{leaf_port}")
+        # the link is up once a plain subscription on one side is heard on the other
+        async def pong(msg: nats.aio.msg.Msg) -> None:
+            await msg.respond(b"hub")
+
+        probe = await hub_nc.subscribe("probe", cb=pong)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert (await leaf_nc.request("probe", b"", timeout=0.3)).data == b"hub"
+                break
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                assert time.monotonic() < deadline, "the leaf link did not come up"
+        await probe.unsubscribe()
+        await leaf_nc.jetstream().add_stream(name="LEAF_ONLY", subjects=["leaf.>"])
+        await hub_nc.jetstream().add_stream(name="HUB_ONLY", subjects=["hub.>"])
+        for nc, mine in ((leaf_nc, "LEAF_ONLY"), (hub_nc, "HUB_ONLY")):
+            assert await answers(nc, "$JS.same.API.INFO") == ["same"]  # one answer: its own server's
+            names = json.loads((await nc.request("$JS.same.API.STREAM.NAMES", b"", timeout=2)).data)
+            assert names["streams"] == [mine]
+        await hub_nc.close()
+        await leaf_nc.close()
+    finally:
+        hub_proc.stop()
+        leaf_proc.stop()
 
 
 @pytest.mark.parametrize("hub", ["natsd", "nats-server"])

@@ -263,3 +263,42 @@ def test_websocket_remote_settings() -> None:
     server.configure()
     [remote] = server.stash[LEAFNODES].settings.remotes
     assert remote.websocket and remote.ws_compression
+
+
+async def test_jetstream_cluster_subjects_stay_home_on_a_system_account_link() -> None:
+    """nats-server's ``denyAllJs`` on a link in the system account: ``$JSC.>`` and ``$NRG.>``
+    (JetStream's cluster traffic) do not cross, both ways, while the account's other subjects do;
+    in an application account ``$JSC.>`` (the reply subjects of sourcing requests) crosses."""
+    accounts = ("system_account: SYS\naccounts { SYS { users: [{user: sys, password: sys}] },"
+                " APP { users: [{user: app, password: app}] } }\n")
+    hub = await start("server_name: HUB\n" + accounts + "leafnodes { listen: 127.0.0.1:-1 }\n")
+    leaf = await start(f'server_name: EDGE\n{accounts}leafnodes {{ remotes: ['
+                       f'{{url: "nats-leaf://sys:sys@127.0.0.1:{leaf_port(hub)}", account: SYS}},'
+                       f'{{url: "nats-leaf://app:app@127.0.0.1:{leaf_port(hub)}", account: APP}}] }}\n')
+    clients = []
+    try:
+        await until(lambda: links(hub) == 2)
+        for user, server in (("sys", hub), ("sys", leaf), ("app", hub), ("app", leaf)):
+            clients.append(await nats.connect(server.client_url, user=user, password=user))
+        sys_hub, sys_leaf, app_hub, app_leaf = clients
+        for here, there in ((sys_leaf, sys_hub), (sys_hub, sys_leaf)):
+            held = await there.subscribe("$JSC.R.probe")
+            raft = await there.subscribe("$NRG.AE.probe")
+            control = await there.subscribe("sys.probe")
+            await there.flush()
+            await crossed(here, "sys.probe", control)
+            await here.publish("$JSC.R.probe", b"x")
+            await here.publish("$NRG.AE.probe", b"x")
+            await here.publish("sys.probe", b"after")
+            await here.flush()
+            assert (await control.next_msg(timeout=2)).data == b"after"  # sent after the others
+            for denied in (held, raft):
+                with pytest.raises(nats.errors.TimeoutError):
+                    await denied.next_msg(timeout=0.2)
+        replies = await app_hub.subscribe("$JSC.R.probe")
+        await app_hub.flush()
+        await crossed(app_leaf, "$JSC.R.probe", replies)
+    finally:
+        for nc in clients:
+            await nc.close()
+        await stop(leaf, hub)
