@@ -157,16 +157,21 @@ def deliver_as(account: Account, sender: Any, subject: bytes, shown: bytes, repl
     JetStream sends a stored message to a pull request's inbox this way: the
     inbox routes it, the client sees the subject it was published on (as
     nats-server's ``pa.deliver``). Local subscriptions see ``shown``; queue
-    groups, other servers and egress get the message as routed, ``subject``.
+    groups, other servers and egress get the message as routed, ``subject``,
+    and so do the forwarders of imports, which pass it on into their account
+    by that subject. The ones that travel learn ``shown`` from the reply:
+    ``<ack reply>@<subject>``, nats-server's form (see :func:`split_shown`).
     """
     result = account.sublist.match(subject)
+    carried = reply + b"@" + shown if reply and reply.startswith(JS_ACK) and shown != subject else reply
     for sub in result.psubs:
         if sub.client is not sender or sender.echo:
-            deliver_one(sender, sub, shown, reply, size, payload, hdr)
+            if sub.client.kind is Kind.ACCOUNT:
+                deliver_one(sender, sub, subject, carried, size, payload, hdr)
+            else:
+                deliver_one(sender, sub, shown, reply, size, payload, hdr)
     if result.qsubs or result.remote is not None or account.egress:
         bare = SublistResult((), result.qsubs, remote=result.remote)
-        # other servers learn the subject from the reply: ``<ack reply>@<subject>`` (nats-server's form)
-        carried = reply + b"@" + shown if reply and reply.startswith(JS_ACK) and shown != subject else reply
         return _beyond(account, sender, bare, subject, reply, size, payload, hdr, None,
                        carried) or result.interest
     return result.interest

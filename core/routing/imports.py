@@ -32,6 +32,7 @@ from natsd.config import config_error
 from natsd.wire.protocol import CRLF
 
 from .connection import Connection, Kind
+from .deliver import deliver_as, split_shown
 from .subjects import subject_is_subset, valid_literal_subject, valid_subject
 from .sublist import Subscription
 
@@ -181,10 +182,15 @@ class _Forwarder(Connection):
         self._placed.clear()
 
     def _forward(self, account: Account, subject: bytes, reply: bytes | None,
-                 headers: bytes | None, payload: bytes) -> None:
+                 headers: bytes | None, payload: bytes, shown: bytes | None = None) -> None:
+        """Route into ``account``; ``shown``: the subject its subscribers see instead (a
+        JetStream delivery's stored subject, see :func:`natsd.routing.deliver.deliver_as`)."""
         hdr = headers or b""
         body = hdr + payload
-        account.deliver(self, subject, reply, str(len(body)).encode(), body + CRLF, len(hdr))
+        if shown is None:
+            account.deliver(self, subject, reply, str(len(body)).encode(), body + CRLF, len(hdr))
+        else:
+            deliver_as(account, self, subject, shown, reply, str(len(body)).encode(), body + CRLF, len(hdr))
         self.server.schedule_flush()
 
     def remove_sub(self, sub: Subscription) -> None:
@@ -207,7 +213,8 @@ class StreamImport(_Forwarder):
     def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None,
                 headers: bytes | None, payload: bytes, sender: Connection) -> None:
         if sender.kind != Kind.ACCOUNT:
-            self._forward(self.importer, self.target(subject), reply, headers, payload)
+            reply, shown = split_shown(reply)
+            self._forward(self.importer, self.target(subject), reply, headers, payload, shown)
 
 
 class ServiceImport(_Forwarder):
@@ -261,7 +268,10 @@ class ServiceImport(_Forwarder):
             del self.replies[subject]
             if entry[1] < time.monotonic():
                 return
-        self._forward(self.importer, entry[0], None, headers, payload)
+        # a response keeps its reply (a JetStream delivery's ack subject, so that the requester
+        # can acknowledge it through its own import) as nats-server's response imports do
+        reply, shown = split_shown(reply)
+        self._forward(self.importer, entry[0], reply, headers, payload, shown)
 
     def close(self, reason: str = "", err: str | None = None, *, abort: bool = False) -> None:
         super().close(reason, err, abort=abort)

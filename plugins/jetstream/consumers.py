@@ -137,6 +137,9 @@ class Consumer:
         """The ``$JS.FC`` subject of a flow control request not answered yet."""
         self._last_delivery = time.time_ns()
         self._idle_since = time.time_ns()
+        self._covered = False
+        """A push consumer created while a wildcard subscription covered its deliver subject
+        (a stream import's, say): nats-server counts that as interest (``HasInterest``)."""
         self.closed = False
         if config.get("pause_until"):
             self.paused_until = _parse_time(config["pause_until"])
@@ -186,6 +189,10 @@ class Consumer:
 
     def start(self) -> None:
         client = self.stream.client
+        deliver = self.config.get("deliver_subject")
+        if deliver and not self.config.get("deliver_group"):  # a group needs members of its own
+            found = client.account.sublist.match(deliver.encode())
+            self._covered = bool(found.psubs or found.qsubs or found.remote is not None)
         if not self.ack_none:  # as nats-server: nothing listens for acks a consumer does not take
             self._ack_sub = client.subscribe(f"$JS.ACK.{self.stream.name}.{self.name}.*.*.*.*.*", self._ack_received)
         if self.config.get("flow_control"):
@@ -325,10 +332,14 @@ class Consumer:
 
     def _bound(self) -> bool:
         """nats-server's ``push_bound``: a subscription on exactly the deliver subject (in the
-        deliver group, if the consumer has one), or interest from another server."""
+        deliver group, if the consumer has one), or interest from another server; or any
+        interest at all if there was some when the consumer was created (nats-server checks
+        ``HasInterest`` then, and later learns of changes on the exact subject only)."""
         subject = self.config["deliver_subject"].encode()
         result = self.stream.client.account.sublist.match(subject)
         if result.remote is not None:
+            return True
+        if self._covered and (result.psubs or result.qsubs):
             return True
         group = self.config.get("deliver_group")
         if group:
