@@ -10,6 +10,7 @@ PubAck is.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -38,7 +39,7 @@ from .limits import (
     reserved,
 )
 from .store.base import Compact, Remove, StoredMsg
-from .streams import Stream, check_config, check_update, purge_ops, rfc3339, short_hash
+from .streams import Stream, check_config, check_update, parse_headers, purge_ops, rfc3339, short_hash
 
 if TYPE_CHECKING:
     from natsd.config import ServerConfig
@@ -354,7 +355,10 @@ class JetStream:
             tokens = subject.decode().split(".")
             args = tokens[fixed:]
             asked = Asked(".".join(["$JS", "API", *tokens[tokens.index("API") + 1:]]), payload, client.sender)
-            self.server.loop.create_task(self._answer(account, kind, handler, args, reply, payload, asked))
+            run = handler
+            if kind == "consumer_create_response":  # the one API that reads a request header
+                run = functools.partial(handler, headers=headers)
+            self.server.loop.create_task(self._answer(account, kind, run, args, reply, payload, asked))
         return callback
 
     @staticmethod
@@ -688,15 +692,17 @@ class JetStream:
     # -- consumers -------------------------------------------------------------------------------------
 
     async def consumer_create(self, account: str, payload: bytes, stream_name: str,
-                              *rest: str) -> dict[str, Any]:
+                              *rest: str, headers: bytes | None = None) -> dict[str, Any]:
         return await self._create_consumer(account, payload, stream_name, rest[0] if rest else "",
-                                           ".".join(rest[1:]), durable_api=False)
+                                           ".".join(rest[1:]), durable_api=False, headers=headers)
 
-    async def durable_create(self, account: str, payload: bytes, stream_name: str, durable: str) -> dict[str, Any]:
-        return await self._create_consumer(account, payload, stream_name, durable, "", durable_api=True)
+    async def durable_create(self, account: str, payload: bytes, stream_name: str, durable: str,
+                             headers: bytes | None = None) -> dict[str, Any]:
+        return await self._create_consumer(account, payload, stream_name, durable, "", durable_api=True,
+                                           headers=headers)
 
     async def _create_consumer(self, account: str, payload: bytes, stream_name: str, name: str, filter_: str,
-                               *, durable_api: bool) -> dict[str, Any]:
+                               *, durable_api: bool, headers: bytes | None = None) -> dict[str, Any]:
         request = _decoded(payload, CREATE_CONSUMER, "CreateConsumerRequest")
         if isinstance(request, dict) and request.get("action") not in (None, "", "create", "update"):
             raise api_error("JSInvalidJSONErr", err=f"unknown consumer action: {json.dumps(request['action'])}")
@@ -728,6 +734,12 @@ class JetStream:
         if len(raw.get("durable_name") or "") > MAX_NAME:
             raise api_error("JSConsumerNameTooLongErrF", max=MAX_NAME)
         stream = self._stream(account, stream_name)
+        identity = short_hash(stream.created)
+        if (raw.get("direct") or raw.get("sourcing")) and headers:
+            # a source names the origin it last read: one recreated since must not resume it
+            expected = parse_headers(headers).get("Nats-Stream-Identity")
+            if expected and expected != identity:
+                raise api_error("JSConsumerStreamIdentityMismatchF", msg=identity)
         limits = self.limits[account]
         config = check_consumer_config(raw, stream, account_max_ack_pending=limits.max_ack_pending)
         if stream.config["retention"] == "workqueue":
@@ -768,7 +780,7 @@ class JetStream:
         consumer.start()
         self.advisories.consumer(account, stream.name, consumer_name, "create")
         if config.get("direct") or config.get("sourcing"):  # a mirror's or source's: who the origin is
-            return {**consumer.info(), HEADERS: f"Nats-Stream-Identity: {short_hash(stream.created)}"}
+            return {**consumer.info(), HEADERS: f"Nats-Stream-Identity: {identity}"}
         if consumer.paused_until > time.time_ns():
             self.server.loop.call_soon(self.advisories.pause, account, stream.name, consumer_name,
                                        consumer.paused_until)  # after the reply, as nats-server

@@ -100,9 +100,11 @@ class Feed:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self, last: int) -> None:
-        """Begin from origin sequence ``last`` + 1 (0: by the config's start)."""
+    def start(self, last: int, ident: str = "") -> None:
+        """Begin from origin sequence ``last`` + 1 (0: by the config's start); ``ident``: the
+        origin's identity as last seen (a recreated origin is then noticed)."""
         self.sseq = last
+        self.ident = ident
         self._schedule(0.0)
         self._health = self._loop.call_later(STALLED_AFTER, self._check_health)
 
@@ -232,6 +234,15 @@ class Feed:
         except ValueError:
             response = {}
         config = response.get("config") if isinstance(response, dict) else None
+        error = response.get("error") if isinstance(response, dict) else None
+        if not self.mirror and isinstance(error, dict) and error.get("err_code") == 10225:
+            # the origin was recreated since this source last read it: start it over, at once
+            log.warning("JetStream: stream %r: source %r was recreated; sourcing it from the start",
+                        self.stream.name, self.config["name"])
+            self.sseq, self.dseq, self.ident = 0, 0, ""
+            self.stream.save_sources()
+            self._schedule(0.0)
+            return
         if not isinstance(config, dict) or response.get("error"):
             self.error = response.get("error") if isinstance(response, dict) else None
             log.warning("JetStream: stream %r could not %s %r: %s", self.stream.name,
@@ -329,15 +340,17 @@ class Feed:
         value = f"{name} {sseq} {filters} {dests} {subject}" + (f" {self.ident}" if self.ident else "")
         kept.append(f"{SOURCE_HEADER}: {value}".encode())
         hdrs = b"NATS/1.0\r\n" + b"".join(line + b"\r\n" for line in kept) + b"\r\n"
-        try:
-            self.stream.process(self._transformed(subject), hdrs, payload, internal=True)
-        except ApiError as exc:
-            if exc.err_code != 10071:
-                log.warning("JetStream: stream %r could not store %d from %r: %s", self.stream.name, sseq,
-                            self.config["name"], exc)
-                self._retry()
-                return
-        self.sseq, self.dseq = sseq, dseq
+        with self.stream.store.atomic():  # the message and where the source is: one write
+            try:
+                self.stream.process(self._transformed(subject), hdrs, payload, internal=True)
+            except ApiError as exc:
+                if exc.err_code != 10071:  # a duplicate Nats-Msg-Id is passed over
+                    log.warning("JetStream: stream %r could not store %d from %r: %s", self.stream.name, sseq,
+                                self.config["name"], exc)
+                    self._retry()
+                    return
+            self.sseq, self.dseq = sseq, dseq
+            self.stream.save_sources()
         self.stream.request_commit()
 
     def _transformed(self, subject: str) -> str:
@@ -369,20 +382,25 @@ class Feed:
         return out
 
 
-def last_sourced(stream: Stream) -> dict[str, int]:
-    """The last origin sequence each source stored, by index name, from the ``Nats-Stream-Source``
-    headers (a restart's starting point)."""
+def last_sourced(stream: Stream) -> dict[str, tuple[int, str]]:
+    """Where each source is, by index name: the last origin sequence it stored and the origin's
+    identity (a restart's starting point). The store keeps it (``save_sources``) through purges
+    and expiry; a store without it, or from before it was kept, is read from the messages'
+    ``Nats-Stream-Source`` headers, as nats-server does without its sources state."""
     store = stream.store
+    saved = store.sources() if hasattr(store, "sources") else None
+    if saved:
+        return {key: (int(value[0]), str(value[1])) for key, value in saved.items()}
     state = store.state()
-    found: dict[str, int] = {}
+    found: dict[str, tuple[int, str]] = {}
     msg = store.next_matching(state.first_seq, ">") if state.msgs else None
     while msg is not None:
         if msg.hdrs and SOURCE_HEADER.encode() in msg.hdrs:
             fields = parse_headers(msg.hdrs).get(SOURCE_HEADER, "").split(" ")
             if len(fields) >= 4 and fields[1].isdigit():
-                found[f"{fields[0]} {fields[2]} {fields[3]}"] = int(fields[1])
+                found[f"{fields[0]} {fields[2]} {fields[3]}"] = (int(fields[1]), fields[5] if len(fields) > 5 else "")
             elif len(fields) == 2 and fields[1].isdigit():
-                found[fields[0]] = int(fields[1])
+                found[fields[0]] = (int(fields[1]), "")
         msg = store.next_matching(msg.seq + 1, ">")
     return found
 

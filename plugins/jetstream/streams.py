@@ -531,7 +531,7 @@ class Stream:
         for key in list(self.feeds):
             if key not in keep or self.feeds[key].config != keep[key][0]:
                 self.feeds.pop(key).stop()
-        starts: dict[str, int] | None = None
+        starts: dict[str, tuple[int, str]] | None = None
         for key, (cfg, mirror) in keep.items():
             if key in self.feeds:
                 continue
@@ -541,7 +541,13 @@ class Stream:
             else:
                 if starts is None:
                     starts = last_sourced(self)
-                feed.start(starts.get(key, starts.get(cfg["name"], 0)))
+                feed.start(*starts.get(key, starts.get(cfg["name"], (0, ""))))
+
+    def save_sources(self) -> None:
+        """Keep where each source is with what is being staged (see ``StreamStore.save_sources``)."""
+        if hasattr(self.store, "save_sources"):
+            self.store.save_sources({key: [feed.sseq, feed.ident] for key, feed in self.feeds.items()
+                                     if not feed.mirror})
 
     def log_refused_schedule(self, subject: str, error: Exception) -> None:
         log.warning("JetStream: stream %r: the schedule on %r could not publish: %s", self.name, subject, error)

@@ -123,6 +123,15 @@ class StreamStore(Protocol):
     def consumers(self) -> dict[str, dict[str, Any]]:
         """The consumers saved with :meth:`save_consumer`, by name."""
         ...
+    def save_sources(self, state: dict[str, Any]) -> None:
+        """Keep where each of the stream's sources is (the last origin sequence it stored and the
+        origin's identity, by source) with the messages staged in the same :meth:`atomic` block,
+        so that the two never disagree after a crash. It outlives purges and expiry."""
+        ...
+    def sources(self) -> dict[str, Any] | None:
+        """What :meth:`save_sources` kept last (``{}`` if nothing); ``None`` from a backend that
+        keeps no such state (the stream then finds it in its messages' headers)."""
+        ...
     async def delete(self) -> None: ...
 
 

@@ -21,6 +21,7 @@ class MemoryStream:
         self.msgs: dict[int, StoredMsg] = {}
         self.meta: dict[str, Any] = {}
         self.saved_consumers: dict[str, dict[str, Any]] = {}
+        self.saved_sources: dict[str, Any] = {}
 
     def state(self) -> StreamState:
         return self.index.state
@@ -53,6 +54,12 @@ class MemoryStream:
 
     def consumers(self) -> dict[str, dict[str, Any]]:
         return dict(self.saved_consumers)
+
+    def save_sources(self, state: dict[str, Any]) -> None:
+        self.saved_sources = dict(state)
+
+    def sources(self) -> dict[str, Any] | None:
+        return dict(self.saved_sources)
 
     def stage(self, ops: Sequence[Op]) -> None:
         for op in ops:

@@ -4,6 +4,7 @@ Layout (keys are bytes; ``sid`` is ``account NUL stream NUL``)::
 
     b"C" sid            -> the stream's meta (config, created), JSON
     b"O" sid name       -> a durable consumer's config and state, JSON
+    b"S" sid            -> where each source of the stream is, JSON (see save_sources)
     b"M" sid seq(8, BE) -> ts(8) crc32(4) len(subject)(2) len(hdrs)(4) subject hdrs data
 
 Group commit: staged operations become one pending list; a single writer
@@ -149,6 +150,17 @@ class RocksStream:
             it.next()
         return out
 
+    def save_sources(self, state: dict[str, Any]) -> None:
+        write = ("raw", b"S" + self.sid, json.dumps(state).encode())
+        if self._held is not None:
+            self._held.append(write)  # in the same WriteBatch as the message it follows
+        else:
+            self.backend.enqueue(self, [write])
+
+    def sources(self) -> dict[str, Any] | None:
+        value = self.backend.db.get(b"S" + self.sid)
+        return json.loads(value) if value is not None else {}
+
     def save_consumer(self, name: str, state: dict[str, Any] | None) -> None:
         key = b"O" + self.sid + name.encode()
         if state is None:
@@ -216,7 +228,7 @@ class RocksStream:
     async def delete(self) -> None:
         self.backend.enqueue(self, [("range", b"M" + self.sid, b"M" + self.sid + b"\xff" * 9),
                                     ("range", b"O" + self.sid, b"O" + self.sid + b"\xff"),
-                                    ("del", b"C" + self.sid, b"")])
+                                    ("del", b"C" + self.sid, b""), ("del", b"S" + self.sid, b"")])
         self.index = Index()
         self.unsynced.clear()
         self.backend.forget(self.sid)
