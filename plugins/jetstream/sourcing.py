@@ -48,6 +48,8 @@ HEARTBEAT = NS
 STALLED_AFTER = 10.0
 """Seconds without a message or heartbeat before the origin is asked again."""
 INACTIVE = 10 * NS
+DIRECT_CAUGHT_UP = 10
+"""A ``mirror_direct`` mirror answers direct gets once fewer than this many messages are pending."""
 MIN_RETRY, RETRY_STEP, MAX_RETRY = 2.0, 10.0, 120.0
 SOURCE_HEADER = "Nats-Stream-Source"
 _LETTERS = string.digits + string.ascii_letters
@@ -94,6 +96,8 @@ class Feed:
         self.client = stream.owner.server.connect_internal("jetstream-sourcing", stream.account, kind=Kind.JETSTREAM)
         self._sub: Subscription | None = None
         self._reply_sub: Subscription | None = None
+        self._direct: list[Subscription] = []
+        """A ``mirror_direct`` mirror's share of the origin's direct gets (once it caught up)."""
         self._timer: asyncio.TimerHandle | None = None
         self._health: asyncio.TimerHandle | None = None
         self.closed = False
@@ -291,8 +295,25 @@ class Feed:
         self.lag = max(pending - 1, 0) if pending else 0
         if self.mirror:
             self._mirrored(subject.decode(), headers or b"", payload, sseq, dseq, ts)
+            if pending < DIRECT_CAUGHT_UP and not self._direct and self.stream.config.get("mirror_direct"):
+                self.serve_direct(True)
         else:
             self._sourced(subject.decode(), headers or b"", payload, sseq, dseq)
+
+    def serve_direct(self, on: bool) -> None:
+        """Answer direct gets addressed to the origin (``$JS.API.DIRECT.GET.<origin>[.>]``) from
+        this mirror, in the ``_sys_`` queue group the origin answers in, or stop."""
+        for sub in self._direct:
+            self.client.unsubscribe(sub)
+        self._direct = []
+        if on and not self.closed:
+            stream, origin = self.stream, self.config["name"]
+
+            def answer(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+                stream.owner.direct_get(stream, subject, reply, payload)
+
+            self._direct = [self.client.subscribe(subject, answer, queue="_sys_")
+                            for subject in (f"$JS.API.DIRECT.GET.{origin}", f"$JS.API.DIRECT.GET.{origin}.>")]
 
     def _control(self, reply: bytes | None, headers: bytes) -> None:
         hdrs = parse_headers(headers)

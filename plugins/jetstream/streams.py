@@ -507,6 +507,9 @@ class Stream:
         if self.config.get("allow_msg_ttl") and not self.ttls:
             self._load_ttls()
         self._feed()
+        for feed in self.feeds.values():
+            if feed.mirror and not self.config.get("mirror_direct"):
+                feed.serve_direct(False)
         if self.config.get("allow_msg_schedules") and self.scheduler is None:
             from .schedules import Scheduler
 

@@ -31,6 +31,7 @@ from test_jetstream_streams_nats_server import (  # noqa: F401  (fixtures)
     pub,
     reply,
     servers,
+    update,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -67,6 +68,20 @@ CASES: dict[str, list[Step]] = {
         get("MM", 1), get("MM", 2), get("MM", 4),
         api("STREAM.INFO.MO"),
         api("CONSUMER.NAMES.MO"),
+    ],
+    "mirror_direct": [
+        # a caught-up mirror_direct mirror answers direct gets addressed to its origin: with the
+        # origin gone, it is the only one left to answer them
+        create("DO", subjects=["do.*"], allow_direct=True),
+        pub("do.a", "1"), pub("do.b", "2"), pub("do.a", "3"),
+        create("DM", mirror={"name": "DO"}, mirror_direct=True),
+        CATCH_UP,
+        api("STREAM.INFO.DM"),
+        api("STREAM.DELETE.DO"),
+        api("DIRECT.GET.DO", {"seq": 2}),
+        api("DIRECT.GET.DO.do.a"),
+        update("DM", mirror={"name": "DO"}, mirror_direct=False),
+        api("DIRECT.GET.DO", {"seq": 2}),
     ],
     "sources_merge": [
         create("SA", subjects=["sa.*"]),
