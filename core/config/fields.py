@@ -57,3 +57,21 @@ def integer(block: Any, key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise config_error(block, key, f"expected a number, got {value!r}")
     return value
+
+
+def listen(block: Any, key: str, value: Any, default_port: int | None = None) -> tuple[str, int]:
+    """``(host, port)`` of a ``listen`` value: a port, ``host:port`` (an URL scheme, brackets
+    around an IPv6 host and a trailing ``/`` are ignored) or, with ``default_port``, a host alone."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "0.0.0.0", port(block, key, value)
+    text = string(block, key, value).split("://", 1)[-1].rstrip("/")
+    host, sep, number = text.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise config_error(block, key, f"invalid listen address {value!r}")
+        return text or "0.0.0.0", default_port
+    try:
+        parsed = int(number)
+    except ValueError:
+        raise config_error(block, key, f"invalid port in {value!r}") from None
+    return host.strip("[]") or "0.0.0.0", port(block, key, parsed)

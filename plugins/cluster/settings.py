@@ -53,24 +53,6 @@ class ClusterSettings:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _listen(block: Any, key: str, value: Any) -> tuple[str, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return "0.0.0.0", value
-    if not isinstance(value, str):
-        raise config_error(block, key, f"expected host:port, got {value!r}")
-    text = value.split("://", 1)[-1].rstrip("/")
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return text or "0.0.0.0", DEFAULT_PORT
-    try:
-        number = int(port)
-    except ValueError:
-        raise config_error(block, key, f"invalid port in {value!r}") from None
-    if number < -1 or number > 65535:
-        raise config_error(block, key, f"invalid port in {value!r}")
-    return host.strip("[]") or "0.0.0.0", number
-
-
 def _routes(block: Any, key: str, value: Any) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(u, str) for u in items):
@@ -98,7 +80,7 @@ def load(block: Mapping[str, Any]) -> ClusterSettings:
                 raise config_error(block, key, "a cluster name is a word without spaces")
             values["name"] = value
         elif k == "listen":
-            values["host"], values["port"] = _listen(block, key, value)
+            values["host"], values["port"] = value_of.listen(block, key, value, DEFAULT_PORT)
         elif k == "host":
             if not isinstance(value, str):
                 raise config_error(block, key, "expected a host")

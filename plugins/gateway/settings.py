@@ -157,17 +157,8 @@ def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> 
 
 
 def _listen(block: Any, key: str, value: Any) -> tuple[str, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return "0.0.0.0", _port(block, key, value)
-    text = value_of.string(block, key, value).split("://", 1)[-1].rstrip("/")
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise config_error(block, key, f"invalid listen address {value!r}")
-    try:
-        number = int(port)
-    except ValueError:
-        raise config_error(block, key, f"invalid port in {value!r}") from None
-    return host.strip("[]") or "0.0.0.0", _port(block, key, number)
+    host, port = value_of.listen(block, key, value)
+    return host, _port(block, key, port)
 
 
 def _port(block: Any, key: str, value: Any) -> int:

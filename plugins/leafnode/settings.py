@@ -113,7 +113,7 @@ def load(block: Any) -> LeafSettings:
     for key, value in block.items():
         k = key.lower()
         if k == "listen":
-            values["host"], values["port"] = _listen(block, key, value)
+            values["host"], values["port"] = value_of.listen(block, key, value, DEFAULT_PORT)
         elif k == "port":
             values["port"] = value_of.port(block, key, value)
         elif k in ("host", "net"):
@@ -143,20 +143,6 @@ def load(block: Any) -> LeafSettings:
         else:
             raise config_error(block, key, f"unknown field {key!r} in leafnodes")
     return LeafSettings(**values)
-
-
-def _listen(block: Any, key: str, value: Any) -> tuple[str, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return "0.0.0.0", value_of.port(block, key, value)
-    text = value_of.string(block, key, value).split("://", 1)[-1].rstrip("/")
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return text or "0.0.0.0", DEFAULT_PORT
-    try:
-        number = int(port)
-    except ValueError:
-        raise config_error(block, key, f"invalid port in {value!r}") from None
-    return host.strip("[]") or "0.0.0.0", value_of.port(block, key, number)
 
 
 

@@ -106,7 +106,7 @@ def load(block: Any) -> WebSocketSettings:
     for key, value in block.items():
         k = key.lower()
         if k == "listen":
-            values["host"], values["port"] = _listen(block, key, value)
+            values["host"], values["port"] = value_of.listen(block, key, value)
         elif k == "port":
             values["port"] = value_of.port(block, key, value)
         elif k in ("host", "net"):
@@ -190,21 +190,3 @@ def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> 
             raise config_error(value, k, f"unknown field {k!r}")
     if values.get("token") is not None and values.get("user") is not None:
         raise config_error(value, "token", "websocket authorization cannot have both a token and a user")
-
-
-def _listen(block: Any, key: str, value: Any) -> tuple[str, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return "0.0.0.0", value_of.port(block, key, value)
-    text = value_of.string(block, key, value).split("://", 1)[-1].rstrip("/")
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise config_error(block, key, f"could not parse port {text!r}")
-    try:
-        number = int(port)
-    except ValueError:
-        raise config_error(block, key, f"could not parse port {port!r}") from None
-    return host.strip("[]") or "0.0.0.0", value_of.port(block, key, number)
-
-
-
-
