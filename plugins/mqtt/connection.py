@@ -1,0 +1,571 @@
+"""One MQTT connection: the packets of MQTT 3.1.1 or 5 turned into a client of the core.
+
+The connection authenticates its CONNECT through the server's
+authenticators (``transport="mqtt"``) and becomes an in-process client with
+that identity (``server.connect_internal``): counted, shown by monitoring,
+bound by its permissions. What it publishes goes to the NATS subject its
+topic maps to (:mod:`.topics`) with the ``Nmqtt-Pub: <qos>`` header
+nats-server adds. Its subscriptions belong to its :class:`~.sessions.Session`
+(a service client of the account that outlives the connection), so that a
+persistent session keeps collecting QoS 1 and 2 messages while the device
+is away.
+
+Protocol errors answer as the specification says (a CONNACK or, in MQTT 5,
+a DISCONNECT with the reason code) and close this connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from natsd.plugin.contracts import AuthRequest
+
+from . import packets as P
+from .packets import MQTT_5, MQTTError, Parser, encode, encode_connack_v3, encode_properties, encode_publish
+from .sessions import Outbound, Session, SubscriptionState
+from .topics import TopicError, check_topic_filter, filter_to_subjects, subject_to_topic, topic_to_subject
+
+if TYPE_CHECKING:
+    from natsd.routing.internal import InternalClient
+
+    from .sessions import MQTT
+
+log = logging.getLogger("natsd.mqtt")
+
+PUB_HEADER = "Nmqtt-Pub"
+CONNECT_TIMEOUT = 2.0
+"""Seconds a new connection has to send CONNECT (nats-server's default auth timeout)."""
+TOPIC_ALIAS_MAXIMUM = 1024
+RECEIVE_MAXIMUM = 65535
+MAX_QUEUED = 65536
+"""QoS 1/2 messages a session keeps for its client at most; the oldest go first."""
+#: MQTT 3.1.1 CONNACK return code -> MQTT 5 reason code.
+V5_REASON = {P.V3_BAD_VERSION: P.UNSUPPORTED_PROTOCOL_VERSION, P.V3_ID_REJECTED: P.CLIENT_IDENTIFIER_NOT_VALID,
+             P.V3_UNAVAILABLE: P.SERVER_UNAVAILABLE, P.V3_BAD_CREDENTIALS: P.BAD_USER_NAME_OR_PASSWORD,
+             P.V3_NOT_AUTHORIZED: P.NOT_AUTHORIZED}
+
+
+def topic_matches(filter_: str, topic: str) -> bool:
+    """MQTT's matching of a topic name against a filter (``$`` topics only by a literal first level)."""
+    if topic.startswith("$") and filter_[:1] in ("+", "#"):
+        return False
+    f_levels, t_levels = filter_.split("/"), topic.split("/")
+    for i, level in enumerate(f_levels):
+        if level == "#":
+            return True
+        if i >= len(t_levels) or (level != "+" and level != t_levels[i]):
+            return False
+    return len(f_levels) == len(t_levels)
+
+
+class MQTTConnection(asyncio.Protocol):
+    """See the module docstring."""
+
+    def __init__(self, mqtt: MQTT) -> None:
+        self.mqtt = mqtt
+        self.server = mqtt.server
+        self.transport: asyncio.Transport | None = None
+        self.parser = Parser()
+        self.version = 0
+        self.client: InternalClient | None = None
+        self.session: Session | None = None
+        self.will: P.Will | None = None
+        self.keep_alive = 0
+        self.last_heard = time.monotonic()
+        self.receive_maximum = RECEIVE_MAXIMUM
+        self.max_packet = 0
+        self.session_expiry = 0
+        self.clean = True
+        self.aliases_in: dict[int, str] = {}
+        self.backlog: list[P.Packet] | None = None  # packets waiting for CONNECT's verdict
+        self.closed = False
+        self.remote: tuple[str, int] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        peer = transport.get_extra_info("peername")
+        self.remote = (peer[0], peer[1]) if peer else None
+        self.mqtt.connections.add(self)
+        timeout = self.mqtt.settings.auth_timeout or CONNECT_TIMEOUT
+        self._timer = self.server.loop.call_later(timeout, self._no_connect)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_heard = time.monotonic()
+        try:
+            packets = self.parser.feed(data)
+        except MQTTError as exc:
+            self._refuse(exc)
+            return
+        for packet in packets:
+            if self.closed:
+                return
+            if self.backlog is not None:
+                self.backlog.append(packet)
+                continue
+            try:
+                self._handle(packet)
+            except MQTTError as exc:
+                self._refuse(exc)
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(abnormal=True)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def send(self, packet: P.Packet) -> None:
+        self.write(encode(packet, self.version))
+
+    def close(self, abnormal: bool = True) -> None:
+        """End the connection (its will is published when ``abnormal``)."""
+        if self.transport is not None:
+            self.transport.close()
+        self._end(abnormal)
+
+    def _end(self, abnormal: bool) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.mqtt.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if abnormal and self.will is not None:
+            self._publish_will()
+        session = self.session
+        if session is not None and session.connection is self:
+            session.connection = None
+            session.ended_at = time.monotonic()
+            session.expiry = float(self.session_expiry)
+            if self.clean and not self.session_expiry:
+                self.mqtt.drop(session)
+        if self.client is not None:
+            self.client.close()
+
+    def _refuse(self, exc: MQTTError) -> None:
+        """A protocol error: the reason goes back (CONNACK before CONNECT was accepted, then an
+        MQTT 5 DISCONNECT) and the connection closes."""
+        log.error("%s - MQTT protocol error: %s", self.describe(), exc.text)
+        if self.client is None:
+            if exc.reason == P.UNSUPPORTED_PROTOCOL_VERSION:
+                self.write(encode_connack_v3(P.V3_BAD_VERSION))
+            elif self.parser.version == MQTT_5:
+                self.version = MQTT_5
+                self.send(P.ConnAck(exc.reason))
+        elif self.version == MQTT_5:
+            self.send(P.Disconnect(exc.reason, {"reason_string": exc.text}))
+        self.close()
+
+    def describe(self) -> str:
+        host, port = self.remote or ("?", 0)
+        cid = self.client.cid if self.client is not None else 0
+        return f"{host}:{port} - mid:{cid}"
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def _handle(self, packet: P.Packet) -> None:
+        if isinstance(packet, P.Connect):
+            self._connect(packet)
+            return
+        if self.client is None:
+            raise MQTTError(P.PROTOCOL_ERROR, "the first packet must be CONNECT")
+        if isinstance(packet, P.Publish):
+            self._publish(packet)
+        elif isinstance(packet, P.Ack):
+            self._ack(packet)
+        elif isinstance(packet, P.Subscribe):
+            self._subscribe(packet)
+        elif isinstance(packet, P.Unsubscribe):
+            self._unsubscribe(packet)
+        elif isinstance(packet, P.PingReq):
+            self.send(P.PingResp())
+        elif isinstance(packet, P.Disconnect):
+            if self.version == MQTT_5 and "session_expiry" in packet.properties:
+                if not self.session_expiry and packet.properties["session_expiry"]:
+                    raise MQTTError(P.PROTOCOL_ERROR, "session expiry set at DISCONNECT after 0 at CONNECT")
+                self.session_expiry = packet.properties["session_expiry"]
+            if packet.reason != P.DISCONNECT_WITH_WILL:
+                self.will = None
+            self.close(abnormal=True)
+        elif isinstance(packet, P.Auth):
+            raise MQTTError(P.PROTOCOL_ERROR, "AUTH without an authentication method")
+        else:
+            raise MQTTError(P.PROTOCOL_ERROR, f"unexpected {type(packet).__name__}")
+
+    # -- CONNECT ----------------------------------------------------------------------------------
+
+    def _connect(self, packet: P.Connect) -> None:
+        self.version = packet.version
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        v5 = self.version == MQTT_5
+        if packet.properties.get("auth_method"):
+            self._connack_refused(P.V3_NOT_AUTHORIZED, P.BAD_AUTHENTICATION_METHOD)
+            return
+        client_id = packet.client_id
+        assigned = ""
+        if not client_id:
+            if not packet.clean_start and not v5:
+                self._connack_refused(P.V3_ID_REJECTED)
+                return
+            from natsd.routing.events import event_id
+
+            client_id = assigned = event_id()
+        self.clean = packet.clean_start
+        self.keep_alive = packet.keep_alive
+        self.will = packet.will
+        if v5:
+            props = packet.properties
+            self.session_expiry = int(props.get("session_expiry", 0))
+            self.receive_maximum = int(props.get("receive_maximum", RECEIVE_MAXIMUM)) or RECEIVE_MAXIMUM
+            self.max_packet = int(props.get("maximum_packet_size", 0))
+        elif not packet.clean_start:
+            self.session_expiry = 0xFFFFFFFF  # a 3.1.1 persistent session never expires
+        self.backlog = []
+        self.server.loop.create_task(self._authenticate(packet, client_id, assigned))
+
+    async def _authenticate(self, packet: P.Connect, client_id: str, assigned: str) -> None:
+        settings = self.mqtt.settings
+        options: dict[str, Any] = {}
+        if packet.username is not None:
+            options["user"] = packet.username
+        if packet.password is not None:
+            password = packet.password.decode("utf-8", "replace")
+            options["pass"] = password
+            if password.startswith("eyJ") and password.count(".") == 2:
+                options["jwt"] = password  # nats-server takes a user JWT in the password field
+            options["auth_token"] = password
+        if settings.user is not None or settings.token is not None:
+            ok = (packet.password is not None and
+                  (settings.token is not None and options.get("pass") == settings.token
+                   or settings.user is not None and packet.username == settings.user
+                   and options.get("pass") == (settings.password or "")))
+            from natsd.plugin.contracts import AuthResult
+
+            result = AuthResult(ok=ok, user=packet.username, reason="" if ok else "mqtt credentials")
+        else:
+            request = AuthRequest(options=options, client_id=self.server.next_cid(), remote=self.remote,
+                                  transport="mqtt", no_auth_user=settings.no_auth_user)
+            result = await self.server.authenticate(request)
+        if self.closed:
+            return
+        if not result.ok:
+            log.error("%s - MQTT authentication error%s", self.describe(),
+                      f" - User {packet.username!r}" if packet.username else "")
+            self._connack_refused(P.V3_NOT_AUTHORIZED)
+            return
+        try:
+            client = self.server.connect_internal(client_id, identity=result, transport="mqtt", remote=self.remote)
+        except ConnectionRefusedError:
+            self._connack_refused(P.V3_UNAVAILABLE)
+            return
+        self.client = client
+        account = client.account.name
+        session, present = self.mqtt.session(account, client_id, self.clean)
+        old = session.connection
+        if old is not None and old is not self:
+            log.warning("%s - MQTT client %r connected again: the older connection is closed",
+                        self.describe(), client_id)
+            if old.version == MQTT_5:
+                old.send(P.Disconnect(P.SESSION_TAKEN_OVER))
+            old.close()
+        session.connection = self
+        self.session = session
+        props: dict[str, Any] = {}
+        if self.version == MQTT_5:
+            if assigned:
+                props["assigned_client_id"] = assigned
+            props["topic_alias_maximum"] = TOPIC_ALIAS_MAXIMUM
+            props["receive_maximum"] = RECEIVE_MAXIMUM
+            props["retain_available"] = 1
+            props["wildcard_subscription_available"] = 1
+            props["shared_subscription_available"] = 1
+            props["subscription_id_available"] = 1
+        self.send(P.ConnAck(P.SUCCESS, present and not self.clean, props) if self.version == MQTT_5
+                  else P.ConnAck(P.SUCCESS, present and not self.clean))
+        if self.keep_alive:
+            self._timer = self.server.loop.call_later(self.keep_alive * 1.5, self._check_alive)
+        if present:
+            self._resend()
+        backlog, self.backlog = self.backlog or [], None
+        for queued in backlog:
+            if self.closed:
+                return
+            try:
+                self._handle(queued)
+            except MQTTError as exc:
+                self._refuse(exc)
+                return
+
+    def _connack_refused(self, code: int, reason: int | None = None) -> None:
+        if self.version == MQTT_5:
+            self.send(P.ConnAck(reason if reason is not None else V5_REASON[code]))
+        else:
+            self.write(encode_connack_v3(code))
+        self.will = None
+        self.close(abnormal=False)
+
+    def _no_connect(self) -> None:
+        self._timer = None
+        if self.client is None and not self.closed:
+            log.error("%s - MQTT client did not send CONNECT in time", self.describe())
+            self.close(abnormal=False)
+
+    def _check_alive(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        quiet = time.monotonic() - self.last_heard
+        limit = self.keep_alive * 1.5
+        if quiet >= limit:
+            log.info("%s - MQTT keep-alive expired", self.describe())
+            if self.version == MQTT_5:
+                self.send(P.Disconnect(P.KEEP_ALIVE_TIMEOUT))
+            self.close()
+            return
+        self._timer = self.server.loop.call_later(limit - quiet, self._check_alive)
+
+    # -- messages in ------------------------------------------------------------------------------
+
+    def _headers(self, qos: int, props: dict[str, Any]) -> bytes:
+        lines = [f"NATS/1.0\r\n{PUB_HEADER}:{qos}\r\n"]
+        for key, value in props.get("user_properties", ()):
+            if key and ":" not in key and "\r" not in key + value and "\n" not in key + value:
+                lines.append(f"{key}: {value}\r\n")
+        if "content_type" in props:
+            lines.append(f"Content-Type: {props['content_type']}\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode()
+
+    def _publish(self, packet: P.Publish) -> None:
+        topic = packet.topic
+        alias = packet.properties.get("topic_alias")
+        if alias is not None:
+            if not 0 < alias <= TOPIC_ALIAS_MAXIMUM:
+                raise MQTTError(P.TOPIC_ALIAS_INVALID, f"topic alias {alias}")
+            if topic:
+                self.aliases_in[alias] = topic
+            elif alias in self.aliases_in:
+                topic = self.aliases_in[alias]
+            else:
+                raise MQTTError(P.PROTOCOL_ERROR, f"unknown topic alias {alias}")
+        try:
+            subject = topic_to_subject(topic)
+        except TopicError as exc:
+            raise MQTTError(P.TOPIC_NAME_INVALID, str(exc)) from None
+        if packet.qos == 2 and self.mqtt.settings.reject_qos2_pub:
+            raise MQTTError(P.QOS_NOT_SUPPORTED, "QoS 2 publishes are refused (reject_qos2_pub)")
+        assert self.client is not None and self.session is not None
+        reason = P.SUCCESS
+        first = not (packet.qos == 2 and packet.packet_id in self.session.incoming_qos2)
+        if first:
+            reply = None
+            response = packet.properties.get("response_topic")
+            if response:
+                try:
+                    reply = topic_to_subject(response)
+                except TopicError as exc:
+                    raise MQTTError(P.TOPIC_NAME_INVALID, str(exc)) from None
+            try:
+                delivered = self.client.publish(subject, packet.payload, reply=reply,
+                                                headers=self._headers(packet.qos, packet.properties))
+                if not delivered:
+                    reason = P.NO_MATCHING_SUBSCRIBERS
+            except PermissionError as exc:
+                log.error("%s - %s", self.describe(), exc)
+                reason = P.NOT_AUTHORIZED
+            if packet.retain and reason != P.NOT_AUTHORIZED:
+                self.mqtt.retain(self.client.account.name, topic, Outbound(topic, packet.payload, packet.qos,
+                                                                           True, packet.properties))
+        if packet.qos == 1:
+            self.send(P.Ack(P.PUBACK, packet.packet_id, reason if self.version == MQTT_5 else P.SUCCESS))
+        elif packet.qos == 2:
+            self.session.incoming_qos2.add(packet.packet_id)
+            self.send(P.Ack(P.PUBREC, packet.packet_id, reason if self.version == MQTT_5 else P.SUCCESS))
+
+    def _ack(self, packet: P.Ack) -> None:
+        session = self.session
+        assert session is not None
+        if packet.kind == P.PUBREL:
+            known = packet.packet_id in session.incoming_qos2
+            session.incoming_qos2.discard(packet.packet_id)
+            self.send(P.Ack(P.PUBCOMP, packet.packet_id,
+                            P.SUCCESS if known or self.version != MQTT_5 else P.PACKET_IDENTIFIER_NOT_FOUND))
+            return
+        message = session.outbound.get(packet.packet_id)
+        if message is None:
+            return
+        if packet.kind == P.PUBREC and message.qos == 2:
+            message.released = True
+            self.send(P.Ack(P.PUBREL, packet.packet_id))
+            return
+        del session.outbound[packet.packet_id]
+        self._drain()
+
+    # -- subscriptions ------------------------------------------------------------------------------
+
+    def _subscribe(self, packet: P.Subscribe) -> None:
+        session, client = self.session, self.client
+        assert session is not None and client is not None
+        sub_id = 0
+        if self.version == MQTT_5:
+            ids = packet.properties.get("subscription_ids") or []
+            if ids and ids[0] == 0:
+                raise MQTTError(P.PROTOCOL_ERROR, "subscription identifier 0")
+            sub_id = ids[0] if ids else 0
+        reasons = []
+        fresh: list[tuple[SubscriptionState, bool]] = []
+        for request in packet.requests:
+            filter_, share = request.filter, None
+            if filter_.startswith("$share/"):
+                _, share, filter_ = (filter_.split("/", 2) + ["", ""])[:3]
+                if not share or "+" in share or "#" in share or not filter_:
+                    reasons.append(P.TOPIC_FILTER_INVALID if self.version == MQTT_5 else 0x80)
+                    continue
+            try:
+                check_topic_filter(filter_)
+                subjects = filter_to_subjects(filter_)
+            except TopicError:
+                reasons.append(P.TOPIC_FILTER_INVALID if self.version == MQTT_5 else 0x80)
+                continue
+            if client.perms is not None:
+                if not client.perms.can_subscribe(subjects[0].encode(), None):
+                    log.error("%s - not allowed to subscribe to %r", self.describe(), request.filter)
+                    reasons.append(P.NOT_AUTHORIZED if self.version == MQTT_5 else 0x80)
+                    continue
+                # the parent level a '#' filter also matches, where the permissions allow it
+                subjects = [s for s in subjects if client.perms.can_subscribe(s.encode(), None)]
+            qos = min(request.qos, 1 if self.mqtt.settings.downgrade_qos2_sub else 2)
+            existed = request.filter in session.subscriptions
+            state = SubscriptionState(filter_, qos, request.no_local, request.retain_as_published, sub_id, share)
+            self.mqtt.subscribe(session, request.filter, state, subjects)
+            reasons.append(qos)
+            if share is None and (request.retain_handling == 0 or (request.retain_handling == 1 and not existed)):
+                fresh.append((state, existed))
+        self.send(P.SubAck(packet.packet_id, reasons))
+        for state, _ in fresh:
+            self._send_retained(state)
+
+    def _send_retained(self, state: SubscriptionState) -> None:
+        assert self.client is not None
+        for topic, message in list(self.mqtt.retained.get(self.client.account.name, {}).items()):
+            if topic_matches(state.filter, topic):
+                self.offer(Outbound(topic, message.payload, min(message.qos, state.qos), True,
+                                    dict(message.properties)), state)
+
+    def _unsubscribe(self, packet: P.Unsubscribe) -> None:
+        session = self.session
+        assert session is not None
+        reasons = [P.SUCCESS if self.mqtt.unsubscribe(session, f) else P.NO_SUBSCRIPTION_EXISTED
+                   for f in packet.filters]
+        self.send(P.UnsubAck(packet.packet_id, reasons if self.version == MQTT_5 else []))
+
+    # -- messages out -------------------------------------------------------------------------------
+
+    def offer(self, message: Outbound, state: SubscriptionState) -> None:
+        """Send ``message`` now (QoS 0, or QoS 1/2 within the client's receive maximum) or keep it."""
+        if state.subscription_id and self.version == MQTT_5:
+            message.properties = {**message.properties, "subscription_ids": [state.subscription_id]}
+        if message.qos == 0:
+            self._write_publish(message, 0)
+            return
+        session = self.session
+        assert session is not None
+        if len(session.outbound) >= min(self.receive_maximum, self.mqtt.settings.max_ack_pending):
+            session.queued.append(message)
+            return
+        pid = session.packet_id()
+        session.outbound[pid] = message
+        message.sent = True
+        self._write_publish(message, pid)
+
+    def _write_publish(self, message: Outbound, pid: int, dup: bool = False) -> None:
+        props = None
+        if self.version == MQTT_5:
+            props = encode_properties(message.properties) if message.properties else b"\x00"
+        data = encode_publish(message.topic.encode(), message.payload, message.qos, message.retain, dup, pid, props)
+        if self.max_packet and len(data) > self.max_packet:
+            return  # MQTT 5: what the client cannot take is dropped
+        self.write(data)
+
+    def _drain(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        while session.queued and len(session.outbound) < min(self.receive_maximum,
+                                                             self.mqtt.settings.max_ack_pending):
+            message = session.queued.pop(0)
+            pid = session.packet_id()
+            session.outbound[pid] = message
+            message.sent = True
+            self._write_publish(message, pid)
+
+    def _resend(self) -> None:
+        """A session taken up again: what was sent and not acknowledged goes again (DUP)."""
+        session = self.session
+        assert session is not None
+        for pid, message in session.outbound.items():
+            if message.released:
+                self.send(P.Ack(P.PUBREL, pid))
+            else:
+                self._write_publish(message, pid, dup=True)
+        self._drain()
+
+    def _publish_will(self) -> None:
+        will, self.will = self.will, None
+        if will is None or self.client is None or self.client.closed:
+            return
+        try:
+            subject = topic_to_subject(will.topic)
+            self.client.publish(subject, will.payload, headers=self._headers(will.qos, will.properties))
+        except (TopicError, PermissionError) as exc:
+            log.warning("%s - the will on %r could not be published: %s", self.describe(), will.topic, exc)
+            return
+        if will.retain:
+            self.mqtt.retain(self.client.account.name, will.topic,
+                             Outbound(will.topic, will.payload, will.qos, True, dict(will.properties)))
+
+
+def delivered(session: Session, state: SubscriptionState, sender: Any, subject: bytes, reply: bytes | None,
+              headers: bytes | None, payload: bytes) -> None:
+    """A message for one of ``session``'s subscriptions (the session's service client received it)."""
+    conn = session.connection
+    if state.no_local and conn is not None and sender is conn.client:
+        return
+    qos, props = 0, dict[str, Any]()
+    if headers:
+        for line in headers.split(b"\r\n")[1:]:
+            key, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            name, text = key.decode("utf-8", "replace"), value.strip().decode("utf-8", "replace")
+            if name == PUB_HEADER:
+                qos = int(text[:1]) if text[:1].isdigit() else 0
+            elif name.lower() == "content-type":
+                props["content_type"] = text
+            elif not name.startswith("Nmqtt-"):
+                props.setdefault("user_properties", []).append((name, text))
+    topic = subject_to_topic(subject.decode())
+    if reply:
+        props["response_topic"] = subject_to_topic(reply.decode())
+    if conn is None or conn.version != MQTT_5:
+        props = {}
+    message = Outbound(topic, payload, min(qos, state.qos), False, props)
+    if conn is not None and not conn.closed and conn.client is not None:
+        conn.offer(message, state)
+    elif message.qos:
+        session.queued.append(message)  # for when the client comes back
+        if len(session.queued) > MAX_QUEUED:
+            del session.queued[0]
+

@@ -1,0 +1,51 @@
+"""The MQTT port: accepts device connections (plain TCP, or TLS with ``tls {}``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from natsd.plugin.contracts import ServerAPI
+
+from . import packets as P
+from .connection import MQTTConnection
+from .sessions import MQTT
+from .settings import MQTTSettings
+
+log = logging.getLogger("natsd.mqtt")
+
+
+class MQTTListener:
+    """A :class:`natsd.plugin.contracts.Listener` for ``mqtt {}``."""
+
+    def __init__(self, server: ServerAPI, settings: MQTTSettings) -> None:
+        self.server = server
+        self.settings = settings
+        self.mqtt = MQTT(server, settings)
+        self.host = settings.host
+        self.port = settings.port
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        port = s.port if s.port > 0 else 0
+        try:
+            self._server = await self.server.loop.create_server(
+                lambda: MQTTConnection(self.mqtt), host=s.host or None, port=port, reuse_address=True,
+                ssl=s.tls.context if s.tls is not None else None)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen for MQTT clients on {s.host}:{port}: {exc.strerror}") from exc
+        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+        scheme = "tls" if s.tls is not None else "mqtt"
+        self.server.ports["mqtt"] = [f"{scheme}://{self.host}:{self.port}"]
+        log.info("Listening for MQTT clients on %s://%s:%d", scheme, self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.mqtt.connections):
+            if conn.version == P.MQTT_5 and conn.client is not None:
+                conn.send(P.Disconnect(0x8B))  # server shutting down
+            conn.close(abnormal=False)
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,106 @@
+"""The ``mqtt {}`` block, with nats-server's keys.
+
+``mqtt { listen (or host and port), tls {}, authorization { user, password,
+token, timeout }, no_auth_user, ack_wait, max_ack_pending, js_domain,
+stream_replicas, consumer_replicas, consumer_memory_storage,
+consumer_inactive_threshold, reject_qos2_pub, downgrade_qos2_sub,
+js_api_timeout }``. Errors name the file, line and key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from natsd.config import config_error
+from natsd.config import fields as value_of
+from natsd.config.tls import TLSSettings, load_tls
+
+DEFAULT_PORT = 1883
+DEFAULT_ACK_WAIT = 30.0
+DEFAULT_MAX_ACK_PENDING = 1024
+MAX_ACK_PENDING_LIMIT = 0xFFFF
+"""The most QoS 1/2 messages in flight per subscription (MQTT packet identifiers are 16 bits)."""
+
+
+@dataclass(frozen=True)
+class MQTTSettings:
+    """A validated ``mqtt {}`` block."""
+
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    tls: TLSSettings | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    auth_timeout: float = 0.0
+    no_auth_user: str | None = None
+    ack_wait: float = DEFAULT_ACK_WAIT
+    max_ack_pending: int = DEFAULT_MAX_ACK_PENDING
+    js_domain: str = ""
+    stream_replicas: int = 0
+    consumer_replicas: int = 0
+    consumer_memory_storage: bool = False
+    consumer_inactive_threshold: float = 0.0
+    reject_qos2_pub: bool = False
+    downgrade_qos2_sub: bool = False
+    js_api_timeout: float = 5.0
+
+
+def load(block: Any) -> MQTTSettings:
+    """Validate an ``mqtt {}`` block (raises ``ConfigError`` naming file, line and key)."""
+    if not isinstance(block, Mapping):
+        raise config_error(None, "mqtt", "Expected mqtt to be a map/struct")
+    values: dict[str, Any] = {}
+    for key, value in block.items():
+        k = key.lower()
+        if k == "listen":
+            values["host"], values["port"] = value_of.listen(block, key, value, DEFAULT_PORT)
+        elif k == "port":
+            values["port"] = value_of.port(block, key, value)
+        elif k in ("host", "net"):
+            values["host"] = value_of.string(block, key, value)
+        elif k == "tls":
+            values["tls"] = load_tls(block, key)
+        elif k in ("authorization", "authentication"):
+            _authorization(value, values, block, key)
+        elif k == "no_auth_user":
+            values["no_auth_user"] = value_of.string(block, key, value)
+        elif k in ("ack_wait", "ackwait", "consumer_inactive_threshold", "js_api_timeout"):
+            seconds = value_of.duration(block, key, value)
+            values["ack_wait" if k == "ackwait" else k] = seconds
+        elif k in ("max_ack_pending", "max_pending", "max_inflight"):
+            number = value_of.integer(block, key, value)
+            if not 0 <= number <= MAX_ACK_PENDING_LIMIT:
+                raise config_error(block, key, f"invalid value {number}, should be in [0..{MAX_ACK_PENDING_LIMIT}] "
+                                   "range")
+            values["max_ack_pending"] = number or DEFAULT_MAX_ACK_PENDING
+        elif k in ("js_domain",):
+            values["js_domain"] = value_of.string(block, key, value)
+        elif k in ("stream_replicas", "consumer_replicas"):
+            values[k] = value_of.integer(block, key, value)
+        elif k in ("consumer_memory_storage", "reject_qos2_pub", "downgrade_qos2_sub"):
+            values[k] = value_of.boolean(block, key, value)
+        else:
+            raise config_error(block, key, f"unknown field {key!r}")
+    return MQTTSettings(**values)
+
+
+def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> None:
+    if not isinstance(value, Mapping):
+        raise config_error(block, key, "expected a block { user: ..., password: ... }")
+    for k, v in value.items():
+        lk = k.lower()
+        if lk in ("user", "username"):
+            values["user"] = value_of.string(value, k, v)
+        elif lk in ("pass", "password"):
+            values["password"] = value_of.string(value, k, v)
+        elif lk == "token":
+            values["token"] = value_of.string(value, k, v)
+        elif lk == "timeout":
+            values["auth_timeout"] = value_of.duration(value, k, v)
+        else:
+            raise config_error(value, k, f"unknown field {k!r}")
+    if values.get("token") is not None and values.get("user") is not None:
+        raise config_error(value, "token", "mqtt authorization cannot have both a token and a user")

@@ -1,0 +1,258 @@
+"""natsd's MQTT port with real clients (paho-mqtt 3.1.1 and 5, nats-py): what nats-server does not
+do (MQTT 5, shared subscriptions) and what the core gives every connection (authentication, limits)."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from natsd import Server
+from natsd.config.conf import parse
+from natsd.server import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+V5, V311 = mqtt.MQTTv5, mqtt.MQTTv311
+
+
+class Device:
+    """A paho-mqtt client (its own thread) whose messages land in a queue. The server runs in this
+    test's event loop: every blocking call goes through a thread (``await device.subscribe(...)``)."""
+
+    @classmethod
+    async def open(cls, *args: Any, **kwargs: Any) -> Device:
+        return await asyncio.to_thread(cls, *args, **kwargs)
+
+    def __init__(self, port: int, client_id: str = "", version: int = V5, *, user: str | None = None,
+                 password: str | None = None, properties: Properties | None = None) -> None:
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version)
+        self.client.on_message = lambda c, u, m: self.messages.put(m)
+        done: queue.Queue[Any] = queue.Queue()
+        self.client.on_connect = lambda c, u, flags, rc, props=None: done.put((flags, rc, props))
+        if user is not None:
+            self.client.username_pw_set(user, password)
+        self.client.connect("127.0.0.1", port, keepalive=30, properties=properties)
+        self.client.loop_start()
+        self.flags, self.rc, self.props = done.get(timeout=5)
+
+    def _subscribe(self, topic: str, qos: int = 0, **options: Any) -> list[Any]:
+        done: queue.Queue[Any] = queue.Queue()
+        self.client.on_subscribe = lambda c, u, mid, rcs, props=None: done.put(rcs)
+        if options:
+            self.client.subscribe(topic, options=mqtt.SubscribeOptions(qos=qos, **options))
+        else:
+            self.client.subscribe(topic, qos=qos)
+        return done.get(timeout=5)  # type: ignore[no-any-return]
+
+    def _publish(self, topic: str, payload: bytes, qos: int = 0, properties: Properties | None = None) -> None:
+        self.client.publish(topic, payload, qos=qos, properties=properties).wait_for_publish(5)
+
+    def _received(self, count: int, timeout: float = 3.0) -> list[mqtt.MQTTMessage]:
+        out: list[mqtt.MQTTMessage] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < count and time.monotonic() < deadline:
+            try:
+                out.append(self.messages.get(timeout=0.05))
+            except queue.Empty:
+                pass
+        return out
+
+    def _close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    async def subscribe(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return await asyncio.to_thread(self._subscribe, *args, **kwargs)
+
+    async def publish(self, *args: Any) -> None:
+        await asyncio.to_thread(self._publish, *args)
+
+    async def received(self, *args: Any) -> list[mqtt.MQTTMessage]:
+        return await asyncio.to_thread(self._received, *args)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[tuple[Server, int]]:
+    port = free_port()
+    server = Server(parse(f"host: 127.0.0.1\nport: -1\nmqtt {{ listen: 127.0.0.1:{port} }}"))
+    await server.start()
+    yield server, port
+    await server.shutdown()
+
+
+async def test_mqtt5_user_properties_become_nats_headers_and_back(broker: tuple[Server, int]) -> None:
+    server, port = broker
+    nc = await nats.connect(server.client_url)
+    sub = await nc.subscribe("fleet.>")
+    await nc.flush()
+    device = await Device.open(port, "truck-7")
+    await device.subscribe("fleet/+/cmd", qos=1)
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("vin", "WDB123"), ("fw", "1.2")]
+    props.ContentType = "application/json"
+    await device.publish("fleet/truck-7/telemetry", b'{"speed": 80}', 1, props)
+    msg = await sub.next_msg(timeout=2)
+    assert msg.subject == "fleet.truck-7.telemetry"
+    assert msg.headers == {"Nmqtt-Pub": "1", "vin": "WDB123", "fw": "1.2", "Content-Type": "application/json"}
+    await nc.publish("fleet.truck-7.cmd", b"slow down", headers={"traceparent": "00-abc-def-01", "op": "limit"})
+    (got,) = await device.received(1)
+    assert got.topic == "fleet/truck-7/cmd" and got.payload == b"slow down" and got.qos == 0
+    assert set(got.properties.UserProperty) == {("traceparent", "00-abc-def-01"), ("op", "limit")}
+    await device.close()
+    await nc.close()
+
+
+async def test_mqtt5_request_reply_with_a_nats_service(broker: tuple[Server, int]) -> None:
+    """A device asks with a response topic; a NATS service answers to the reply subject."""
+    server, port = broker
+    nc = await nats.connect(server.client_url)
+
+    async def serve(msg: Any) -> None:
+        await msg.respond(b"rate=" + msg.data)
+
+    await nc.subscribe("config.get", cb=serve)
+    await nc.flush()
+    device = await Device.open(port, "sensor-1")
+    await device.subscribe("replies/sensor-1")
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "replies/sensor-1"
+    await device.publish("config/get", b"10", 0, props)
+    (answer,) = await device.received(1)
+    assert answer.topic == "replies/sensor-1" and answer.payload == b"rate=10"
+    await device.close()
+    await nc.close()
+
+
+async def test_qos2_is_delivered_exactly_once_both_ways(broker: tuple[Server, int]) -> None:
+    server, port = broker
+    nc = await nats.connect(server.client_url)
+    sub = await nc.subscribe("pay.>")
+    await nc.flush()
+    receiver = await Device.open(port, "till", V311)
+    await receiver.subscribe("pay/#", qos=2)
+    sender = await Device.open(port, "card", V5)
+    for i in range(5):
+        await sender.publish("pay/eur", b"%d" % i, 2)
+    got = await receiver.received(5)
+    assert [(m.payload, m.qos) for m in got] == [(b"%d" % i, 2) for i in range(5)]
+    assert await receiver.received(1, 0.5) == []
+    nats_got = [(await sub.next_msg(timeout=2)).data for _ in range(5)]
+    assert nats_got == [b"%d" % i for i in range(5)]
+    with pytest.raises(nats.errors.TimeoutError):
+        await sub.next_msg(timeout=0.3)
+    for d in (sender, receiver):
+        await d.close()
+    await nc.close()
+
+
+async def test_shared_subscriptions_spread_work_like_queue_groups(broker: tuple[Server, int]) -> None:
+    server, port = broker
+    workers = [await Device.open(port, f"worker-{i}") for i in range(2)]
+    for w in workers:
+        await w.subscribe("$share/pool/jobs/#", qos=1)
+    nc = await nats.connect(server.client_url)
+    queue_member = await nc.subscribe("jobs.>", queue="pool")  # a NATS member of the same group
+    await nc.flush()
+    for i in range(60):
+        await nc.publish(f"jobs.{i % 3}", b"%d" % i)
+    await nc.flush()
+    await asyncio.sleep(0.5)
+    counts = [len(await w.received(60, 0.5)) for w in workers]
+    nats_count = 0
+    while True:
+        try:
+            await queue_member.next_msg(timeout=0.2)
+            nats_count += 1
+        except nats.errors.TimeoutError:
+            break
+    assert sum(counts) + nats_count == 60  # each job once
+    assert all(c > 0 for c in counts) and nats_count > 0
+    for w in workers:
+        await w.close()
+    await nc.close()
+
+
+async def test_an_empty_client_id_gets_one_assigned_and_topic_aliases_work(broker: tuple[Server, int]) -> None:
+    server, port = broker
+    nc = await nats.connect(server.client_url)
+    sub = await nc.subscribe("alias.>")
+    await nc.flush()
+    device = await Device.open(port, "")
+    assert device.props.AssignedClientIdentifier
+    first = Properties(PacketTypes.PUBLISH)
+    first.TopicAlias = 3
+    await device.publish("alias/long/topic/name", b"1", 0, first)
+    again = Properties(PacketTypes.PUBLISH)
+    again.TopicAlias = 3
+    await device.publish("", b"2", 0, again)  # the alias alone
+    assert [(await sub.next_msg(timeout=2)).subject for _ in range(2)] == ["alias.long.topic.name"] * 2
+    await device.close()
+    await nc.close()
+
+
+async def test_no_local_keeps_a_device_from_hearing_itself(broker: tuple[Server, int]) -> None:
+    _, port = broker
+    device = await Device.open(port, "chatty")
+    await device.subscribe("room/#", qos=0, noLocal=True)
+    other = await Device.open(port, "other")
+    await device.publish("room/a", b"mine")
+    await other.publish("room/a", b"theirs")
+    got = await device.received(2, 1.0)
+    assert [m.payload for m in got] == [b"theirs"]
+    for d in (device, other):
+        await d.close()
+
+
+async def test_devices_authenticate_as_users_of_accounts_and_are_bound_by_permissions() -> None:
+    port = free_port()
+    server = Server(parse(
+        f"host: 127.0.0.1\nport: -1\nmqtt {{ listen: 127.0.0.1:{port} }}\n"
+        "accounts { FLEET { users: [ {user: dev, password: s3cret, permissions: {"
+        " publish: ['telemetry.>'], subscribe: ['cmd.>'] }}, {user: svc, password: svc} ] }, OTHER { users: [ {user: o, password: o} ] } }\n"))
+    await server.start()
+    try:
+        intruder = await Device.open(port, "intruder", V311, user="dev", password="wrong")
+        assert intruder.rc.is_failure and str(intruder.rc) == "Not authorized"  # 3.1.1 return code 5
+        await asyncio.to_thread(intruder.client.loop_stop)
+        refused = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bad5", protocol=V5)
+        codes: queue.Queue[Any] = queue.Queue()
+        refused.on_connect = lambda c, u, f, rc, p=None: codes.put(rc)
+        refused.username_pw_set("dev", "wrong")
+        refused.connect("127.0.0.1", port)
+        refused.loop_start()
+        assert (await asyncio.to_thread(codes.get, True, 5)).value == 0x87
+        refused.loop_stop()
+
+        device = await Device.open(port, "dev-1", V5, user="dev", password="s3cret")
+        assert (await device.subscribe("cmd/#", 1))[0].value == 1
+        assert (await device.subscribe("secrets/#", 1))[0].value == 0x87  # not allowed
+        other = await nats.connect(server.client_url, user="o", password="o")
+        seen_other = await other.subscribe(">")
+        fleet = await nats.connect(server.client_url, user="svc", password="svc")
+        seen_fleet = await fleet.subscribe("telemetry.>")
+        await other.flush()
+        await fleet.flush()
+        await device.publish("telemetry/speed", b"80", 1)
+        assert (await seen_fleet.next_msg(timeout=2)).data == b"80"
+        with pytest.raises(nats.errors.TimeoutError):  # another account hears nothing
+            await seen_other.next_msg(timeout=0.3)
+        connz = [c for c in server.clients.values() if getattr(c, "transport", "") == "mqtt"]
+        assert len(connz) == 1 and connz[0].account.name == "FLEET"
+        await device.close()
+        await other.close()
+        await fleet.close()
+    finally:
+        await server.shutdown()
