@@ -42,6 +42,20 @@ def require_nats_server() -> str:
     return path
 
 
+def require_mosquitto() -> str:
+    """Path of Mosquitto (Debian's ``mosquitto``, which ``.ci/run`` installs); skip, or under CI fail."""
+    import shutil
+
+    path = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
+    if path is None:
+        msg = "mosquitto not found (apt-get install mosquitto)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + "; CI must run the interop tests", pytrace=False)
+        pytest.skip(msg)
+    return path
+
+
 class ServerFactory:
     """Starts and caches external servers; see the module docstring."""
 
