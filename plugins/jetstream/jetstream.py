@@ -291,8 +291,9 @@ class JetStream:
 
     # -- interest (an InterestListener) ------------------------------------------------------------------
 
-    kinds = (Kind.CLIENT, Kind.ROUTER, Kind.GATEWAY, Kind.LEAF, Kind.HUB)
-    """Subscriptions that make a push consumer's deliver subject worth delivering to."""
+    kinds = (Kind.CLIENT, Kind.SYSTEM, Kind.ROUTER, Kind.GATEWAY, Kind.LEAF, Kind.HUB)
+    """Subscriptions that make a push consumer's deliver subject worth delivering to (a plugin's
+    in-process client's too: the MQTT plugin's sessions take their QoS 1 messages that way)."""
 
     def interest_changed(self, account: Any, subject: bytes, queue: bytes | None, weight: int) -> None:
         if weight <= 0:

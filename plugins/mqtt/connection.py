@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from natsd.plugin.contracts import AuthRequest
@@ -26,6 +28,7 @@ from natsd.plugin.contracts import AuthRequest
 from . import packets as P
 from .packets import MQTT_5, MQTTError, Parser, encode, encode_connack_v3, encode_properties, encode_publish
 from .sessions import Outbound, Session, SubscriptionState
+from .store import MESSAGE_PREFIX, StoreError
 from .topics import TopicError, check_topic_filter, filter_to_subjects, subject_to_topic, topic_to_subject
 
 if TYPE_CHECKING:
@@ -80,7 +83,10 @@ class MQTTConnection(asyncio.Protocol):
         self.session_expiry = 0
         self.clean = True
         self.aliases_in: dict[int, str] = {}
-        self.backlog: list[P.Packet] | None = None  # packets waiting for CONNECT's verdict
+        self.backlog: list[P.Packet] | None = None  # packets waiting for an earlier one's outcome
+        self.acks: deque[tuple[int, int, asyncio.Future[int] | None]] = deque()
+        """PUBACKs/PUBRECs in the order of their publishes; a future: JetStream is storing it."""
+        self._acking = False
         self.closed = False
         self.remote: tuple[str, int] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -104,17 +110,39 @@ class MQTTConnection(asyncio.Protocol):
         except MQTTError as exc:
             self._refuse(exc)
             return
-        for packet in packets:
+        self._process(packets)
+
+    def _process(self, packets: list[P.Packet]) -> None:
+        """Handle packets in order; one whose handling waits (JetStream, authentication) holds the rest."""
+        for i, packet in enumerate(packets):
             if self.closed:
                 return
             if self.backlog is not None:
                 self.backlog.append(packet)
                 continue
             try:
-                self._handle(packet)
+                waiting = self._handle(packet)
             except MQTTError as exc:
                 self._refuse(exc)
                 return
+            if waiting is not None:
+                self.backlog = list(packets[i + 1:])
+                self.server.loop.create_task(self._after(waiting))
+                return
+
+    async def _after(self, waiting: Awaitable[None]) -> None:
+        try:
+            await waiting
+        except MQTTError as exc:
+            self._refuse(exc)
+            return
+        except Exception:
+            log.exception("%s - MQTT packet handling failed", self.describe())
+            self.close()
+            return
+        backlog, self.backlog = self.backlog or [], None
+        if not self.closed:
+            self._process(backlog)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end(abnormal=True)
@@ -147,8 +175,10 @@ class MQTTConnection(asyncio.Protocol):
             session.connection = None
             session.ended_at = time.monotonic()
             session.expiry = float(self.session_expiry)
-            if self.clean and not self.session_expiry:
-                self.mqtt.drop(session)
+            if session.persistent:
+                self.mqtt.pause(session)
+            elif not self.mqtt.stopping:
+                self.server.loop.create_task(self.mqtt.drop(session))
         if self.client is not None:
             self.client.close()
 
@@ -173,10 +203,10 @@ class MQTTConnection(asyncio.Protocol):
 
     # -- dispatch -------------------------------------------------------------------------------
 
-    def _handle(self, packet: P.Packet) -> None:
+    def _handle(self, packet: P.Packet) -> Awaitable[None] | None:
+        """Handle one packet; an awaitable if the next ones must wait for it."""
         if isinstance(packet, P.Connect):
-            self._connect(packet)
-            return
+            return self._connect(packet)
         if self.client is None:
             raise MQTTError(P.PROTOCOL_ERROR, "the first packet must be CONNECT")
         if isinstance(packet, P.Publish):
@@ -184,9 +214,9 @@ class MQTTConnection(asyncio.Protocol):
         elif isinstance(packet, P.Ack):
             self._ack(packet)
         elif isinstance(packet, P.Subscribe):
-            self._subscribe(packet)
+            return self._subscribe(packet)
         elif isinstance(packet, P.Unsubscribe):
-            self._unsubscribe(packet)
+            return self._unsubscribe(packet)
         elif isinstance(packet, P.PingReq):
             self.send(P.PingResp())
         elif isinstance(packet, P.Disconnect):
@@ -201,10 +231,11 @@ class MQTTConnection(asyncio.Protocol):
             raise MQTTError(P.PROTOCOL_ERROR, "AUTH without an authentication method")
         else:
             raise MQTTError(P.PROTOCOL_ERROR, f"unexpected {type(packet).__name__}")
+        return None
 
     # -- CONNECT ----------------------------------------------------------------------------------
 
-    def _connect(self, packet: P.Connect) -> None:
+    def _connect(self, packet: P.Connect) -> Awaitable[None] | None:
         self.version = packet.version
         if self._timer is not None:
             self._timer.cancel()
@@ -212,13 +243,13 @@ class MQTTConnection(asyncio.Protocol):
         v5 = self.version == MQTT_5
         if packet.properties.get("auth_method"):
             self._connack_refused(P.V3_NOT_AUTHORIZED, P.BAD_AUTHENTICATION_METHOD)
-            return
+            return None
         client_id = packet.client_id
         assigned = ""
         if not client_id:
             if not packet.clean_start and not v5:
                 self._connack_refused(P.V3_ID_REJECTED)
-                return
+                return None
             from natsd.routing.events import event_id
 
             client_id = assigned = event_id()
@@ -232,8 +263,7 @@ class MQTTConnection(asyncio.Protocol):
             self.max_packet = int(props.get("maximum_packet_size", 0))
         elif not packet.clean_start:
             self.session_expiry = 0xFFFFFFFF  # a 3.1.1 persistent session never expires
-        self.backlog = []
-        self.server.loop.create_task(self._authenticate(packet, client_id, assigned))
+        return self._authenticate(packet, client_id, assigned)
 
     async def _authenticate(self, packet: P.Connect, client_id: str, assigned: str) -> None:
         settings = self.mqtt.settings
@@ -272,7 +302,10 @@ class MQTTConnection(asyncio.Protocol):
             return
         self.client = client
         account = client.account.name
-        session, present = self.mqtt.session(account, client_id, self.clean)
+        session, present = await self.mqtt.session(account, client_id, self.clean)
+        if self.closed:
+            return
+        session.persistent = bool(self.session_expiry)
         old = session.connection
         if old is not None and old is not self:
             log.warning("%s - MQTT client %r connected again: the older connection is closed",
@@ -297,16 +330,10 @@ class MQTTConnection(asyncio.Protocol):
         if self.keep_alive:
             self._timer = self.server.loop.call_later(self.keep_alive * 1.5, self._check_alive)
         if present:
+            self.mqtt.resume(session)
             self._resend()
-        backlog, self.backlog = self.backlog or [], None
-        for queued in backlog:
-            if self.closed:
-                return
-            try:
-                self._handle(queued)
-            except MQTTError as exc:
-                self._refuse(exc)
-                return
+        elif session.persistent:
+            await self.mqtt.save(session)
 
     def _connack_refused(self, code: int, reason: int | None = None) -> None:
         if self.version == MQTT_5:
@@ -386,13 +413,47 @@ class MQTTConnection(asyncio.Protocol):
                 log.error("%s - %s", self.describe(), exc)
                 reason = P.NOT_AUTHORIZED
             if packet.retain and reason != P.NOT_AUTHORIZED:
-                self.mqtt.retain(self.client.account.name, topic, Outbound(topic, packet.payload, packet.qos,
-                                                                           True, packet.properties))
-        if packet.qos == 1:
-            self.send(P.Ack(P.PUBACK, packet.packet_id, reason if self.version == MQTT_5 else P.SUCCESS))
-        elif packet.qos == 2:
+                self.mqtt.retain(self.client.account.name, topic, subject,
+                                 Outbound(topic, packet.payload, packet.qos, True, packet.properties))
+        if not packet.qos:
+            return
+        stored: asyncio.Future[int] | None = None
+        store = self.session.store
+        if first and store is not None and reason != P.NOT_AUTHORIZED:
+            # the device hears "received" only once JetStream has the message
+            stored = store.stored(MESSAGE_PREFIX + subject, packet.payload,
+                                  self._headers(packet.qos, packet.properties))
+            reason = P.SUCCESS
+        if packet.qos == 2:
             self.session.incoming_qos2.add(packet.packet_id)
-            self.send(P.Ack(P.PUBREC, packet.packet_id, reason if self.version == MQTT_5 else P.SUCCESS))
+        kind = P.PUBACK if packet.qos == 1 else P.PUBREC
+        if stored is None and not self.acks:
+            self.send(P.Ack(kind, packet.packet_id, reason if self.version == MQTT_5 else P.SUCCESS))
+            return
+        self.acks.append((kind, packet.packet_id, stored))
+        if not self._acking:
+            self._acking = True
+            self.server.loop.create_task(self._send_acks())
+
+    async def _send_acks(self) -> None:
+        """Acknowledge publishes in their order, each once JetStream stored it."""
+        try:
+            while self.acks and not self.closed:
+                kind, pid, stored = self.acks[0]
+                reason = P.SUCCESS
+                if stored is not None:
+                    try:
+                        await stored
+                    except (StoreError, asyncio.CancelledError) as exc:
+                        log.error("%s - QoS %d message %d not stored: %s", self.describe(),
+                                  1 if kind == P.PUBACK else 2, pid, exc)
+                        reason = P.IMPLEMENTATION_SPECIFIC_ERROR
+                self.acks.popleft()
+                if reason == P.SUCCESS or self.version == MQTT_5:
+                    self.send(P.Ack(kind, pid, reason))
+                # MQTT 3.1.1 cannot say "not stored": no PUBACK, and the device sends it again
+        finally:
+            self._acking = False
 
     def _ack(self, packet: P.Ack) -> None:
         session = self.session
@@ -411,11 +472,13 @@ class MQTTConnection(asyncio.Protocol):
             self.send(P.Ack(P.PUBREL, packet.packet_id))
             return
         del session.outbound[packet.packet_id]
+        if message.ack is not None and session.keeper is not None:
+            session.keeper.publish(message.ack, b"+ACK")  # the consumer may let it go now
         self._drain()
 
     # -- subscriptions ------------------------------------------------------------------------------
 
-    def _subscribe(self, packet: P.Subscribe) -> None:
+    async def _subscribe(self, packet: P.Subscribe) -> None:
         session, client = self.session, self.client
         assert session is not None and client is not None
         sub_id = 0
@@ -449,10 +512,18 @@ class MQTTConnection(asyncio.Protocol):
             qos = min(request.qos, 1 if self.mqtt.settings.downgrade_qos2_sub else 2)
             existed = request.filter in session.subscriptions
             state = SubscriptionState(filter_, qos, request.no_local, request.retain_as_published, sub_id, share)
-            self.mqtt.subscribe(session, request.filter, state, subjects)
+            try:
+                await self.mqtt.subscribe(session, request.filter, state, subjects)
+            except StoreError as exc:
+                log.error("%s - subscription to %r refused: %s", self.describe(), request.filter, exc)
+                reasons.append(P.IMPLEMENTATION_SPECIFIC_ERROR if self.version == MQTT_5 else 0x80)
+                continue
             reasons.append(qos)
             if share is None and (request.retain_handling == 0 or (request.retain_handling == 1 and not existed)):
                 fresh.append((state, existed))
+        await self.mqtt.save(session)
+        if self.closed:
+            return
         self.send(P.SubAck(packet.packet_id, reasons))
         for state, _ in fresh:
             self._send_retained(state)
@@ -464,11 +535,12 @@ class MQTTConnection(asyncio.Protocol):
                 self.offer(Outbound(topic, message.payload, min(message.qos, state.qos), True,
                                     dict(message.properties)), state)
 
-    def _unsubscribe(self, packet: P.Unsubscribe) -> None:
+    async def _unsubscribe(self, packet: P.Unsubscribe) -> None:
         session = self.session
         assert session is not None
-        reasons = [P.SUCCESS if self.mqtt.unsubscribe(session, f) else P.NO_SUBSCRIPTION_EXISTED
+        reasons = [P.SUCCESS if await self.mqtt.unsubscribe(session, f) else P.NO_SUBSCRIPTION_EXISTED
                    for f in packet.filters]
+        await self.mqtt.save(session)
         self.send(P.UnsubAck(packet.packet_id, reasons if self.version == MQTT_5 else []))
 
     # -- messages out -------------------------------------------------------------------------------
@@ -533,7 +605,7 @@ class MQTTConnection(asyncio.Protocol):
             log.warning("%s - the will on %r could not be published: %s", self.describe(), will.topic, exc)
             return
         if will.retain:
-            self.mqtt.retain(self.client.account.name, will.topic,
+            self.mqtt.retain(self.client.account.name, will.topic, subject,
                              Outbound(will.topic, will.payload, will.qos, True, dict(will.properties)))
 
 
@@ -556,6 +628,8 @@ def delivered(session: Session, state: SubscriptionState, sender: Any, subject: 
                 props["content_type"] = text
             elif not name.startswith("Nmqtt-"):
                 props.setdefault("user_properties", []).append((name, text))
+    if qos and state.consumer:
+        return  # a device's QoS 1/2 message: this subscription's consumer delivers it
     topic = subject_to_topic(subject.decode())
     if reply:
         props["response_topic"] = subject_to_topic(reply.decode())
@@ -564,8 +638,35 @@ def delivered(session: Session, state: SubscriptionState, sender: Any, subject: 
     message = Outbound(topic, payload, min(qos, state.qos), False, props)
     if conn is not None and not conn.closed and conn.client is not None:
         conn.offer(message, state)
-    elif message.qos:
+    elif message.qos and session.store is None:
         session.queued.append(message)  # for when the client comes back
         if len(session.queued) > MAX_QUEUED:
             del session.queued[0]
+
+
+def delivered_stored(session: Session, state: SubscriptionState, subject: bytes, reply: bytes | None,
+                     headers: bytes | None, payload: bytes) -> None:
+    """A QoS 1/2 message from the subscription's JetStream consumer (``$MQTT.msgs.<subject>``)."""
+    conn = session.connection
+    if conn is None or conn.closed or conn.client is None or not reply:
+        return  # not acknowledged: the consumer keeps it
+    if not subject.startswith(MESSAGE_PREFIX.encode()):
+        return
+    qos, props = 1, dict[str, Any]()
+    for line in (headers or b"").split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        name, text = key.decode("utf-8", "replace"), value.strip().decode("utf-8", "replace")
+        if name == PUB_HEADER:
+            qos = int(text[:1]) if text[:1].isdigit() else 1
+        elif name.lower() == "content-type":
+            props["content_type"] = text
+        elif not name.startswith("Nmqtt-"):
+            props.setdefault("user_properties", []).append((name, text))
+    if conn.version != MQTT_5:
+        props = {}
+    topic = subject_to_topic(subject[len(MESSAGE_PREFIX):].decode())
+    message = Outbound(topic, payload, max(1, min(qos, state.qos)), False, props, ack=reply)
+    conn.offer(message, state)
 

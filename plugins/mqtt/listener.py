@@ -41,11 +41,13 @@ class MQTTListener:
         log.info("Listening for MQTT clients on %s://%s:%d", scheme, self.host, self.port)
 
     async def stop(self) -> None:
+        self.mqtt.stopping = True
         if self._server is not None:
             self._server.close()
         for conn in list(self.mqtt.connections):
             if conn.version == P.MQTT_5 and conn.client is not None:
                 conn.send(P.Disconnect(0x8B))  # server shutting down
             conn.close(abnormal=False)
+        self.mqtt.close()
         if self._server is not None:
             await self._server.wait_closed()

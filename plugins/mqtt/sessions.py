@@ -2,16 +2,19 @@
 
 A :class:`Session` outlives its connection unless it was a clean one: its
 subscriptions keep collecting messages for QoS 1 and 2 while the client is
-away (bounded by ``max_ack_pending`` per session), and what was sent but not
-acknowledged is sent again, marked DUP, when it comes back. Retained
-messages are kept per account by topic.
+away, and what was sent but not acknowledged is sent again, marked DUP,
+when it comes back. Retained messages are kept per account by topic.
 
-This step keeps both in memory: they survive a client's reconnect, not a
-server restart (storing them in JetStream, as nats-server does, comes next).
+Where the account has JetStream, all of it is also kept there
+(:mod:`.store`) and survives a restart: session records, retained messages,
+and the QoS 1/2 messages devices publish, which QoS 1/2 subscriptions
+receive through durable consumers. Without JetStream it lives in memory
+only, and the server says so once per account.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -23,6 +26,7 @@ from natsd.routing.connection import Kind
 from natsd.routing.sublist import Subscription
 
 from .settings import MQTTSettings
+from .store import MESSAGE_PREFIX, JetStreamStore, StoreError
 
 if TYPE_CHECKING:
     from natsd.routing.internal import InternalClient
@@ -34,7 +38,7 @@ log = logging.getLogger("natsd.mqtt")
 
 @dataclass(slots=True)
 class Outbound:
-    """A QoS 1/2 message for the client: waiting, or sent and not acknowledged yet."""
+    """A message for the client: waiting, or sent and not acknowledged yet (QoS 1/2)."""
 
     topic: str
     payload: bytes
@@ -43,6 +47,7 @@ class Outbound:
     properties: dict[str, Any] = field(default_factory=dict)
     sent: bool = False
     released: bool = False  # QoS 2: PUBREC came, PUBREL sent
+    ack: bytes | None = None  # the JetStream ack subject of a message a consumer delivered
 
 
 @dataclass(slots=True)
@@ -53,7 +58,17 @@ class SubscriptionState:
     retain_as_published: bool = False
     subscription_id: int = 0
     share: str | None = None
+    subjects: list[str] = field(default_factory=list)
     subs: list[Subscription] = field(default_factory=list)
+    consumer: str = ""
+    """The durable JetStream consumer behind a QoS 1/2 subscription ("" without JetStream)."""
+    deliver: str = ""
+    deliver_sub: Subscription | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {"filter": self.filter, "qos": self.qos, "nl": self.no_local, "rap": self.retain_as_published,
+                "sid": self.subscription_id, "share": self.share, "subjects": self.subjects,
+                "consumer": self.consumer}
 
 
 class Session:
@@ -76,6 +91,8 @@ class Session:
         self.ended_at = 0.0
         self.keeper: InternalClient | None = None
         """The service client of the account that holds the session's subscriptions."""
+        self.store: JetStreamStore | None = None
+        self.persistent = False
 
     def packet_id(self) -> int:
         """A packet identifier not in use by an unacknowledged message."""
@@ -84,6 +101,9 @@ class Session:
             if self.next_id not in self.outbound:
                 return self.next_id
         raise RuntimeError("no packet identifier left")
+
+    def record(self) -> dict[str, Any]:
+        return {"subs": {key: state.record() for key, state in self.subscriptions.items()}}
 
 
 class MQTT:
@@ -96,56 +116,205 @@ class MQTT:
         self.retained: dict[str, dict[str, Outbound]] = {}
         """Account -> topic -> the retained message."""
         self.connections: set[MQTTConnection] = set()
+        self.stores: dict[str, JetStreamStore | None] = {}
+        self.stopping = False
+        """The server is stopping: sessions end with their connections, but stay in JetStream."""
+        self._store_setups: dict[str, asyncio.Task[JetStreamStore | None]] = {}
 
-    def session(self, account: str, client_id: str, clean: bool) -> tuple[Session, bool]:
-        """``(session, present)``: the client's session, made anew when ``clean`` or absent."""
+    # -- JetStream ---------------------------------------------------------------------------------
+
+    async def store_for(self, account: str) -> JetStreamStore | None:
+        """The account's JetStream store, made on first use; ``None`` if the account has no JetStream."""
+        if account in self.stores:
+            return self.stores[account]
+        task = self._store_setups.get(account)
+        if task is None:
+            task = self._store_setups[account] = self.server.loop.create_task(self._setup(account))
+        return await task
+
+    async def _setup(self, account: str) -> JetStreamStore | None:
+        store: JetStreamStore | None = JetStreamStore(self, account)
+        assert store is not None
+        try:
+            await store.setup()
+        except (StoreError, ValueError) as exc:
+            log.warning("MQTT: account %r keeps sessions and retained messages in memory only (lost at a "
+                        "restart): %s", account, exc)
+            store.close()
+            store = None
+        self.stores[account] = store
+        return store
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            if store is not None:
+                store.close()
+        for session in list(self.sessions.values()):
+            if session.keeper is not None:
+                session.keeper.close()
+
+    # -- sessions ------------------------------------------------------------------------------------
+
+    async def session(self, account: str, client_id: str, clean: bool) -> tuple[Session, bool]:
+        """``(session, present)``: the client's session (from memory, or JetStream after a restart),
+        made anew when ``clean`` or absent."""
         key = (account, client_id)
+        store = await self.store_for(account)
         old = self.sessions.get(key)
         if old is not None and old.expiry and old.ended_at and time.monotonic() - old.ended_at > old.expiry:
+            await self.drop(old)
             old = None
+        if old is None and store is not None:
+            record = await store.load_session(client_id)
+            if record is not None:
+                old = await self.restore(account, client_id, record, store)
         if old is not None and not clean:
             return old, True
         if old is not None:
-            self.drop(old)
+            await self.drop(old)
         session = self.sessions[key] = Session(account, client_id)
+        session.store = store
         return session, False
 
-    def drop(self, session: Session) -> None:
+    async def restore(self, account: str, client_id: str, record: dict[str, Any],
+                      store: JetStreamStore) -> Session:
+        """A persistent session as JetStream kept it (after a restart): its subscriptions again."""
+        session = self.sessions[(account, client_id)] = Session(account, client_id)
+        session.store, session.persistent = store, True
+        for key, sub in (record.get("subs") or {}).items():
+            state = SubscriptionState(sub["filter"], int(sub["qos"]), bool(sub.get("nl")), bool(sub.get("rap")),
+                                      int(sub.get("sid") or 0), sub.get("share"), list(sub.get("subjects") or []))
+            try:
+                await self.subscribe(session, key, state, state.subjects, consumer=sub.get("consumer") or None)
+            except StoreError as exc:
+                log.warning("MQTT: session %r: subscription %r not restored: %s", client_id, key, exc)
+        return session
+
+    async def save(self, session: Session) -> None:
+        """Keep a persistent session's record in JetStream (subscriptions changed)."""
+        if session.store is not None and session.persistent:
+            try:
+                await session.store.save_session(session.client_id, session.record())
+            except StoreError as exc:
+                log.warning("MQTT: session %r could not be saved: %s", session.client_id, exc)
+
+    async def drop(self, session: Session) -> None:
+        """End a session: its subscriptions, consumers and record go."""
+        consumers = [s.consumer for s in session.subscriptions.values() if s.consumer]
         if session.keeper is not None:
             session.keeper.close()
             session.keeper = None
         session.subscriptions.clear()
-        self.sessions.pop((session.account, session.client_id), None)
+        if self.sessions.get((session.account, session.client_id)) is session:
+            del self.sessions[(session.account, session.client_id)]
+        if session.store is not None and (session.persistent or consumers) and not self.stopping:
+            try:
+                await session.store.delete_session(session.client_id, consumers)
+            except StoreError as exc:
+                log.warning("MQTT: session %r not removed from JetStream: %s", session.client_id, exc)
 
-    def subscribe(self, session: Session, key: str, state: SubscriptionState, subjects: list[str]) -> None:
-        """Subscribe the session to ``subjects`` for the filter ``key`` (replacing an older one)."""
-        from .connection import delivered
+    # -- subscriptions -----------------------------------------------------------------------------------
 
-        self.unsubscribe(session, key)
+    def keeper(self, session: Session) -> InternalClient:
         if session.keeper is None:
             session.keeper = self.server.connect_internal(f"mqtt:{session.client_id}", session.account,
                                                           kind=Kind.SYSTEM, echo=True)
-        keeper = session.keeper
+        return session.keeper
+
+    async def subscribe(self, session: Session, key: str, state: SubscriptionState, subjects: list[str],
+                        consumer: str | None = None) -> None:
+        """Subscribe the session to ``subjects`` for the filter ``key`` (replacing an older one); a QoS 1/2
+        subscription of a session with JetStream gets its durable consumer (``consumer``: the one to take up)."""
+        from .connection import delivered, delivered_stored
+
+        old = session.subscriptions.get(key)
+        if old is not None and old.consumer and (state.qos == 0 or state.subjects != old.subjects):
+            await self.unsubscribe(session, key)
+        elif old is not None:
+            self._unsubscribe_now(session, key)
+            consumer = consumer or old.consumer
+        keeper = self.keeper(session)
+        state.subjects = subjects
 
         def callback(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
             delivered(session, state, keeper.sender, subject, reply, headers, payload)
 
         state.subs = [keeper.subscribe(subject, callback, queue=state.share) for subject in subjects]
         session.subscriptions[key] = state
+        if state.qos and session.store is not None:
+            state.consumer, state.deliver = await session.store.consumer(session.client_id, subjects, consumer)
 
-    def unsubscribe(self, session: Session, key: str) -> bool:
+            def stored(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+                delivered_stored(session, state, subject, reply, headers, payload)
+
+            state.deliver_sub = keeper.subscribe(state.deliver, stored)
+            if session.connection is None:
+                self.pause(session)
+
+    def _unsubscribe_now(self, session: Session, key: str) -> SubscriptionState | None:
+        """Take the subscription away from the account (its consumer, if any, stays)."""
         state = session.subscriptions.pop(key, None)
         if state is None:
-            return False
+            return None
         if session.keeper is not None:
             for sub in state.subs:
                 session.keeper.unsubscribe(sub)
+            if state.deliver_sub is not None:
+                session.keeper.unsubscribe(state.deliver_sub)
+                state.deliver_sub = None
+        return state
+
+    async def unsubscribe(self, session: Session, key: str) -> bool:
+        state = self._unsubscribe_now(session, key)
+        if state is None:
+            return False
+        if state.consumer and session.store is not None:
+            try:
+                await session.store.delete_consumer(state.consumer)
+            except StoreError as exc:
+                log.warning("MQTT: consumer %s not deleted: %s", state.consumer, exc)
         return True
 
-    def retain(self, account: str, topic: str, message: Outbound) -> None:
-        """Keep ``message`` as ``topic``'s retained message (an empty payload removes it)."""
+    def pause(self, session: Session) -> None:
+        """The client went away: its consumers hold their messages (no interest in their deliver subjects)."""
+        if session.keeper is None:
+            return
+        for state in session.subscriptions.values():
+            if state.deliver_sub is not None:
+                session.keeper.unsubscribe(state.deliver_sub)
+                state.deliver_sub = None
+
+    def resume(self, session: Session) -> None:
+        """The client is back: its consumers deliver again."""
+        from .connection import delivered_stored
+
+        keeper = self.keeper(session)
+        for state in session.subscriptions.values():
+            if state.deliver and state.deliver_sub is None:
+                def stored(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes,
+                           state: SubscriptionState = state) -> None:
+                    delivered_stored(session, state, subject, reply, headers, payload)
+
+                state.deliver_sub = keeper.subscribe(state.deliver, stored)
+
+    # -- retained messages ---------------------------------------------------------------------------------
+
+    def retain(self, account: str, topic: str, subject: str, message: Outbound) -> None:
+        """Keep ``message`` as ``topic``'s retained message (an empty payload removes it), in JetStream too."""
         kept = self.retained.setdefault(account, {})
         if message.payload:
             kept[topic] = message
         else:
             kept.pop(topic, None)
+        store = self.stores.get(account)
+        if store is not None:
+            task = self.server.loop.create_task(store.retain(subject, topic, message.qos, message.payload))
+            task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("MQTT: JetStream refused a retained message: %s", task.exception())
+
+
+__all__ = ["MESSAGE_PREFIX", "MQTT", "Outbound", "Session", "SubscriptionState"]

@@ -221,7 +221,8 @@ async def test_devices_authenticate_as_users_of_accounts_and_are_bound_by_permis
     server = Server(parse(
         f"host: 127.0.0.1\nport: -1\nmqtt {{ listen: 127.0.0.1:{port} }}\n"
         "accounts { FLEET { users: [ {user: dev, password: s3cret, permissions: {"
-        " publish: ['telemetry.>'], subscribe: ['cmd.>'] }}, {user: svc, password: svc} ] }, OTHER { users: [ {user: o, password: o} ] } }\n"))
+        " publish: ['telemetry.>'], subscribe: ['cmd.>'] }}, {user: svc, password: svc} ] },"
+        " OTHER { users: [ {user: o, password: o} ] } }\n"))
     await server.start()
     try:
         intruder = await Device.open(port, "intruder", V311, user="dev", password="wrong")

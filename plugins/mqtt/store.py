@@ -1,0 +1,217 @@
+"""MQTT state in JetStream, as nats-server keeps it: sessions, retained messages, QoS 1/2 messages.
+
+Per account, through the JetStream API (the public one, over an in-process
+client, so that any JetStream natsd talks to works, ``js_domain`` included):
+
+- ``$MQTT_sess`` (subjects ``$MQTT.sess.>``, one message per subject): each
+  persistent session's record (its subscriptions and the durable consumers
+  behind its QoS 1/2 ones), under ``$MQTT.sess.<hash of the client id>``;
+- ``$MQTT_rmsgs`` (``$MQTT.rmsgs.>``, one per subject): retained messages,
+  under ``$MQTT.rmsgs.<subject>``, the topic in an ``Nmqtt-RTopic`` header;
+- ``$MQTT_msgs`` (``$MQTT.msgs.>``): what devices publish at QoS 1 and 2,
+  under ``$MQTT.msgs.<subject>``. A device's PUBACK (or PUBREC) is sent only
+  once JetStream stored the message. Each QoS 1/2 subscription is a durable
+  push consumer of it (explicit acks, ``ack_wait``, ``max_ack_pending``)
+  delivering to ``$MQTT.sub.<id>``; the device's PUBACK (PUBCOMP) acks it.
+
+So a server restart loses no session, no retained message and no QoS 1/2
+message a device was told was received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from natsd.routing.connection import Kind
+from natsd.routing.events import event_id
+
+if TYPE_CHECKING:
+    from natsd.routing.internal import InternalClient
+
+    from .sessions import MQTT
+
+log = logging.getLogger("natsd.mqtt")
+
+SESSIONS, RETAINED, MESSAGES = "$MQTT_sess", "$MQTT_rmsgs", "$MQTT_msgs"
+SESSION_PREFIX, RETAINED_PREFIX, MESSAGE_PREFIX = "$MQTT.sess.", "$MQTT.rmsgs.", "$MQTT.msgs."
+DELIVER_PREFIX = "$MQTT.sub."
+STREAM_IN_USE = 10058
+
+
+class StoreError(Exception):
+    """JetStream refused or did not answer."""
+
+
+def client_hash(client_id: str) -> str:
+    """The token a client id becomes in a subject (any client id is a valid one this way)."""
+    return hashlib.sha256(client_id.encode()).hexdigest()[:16]
+
+
+class JetStreamStore:
+    """One account's MQTT state in JetStream (see the module docstring)."""
+
+    def __init__(self, mqtt: MQTT, account: str) -> None:
+        self.mqtt = mqtt
+        self.account = account
+        settings = mqtt.settings
+        self.api = f"$JS.{settings.js_domain}.API" if settings.js_domain else "$JS.API"
+        self.timeout = settings.js_api_timeout
+        self.client: InternalClient = mqtt.server.connect_internal("mqtt-store", account, kind=Kind.SYSTEM)
+        self._inbox = f"_INBOX.mqtt{event_id()}."
+        self._waiting: dict[str, asyncio.Future[tuple[bytes | None, bytes]]] = {}
+        self._next = 0
+        self.client.subscribe(self._inbox + "*", self._answered)
+
+    def close(self) -> None:
+        self.client.close()
+        for future in self._waiting.values():
+            if not future.done():
+                future.cancel()
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _answered(self, subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+        future = self._waiting.pop(subject.decode(), None)
+        if future is not None and not future.done():
+            future.set_result((headers, payload))
+
+    def request(self, subject: str, payload: bytes = b"", headers: bytes | None = None
+                ) -> asyncio.Future[tuple[bytes | None, bytes]]:
+        """Publish with a reply subject; the future gets the answer's headers and payload."""
+        self._next += 1
+        inbox = f"{self._inbox}{self._next}"
+        future: asyncio.Future[tuple[bytes | None, bytes]] = self.mqtt.server.loop.create_future()
+        self._waiting[inbox] = future
+        if not self.client.publish(subject, payload, reply=inbox, headers=headers):
+            # nobody listens (no JetStream here): answer as a client hears it, no responders
+            self._waiting.pop(inbox, None)
+            future.set_result((b"NATS/1.0 503\r\n\r\n", b""))
+        return future
+
+    async def call(self, api: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A JetStream API request (``api`` after the prefix); raises :class:`StoreError`."""
+        payload = json.dumps(body).encode() if body is not None else b""
+        future = self.request(f"{self.api}.{api}", payload)
+        try:
+            headers, answer = await asyncio.wait_for(future, self.timeout)
+        except TimeoutError:
+            raise StoreError(f"JetStream did not answer {api} in {self.timeout}s") from None
+        if headers and headers.startswith(b"NATS/1.0 503"):
+            raise StoreError("JetStream is not enabled for this account (no responders)")
+        response: dict[str, Any] = json.loads(answer)
+        return response
+
+    def stored(self, subject: str, payload: bytes, headers: bytes | None = None) -> asyncio.Future[int]:
+        """Publish into a stream now; the future gets JetStream's acknowledgement (the sequence)."""
+        return asyncio.ensure_future(self._acked(subject, self.request(subject, payload, headers)))
+
+    async def _acked(self, subject: str, answer: asyncio.Future[tuple[bytes | None, bytes]]) -> int:
+        try:
+            ack_headers, answer_payload = await asyncio.wait_for(answer, self.timeout)
+        except TimeoutError:
+            raise StoreError(f"JetStream did not acknowledge {subject} in {self.timeout}s") from None
+        if ack_headers and ack_headers.startswith(b"NATS/1.0 503"):
+            raise StoreError("no stream for " + subject)
+        ack = json.loads(answer_payload)
+        if "error" in ack:
+            raise StoreError(ack["error"].get("description", "error"))
+        return int(ack.get("seq", 0))
+
+    # -- set-up -----------------------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Make the three streams (or find them) and load the retained messages."""
+        replicas = self.mqtt.settings.stream_replicas or 1
+        for name, subject, per_subject in ((SESSIONS, SESSION_PREFIX + ">", 1), (RETAINED, RETAINED_PREFIX + ">", 1),
+                                          (MESSAGES, MESSAGE_PREFIX + ">", -1)):
+            config = {"name": name, "subjects": [subject], "retention": "limits", "storage": "file",
+                      "num_replicas": replicas, "max_msgs_per_subject": per_subject}
+            answer = await self.call(f"STREAM.CREATE.{name}", config)
+            error = answer.get("error")
+            if error and error.get("err_code") != STREAM_IN_USE:
+                raise StoreError(f"stream {name}: {error.get('description')}")
+        log.info("MQTT state of account %r kept in JetStream (streams %s, %s, %s)", self.account, SESSIONS,
+                 RETAINED, MESSAGES)
+        info = await self.call(f"STREAM.INFO.{RETAINED}", {"subjects_filter": ">"})
+        for subject in (info.get("state") or {}).get("subjects") or {}:
+            message = await self.last(RETAINED, subject)
+            if message is None:
+                continue
+            headers, payload = message
+            topic = headers.get("Nmqtt-RTopic")
+            if topic:
+                from .sessions import Outbound
+
+                qos = int(headers.get("Nmqtt-Pub", "0")[:1] or 0)
+                self.mqtt.retained.setdefault(self.account, {})[topic] = Outbound(topic, payload, qos, True)
+
+    async def last(self, stream: str, subject: str) -> tuple[dict[str, str], bytes] | None:
+        answer = await self.call(f"STREAM.MSG.GET.{stream}", {"last_by_subj": subject})
+        message = answer.get("message")
+        if not message:
+            return None
+        headers: dict[str, str] = {}
+        if message.get("hdrs"):
+            for line in base64.b64decode(message["hdrs"]).decode("utf-8", "replace").split("\r\n")[1:]:
+                key, sep, value = line.partition(":")
+                if sep:
+                    headers[key.strip()] = value.strip()
+        return headers, base64.b64decode(message.get("data") or "")
+
+    # -- sessions ---------------------------------------------------------------------------------------
+
+    async def load_session(self, client_id: str) -> dict[str, Any] | None:
+        found = await self.last(SESSIONS, SESSION_PREFIX + client_hash(client_id))
+        if found is None or not found[1]:
+            return None
+        record: dict[str, Any] = json.loads(found[1])
+        return record if record.get("id") == client_id else None
+
+    async def save_session(self, client_id: str, record: dict[str, Any]) -> None:
+        await self.stored(SESSION_PREFIX + client_hash(client_id), json.dumps({"id": client_id, **record}).encode())
+
+    async def delete_session(self, client_id: str, consumers: list[str]) -> None:
+        for name in consumers:
+            await self.call(f"CONSUMER.DELETE.{MESSAGES}.{name}")
+        await self.call(f"STREAM.PURGE.{SESSIONS}", {"filter": SESSION_PREFIX + client_hash(client_id)})
+
+    # -- retained messages -------------------------------------------------------------------------------
+
+    async def retain(self, subject: str, topic: str, qos: int, payload: bytes) -> None:
+        if payload:
+            headers = f"NATS/1.0\r\nNmqtt-Pub:{qos}\r\nNmqtt-RTopic:{topic}\r\n\r\n".encode()
+            await self.stored(RETAINED_PREFIX + subject, payload, headers)
+        else:
+            await self.call(f"STREAM.PURGE.{RETAINED}", {"filter": RETAINED_PREFIX + subject})
+
+    # -- QoS 1/2 ------------------------------------------------------------------------------------------
+
+    async def consumer(self, client_id: str, subjects: list[str], name: str | None = None) -> tuple[str, str]:
+        """A durable consumer of ``$MQTT.msgs.<subject>`` for one subscription: ``(name, deliver subject)``
+        (``name`` given: the one a session record names, made again if it is gone)."""
+        settings = self.mqtt.settings
+        name = name or f"{client_hash(client_id)}_{event_id()[-8:]}"
+        deliver = DELIVER_PREFIX + name
+        config: dict[str, Any] = {"durable_name": name, "deliver_subject": deliver, "deliver_policy": "new",
+                                  "ack_policy": "explicit", "ack_wait": int(settings.ack_wait * 1e9),
+                                  "max_ack_pending": settings.max_ack_pending}
+        if len(subjects) == 1:
+            config["filter_subject"] = MESSAGE_PREFIX + subjects[0]
+        else:
+            config["filter_subjects"] = [MESSAGE_PREFIX + s for s in subjects]
+        if settings.consumer_memory_storage:
+            config["mem_storage"] = True
+        answer = await self.call(f"CONSUMER.DURABLE.CREATE.{MESSAGES}.{name}",
+                                 {"stream_name": MESSAGES, "config": config})
+        error = answer.get("error")
+        if error:
+            raise StoreError(f"consumer for {subjects}: {error.get('description')}")
+        return name, answer.get("config", {}).get("deliver_subject", deliver)
+
+    async def delete_consumer(self, name: str) -> None:
+        await self.call(f"CONSUMER.DELETE.{MESSAGES}.{name}")

@@ -1,0 +1,177 @@
+"""MQTT state across a server restart, kept in JetStream: sessions, QoS 1/2 messages, retained messages.
+
+Each test stops the server (as a SIGTERM would) and starts a new one on the
+same store and ports; the devices (paho-mqtt) reconnect to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+from pathlib import Path
+from typing import Any
+
+import nats
+import paho.mqtt.client as mqtt
+import pytest
+
+from natsd import Server
+from natsd.config.conf import parse
+from natsd.server import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Device:
+    """A paho-mqtt 3.1.1 client in its own thread; ``manual_ack`` keeps its PUBACKs until :meth:`ack`."""
+
+    def __init__(self, port: int, client_id: str, clean: bool = False, manual_ack: bool = False) -> None:
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                                  clean_session=clean, manual_ack=manual_ack)
+        self.client.on_message = lambda c, u, m: self.messages.put(m)
+        ready: queue.Queue[Any] = queue.Queue()
+        self.client.on_connect = lambda c, u, flags, rc, p=None: ready.put(flags)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.flags = ready.get(timeout=10)
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        done: queue.Queue[Any] = queue.Queue()
+        self.client.on_subscribe = lambda c, u, mid, rcs, p=None: done.put(rcs)
+        self.client.subscribe(topic, qos=qos)
+        done.get(timeout=10)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(10)
+
+    def received(self, count: int, timeout: float = 5.0) -> list[mqtt.MQTTMessage]:
+        out: list[mqtt.MQTTMessage] = []
+        while len(out) < count:
+            try:
+                out.append(self.messages.get(timeout=timeout))
+            except queue.Empty:
+                break
+        return out
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+async def device(*args: Any, **kwargs: Any) -> Device:
+    return await asyncio.to_thread(Device, *args, **kwargs)
+
+
+class Broker:
+    """A natsd with JetStream and MQTT that can be stopped and started again on its store and ports."""
+
+    def __init__(self, store: Path) -> None:
+        self.store, self.port, self.mqtt_port = store, free_port(), free_port()
+        self.server: Server | None = None
+
+    async def start(self) -> Server:
+        self.server = Server(parse(f'host: 127.0.0.1\nport: {self.port}\njetstream {{ store_dir: "{self.store}" }}\n'
+                                   f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, ack_wait: 2s }}\n"))
+        await self.server.start()
+        return self.server
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.shutdown()
+            self.server = None
+
+
+async def test_a_persistent_session_and_its_qos1_messages_survive_a_restart(tmp_path: Path) -> None:
+    broker = Broker(tmp_path)
+    await broker.start()
+    try:
+        dev = await device(broker.mqtt_port, "truck-1")
+        await asyncio.to_thread(dev.subscribe, "fleet/truck-1/cmd/#", 2)
+        await asyncio.to_thread(dev.close)
+        sender = await device(broker.mqtt_port, "dispatch", clean=True)
+        for i in range(5):  # each acknowledged only once JetStream has it
+            await asyncio.to_thread(sender.publish, f"fleet/truck-1/cmd/{i}", b"order %d" % i, 1)
+        await asyncio.to_thread(sender.publish, "fleet/truck-1/cmd/final", b"exactly once", 2)
+        await asyncio.to_thread(sender.close)
+        await broker.stop()
+
+        await broker.start()
+        dev = await device(broker.mqtt_port, "truck-1")
+        assert dev.flags.session_present
+        got = await asyncio.to_thread(dev.received, 6)
+        assert [(m.topic, m.payload, m.qos) for m in got] == [
+            *((f"fleet/truck-1/cmd/{i}", b"order %d" % i, 1) for i in range(5)),
+            ("fleet/truck-1/cmd/final", b"exactly once", 2)]
+        assert await asyncio.to_thread(dev.received, 1, 0.5) == []
+        await asyncio.to_thread(dev.close)
+    finally:
+        await broker.stop()
+
+
+async def test_messages_delivered_but_not_acknowledged_come_again_after_a_restart(tmp_path: Path) -> None:
+    broker = Broker(tmp_path)
+    await broker.start()
+    try:
+        dev = await device(broker.mqtt_port, "sensor-9", manual_ack=True)
+        await asyncio.to_thread(dev.subscribe, "cfg/#", 1)
+        sender = await device(broker.mqtt_port, "ops", clean=True)
+        for i in range(3):
+            await asyncio.to_thread(sender.publish, "cfg/rate", b"%d" % i, 1)
+        await asyncio.to_thread(sender.close)
+        first = await asyncio.to_thread(dev.received, 3)
+        assert [m.payload for m in first] == [b"0", b"1", b"2"]
+        dev.client.ack(first[0].mid, first[0].qos)  # only the first is acknowledged
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(dev.client.loop_stop)
+        await broker.stop()
+
+        await broker.start()
+        dev = await device(broker.mqtt_port, "sensor-9")
+        again = await asyncio.to_thread(dev.received, 2, 10.0)
+        assert [m.payload for m in again] == [b"1", b"2"]
+        assert await asyncio.to_thread(dev.received, 1, 0.5) == []
+        await asyncio.to_thread(dev.close)
+    finally:
+        await broker.stop()
+
+
+async def test_retained_messages_survive_a_restart_and_are_kept_in_jetstream(tmp_path: Path) -> None:
+    broker = Broker(tmp_path)
+    server = await broker.start()
+    try:
+        pub = await device(broker.mqtt_port, "gateway", clean=True)
+        await asyncio.to_thread(pub.publish, "site/a/config", b'{"rate": 5}', 1, True)
+        await asyncio.to_thread(pub.publish, "site/b/config", b"gone soon", 1, True)
+        await asyncio.to_thread(pub.publish, "site/b/config", b"", 1, True)  # removes it
+        await asyncio.to_thread(pub.close)
+        nc = await nats.connect(server.client_url)
+        names = json.loads((await nc.request("$JS.API.STREAM.NAMES", b"")).data)["streams"]
+        assert {"$MQTT_sess", "$MQTT_rmsgs", "$MQTT_msgs"} <= set(names)
+        await nc.close()
+        await broker.stop()
+
+        await broker.start()
+        late = await device(broker.mqtt_port, "newcomer", clean=True)
+        await asyncio.to_thread(late.subscribe, "site/+/config", 1)
+        got = await asyncio.to_thread(late.received, 2, 2.0)
+        assert [(m.topic, m.payload, m.retain) for m in got] == [("site/a/config", b'{"rate": 5}', True)]
+        await asyncio.to_thread(late.close)
+    finally:
+        await broker.stop()
+
+
+async def test_without_jetstream_the_state_is_kept_in_memory_and_the_log_says_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    server = Server(parse(f"host: 127.0.0.1\nport: -1\nmqtt {{ listen: 127.0.0.1:{port} }}"))
+    await server.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="natsd.mqtt"):
+            dev = await device(port, "memory-only")
+            await asyncio.to_thread(dev.close)
+        assert "keeps sessions and retained messages in memory only" in caplog.text
+    finally:
+        await server.shutdown()
