@@ -287,7 +287,7 @@ class Monitor:
         if user:
             conns = [c for c in conns if _user(c) == user]
         if mqtt:
-            conns = []  # natsd has no MQTT clients yet
+            conns = [c for c in conns if c.transport == "mqtt" and c.name == mqtt]
         if filter_subject:
             wanted = filter_subject.encode()
             conns = [c for c in conns if any(subjects_collide(wanted, s.subject) for s in c.subs.values())]
@@ -314,7 +314,8 @@ class Monitor:
         info.update(uptime=uptime(end - c.start), idle=uptime(end - c.last),
                     pending_bytes=_pending(c), in_msgs=c.in_msgs, out_msgs=c.out_msgs,
                     in_bytes=c.in_bytes, out_bytes=c.out_bytes_total, subscriptions=len(c.subs))
-        for key in ("name", "lang", "version"):
+        mqtt_client = c.name if c.transport == "mqtt" else ""  # an MQTT session's name is its client id
+        for key in ("lang", "version") if mqtt_client else ("name", "lang", "version"):
             if getattr(c, key):
                 info[key] = getattr(c, key)
         tls = c.tls
@@ -342,6 +343,8 @@ class Monitor:
             info["jwt"] = c.connect_options["jwt"]
         if auth and (not closed or c.account.name != GLOBAL_ACCOUNT):  # as nats-server 2.15.1
             info["name_tag"] = c.account.tag
+        if mqtt_client:
+            info["mqtt_client"] = mqtt_client
         return info
 
     # -- /subsz ------------------------------------------------------------------------

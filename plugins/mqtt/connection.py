@@ -300,6 +300,8 @@ class MQTTConnection(asyncio.Protocol):
         except ConnectionRefusedError:
             self._connack_refused(P.V3_UNAVAILABLE)
             return
+        # what monitoring and events show of the CONNECT (never the password)
+        client.connect_options = {k: v for k, v in options.items() if k in ("user", "jwt")}
         self.client = client
         account = client.account.name
         session, present = await self.mqtt.session(account, client_id, self.clean)

@@ -219,7 +219,7 @@ async def test_no_local_keeps_a_device_from_hearing_itself(broker: tuple[Server,
 async def test_devices_authenticate_as_users_of_accounts_and_are_bound_by_permissions() -> None:
     port = free_port()
     server = Server(parse(
-        f"host: 127.0.0.1\nport: -1\nmqtt {{ listen: 127.0.0.1:{port} }}\n"
+        f"host: 127.0.0.1\nport: -1\nhttp: 127.0.0.1:-1\nmqtt {{ listen: 127.0.0.1:{port} }}\n"
         "accounts { FLEET { users: [ {user: dev, password: s3cret, permissions: {"
         " publish: ['telemetry.>'], subscribe: ['cmd.>'] }}, {user: svc, password: svc} ] },"
         " OTHER { users: [ {user: o, password: o} ] } }\n"))
@@ -250,8 +250,15 @@ async def test_devices_authenticate_as_users_of_accounts_and_are_bound_by_permis
         assert (await seen_fleet.next_msg(timeout=2)).data == b"80"
         with pytest.raises(nats.errors.TimeoutError):  # another account hears nothing
             await seen_other.next_msg(timeout=0.3)
-        connz = [c for c in server.clients.values() if getattr(c, "transport", "") == "mqtt"]
-        assert len(connz) == 1 and connz[0].account.name == "FLEET"
+        import json
+        import urllib.request
+
+        http = server.ports["monitoring"][0]
+        connz = json.loads(await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"{http}/connz?auth=1&mqtt_client=dev-1", timeout=5).read()))
+        (entry,) = connz["connections"]
+        assert entry["type"] == "mqtt" and entry["mqtt_client"] == "dev-1" and "name" not in entry
+        assert entry["account"] == "FLEET" and entry["authorized_user"] == "dev"
         await device.close()
         await other.close()
         await fleet.close()
