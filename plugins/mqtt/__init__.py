@@ -45,9 +45,16 @@ def natsd_monitor_varz(server: ServerAPI, varz: dict[str, Any]) -> None:
     if listener is None:
         return
     s = listener.settings
-    section: dict[str, Any] = {"host": listener.host, "port": listener.port}
+    section: dict[str, Any] = {"host": s.host, "port": listener.port}
     if s.no_auth_user:
         section["no_auth_user"] = s.no_auth_user
-    section["ack_wait"] = int(s.ack_wait * 1e9)
-    section["max_ack_pending"] = s.max_ack_pending
+    if s.auth_timeout:
+        section["auth_timeout"] = s.auth_timeout
+    section["tls_timeout"] = s.tls.timeout if s.tls is not None else 2
+    if s.js_domain:
+        section["js_domain"] = s.js_domain
+    if "ack_wait" in s.given:
+        section["ack_wait"] = int(s.ack_wait * 1e9)
+    if "max_ack_pending" in s.given:
+        section["max_ack_pending"] = s.max_ack_pending
     varz["mqtt"] = section

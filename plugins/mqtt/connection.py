@@ -88,6 +88,7 @@ class MQTTConnection(asyncio.Protocol):
         """PUBACKs/PUBRECs in the order of their publishes; a future: JetStream is storing it."""
         self._acking = False
         self.closed = False
+        self.close_reason = ""  # what a WebSocket carrier reads when this side closes
         self.remote: tuple[str, int] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -330,7 +331,7 @@ class MQTTConnection(asyncio.Protocol):
         self.send(P.ConnAck(P.SUCCESS, present and not self.clean, props) if self.version == MQTT_5
                   else P.ConnAck(P.SUCCESS, present and not self.clean))
         if self.keep_alive:
-            self._timer = self.server.loop.call_later(self.keep_alive * 1.5, self._check_alive)
+            self._timer = self.server.loop.call_later(self._alive_limit(), self._check_alive)
         if present:
             self.mqtt.resume(session)
             self._resend()
@@ -351,12 +352,16 @@ class MQTTConnection(asyncio.Protocol):
             log.error("%s - MQTT client did not send CONNECT in time", self.describe())
             self.close(abnormal=False)
 
+    def _alive_limit(self) -> int:
+        """One and a half keep-alives, in whole seconds as nats-server counts them (1 gives 1)."""
+        return int(self.keep_alive * 1.5)
+
     def _check_alive(self) -> None:
         self._timer = None
         if self.closed:
             return
         quiet = time.monotonic() - self.last_heard
-        limit = self.keep_alive * 1.5
+        limit = self._alive_limit()
         if quiet >= limit:
             log.info("%s - MQTT keep-alive expired", self.describe())
             if self.version == MQTT_5:
@@ -393,8 +398,8 @@ class MQTTConnection(asyncio.Protocol):
             subject = topic_to_subject(topic)
         except TopicError as exc:
             raise MQTTError(P.TOPIC_NAME_INVALID, str(exc)) from None
-        if packet.qos == 2 and self.mqtt.settings.reject_qos2_pub:
-            raise MQTTError(P.QOS_NOT_SUPPORTED, "QoS 2 publishes are refused (reject_qos2_pub)")
+        if packet.qos == 2 and self.mqtt.settings.reject_qos2_publish:
+            raise MQTTError(P.QOS_NOT_SUPPORTED, "QoS 2 publishes are refused (reject_qos2_publish)")
         assert self.client is not None and self.session is not None
         reason = P.SUCCESS
         first = not (packet.qos == 2 and packet.packet_id in self.session.incoming_qos2)
@@ -511,7 +516,7 @@ class MQTTConnection(asyncio.Protocol):
                     continue
                 # the parent level a '#' filter also matches, where the permissions allow it
                 subjects = [s for s in subjects if client.perms.can_subscribe(s.encode(), None)]
-            qos = min(request.qos, 1 if self.mqtt.settings.downgrade_qos2_sub else 2)
+            qos = min(request.qos, 1 if self.mqtt.settings.downgrade_qos2_subscribe else 2)
             existed = request.filter in session.subscriptions
             state = SubscriptionState(filter_, qos, request.no_local, request.retain_as_published, sub_id, share)
             try:

@@ -38,9 +38,12 @@ class MQTTListener:
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
         scheme = "tls" if s.tls is not None else "mqtt"
         self.server.ports["mqtt"] = [f"{scheme}://{self.host}:{self.port}"]
+        # devices on the WebSocket port's /mqtt path (the websocket plugin's listener hands them over)
+        self.server.acceptors["mqtt"] = lambda carrier: MQTTConnection(self.mqtt)
         log.info("Listening for MQTT clients on %s://%s:%d", scheme, self.host, self.port)
 
     async def stop(self) -> None:
+        self.server.acceptors.pop("mqtt", None)
         self.mqtt.stopping = True
         if self._server is not None:
             self._server.close()

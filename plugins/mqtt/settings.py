@@ -3,12 +3,14 @@
 ``mqtt { listen (or host and port), tls {}, authorization { user, password,
 token, timeout }, no_auth_user, ack_wait, max_ack_pending, js_domain,
 stream_replicas, consumer_replicas, consumer_memory_storage,
-consumer_inactive_threshold, reject_qos2_pub, downgrade_qos2_sub,
-js_api_timeout }``. Errors name the file, line and key.
+consumer_inactive_threshold, reject_qos2_publish, downgrade_qos2_subscribe,
+js_api_timeout }`` with nats-server's aliases. ``consumer_replicas`` is accepted
+and ignored with nats-server's warning. Errors name the file, line and key.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +19,15 @@ from natsd.config import config_error
 from natsd.config import fields as value_of
 from natsd.config.tls import TLSSettings, load_tls
 
+log = logging.getLogger("natsd.mqtt")
+
 DEFAULT_PORT = 1883
 DEFAULT_ACK_WAIT = 30.0
 DEFAULT_MAX_ACK_PENDING = 1024
 MAX_ACK_PENDING_LIMIT = 0xFFFF
 """The most QoS 1/2 messages in flight per subscription (MQTT packet identifiers are 16 bits)."""
+DURATIONS = {"ackwait": "ack_wait", "consumer_auto_cleanup": "consumer_inactive_threshold",
+             "api_timeout": "js_api_timeout"}
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,13 @@ class MQTTSettings:
     max_ack_pending: int = DEFAULT_MAX_ACK_PENDING
     js_domain: str = ""
     stream_replicas: int = 0
-    consumer_replicas: int = 0
     consumer_memory_storage: bool = False
     consumer_inactive_threshold: float = 0.0
-    reject_qos2_pub: bool = False
-    downgrade_qos2_sub: bool = False
+    reject_qos2_publish: bool = False
+    downgrade_qos2_subscribe: bool = False
     js_api_timeout: float = 5.0
+    given: frozenset[str] = frozenset()
+    """The fields the block set itself (``/varz`` shows some only then, as nats-server)."""
 
 
 def load(block: Any) -> MQTTSettings:
@@ -67,24 +74,27 @@ def load(block: Any) -> MQTTSettings:
             _authorization(value, values, block, key)
         elif k == "no_auth_user":
             values["no_auth_user"] = value_of.string(block, key, value)
-        elif k in ("ack_wait", "ackwait", "consumer_inactive_threshold", "js_api_timeout"):
+        elif k in ("ack_wait", "ackwait", "consumer_inactive_threshold", "consumer_auto_cleanup", "js_api_timeout",
+                   "api_timeout"):
             seconds = value_of.duration(block, key, value)
-            values["ack_wait" if k == "ackwait" else k] = seconds
+            values[DURATIONS.get(k, k)] = seconds
         elif k in ("max_ack_pending", "max_pending", "max_inflight"):
             number = value_of.integer(block, key, value)
             if not 0 <= number <= MAX_ACK_PENDING_LIMIT:
-                raise config_error(block, key, f"invalid value {number}, should be in [0..{MAX_ACK_PENDING_LIMIT}] "
-                                   "range")
+                raise config_error(block, key, f"invalid value {number}, should in [0..{MAX_ACK_PENDING_LIMIT}] range")
             values["max_ack_pending"] = number or DEFAULT_MAX_ACK_PENDING
         elif k in ("js_domain",):
             values["js_domain"] = value_of.string(block, key, value)
-        elif k in ("stream_replicas", "consumer_replicas"):
+        elif k == "stream_replicas":
             values[k] = value_of.integer(block, key, value)
-        elif k in ("consumer_memory_storage", "reject_qos2_pub", "downgrade_qos2_sub"):
+        elif k == "consumer_replicas":
+            log.warning('invalid use of field "consumer_replicas": consumer replicas setting ignored in this '
+                        "server version")
+        elif k in ("consumer_memory_storage", "reject_qos2_publish", "downgrade_qos2_subscribe"):
             values[k] = value_of.boolean(block, key, value)
         else:
             raise config_error(block, key, f"unknown field {key!r}")
-    return MQTTSettings(**values)
+    return MQTTSettings(**values, given=frozenset(values))
 
 
 def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> None:

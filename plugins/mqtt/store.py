@@ -206,6 +206,8 @@ class JetStreamStore:
             config["filter_subjects"] = [MESSAGE_PREFIX + s for s in subjects]
         if settings.consumer_memory_storage:
             config["mem_storage"] = True
+        if settings.consumer_inactive_threshold > 0:
+            config["inactive_threshold"] = int(settings.consumer_inactive_threshold * 1e9)
         answer = await self.call(f"CONSUMER.DURABLE.CREATE.{MESSAGES}.{name}",
                                  {"stream_name": MESSAGES, "config": config})
         error = answer.get("error")

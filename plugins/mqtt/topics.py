@@ -19,6 +19,8 @@ The reverse (a NATS subject shown to an MQTT subscriber) undoes the escapes.
 
 from __future__ import annotations
 
+from natsd.routing.subjects import valid_literal_subject
+
 UNSUPPORTED = frozenset(" \t\n\r\f\x7f")
 
 
@@ -74,9 +76,16 @@ def check_topic_filter(topic: str) -> None:
 
 
 def topic_to_subject(topic: str) -> str:
-    """The NATS subject a PUBLISH on ``topic`` goes to (raises :class:`TopicError`)."""
+    """The NATS subject a PUBLISH on ``topic`` goes to (raises :class:`TopicError`).
+
+    A level that is exactly ``*`` or ``>`` would be a NATS wildcard: such a
+    topic is refused rather than published to a wildcard subject.
+    """
     check_topic_name(topic)
-    return _convert(topic, False)
+    subject = _convert(topic, False)
+    if not valid_literal_subject(subject.encode()):
+        raise TopicError(f"topic {topic!r} maps to {subject!r}, not a literal NATS subject")
+    return subject
 
 
 def filter_to_subjects(topic: str) -> list[str]:

@@ -189,7 +189,7 @@ class WebSocketConnection(asyncio.Protocol):
             headers.setdefault(name.lower(), []).append(value.strip())
         path = urlsplit(target).path
         keep_alive = version == "HTTP/1.1"
-        if path.endswith("/mqtt"):
+        if path.endswith("/mqtt") and self.listener.server.acceptors.get("mqtt") is None:
             self._refuse(404, "mqtt websocket endpoint not enabled", keep_alive)
             return
         if method != "GET":
@@ -298,6 +298,9 @@ class WebSocketConnection(asyncio.Protocol):
         if compress:
             lines.append("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
                          "client_no_context_takeover")
+        mqtt = path.endswith("/mqtt")
+        if mqtt:
+            lines.append("Sec-Websocket-Protocol: mqtt")  # nats-server's casing, requested or not
         lines += [f"{name}: {value}" for name, value in settings.headers]
         assert self.transport is not None
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -305,7 +308,8 @@ class WebSocketConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         leaf = path.endswith("/leafnode")
-        acceptor = self.listener.server.acceptors.get("leafnode") if leaf else None
+        kind = "leafnode" if leaf else "mqtt" if mqtt else None
+        acceptor = self.listener.server.acceptors.get(kind) if kind else None
         if leaf and acceptor is None:
             log.error("%s - Not configured to accept leaf node connections", self.peer)
             self._close_transport()
@@ -315,7 +319,7 @@ class WebSocketConnection(asyncio.Protocol):
         if compress:
             ws.extensions = [PerMessageDeflate(remote_no_context_takeover=True, local_no_context_takeover=True,
                                                remote_max_window_bits=15, local_max_window_bits=15)]
-        if acceptor is not None:  # a leaf node: the leafnode plugin's link speaks over the frames
+        if acceptor is not None:  # a leaf node or an MQTT device: its plugin speaks over the frames
             self.client = acceptor("websocket")
             self.client.connection_made(FramingTransport(self))
             return

@@ -26,6 +26,8 @@ from test_jetstream_streams_nats_server import Proc
 pytestmark = pytest.mark.timeout(90)
 
 KINDS = ["nats-server", "natsd"]
+HTTP: dict[str, int] = {}
+"""The monitoring port of each kind's server."""
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +39,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tupl
     try:
         for kind in KINDS:
             tmp = tmp_path_factory.mktemp(kind)
-            nats_port, mqtt_port = T.free_port(), T.free_port()
+            nats_port, mqtt_port, HTTP[kind] = T.free_port(), T.free_port(), T.free_port()
             conf = tmp / "server.conf"
             conf.write_text(f'server_name: {kind.replace("-", "_")}\nport: {nats_port}\nhost: 127.0.0.1\n'
-                            f'jetstream {{ store_dir: "{tmp / "js"}" }}\n'
-                            f'mqtt {{ listen: "127.0.0.1:{mqtt_port}" }}\n')
+                            f'jetstream {{ store_dir: "{tmp / "js"}" }}\nhttp: "127.0.0.1:{HTTP[kind]}"\n'
+                            f'mqtt {{ listen: "127.0.0.1:{mqtt_port}", ack_wait: "45s" }}\n')
             argv = [binary] if kind == "nats-server" else [sys.executable, "-m", "natsd"]
             started[kind] = Proc(argv + ["-c", str(conf)], nats_port, tmp / "server.log")
             ports[kind] = (nats_port, mqtt_port)
@@ -247,3 +249,25 @@ async def test_other_clients_do_not_notice_a_bad_one(servers: dict[str, tuple[in
     device.publish("steady/x", b"still here")
     assert device.received(1) == [("steady/x", b"still here", 0, False)]
     device.close()
+
+
+def monitor(kind: str, path: str) -> Any:
+    import json
+    import urllib.request
+
+    return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{HTTP[kind]}{path}", timeout=5).read())
+
+
+async def test_varz_and_connz_show_mqtt_as_nats_server_does(servers: dict[str, tuple[int, int]]) -> None:
+    seen: dict[str, Any] = {}
+    for kind in KINDS:
+        dev = await asyncio.to_thread(Device, servers[kind][1], "monitored")
+        await asyncio.to_thread(dev.subscribe, "mon/#", 0)
+        varz = await asyncio.to_thread(monitor, kind, "/varz")
+        connz = await asyncio.to_thread(monitor, kind, "/connz?mqtt_client=monitored")
+        await asyncio.to_thread(dev.close)
+        (entry,) = connz["connections"]
+        seen[kind] = {"varz": {k: v for k, v in varz["mqtt"].items() if k != "port"},
+                      "connz": {k: entry.get(k) for k in ("kind", "type", "mqtt_client", "name", "lang")}}
+    assert seen["natsd"] == seen["nats-server"]
+    assert seen["natsd"]["varz"] == {"host": "127.0.0.1", "tls_timeout": 2, "ack_wait": 45_000_000_000}

@@ -33,9 +33,12 @@ class Device:
         return await asyncio.to_thread(cls, *args, **kwargs)
 
     def __init__(self, port: int, client_id: str = "", version: int = V5, *, user: str | None = None,
-                 password: str | None = None, properties: Properties | None = None) -> None:
+                 password: str | None = None, properties: Properties | None = None, websocket: bool = False) -> None:
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version,
+                                  transport="websockets" if websocket else "tcp")
+        if websocket:
+            self.client.ws_set_options(path="/mqtt")
         self.client.on_message = lambda c, u, m: self.messages.put(m)
         done: queue.Queue[Any] = queue.Queue()
         self.client.on_connect = lambda c, u, flags, rc, props=None: done.put((flags, rc, props))
@@ -262,5 +265,26 @@ async def test_devices_authenticate_as_users_of_accounts_and_are_bound_by_permis
         await device.close()
         await other.close()
         await fleet.close()
+    finally:
+        await server.shutdown()
+
+
+async def test_devices_on_the_websocket_port_speak_mqtt_on_its_mqtt_path() -> None:
+    """MQTT over WebSocket (browsers, mobile apps): the websocket {} port's /mqtt path, as nats-server's."""
+    port, ws_port = free_port(), free_port()
+    server = Server(parse(f"host: 127.0.0.1\nport: -1\nmqtt {{ listen: 127.0.0.1:{port} }}\n"
+                          f"websocket {{ listen: 127.0.0.1:{ws_port}, no_tls: true }}\n"))
+    await server.start()
+    try:
+        web = await Device.open(ws_port, "browser", V311, websocket=True)
+        tcp = await Device.open(port, "tcp-device", V5)
+        await web.subscribe("chat/#", 1)
+        await tcp.subscribe("chat/#", 1)
+        await tcp.publish("chat/room1", b"from tcp", 1)
+        await web.publish("chat/room1", b"from the browser", 1)
+        assert sorted(m.payload for m in await web.received(2)) == sorted([b"from the browser", b"from tcp"])
+        assert sorted(m.payload for m in await tcp.received(2)) == sorted([b"from the browser", b"from tcp"])
+        for d in (web, tcp):
+            await d.close()
     finally:
         await server.shutdown()
