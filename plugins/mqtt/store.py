@@ -8,7 +8,8 @@ client, so that any JetStream natsd talks to works, ``js_domain`` included):
   behind its QoS 1/2 ones), under ``$MQTT.sess.<hash of the client id>``;
 - ``$MQTT_rmsgs`` (``$MQTT.rmsgs.>``, one per subject): retained messages,
   under ``$MQTT.rmsgs.<subject>``, the topic in an ``Nmqtt-RTopic`` header;
-- ``$MQTT_msgs`` (``$MQTT.msgs.>``): what devices publish at QoS 1 and 2,
+- ``$MQTT_msgs`` (``$MQTT.msgs.>``, interest retention: kept while a QoS 1/2
+  subscription has not acknowledged it): what devices publish at QoS 1 and 2,
   under ``$MQTT.msgs.<subject>``. A device's PUBACK (or PUBREC) is sent only
   once JetStream stored the message. Each QoS 1/2 subscription is a durable
   push consumer of it (explicit acks, ``ack_wait``, ``max_ack_pending``)
@@ -127,9 +128,10 @@ class JetStreamStore:
     async def setup(self) -> None:
         """Make the three streams (or find them) and load the retained messages."""
         replicas = self.mqtt.settings.stream_replicas or 1
-        for name, subject, per_subject in ((SESSIONS, SESSION_PREFIX + ">", 1), (RETAINED, RETAINED_PREFIX + ">", 1),
-                                          (MESSAGES, MESSAGE_PREFIX + ">", -1)):
-            config = {"name": name, "subjects": [subject], "retention": "limits", "storage": "file",
+        for name, subject, per_subject, retention in (
+                (SESSIONS, SESSION_PREFIX + ">", 1, "limits"), (RETAINED, RETAINED_PREFIX + ">", 1, "limits"),
+                (MESSAGES, MESSAGE_PREFIX + ">", -1, "interest")):  # a message goes once every consumer acked it
+            config = {"name": name, "subjects": [subject], "retention": retention, "storage": "file",
                       "num_replicas": replicas, "max_msgs_per_subject": per_subject}
             answer = await self.call(f"STREAM.CREATE.{name}", config)
             error = answer.get("error")

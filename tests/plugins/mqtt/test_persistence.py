@@ -106,6 +106,16 @@ async def test_a_persistent_session_and_its_qos1_messages_survive_a_restart(tmp_
             *((f"fleet/truck-1/cmd/{i}", b"order %d" % i, 1) for i in range(5)),
             ("fleet/truck-1/cmd/final", b"exactly once", 2)]
         assert await asyncio.to_thread(dev.received, 1, 0.5) == []
+        # acknowledged by the only subscription, the messages leave $MQTT_msgs (interest retention)
+        assert broker.server is not None
+        nc = await nats.connect(broker.server.client_url)
+        for _ in range(50):
+            info = json.loads((await nc.request("$JS.API.STREAM.INFO.$MQTT_msgs", b"")).data)
+            if info["state"]["messages"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert info["state"]["messages"] == 0
+        await nc.close()
         await asyncio.to_thread(dev.close)
     finally:
         await broker.stop()
