@@ -15,6 +15,7 @@ gets a natsd with a WebSocket port for ``127.0.0.1:8080`` beside its client port
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shlex
 import subprocess
@@ -69,13 +70,13 @@ def test_python_blocks_compile(page: str, line: int, code: str, mode: str | None
 
 def test_some_examples_are_marked_to_run() -> None:
     assert {b[0] for b in RUNNABLE} >= {"README.md", "plugins.md", "clustering.md", "leafnodes.md",
-                                        "websocket.md", "jetstream.md"}
+                                        "websocket.md", "jetstream.md", "mqtt.md"}
 
 
 @pytest.mark.parametrize("page, line, code, mode", RUNNABLE, ids=[f"{b[0]}:{b[1]}" for b in RUNNABLE])
 def test_marked_examples_run(page: str, line: int, code: str, mode: str, natsd_factory: object,
-                             tmp_path: Path) -> None:
-    if "127.0.0.1:4222" in code or mode in ("leaf", "websocket", "jetstream"):
+                             tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if "127.0.0.1:4222" in code or mode in ("leaf", "websocket", "jetstream", "mqtt", "bridge"):
         if mode == "cluster":
             cport = _free_port()
             a = natsd_factory(parse(f"host: 127.0.0.1\nport: -1\ncluster {{ name: D, listen: 127.0.0.1:{cport} }}"))
@@ -92,6 +93,14 @@ def test_marked_examples_run(page: str, line: int, code: str, mode: str, natsd_f
         elif mode == "jetstream":
             srv = natsd_factory(parse(f'host: 127.0.0.1\nport: -1\njetstream {{ store_dir: "{tmp_path}" }}'))
             code = code.replace("127.0.0.1:4222", f"127.0.0.1:{srv.port}")  # type: ignore[attr-defined]
+        elif mode == "mqtt":
+            mqtt_port = _free_port()
+            srv = natsd_factory(parse(f'host: 127.0.0.1\nport: -1\njetstream {{ store_dir: "{tmp_path}" }}\n'
+                                      f"mqtt {{ listen: 127.0.0.1:{mqtt_port} }}"))
+            code = code.replace("127.0.0.1:4222", f"127.0.0.1:{srv.port}").replace(  # type: ignore[attr-defined]
+                '"127.0.0.1", 1883', f'"127.0.0.1", {mqtt_port}')
+        elif mode == "bridge":
+            code = _bridge(page, code, natsd_factory, tmp_path, request)
         elif mode == "websocket":
             ws_port = _free_port()
             srv = natsd_factory(parse(f"host: 127.0.0.1\nport: -1\n"
@@ -129,6 +138,39 @@ def _leaf_pair(page: str, code: str, natsd_factory: Any) -> str:
         time.sleep(0.05)
     return (code.replace("central.example.com:4222", f"127.0.0.1:{hub_port}")
             .replace("127.0.0.1:4223", f"127.0.0.1:{leaf_port}"))
+
+
+def _bridge(page: str, code: str, natsd_factory: Any, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Start Mosquitto and the page's bridge.conf (on free ports); point ``code`` at them."""
+    import getpass
+    import shutil
+    import socket
+    import subprocess as sp
+
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto not found; CI must run the bridge example", pytrace=False)
+        pytest.skip("mosquitto not found (apt-get install mosquitto)")
+    mq_port = _free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {mq_port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n")
+    proc = sp.Popen([binary, "-c", str(conf)], stdout=sp.DEVNULL, stderr=sp.DEVNULL)
+    request.addfinalizer(lambda: (proc.terminate(), proc.wait(10)))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", mq_port), timeout=0.5).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "mosquitto did not start"
+            time.sleep(0.05)
+    confs = {c.splitlines()[0].strip("# ").strip(): c for p, _, c, _ in blocks("conf") if p == page}
+    text = (confs["bridge.conf"].replace("port: 4222", "port: -1\nhost: 127.0.0.1")
+            .replace("/tmp/natsd-bridge", str(tmp_path / "js")).replace("127.0.0.1:1883", f"127.0.0.1:{mq_port}"))
+    srv = natsd_factory(parse(text))
+    return (code.replace("127.0.0.1:4222", f"127.0.0.1:{srv.port}")
+            .replace('"127.0.0.1", 1883', f'"127.0.0.1", {mq_port}'))
 
 
 def _free_port() -> int:
