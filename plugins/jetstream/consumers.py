@@ -137,6 +137,9 @@ class Consumer:
         """The ``$JS.FC`` subject of a flow control request not answered yet."""
         self._last_delivery = time.time_ns()
         self._idle_since = time.time_ns()
+        self._save_scheduled = False
+        self._pending_hint: int | None = None
+        """num_pending while one delivery pass runs (each new message it sends is one fewer)."""
         self._covered = False
         """A push consumer created while a wildcard subscription covered its deliver subject
         (a stream import's, say): nats-server counts that as interest (``HasInterest``)."""
@@ -219,9 +222,17 @@ class Consumer:
             self._status(request.reply, b"NATS/1.0 409 Consumer Deleted\r\n\r\n")
         self.waiting.clear()
 
+    def save_soon(self) -> None:
+        """:meth:`save` once at the end of this loop pass, however many deliveries and acks it had
+        (the state is written whole: once per ack would cost the in-flight count each time)."""
+        if self.durable and not self._save_scheduled:
+            self._save_scheduled = True
+            self.stream.owner.server.loop.call_soon(self.save)
+
     def save(self) -> None:
         """Keep a durable consumer's config and state with the stream's next commit."""
-        if not self.durable:
+        self._save_scheduled = False
+        if not self.durable or self.closed:
             return
         self.stream.store.save_consumer(self.name, {
             "config": self.config, "created": self.created, "dseq": self.dseq, "cursor": self.cursor,
@@ -262,6 +273,7 @@ class Consumer:
 
     def _deliver(self) -> None:
         self._scheduled = False
+        self._pending_hint = None
         if self.closed:
             return
         now = time.time_ns()
@@ -299,9 +311,12 @@ class Consumer:
                 if msg is None:
                     break
                 before, self.cursor = self.cursor, msg.seq + 1
+                if self._pending_hint is not None:
+                    self._pending_hint -= 1
                 reply = self._ack_reply(msg)
                 if isinstance(target, PullRequest) and not self._fits(target, msg, reply):
                     self.cursor = before
+                    self._pending_hint = None
                     continue  # the request ended; the message waits for the next one
             else:
                 reply = self._ack_reply(msg)
@@ -314,10 +329,11 @@ class Consumer:
             blocked = not self.ack_none and 0 < max_pending <= len(self.pending)
             if not blocked:  # a request held back by max_ack_pending waits, even with no_wait
                 self._finish_no_wait()
+        self._pending_hint = None
         if delivered:
             self._last_delivery = now
             self._arm()
-            self.save()
+            self.save_soon()
 
     def _target(self) -> PullRequest | str | None:
         """Where the next message goes: a waiting pull request, or the push subject when it has interest."""
@@ -350,8 +366,10 @@ class Consumer:
     def _ack_reply(self, msg: StoredMsg) -> bytes:
         """The reply subject ``msg`` gets if it is delivered next (``$JS.ACK...``)."""
         count = self.deliveries.get(msg.seq, 1 if msg.seq in self.pending else 0) + 1
+        if self._pending_hint is None:
+            self._pending_hint = self.num_pending()
         return (f"$JS.ACK.{self.stream.name}.{self.name}.{count}.{msg.seq}.{self.dseq + 1}.{msg.ts}."
-                f"{self.num_pending()}").encode()
+                f"{self._pending_hint}").encode()
 
     def _send(self, msg: StoredMsg, target: PullRequest | str, reply: bytes, now: int) -> None:
         """Deliver ``msg`` with the ``reply`` :meth:`_ack_reply` made for it just before."""
@@ -413,7 +431,7 @@ class Consumer:
             self.cursor = max(self.cursor, first_seq)
             self._advance_floor()
             self.last_ack = time.time_ns()
-        self.save()
+        self.save_soon()
         self.schedule()
 
     def num_pending(self) -> int:
@@ -551,7 +569,7 @@ class Consumer:
                 self._forget(seq)
                 self._advance_floor()
                 self.stream.acked(self, [seq])  # a workqueue lets a terminated message go too
-                self.save()
+                self.save_soon()
         if reply and answered:
             self.stream.client.publish(reply, b"")
         self.schedule()
@@ -577,7 +595,7 @@ class Consumer:
             self.last_ack = time.time_ns()
             self._advance_floor()
             self.stream.acked(self, acked)
-            self.save()
+            self.save_soon()
 
     def nak(self, seq: int, delay: int) -> None:
         if seq not in self.pending:
