@@ -45,9 +45,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import find_nats_server, free_port  # noqa: E402
+from bench import find_nats_server, free_port
 
-from natsd_plugins.mqtt import packets as P  # noqa: E402
+from natsd_plugins.mqtt import packets as P
 
 WINDOW = 10
 SYNC = ""
@@ -62,7 +62,8 @@ class Broker:
         conf = tmp / f"{kind}.conf"
         if kind in ("natsd", "nats-server"):
             conf.write_text(f"server_name: bench\nport: {free_port()}\nhost: 127.0.0.1\n"
-                            f'jetstream {{ store_dir: "{tmp / kind}"{SYNC} }}\nmqtt {{ listen: "127.0.0.1:{self.port}" }}\n')
+                            f'jetstream {{ store_dir: "{tmp / kind}"{SYNC} }}\n'
+                            f'mqtt {{ listen: "127.0.0.1:{self.port}" }}\n')
             argv = ([sys.executable, "-m", "natsd"] if kind == "natsd" else [find_nats_server()]) + ["-c", str(conf)]
         elif kind == "mosquitto":
             conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n"
@@ -76,7 +77,7 @@ class Broker:
                             "    sys_interval: 0\n")
             assert amqtt_python is not None
             argv = [str(Path(amqtt_python).parent / "amqtt"), "-c", str(conf)]
-        self.log = open(tmp / f"{kind}.log", "wb")  # noqa: SIM115
+        self.log = open(tmp / f"{kind}.log", "wb")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         import socket
