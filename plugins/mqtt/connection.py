@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("natsd.mqtt")
 
 PUB_HEADER = "Nmqtt-Pub"
+EXPIRES_HEADER = "Nmqtt-Expires"
+"""When an MQTT 5 message expires (Unix seconds): its message expiry carried across NATS."""
 CONNECT_TIMEOUT = 2.0
 """Seconds a new connection has to send CONNECT (nats-server's default auth timeout)."""
 TOPIC_ALIAS_MAXIMUM = 1024
@@ -170,7 +172,11 @@ class MQTTConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         if abnormal and self.will is not None:
-            self._publish_will()
+            delay = min(int(self.will.properties.get("will_delay", 0)), self.session_expiry)
+            if delay > 0 and self.version == MQTT_5 and self.session is not None:
+                self._delay_will(delay)  # MQTT 5: unless the session is taken up again meanwhile
+            else:
+                self._publish_will()
         session = self.session
         if session is not None and session.connection is self:
             session.connection = None
@@ -318,6 +324,9 @@ class MQTTConnection(asyncio.Protocol):
             old.close()
         session.connection = self
         self.session = session
+        if session.pending_will is not None:  # taken up again in time: the delayed will is void
+            session.pending_will.cancel()
+            session.pending_will = session.publish_will = None
         props: dict[str, Any] = {}
         if self.version == MQTT_5:
             if assigned:
@@ -379,6 +388,8 @@ class MQTTConnection(asyncio.Protocol):
                 lines.append(f"{key}: {value}\r\n")
         if "content_type" in props:
             lines.append(f"Content-Type: {props['content_type']}\r\n")
+        if props.get("message_expiry"):
+            lines.append(f"{EXPIRES_HEADER}:{time.time() + props['message_expiry']:.3f}\r\n")
         lines.append("\r\n")
         return "".join(lines).encode()
 
@@ -585,6 +596,8 @@ class MQTTConnection(asyncio.Protocol):
         while session.queued and len(session.outbound) < min(self.receive_maximum,
                                                              self.mqtt.settings.max_ack_pending):
             message = session.queued.pop(0)
+            if message.expires and _expired(message.properties, message.expires):
+                continue
             pid = session.packet_id()
             session.outbound[pid] = message
             message.sent = True
@@ -615,6 +628,67 @@ class MQTTConnection(asyncio.Protocol):
             self.mqtt.retain(self.client.account.name, will.topic, subject,
                              Outbound(will.topic, will.payload, will.qos, True, dict(will.properties)))
 
+    def _delay_will(self, delay: int) -> None:
+        """Publish the will ``delay`` seconds from now, as this client (its permissions checked
+        now), unless a connection takes the session up before (:meth:`MQTT.take_up` cancels it)."""
+        will, self.will = self.will, None
+        session, client = self.session, self.client
+        assert will is not None and session is not None and client is not None
+        try:
+            subject = topic_to_subject(will.topic)
+        except TopicError:
+            return
+        if client.perms is not None and not client.perms.can_publish(subject.encode()):
+            return
+        headers = self._headers(will.qos, will.properties)
+        account = client.account.name
+
+        def publish() -> None:
+            session.pending_will = session.publish_will = None
+            self.mqtt.publisher(account).publish(subject, will.payload, headers=headers)
+            if will.retain:
+                self.mqtt.retain(account, will.topic, subject,
+                                 Outbound(will.topic, will.payload, will.qos, True, dict(will.properties)))
+
+        session.publish_will = publish
+        session.pending_will = self.server.loop.call_later(delay, publish)
+
+
+def read_headers(headers: bytes | None) -> tuple[int, dict[str, Any], float]:
+    """``(QoS, MQTT 5 properties, expiry)`` of a NATS message for an MQTT subscriber: the QoS its
+    MQTT publisher gave it (``Nmqtt-Pub``, 0 for NATS publishers), its other headers as user
+    properties, and when it expires (``Nmqtt-Expires``, Unix seconds; 0: never)."""
+    qos, props, expires = 0, dict[str, Any](), 0.0
+    for line in (headers or b"").split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        name, text = key.decode("utf-8", "replace"), value.strip().decode("utf-8", "replace")
+        if name == PUB_HEADER:
+            qos = int(text[:1]) if text[:1].isdigit() else 0
+        elif name == EXPIRES_HEADER:
+            try:
+                expires = float(text)
+            except ValueError:
+                pass
+        elif name.lower() == "content-type":
+            props["content_type"] = text
+        elif not name.startswith("Nmqtt-"):
+            props.setdefault("user_properties", []).append((name, text))
+    return qos, props, expires
+
+
+def _expired(props: dict[str, Any], expires: float) -> bool:
+    """Whether a message with an MQTT 5 message expiry has expired; if not, its remaining seconds
+    become its ``message_expiry`` (the specification: what is left of it when it is sent on)."""
+    if not expires:
+        return False
+    left = expires - time.time()
+    if left <= 0:
+        return True
+    props["message_expiry"] = max(1, int(left + 0.999))
+    return False
+
 
 def delivered(session: Session, state: SubscriptionState, sender: Any, subject: bytes, reply: bytes | None,
               headers: bytes | None, payload: bytes) -> None:
@@ -622,27 +696,17 @@ def delivered(session: Session, state: SubscriptionState, sender: Any, subject: 
     conn = session.connection
     if state.no_local and conn is not None and sender is conn.client:
         return
-    qos, props = 0, dict[str, Any]()
-    if headers:
-        for line in headers.split(b"\r\n")[1:]:
-            key, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            name, text = key.decode("utf-8", "replace"), value.strip().decode("utf-8", "replace")
-            if name == PUB_HEADER:
-                qos = int(text[:1]) if text[:1].isdigit() else 0
-            elif name.lower() == "content-type":
-                props["content_type"] = text
-            elif not name.startswith("Nmqtt-"):
-                props.setdefault("user_properties", []).append((name, text))
+    qos, props, expires = read_headers(headers)
     if qos and state.consumer:
         return  # a device's QoS 1/2 message: this subscription's consumer delivers it
+    if _expired(props, expires):
+        return
     topic = subject_to_topic(subject.decode())
     if reply:
         props["response_topic"] = subject_to_topic(reply.decode())
     if conn is None or conn.version != MQTT_5:
         props = {}
-    message = Outbound(topic, payload, min(qos, state.qos), False, props)
+    message = Outbound(topic, payload, min(qos, state.qos), False, props, expires=expires)
     if conn is not None and not conn.closed and conn.client is not None:
         conn.offer(message, state)
     elif message.qos and session.store is None:
@@ -659,21 +723,13 @@ def delivered_stored(session: Session, state: SubscriptionState, subject: bytes,
         return  # not acknowledged: the consumer keeps it
     if not subject.startswith(MESSAGE_PREFIX.encode()):
         return
-    qos, props = 1, dict[str, Any]()
-    for line in (headers or b"").split(b"\r\n")[1:]:
-        key, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        name, text = key.decode("utf-8", "replace"), value.strip().decode("utf-8", "replace")
-        if name == PUB_HEADER:
-            qos = int(text[:1]) if text[:1].isdigit() else 1
-        elif name.lower() == "content-type":
-            props["content_type"] = text
-        elif not name.startswith("Nmqtt-"):
-            props.setdefault("user_properties", []).append((name, text))
+    qos, props, expires = read_headers(headers)
+    if _expired(props, expires):
+        if session.keeper is not None:
+            session.keeper.publish(reply, b"+ACK")  # expired while stored: it goes
+        return
     if conn.version != MQTT_5:
         props = {}
     topic = subject_to_topic(subject[len(MESSAGE_PREFIX):].decode())
-    message = Outbound(topic, payload, max(1, min(qos, state.qos)), False, props, ack=reply)
+    message = Outbound(topic, payload, max(1, min(qos, state.qos)), False, props, ack=reply, expires=expires)
     conn.offer(message, state)
-

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ class Outbound:
     sent: bool = False
     released: bool = False  # QoS 2: PUBREC came, PUBREL sent
     ack: bytes | None = None  # the JetStream ack subject of a message a consumer delivered
+    expires: float = 0.0  # MQTT 5 message expiry: when (Unix seconds; 0: never)
 
 
 @dataclass(slots=True)
@@ -93,6 +95,10 @@ class Session:
         """The service client of the account that holds the session's subscriptions."""
         self.store: JetStreamStore | None = None
         self.persistent = False
+        self.pending_will: asyncio.TimerHandle | None = None
+        """An MQTT 5 will waiting for its delay, cancelled if a connection takes the session up."""
+        self.publish_will: Callable[[], None] | None = None
+        """What ``pending_will`` will call: called at once if the session ends before."""
 
     def packet_id(self) -> int:
         """A packet identifier not in use by an unacknowledged message."""
@@ -120,6 +126,7 @@ class MQTT:
         self.stopping = False
         """The server is stopping: sessions end with their connections, but stay in JetStream."""
         self._store_setups: dict[str, asyncio.Task[JetStreamStore | None]] = {}
+        self._publishers: dict[str, InternalClient] = {}
 
     # -- JetStream ---------------------------------------------------------------------------------
 
@@ -145,7 +152,17 @@ class MQTT:
         self.stores[account] = store
         return store
 
+    def publisher(self, account: str) -> InternalClient:
+        """A service client of ``account`` that publishes what no connection can any more (delayed wills)."""
+        client = self._publishers.get(account)
+        if client is None or client.closed:
+            client = self._publishers[account] = self.server.connect_internal("mqtt-wills", account,
+                                                                              kind=Kind.SYSTEM)
+        return client
+
     def close(self) -> None:
+        for client in self._publishers.values():
+            client.close()
         for store in self.stores.values():
             if store is not None:
                 store.close()
@@ -199,7 +216,10 @@ class MQTT:
                 log.warning("MQTT: session %r could not be saved: %s", session.client_id, exc)
 
     async def drop(self, session: Session) -> None:
-        """End a session: its subscriptions, consumers and record go."""
+        """End a session: its subscriptions, consumers and record go (and a delayed will, now)."""
+        if session.pending_will is not None and session.publish_will is not None:
+            session.pending_will.cancel()
+            session.publish_will()
         consumers = [s.consumer for s in session.subscriptions.values() if s.consumer]
         if session.keeper is not None:
             session.keeper.close()

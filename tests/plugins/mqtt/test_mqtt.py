@@ -33,7 +33,8 @@ class Device:
         return await asyncio.to_thread(cls, *args, **kwargs)
 
     def __init__(self, port: int, client_id: str = "", version: int = V5, *, user: str | None = None,
-                 password: str | None = None, properties: Properties | None = None, websocket: bool = False) -> None:
+                 password: str | None = None, properties: Properties | None = None, websocket: bool = False,
+                 clean_start: bool = True) -> None:
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version,
                                   transport="websockets" if websocket else "tcp")
@@ -44,7 +45,10 @@ class Device:
         self.client.on_connect = lambda c, u, flags, rc, props=None: done.put((flags, rc, props))
         if user is not None:
             self.client.username_pw_set(user, password)
-        self.client.connect("127.0.0.1", port, keepalive=30, properties=properties)
+        if version == V5:
+            self.client.connect("127.0.0.1", port, keepalive=30, properties=properties, clean_start=clean_start)
+        else:
+            self.client.connect("127.0.0.1", port, keepalive=30, properties=properties)
         self.client.loop_start()
         self.flags, self.rc, self.props = done.get(timeout=5)
 
@@ -288,3 +292,76 @@ async def test_devices_on_the_websocket_port_speak_mqtt_on_its_mqtt_path() -> No
             await d.close()
     finally:
         await server.shutdown()
+
+
+def v5_connect_props(session_expiry: int) -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry
+    return props
+
+
+async def test_a_delayed_will_waits_and_is_void_if_the_device_comes_back(broker: tuple[Server, int]) -> None:
+    _, port = broker
+    watcher = await Device.open(port, "watcher")
+    await watcher.subscribe("will/#")
+
+    def dying(client_id: str, delay: int) -> Device:
+        device = Device.__new__(Device)
+        device.messages = queue.Queue()
+        device.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=V5)
+        will_props = Properties(PacketTypes.WILLMESSAGE)
+        will_props.WillDelayInterval = delay
+        device.client.will_set(f"will/{client_id}", b"gone", properties=will_props)
+        done: queue.Queue[Any] = queue.Queue()
+        device.client.on_connect = lambda c, u, f, rc, p=None: done.put(rc)
+        device.client.connect("127.0.0.1", port, properties=v5_connect_props(60))
+        device.client.loop_start()
+        done.get(timeout=5)
+        return device
+
+    def drop(device: Device) -> None:
+        device.client.loop_stop()
+        sock = device.client.socket()
+        if sock is not None:
+            sock.close()
+
+    late = await asyncio.to_thread(dying, "late", 1)
+    back = await asyncio.to_thread(dying, "back", 2)
+    await asyncio.to_thread(drop, late)
+    await asyncio.to_thread(drop, back)
+    assert await watcher.received(1, 0.5) == []  # not yet
+
+    def resume() -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="back", protocol=V5)
+        done: queue.Queue[Any] = queue.Queue()
+        client.on_connect = lambda c, u, f, rc, p=None: done.put(f)
+        client.connect("127.0.0.1", port, clean_start=False, properties=v5_connect_props(60))
+        client.loop_start()
+        assert done.get(timeout=5).session_present  # the session, taken up again
+        return client
+
+    again = await asyncio.to_thread(resume)
+    got = await watcher.received(2, 3.0)
+    assert [(m.topic, m.payload) for m in got] == [("will/late", b"gone")]
+    await watcher.close()
+    await asyncio.to_thread(lambda: (again.disconnect(), again.loop_stop()))
+
+
+async def test_an_expired_message_is_not_delivered_and_the_rest_carries_what_is_left(
+        broker: tuple[Server, int]) -> None:
+    _, port = broker
+    device = await Device.open(port, "sleepy", V5, properties=v5_connect_props(60))
+    await device.subscribe("exp/#", 1)
+    await device.close()
+    sender = await Device.open(port, "sender", V5)
+    for name, seconds in (("short", 1), ("long", 60)):
+        props = Properties(PacketTypes.PUBLISH)
+        props.MessageExpiryInterval = seconds
+        await sender.publish(f"exp/{name}", name.encode(), 1, props)
+    await asyncio.sleep(1.6)
+    device = await Device.open(port, "sleepy", V5, properties=v5_connect_props(60), clean_start=False)
+    got = await device.received(2, 2.0)
+    assert [m.payload for m in got] == [b"long"]
+    assert 55 <= got[0].properties.MessageExpiryInterval <= 59
+    for d in (device, sender):
+        await d.close()
