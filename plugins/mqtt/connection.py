@@ -88,7 +88,8 @@ class MQTTConnection(asyncio.Protocol):
         self.backlog: list[P.Packet] | None = None  # packets waiting for an earlier one's outcome
         self.acks: deque[tuple[int, int, asyncio.Future[int] | None]] = deque()
         """PUBACKs/PUBRECs in the order of their publishes; a future: JetStream is storing it."""
-        self._acking = False
+        self._out: list[bytes] = []
+        self._flushing = False
         self.closed = False
         self.close_reason = ""  # what a WebSocket carrier reads when this side closes
         self.remote: tuple[str, int] | None = None
@@ -151,7 +152,19 @@ class MQTTConnection(asyncio.Protocol):
         self._end(abnormal=True)
 
     def write(self, data: bytes) -> None:
+        """Send ``data`` at the end of this loop pass, with everything else written in it (one
+        system call however many packets a read produced)."""
         if self.transport is not None and not self.closed:
+            self._out.append(data)
+            if not self._flushing:
+                self._flushing = True
+                self.server.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        if self._out and self.transport is not None and not self.closed:
+            data = b"".join(self._out)
+            self._out.clear()
             self.transport.write(data)
 
     def send(self, packet: P.Packet) -> None:
@@ -160,6 +173,7 @@ class MQTTConnection(asyncio.Protocol):
     def close(self, abnormal: bool = True) -> None:
         """End the connection (its will is published when ``abnormal``)."""
         if self.transport is not None:
+            self._flush()  # what was written (a refusal's CONNACK) leaves first
             self.transport.close()
         self._end(abnormal)
 
@@ -449,29 +463,28 @@ class MQTTConnection(asyncio.Protocol):
             self.send(P.Ack(kind, packet.packet_id, reason if self.version == MQTT_5 else P.SUCCESS))
             return
         self.acks.append((kind, packet.packet_id, stored))
-        if not self._acking:
-            self._acking = True
-            self.server.loop.create_task(self._send_acks())
+        if stored is not None:
+            stored.add_done_callback(self._acks_ready)
+        else:
+            self._acks_ready()
 
-    async def _send_acks(self) -> None:
+    def _acks_ready(self, _: Any = None) -> None:
         """Acknowledge publishes in their order, each once JetStream stored it."""
-        try:
-            while self.acks and not self.closed:
-                kind, pid, stored = self.acks[0]
-                reason = P.SUCCESS
-                if stored is not None:
-                    try:
-                        await stored
-                    except (StoreError, asyncio.CancelledError) as exc:
-                        log.error("%s - QoS %d message %d not stored: %s", self.describe(),
-                                  1 if kind == P.PUBACK else 2, pid, exc)
-                        reason = P.IMPLEMENTATION_SPECIFIC_ERROR
-                self.acks.popleft()
-                if reason == P.SUCCESS or self.version == MQTT_5:
-                    self.send(P.Ack(kind, pid, reason))
-                # MQTT 3.1.1 cannot say "not stored": no PUBACK, and the device sends it again
-        finally:
-            self._acking = False
+        while self.acks and not self.closed:
+            kind, pid, stored = self.acks[0]
+            if stored is not None and not stored.done():
+                return
+            reason = P.SUCCESS
+            if stored is not None:
+                error = StoreError("cancelled") if stored.cancelled() else stored.exception()
+                if error is not None:
+                    log.error("%s - QoS %d message %d not stored: %s", self.describe(),
+                              1 if kind == P.PUBACK else 2, pid, error)
+                    reason = P.IMPLEMENTATION_SPECIFIC_ERROR
+            self.acks.popleft()
+            if reason == P.SUCCESS or self.version == MQTT_5:
+                self.send(P.Ack(kind, pid, reason))
+            # MQTT 3.1.1 cannot say "not stored": no PUBACK, and the device sends it again
 
     def _ack(self, packet: P.Ack) -> None:
         session = self.session

@@ -26,6 +26,7 @@ import base64
 import hashlib
 import json
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from natsd.routing.connection import Kind
@@ -65,6 +66,9 @@ class JetStreamStore:
         self.client: InternalClient = mqtt.server.connect_internal("mqtt-store", account, kind=Kind.SYSTEM)
         self._inbox = f"_INBOX.mqtt{event_id()}."
         self._waiting: dict[str, asyncio.Future[tuple[bytes | None, bytes]]] = {}
+        self._deadlines: deque[tuple[float, str]] = deque()
+        """When each waiting request times out, in the order they were made (one timer sweeps them)."""
+        self._sweeping = False
         self._next = 0
         self.client.subscribe(self._inbox + "*", self._answered)
 
@@ -86,42 +90,51 @@ class JetStreamStore:
         """Publish with a reply subject; the future gets the answer's headers and payload."""
         self._next += 1
         inbox = f"{self._inbox}{self._next}"
-        future: asyncio.Future[tuple[bytes | None, bytes]] = self.mqtt.server.loop.create_future()
+        loop = self.mqtt.server.loop
+        future: asyncio.Future[tuple[bytes | None, bytes]] = loop.create_future()
         self._waiting[inbox] = future
         if not self.client.publish(subject, payload, reply=inbox, headers=headers):
             # nobody listens (no JetStream here): answer as a client hears it, no responders
             self._waiting.pop(inbox, None)
             future.set_result((b"NATS/1.0 503\r\n\r\n", b""))
+            return future
+        self._deadlines.append((loop.time() + self.timeout, inbox))
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(1.0, self._sweep)
         return future
+
+    def _sweep(self) -> None:
+        """Time out the requests JetStream has not answered within ``js_api_timeout``."""
+        loop = self.mqtt.server.loop
+        now = loop.time()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, inbox = self._deadlines.popleft()
+            future = self._waiting.pop(inbox, None)
+            if future is not None and not future.done():
+                future.set_exception(StoreError(f"JetStream did not answer in {self.timeout}s"))
+        while self._deadlines and self._deadlines[0][1] not in self._waiting:
+            self._deadlines.popleft()  # answered
+        self._sweeping = bool(self._deadlines)
+        if self._sweeping:
+            loop.call_later(1.0, self._sweep)
 
     async def call(self, api: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """A JetStream API request (``api`` after the prefix); raises :class:`StoreError`."""
         payload = json.dumps(body).encode() if body is not None else b""
         future = self.request(f"{self.api}.{api}", payload)
-        try:
-            headers, answer = await asyncio.wait_for(future, self.timeout)
-        except TimeoutError:
-            raise StoreError(f"JetStream did not answer {api} in {self.timeout}s") from None
+        headers, answer = await future  # StoreError once js_api_timeout passed
         if headers and headers.startswith(b"NATS/1.0 503"):
             raise StoreError("JetStream is not enabled for this account (no responders)")
         response: dict[str, Any] = json.loads(answer)
         return response
 
     def stored(self, subject: str, payload: bytes, headers: bytes | None = None) -> asyncio.Future[int]:
-        """Publish into a stream now; the future gets JetStream's acknowledgement (the sequence)."""
-        return asyncio.ensure_future(self._acked(subject, self.request(subject, payload, headers)))
-
-    async def _acked(self, subject: str, answer: asyncio.Future[tuple[bytes | None, bytes]]) -> int:
-        try:
-            ack_headers, answer_payload = await asyncio.wait_for(answer, self.timeout)
-        except TimeoutError:
-            raise StoreError(f"JetStream did not acknowledge {subject} in {self.timeout}s") from None
-        if ack_headers and ack_headers.startswith(b"NATS/1.0 503"):
-            raise StoreError("no stream for " + subject)
-        ack = json.loads(answer_payload)
-        if "error" in ack:
-            raise StoreError(ack["error"].get("description", "error"))
-        return int(ack.get("seq", 0))
+        """Publish into a stream now; the future gets JetStream's acknowledgement (the sequence),
+        or :class:`StoreError`. No task per message: a callback of the answer resolves it."""
+        result: asyncio.Future[int] = self.mqtt.server.loop.create_future()
+        self.request(subject, payload, headers).add_done_callback(lambda answer: _acked(subject, answer, result))
+        return result
 
     # -- set-up -----------------------------------------------------------------------------------------
 
@@ -219,3 +232,24 @@ class JetStreamStore:
 
     async def delete_consumer(self, name: str) -> None:
         await self.call(f"CONSUMER.DELETE.{MESSAGES}.{name}")
+
+
+def _acked(subject: str, answer: asyncio.Future[tuple[bytes | None, bytes]], result: asyncio.Future[int]) -> None:
+    if result.done():
+        return
+    if answer.cancelled():
+        result.set_exception(StoreError("the request was cancelled"))
+        return
+    error = answer.exception()
+    if error is not None:
+        result.set_exception(error)
+        return
+    ack_headers, payload = answer.result()
+    if ack_headers and ack_headers.startswith(b"NATS/1.0 503"):
+        result.set_exception(StoreError("no stream for " + subject))
+        return
+    ack = json.loads(payload)
+    if "error" in ack:
+        result.set_exception(StoreError(ack["error"].get("description", "error")))
+    else:
+        result.set_result(int(ack.get("seq", 0)))

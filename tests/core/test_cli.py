@@ -48,16 +48,16 @@ def test_unsupported_flag_is_explained() -> None:
 
 def test_config_error_names_file_line_key(tmp_path: Path) -> None:
     conf = tmp_path / "bad.conf"
-    conf.write_text("port: 4222\nmqtt {\n  port: 1883\n}\n")
+    conf.write_text("port: 4222\nplugins { deny: [mqtt] }\nmqtt {\n  port: 1883\n}\n")
     out = run("-c", str(conf))
     assert out.returncode == 1
-    assert f"{conf}:2: key 'mqtt'" in out.stderr and "configures MQTT, which needs a natsd plugin" in out.stderr
+    assert f"{conf}:3: key 'mqtt'" in out.stderr and "configures MQTT, which needs a natsd plugin" in out.stderr
 
 
 def test_check_config_prints_every_error(tmp_path: Path) -> None:
     conf = tmp_path / "bad.conf"
     conf.write_text("port: 4222\ntrace_verbose: true\nno_sublist_cache: true\nmax_payload: lots\n"
-                    "mqtt { port: 1883 }\n")
+                    "mqtt { port: 1883 }\nplugins { deny: [mqtt] }\n")
     out = run("-t", "-c", str(conf))
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.splitlines() == [

@@ -70,13 +70,13 @@ def test_variables_are_not_unknown_keys() -> None:
     assert cfg.max_subscriptions == 7
 
 
-class OwnsMqtt:
+class OwnsWidget:
     def __init__(self) -> None:
         self.block = None
 
     @hookimpl
     def natsd_config_blocks(self) -> list[str]:
-        return ["mqtt"]
+        return ["widget"]
 
     @hookimpl
     def natsd_configure(self, block: object) -> None:
@@ -84,8 +84,8 @@ class OwnsMqtt:
 
 
 async def test_owned_block_goes_to_its_plugin() -> None:
-    plugin = OwnsMqtt()
-    conf = parse("host: 127.0.0.1\nport: -1\nmqtt { port: 1883 }\n", "n.conf")
+    plugin = OwnsWidget()
+    conf = parse("host: 127.0.0.1\nport: -1\nwidget { port: 1883 }\n", "n.conf")
     pm = PluginManager()
     cfg = build_config(conf, pm, [plugin])
     async with Server(cfg, plugin_manager=pm):
@@ -94,10 +94,10 @@ async def test_owned_block_goes_to_its_plugin() -> None:
 
 
 async def test_plugin_without_its_block_is_not_enabled() -> None:
-    plugin = OwnsMqtt()
+    plugin = OwnsWidget()
     async with Server({"host": "127.0.0.1", "port": 0}, plugins=[plugin]) as server:
         assert plugin.block is None
-        assert "OwnsMqtt" not in " ".join(server.plugins.names())
+        assert "OwnsWidget" not in " ".join(server.plugins.names())
 
 
 def test_plugins_block(tmp_path: Path) -> None:
