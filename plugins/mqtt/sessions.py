@@ -248,7 +248,7 @@ class MQTT:
         from .connection import delivered, delivered_stored
 
         old = session.subscriptions.get(key)
-        if old is not None and old.consumer and (state.qos == 0 or state.subjects != old.subjects):
+        if old is not None and old.consumer and (state.qos == 0 or subjects != old.subjects):
             await self.unsubscribe(session, key)
         elif old is not None:
             self._unsubscribe_now(session, key)

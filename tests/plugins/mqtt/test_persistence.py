@@ -68,13 +68,14 @@ async def device(*args: Any, **kwargs: Any) -> Device:
 class Broker:
     """A natsd with JetStream and MQTT that can be stopped and started again on its store and ports."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, extra: str = "") -> None:
         self.store, self.port, self.mqtt_port = store, free_port(), free_port()
+        self.extra = extra
         self.server: Server | None = None
 
     async def start(self) -> Server:
         self.server = Server(parse(f'host: 127.0.0.1\nport: {self.port}\njetstream {{ store_dir: "{self.store}" }}\n'
-                                   f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, ack_wait: 2s }}\n"))
+                                   f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, ack_wait: 2s{self.extra} }}\n"))
         await self.server.start()
         return self.server
 
@@ -116,6 +117,28 @@ async def test_a_persistent_session_and_its_qos1_messages_survive_a_restart(tmp_
             await asyncio.sleep(0.1)
         assert info["state"]["messages"] == 0
         await nc.close()
+        await asyncio.to_thread(dev.close)
+    finally:
+        await broker.stop()
+
+
+async def test_a_device_that_subscribes_again_on_reconnecting_loses_nothing(tmp_path: Path) -> None:
+    """Devices often repeat their SUBSCRIBE after every CONNECT: the subscription's consumer, and what
+    it holds for the device, stays."""
+    broker = Broker(tmp_path, ", max_ack_pending: 2")  # most of them wait in the consumer
+    await broker.start()
+    try:
+        dev = await device(broker.mqtt_port, "resub")
+        await asyncio.to_thread(dev.subscribe, "alerts/#", 1)
+        await asyncio.to_thread(dev.close)
+        sender = await device(broker.mqtt_port, "alarm", clean=True)
+        for i in range(20):
+            await asyncio.to_thread(sender.publish, "alerts/fire", b"%d" % i, 1)
+        await asyncio.to_thread(sender.close)
+        dev = await device(broker.mqtt_port, "resub")
+        await asyncio.to_thread(dev.subscribe, "alerts/#", 1)  # again, as on_connect handlers do
+        got = await asyncio.to_thread(dev.received, 20)
+        assert [m.payload for m in got] == [b"%d" % i for i in range(20)]
         await asyncio.to_thread(dev.close)
     finally:
         await broker.stop()
