@@ -262,7 +262,8 @@ class MQTT:
         state.subs = [keeper.subscribe(subject, callback, queue=state.share) for subject in subjects]
         session.subscriptions[key] = state
         if state.qos and session.store is not None:
-            state.consumer, state.deliver = await session.store.consumer(session.client_id, subjects, consumer)
+            state.consumer, state.deliver = await session.store.consumer(session.client_id, subjects, consumer,
+                                                                         transient=not session.persistent)
 
             def stored(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
                 delivered_stored(session, state, subject, reply, headers, payload)

@@ -43,6 +43,8 @@ SESSIONS, RETAINED, MESSAGES = "$MQTT_sess", "$MQTT_rmsgs", "$MQTT_msgs"
 SESSION_PREFIX, RETAINED_PREFIX, MESSAGE_PREFIX = "$MQTT.sess.", "$MQTT.rmsgs.", "$MQTT.msgs."
 DELIVER_PREFIX = "$MQTT.sub."
 STREAM_IN_USE = 10058
+TRANSIENT_INACTIVE = 60
+"""Seconds a clean session's consumer outlives its last listener."""
 
 
 class StoreError(Exception):
@@ -206,9 +208,12 @@ class JetStreamStore:
 
     # -- QoS 1/2 ------------------------------------------------------------------------------------------
 
-    async def consumer(self, client_id: str, subjects: list[str], name: str | None = None) -> tuple[str, str]:
+    async def consumer(self, client_id: str, subjects: list[str], name: str | None = None,
+                       transient: bool = False) -> tuple[str, str]:
         """A durable consumer of ``$MQTT.msgs.<subject>`` for one subscription: ``(name, deliver subject)``
-        (``name`` given: the one a session record names, made again if it is gone)."""
+        (``name`` given: the one a session record names, made again if it is gone). ``transient``:
+        a clean session's, which goes by itself a minute after nobody listens (a server stopped
+        while the device was connected leaves no consumer holding messages forever)."""
         settings = self.mqtt.settings
         name = name or f"{client_hash(client_id)}_{event_id()[-8:]}"
         deliver = DELIVER_PREFIX + name
@@ -223,6 +228,8 @@ class JetStreamStore:
             config["mem_storage"] = True
         if settings.consumer_inactive_threshold > 0:
             config["inactive_threshold"] = int(settings.consumer_inactive_threshold * 1e9)
+        elif transient:
+            config["inactive_threshold"] = TRANSIENT_INACTIVE * 1_000_000_000
         answer = await self.call(f"CONSUMER.DURABLE.CREATE.{MESSAGES}.{name}",
                                  {"stream_name": MESSAGES, "config": config})
         error = answer.get("error")

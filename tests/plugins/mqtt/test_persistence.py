@@ -208,3 +208,22 @@ async def test_without_jetstream_the_state_is_kept_in_memory_and_the_log_says_so
         assert "keeps sessions and retained messages in memory only" in caplog.text
     finally:
         await server.shutdown()
+
+
+async def test_a_clean_sessions_consumer_goes_by_itself_a_persistent_ones_stays(tmp_path: Path) -> None:
+    broker = Broker(tmp_path)
+    server = await broker.start()
+    try:
+        clean = await device(broker.mqtt_port, "clean-dev", clean=True)
+        kept = await device(broker.mqtt_port, "kept-dev", clean=False)
+        await asyncio.to_thread(clean.subscribe, "c/#", 1)
+        await asyncio.to_thread(kept.subscribe, "k/#", 1)
+        nc = await nats.connect(server.client_url)
+        listed = json.loads((await nc.request("$JS.API.CONSUMER.LIST.$MQTT_msgs", b"")).data)["consumers"]
+        thresholds = {c["config"]["filter_subjects"][0]: c["config"].get("inactive_threshold") for c in listed}
+        assert thresholds == {"$MQTT.msgs.c.>": 60_000_000_000, "$MQTT.msgs.k.>": None}
+        await nc.close()
+        for d in (clean, kept):
+            await asyncio.to_thread(d.close)
+    finally:
+        await broker.stop()
