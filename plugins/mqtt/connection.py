@@ -456,13 +456,20 @@ class MQTTConnection(asyncio.Protocol):
             stored = store.stored(MESSAGE_PREFIX + subject, packet.payload,
                                   self._headers(packet.qos, packet.properties))
             reason = P.SUCCESS
-        if packet.qos == 2:
+        if packet.qos == 2 and first:
             self.session.incoming_qos2.add(packet.packet_id)
+            saved = self.mqtt.save_now(self.session)  # a repeat after a restart is known as one
+            if saved is not None:
+                stored = both(stored, saved) if stored is not None else saved
         kind = P.PUBACK if packet.qos == 1 else P.PUBREC
+        self._ack_when(kind, packet.packet_id, stored, reason if self.version == MQTT_5 else P.SUCCESS)
+
+    def _ack_when(self, kind: int, pid: int, stored: asyncio.Future[int] | None, reason: int = P.SUCCESS) -> None:
+        """Send an acknowledgement once ``stored`` is done, after those queued before it."""
         if stored is None and not self.acks:
-            self.send(P.Ack(kind, packet.packet_id, reason if self.version == MQTT_5 else P.SUCCESS))
+            self.send(P.Ack(kind, pid, reason))
             return
-        self.acks.append((kind, packet.packet_id, stored))
+        self.acks.append((kind, pid, stored))
         if stored is not None:
             stored.add_done_callback(self._acks_ready)
         else:
@@ -492,19 +499,38 @@ class MQTTConnection(asyncio.Protocol):
         if packet.kind == P.PUBREL:
             known = packet.packet_id in session.incoming_qos2
             session.incoming_qos2.discard(packet.packet_id)
-            self.send(P.Ack(P.PUBCOMP, packet.packet_id,
-                            P.SUCCESS if known or self.version != MQTT_5 else P.PACKET_IDENTIFIER_NOT_FOUND))
+            saved = self.mqtt.save_now(session) if known else None
+            self._ack_when(P.PUBCOMP, packet.packet_id, saved,
+                           P.SUCCESS if known or self.version != MQTT_5 else P.PACKET_IDENTIFIER_NOT_FOUND)
             return
         message = session.outbound.get(packet.packet_id)
         if message is None:
             return
         if packet.kind == P.PUBREC and message.qos == 2:
+            if message.released:
+                self.send(P.Ack(P.PUBREL, packet.packet_id))  # a repeated PUBREC
+                return
             message.released = True
-            self.send(P.Ack(P.PUBREL, packet.packet_id))
+            saved = self.mqtt.save_now(session)
+            if saved is None:
+                self.send(P.Ack(P.PUBREL, packet.packet_id))
+                return
+
+            def released(_: Any, pid: int = packet.packet_id, message: Outbound = message) -> None:
+                # the PUBREL is owed in the session's record: the stored message may go now
+                if message.ack is not None and session.keeper is not None:
+                    session.keeper.publish(message.ack, b"+ACK")
+                    message.ack = None
+                if not self.closed:
+                    self.send(P.Ack(P.PUBREL, pid))
+
+            saved.add_done_callback(released)
             return
         del session.outbound[packet.packet_id]
         if message.ack is not None and session.keeper is not None:
             session.keeper.publish(message.ack, b"+ACK")  # the consumer may let it go now
+        if message.released:
+            self.mqtt.save_now(session)  # no PUBREL owed any more
         self._drain()
 
     # -- subscriptions ------------------------------------------------------------------------------
@@ -746,3 +772,22 @@ def delivered_stored(session: Session, state: SubscriptionState, subject: bytes,
     topic = subject_to_topic(subject[len(MESSAGE_PREFIX):].decode())
     message = Outbound(topic, payload, max(1, min(qos, state.qos)), False, props, ack=reply, expires=expires)
     conn.offer(message, state)
+
+
+def both(first: asyncio.Future[int], second: asyncio.Future[int]) -> asyncio.Future[int]:
+    """A future done when both are (failed if either failed), without a task."""
+    done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def check(_: Any) -> None:
+        if done.done() or not (first.done() and second.done()):
+            return
+        for future in (first, second):
+            error = StoreError("cancelled") if future.cancelled() else future.exception()
+            if error is not None:
+                done.set_exception(error)
+                return
+        done.set_result(second.result())
+
+    first.add_done_callback(check)
+    second.add_done_callback(check)
+    return done

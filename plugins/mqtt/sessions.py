@@ -109,7 +109,15 @@ class Session:
         raise RuntimeError("no packet identifier left")
 
     def record(self) -> dict[str, Any]:
-        return {"subs": {key: state.record() for key, state in self.subscriptions.items()}}
+        """What JetStream keeps of a persistent session: its subscriptions, and where its QoS 2
+        exchanges stand (publishes received and not released; deliveries released, PUBCOMP due)."""
+        out: dict[str, Any] = {"subs": {key: state.record() for key, state in self.subscriptions.items()}}
+        if self.incoming_qos2:
+            out["qos2_in"] = sorted(self.incoming_qos2)
+        released = [pid for pid, message in self.outbound.items() if message.released]
+        if released:
+            out["pubrel"] = released
+        return out
 
 
 class MQTT:
@@ -198,6 +206,9 @@ class MQTT:
         """A persistent session as JetStream kept it (after a restart): its subscriptions again."""
         session = self.sessions[(account, client_id)] = Session(account, client_id)
         session.store, session.persistent = store, True
+        session.incoming_qos2 = {int(pid) for pid in record.get("qos2_in") or ()}
+        for pid in record.get("pubrel") or ():  # PUBREL goes again when the device is back
+            session.outbound[int(pid)] = Outbound("", b"", 2, released=True)
         for key, sub in (record.get("subs") or {}).items():
             state = SubscriptionState(sub["filter"], int(sub["qos"]), bool(sub.get("nl")), bool(sub.get("rap")),
                                       int(sub.get("sid") or 0), sub.get("share"), list(sub.get("subjects") or []))
@@ -206,6 +217,15 @@ class MQTT:
             except StoreError as exc:
                 log.warning("MQTT: session %r: subscription %r not restored: %s", client_id, key, exc)
         return session
+
+    def save_now(self, session: Session) -> asyncio.Future[int] | None:
+        """Publish a persistent session's record now; the future says when JetStream has it
+        (``None``: nothing to keep)."""
+        if session.store is None or not session.persistent:
+            return None
+        future = session.store.save_session_now(session.client_id, session.record())
+        future.add_done_callback(_log_failure)
+        return future
 
     async def save(self, session: Session) -> None:
         """Keep a persistent session's record in JetStream (subscriptions changed)."""
@@ -333,9 +353,9 @@ class MQTT:
             task.add_done_callback(_log_failure)
 
 
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("MQTT: JetStream refused a retained message: %s", task.exception())
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("MQTT: JetStream refused to keep MQTT state: %s", future.exception())
 
 
 __all__ = ["MESSAGE_PREFIX", "MQTT", "Outbound", "Session", "SubscriptionState"]

@@ -190,7 +190,11 @@ class JetStreamStore:
         return record if record.get("id") == client_id else None
 
     async def save_session(self, client_id: str, record: dict[str, Any]) -> None:
-        await self.stored(SESSION_PREFIX + client_hash(client_id), json.dumps({"id": client_id, **record}).encode())
+        await self.save_session_now(client_id, record)
+
+    def save_session_now(self, client_id: str, record: dict[str, Any]) -> asyncio.Future[int]:
+        """Publish the session's record now (saves keep their order: the last one is the record)."""
+        return self.stored(SESSION_PREFIX + client_hash(client_id), json.dumps({"id": client_id, **record}).encode())
 
     async def delete_session(self, client_id: str, consumers: list[str]) -> None:
         for name in consumers:

@@ -227,3 +227,88 @@ async def test_a_clean_sessions_consumer_goes_by_itself_a_persistent_ones_stays(
             await asyncio.to_thread(d.close)
     finally:
         await broker.stop()
+
+
+class Raw:
+    """A raw MQTT 5 client (natsd's codec) that does exactly what a test tells it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from natsd_plugins.mqtt.packets import Parser
+
+        self.reader, self.writer = reader, writer
+        self.parser = Parser()
+        self.parser.version = 5
+        self.backlog: list[Any] = []
+
+    @classmethod
+    async def connect(cls, port: int, client_id: str) -> tuple[Raw, Any]:
+        from natsd_plugins.mqtt import packets as P
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        raw = cls(reader, writer)
+        raw.send(P.Connect(client_id, 5, clean_start=False, properties={"session_expiry": 3600}))
+        return raw, await raw.next()
+
+    def send(self, packet: Any) -> None:
+        from natsd_plugins.mqtt import packets as P
+
+        self.writer.write(P.encode(packet, 5))
+
+    async def next(self, timeout: float = 5.0) -> Any:
+        while not self.backlog:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                raise ConnectionError("closed")
+            self.backlog += self.parser.feed(data)
+        return self.backlog.pop(0)
+
+    async def nothing(self, timeout: float = 0.7) -> bool:
+        try:
+            await self.next(timeout)
+        except TimeoutError:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def test_qos2_exchanges_in_flight_survive_a_restart_exactly_once(tmp_path: Path) -> None:
+    """Both ways: a publish received (PUBREC sent) and a delivery released (PUBREL sent) when the
+    server stops are finished after it is back, and nothing is delivered twice."""
+    from natsd_plugins.mqtt import packets as P
+
+    broker = Broker(tmp_path)
+    await broker.start()
+    try:
+        sub, ack = await Raw.connect(broker.mqtt_port, "q2-sub")
+        sub.send(P.Subscribe(1, [P.SubscriptionRequest("pay/#", 2)]))
+        assert isinstance(await sub.next(), P.SubAck)
+        pub, ack = await Raw.connect(broker.mqtt_port, "q2-pub")
+        pub.send(P.Publish("pay/eur", b"100", 2, packet_id=7))
+        assert await pub.next() == P.Ack(P.PUBREC, 7)  # stored; the PUBREL has not come yet
+        delivery = await sub.next()
+        assert isinstance(delivery, P.Publish) and delivery.payload == b"100" and delivery.qos == 2
+        sub.send(P.Ack(P.PUBREC, delivery.packet_id))
+        assert await sub.next() == P.Ack(P.PUBREL, delivery.packet_id)
+        await asyncio.sleep(0.3)  # the session records reach JetStream
+        pub.close()
+        sub.close()
+        await broker.stop()
+
+        await broker.start()
+        pub, ack = await Raw.connect(broker.mqtt_port, "q2-pub")
+        assert ack.session_present
+        pub.send(P.Publish("pay/eur", b"100", 2, dup=True, packet_id=7))  # sent again: not delivered again
+        assert await pub.next() == P.Ack(P.PUBREC, 7)
+        pub.send(P.Ack(P.PUBREL, 7))
+        assert await pub.next() == P.Ack(P.PUBCOMP, 7)  # success: the server knew packet 7
+        sub, ack = await Raw.connect(broker.mqtt_port, "q2-sub")
+        assert ack.session_present
+        assert await sub.next() == P.Ack(P.PUBREL, delivery.packet_id)  # owed, and only that
+        sub.send(P.Ack(P.PUBCOMP, delivery.packet_id))
+        assert await sub.nothing()  # no second delivery of the message
+        pub.close()
+        sub.close()
+    finally:
+        await broker.stop()
