@@ -19,6 +19,13 @@ MQTT_LISTENER = StashKey[Any]()
 
 
 @hookimpl
+def natsd_addhooks(pluginmanager: Any) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
 def natsd_config_blocks() -> tuple[str, ...]:
     return ("mqtt",)
 

@@ -90,6 +90,8 @@ class MQTTConnection(asyncio.Protocol):
         """PUBACKs/PUBRECs in the order of their publishes; a future: JetStream is storing it."""
         self._out: list[bytes] = []
         self._flushing = False
+        self._exchange: tuple[Any, P.Connect, str, str, str] | None = None
+        """An enhanced authentication under way: its steps, the CONNECT, the client id (assigned)."""
         self.closed = False
         self.close_reason = ""  # what a WebSocket carrier reads when this side closes
         self.remote: tuple[str, int] | None = None
@@ -228,6 +230,8 @@ class MQTTConnection(asyncio.Protocol):
         """Handle one packet; an awaitable if the next ones must wait for it."""
         if isinstance(packet, P.Connect):
             return self._connect(packet)
+        if isinstance(packet, P.Auth) and self.client is None:
+            return self._auth(packet)
         if self.client is None:
             raise MQTTError(P.PROTOCOL_ERROR, "the first packet must be CONNECT")
         if isinstance(packet, P.Publish):
@@ -249,7 +253,7 @@ class MQTTConnection(asyncio.Protocol):
                 self.will = None
             self.close(abnormal=True)
         elif isinstance(packet, P.Auth):
-            raise MQTTError(P.PROTOCOL_ERROR, "AUTH without an authentication method")
+            raise MQTTError(P.PROTOCOL_ERROR, "AUTH after the authentication")
         else:
             raise MQTTError(P.PROTOCOL_ERROR, f"unexpected {type(packet).__name__}")
         return None
@@ -262,7 +266,8 @@ class MQTTConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         v5 = self.version == MQTT_5
-        if packet.properties.get("auth_method"):
+        method = packet.properties.get("auth_method")
+        if method and method not in self.mqtt.auth_methods:
             self._connack_refused(P.V3_NOT_AUTHORIZED, P.BAD_AUTHENTICATION_METHOD)
             return None
         client_id = packet.client_id
@@ -284,7 +289,46 @@ class MQTTConnection(asyncio.Protocol):
             self.max_packet = int(props.get("maximum_packet_size", 0))
         elif not packet.clean_start:
             self.session_expiry = 0xFFFFFFFF  # a 3.1.1 persistent session never expires
+        if method:
+            return self._begin_exchange(packet, client_id, assigned, method)
         return self._authenticate(packet, client_id, assigned)
+
+    # MQTT 5 enhanced authentication: CONNECT, then AUTH packets both ways (hookspecs.EnhancedAuthenticator)
+
+    def _begin_exchange(self, packet: P.Connect, client_id: str, assigned: str, method: str) -> Awaitable[None] | None:
+        connect = {"client_id": client_id, "username": packet.username, "password": packet.password}
+        steps = self.mqtt.auth_methods[method].exchange(connect, packet.properties.get("auth_data"))
+        self._exchange = (steps, packet, client_id, assigned, method)
+        return self._step(None)
+
+    def _auth(self, packet: P.Auth) -> Awaitable[None] | None:
+        if self._exchange is None:
+            raise MQTTError(P.PROTOCOL_ERROR, "AUTH without an authentication exchange under way")
+        if packet.reason != 0x18 or packet.properties.get("auth_method") != self._exchange[4]:
+            raise MQTTError(P.PROTOCOL_ERROR, "AUTH with another method or reason")
+        return self._step(packet.properties.get("auth_data") or b"")
+
+    def _step(self, answer: bytes | None) -> Awaitable[None] | None:
+        assert self._exchange is not None
+        steps, packet, client_id, assigned, method = self._exchange
+        try:
+            challenge = next(steps) if answer is None else steps.send(answer)
+        except StopIteration as done:
+            self._exchange = None
+            result = done.value
+            if result is None or not result.ok:
+                log.error("%s - MQTT authentication error (method %s)", self.describe(), method)
+                self._connack_refused(P.V3_NOT_AUTHORIZED)
+                return None
+            return self._accept(packet, client_id, assigned, {"user": result.user} if result.user else {}, result,
+                                {"auth_method": method})
+        except Exception:
+            log.exception("%s - the %s authenticator failed", self.describe(), method)
+            self._exchange = None
+            self._connack_refused(P.V3_NOT_AUTHORIZED)
+            return None
+        self.send(P.Auth(0x18, {"auth_method": method, "auth_data": challenge}))  # continue authentication
+        return None
 
     async def _authenticate(self, packet: P.Connect, client_id: str, assigned: str) -> None:
         settings = self.mqtt.settings
@@ -316,6 +360,11 @@ class MQTTConnection(asyncio.Protocol):
                       f" - User {packet.username!r}" if packet.username else "")
             self._connack_refused(P.V3_NOT_AUTHORIZED)
             return
+        await self._accept(packet, client_id, assigned, options, result)
+
+    async def _accept(self, packet: P.Connect, client_id: str, assigned: str, options: dict[str, Any],
+                      result: Any, extra: dict[str, Any] | None = None) -> None:
+        """The device is who it says: its session, CONNACK (``extra``: more CONNACK properties)."""
         try:
             client = self.server.connect_internal(client_id, identity=result, transport="mqtt", remote=self.remote)
         except ConnectionRefusedError:
@@ -351,6 +400,7 @@ class MQTTConnection(asyncio.Protocol):
             props["wildcard_subscription_available"] = 1
             props["shared_subscription_available"] = 1
             props["subscription_id_available"] = 1
+            props.update(extra or {})
         self.send(P.ConnAck(P.SUCCESS, present and not self.clean, props) if self.version == MQTT_5
                   else P.ConnAck(P.SUCCESS, present and not self.clean))
         if self.keep_alive:

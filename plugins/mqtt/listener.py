@@ -28,6 +28,9 @@ class MQTTListener:
 
     async def start(self) -> None:
         s = self.settings
+        for found in self.server.plugins.hook.natsd_mqtt_authenticators(server=self.server):
+            for authenticator in found or ():
+                self.mqtt.auth_methods.setdefault(authenticator.method, authenticator)
         port = s.port if s.port > 0 else 0
         try:
             self._server = await self.server.loop.create_server(

@@ -135,6 +135,8 @@ class MQTT:
         """The server is stopping: sessions end with their connections, but stay in JetStream."""
         self._store_setups: dict[str, asyncio.Task[JetStreamStore | None]] = {}
         self._publishers: dict[str, InternalClient] = {}
+        self.auth_methods: dict[str, Any] = {}
+        """MQTT 5 enhanced authentication methods, by name (the ``natsd_mqtt_authenticators`` hook)."""
 
     # -- JetStream ---------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from natsd import Server
+from natsd import Server, hookimpl
 from natsd.config.conf import parse
 from natsd.server import free_port
 
@@ -365,3 +365,72 @@ async def test_an_expired_message_is_not_delivered_and_the_rest_carries_what_is_
     assert 55 <= got[0].properties.MessageExpiryInterval <= 59
     for d in (device, sender):
         await d.close()
+
+
+class ChallengeAuth:
+    """An MQTT 5 enhanced authentication method of a third-party plugin: the server sends a nonce,
+    the device answers with an HMAC of it under its shared secret."""
+
+    method = "x-hmac"
+    secrets = {"sensor-9": b"s3cret"}
+
+    def exchange(self, connect: Any, data: bytes | None) -> Any:
+        import hashlib
+        import hmac
+        import os
+
+        from natsd.plugin.contracts import AuthResult
+
+        nonce = os.urandom(16)
+        answer = yield nonce
+        secret = self.secrets.get(connect["client_id"])
+        ok = secret is not None and hmac.compare_digest(answer, hmac.new(secret, nonce, hashlib.sha256).digest())
+        return AuthResult(ok=ok, user=connect["client_id"] if ok else None)
+
+    @hookimpl
+    def natsd_mqtt_authenticators(self, server: Any) -> list[Any]:
+        return [self]
+
+
+async def test_mqtt5_enhanced_authentication_through_a_plugin_hook() -> None:
+    import hashlib
+    import hmac
+
+    from natsd_plugins.mqtt import packets as P
+
+    port = free_port()
+    server = Server(parse(f"host: 127.0.0.1\nport: -1\nmqtt {{ listen: 127.0.0.1:{port} }}"),
+                    plugins=[ChallengeAuth()])
+    await server.start()
+
+    async def attempt(client_id: str, secret: bytes, method: str = "x-hmac") -> list[Any]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        parser = P.Parser()
+        parser.version = 5
+        writer.write(P.encode(P.Connect(client_id, 5, properties={"auth_method": method}), 5))
+        seen: list[Any] = []
+        while True:
+            data = await asyncio.wait_for(reader.read(4096), 5)
+            if not data:
+                break
+            for packet in parser.feed(data):
+                seen.append(packet)
+                if isinstance(packet, P.Auth):
+                    digest = hmac.new(secret, packet.properties["auth_data"], hashlib.sha256).digest()
+                    writer.write(P.encode(P.Auth(0x18, {"auth_method": method, "auth_data": digest}), 5))
+            if seen and isinstance(seen[-1], P.ConnAck):
+                break
+        writer.close()
+        return seen
+
+    try:
+        ok = await attempt("sensor-9", b"s3cret")
+        assert isinstance(ok[0], P.Auth) and ok[0].reason == 0x18 and len(ok[0].properties["auth_data"]) == 16
+        assert isinstance(ok[1], P.ConnAck) and ok[1].reason == 0
+        assert ok[1].properties["auth_method"] == "x-hmac"
+        bad = await attempt("sensor-9", b"wrong")
+        assert isinstance(bad[-1], P.ConnAck) and bad[-1].reason == 0x87  # not authorized
+        unknown = await attempt("sensor-9", b"s3cret", method="SCRAM-SHA-1")
+        assert [p.reason for p in unknown] == [0x8C]  # bad authentication method, no exchange
+    finally:
+        await server.shutdown()
