@@ -196,10 +196,11 @@ class MQTTConnection(asyncio.Protocol):
         session = self.session
         if session is not None and session.connection is self:
             session.connection = None
-            session.ended_at = time.monotonic()
+            session.ended_at, session.ended_wall = time.monotonic(), time.time()
             session.expiry = float(self.session_expiry)
             if session.persistent:
                 self.mqtt.pause(session)
+                self.mqtt.save_now(session)  # with when it ended, for its expiry after a restart
             elif not self.mqtt.stopping:
                 self.server.loop.create_task(self.mqtt.drop(session))
         if self.client is not None:

@@ -91,6 +91,8 @@ class Session:
         self.expiry = 0.0
         """MQTT 5 session expiry (seconds after the connection ends; 0: with it)."""
         self.ended_at = 0.0
+        self.ended_wall = 0.0
+        """When the last connection ended (Unix time), for the expiry after a restart."""
         self.keeper: InternalClient | None = None
         """The service client of the account that holds the session's subscriptions."""
         self.store: JetStreamStore | None = None
@@ -117,6 +119,8 @@ class Session:
         released = [pid for pid, message in self.outbound.items() if message.released]
         if released:
             out["pubrel"] = released
+        if self.connection is None and self.ended_wall:
+            out["expiry"], out["ended"] = self.expiry, self.ended_wall  # when it stops being kept
         return out
 
 
@@ -195,6 +199,10 @@ class MQTT:
             record = await store.load_session(client_id)
             if record is not None:
                 old = await self.restore(account, client_id, record, store)
+                ended, expiry = float(record.get("ended") or 0), float(record.get("expiry") or 0)
+                if ended and time.time() - ended > expiry:  # it expired while the server was down
+                    await self.drop(old)
+                    old = None
         if old is not None and not clean:
             return old, True
         if old is not None:

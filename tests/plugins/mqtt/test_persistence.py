@@ -312,3 +312,32 @@ async def test_qos2_exchanges_in_flight_survive_a_restart_exactly_once(tmp_path:
         sub.close()
     finally:
         await broker.stop()
+
+
+async def test_a_session_that_expired_while_the_server_was_down_is_gone(tmp_path: Path) -> None:
+    from natsd_plugins.mqtt import packets as P
+
+    broker = Broker(tmp_path)
+    await broker.start()
+    try:
+        for client_id, expiry in (("brief", 1), ("lasting", 3600)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", broker.mqtt_port)
+            writer.write(P.encode(P.Connect(client_id, 5, clean_start=False,
+                                            properties={"session_expiry": expiry}), 5))
+            await reader.read(4096)
+            writer.write(P.encode(P.Disconnect(), 5))
+            await writer.drain()
+            writer.close()
+        await asyncio.sleep(0.3)
+        await broker.stop()
+        await asyncio.sleep(1.2)  # longer than "brief"'s expiry
+
+        await broker.start()
+        present = {}
+        for client_id in ("brief", "lasting"):
+            raw, ack = await Raw.connect(broker.mqtt_port, client_id)
+            present[client_id] = ack.session_present
+            raw.close()
+        assert present == {"brief": False, "lasting": True}
+    finally:
+        await broker.stop()
