@@ -85,3 +85,22 @@ def test_every_filter_maps_to_valid_subjects(parts: list[str], hash_: bool) -> N
         return
     for subject in filter_to_subjects(topic):
         assert valid_subject(subject.encode()), (topic, subject)
+
+
+level_text = st.text(st.sampled_from("ab."), min_size=1, max_size=2)
+
+
+@given(st.lists(level_text, min_size=1, max_size=4),
+       st.lists(st.one_of(st.just("+"), level_text), min_size=1, max_size=4), st.booleans())
+def test_retained_matching_agrees_with_the_subjects_a_filter_listens_on(topic_levels: list[str],
+                                                                        filter_levels: list[str],
+                                                                        hash_: bool) -> None:
+    """A retained message goes to a new subscription exactly when a live one would have reached it."""
+    from natsd.routing.subjects import subject_matches
+    from natsd_plugins.mqtt.connection import topic_matches
+
+    topic = "/".join(topic_levels)
+    filter_ = "/".join(filter_levels + (["#"] if hash_ else []))
+    subject = topic_to_subject(topic).encode()
+    live = any(subject_matches(s.encode(), subject) for s in filter_to_subjects(filter_))
+    assert topic_matches(filter_, topic) == live, (filter_, topic)
