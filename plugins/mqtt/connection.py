@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("natsd.mqtt")
 
 PUB_HEADER = "Nmqtt-Pub"
+PLAIN_HEADERS = [f"NATS/1.0\r\n{PUB_HEADER}:{qos}\r\n\r\n".encode() for qos in range(3)]
+"""The header block of a message with nothing but its QoS (nats-server's, byte for byte)."""
+PLAIN_QOS = {block: qos for qos, block in enumerate(PLAIN_HEADERS)}
 EXPIRES_HEADER = "Nmqtt-Expires"
 """When an MQTT 5 message expires (Unix seconds): its message expiry carried across NATS."""
 CONNECT_TIMEOUT = 2.0
@@ -447,6 +450,8 @@ class MQTTConnection(asyncio.Protocol):
     # -- messages in ------------------------------------------------------------------------------
 
     def _headers(self, qos: int, props: dict[str, Any]) -> bytes:
+        if not props:
+            return PLAIN_HEADERS[qos]
         lines = [f"NATS/1.0\r\n{PUB_HEADER}:{qos}\r\n"]
         for key, value in props.get("user_properties", ()):
             if key and ":" not in key and "\r" not in key + value and "\n" not in key + value:
@@ -748,6 +753,9 @@ def read_headers(headers: bytes | None) -> tuple[int, dict[str, Any], float]:
     """``(QoS, MQTT 5 properties, expiry)`` of a NATS message for an MQTT subscriber: the QoS its
     MQTT publisher gave it (``Nmqtt-Pub``, 0 for NATS publishers), its other headers as user
     properties, and when it expires (``Nmqtt-Expires``, Unix seconds; 0: never)."""
+    plain = PLAIN_QOS.get(headers or b"")
+    if plain is not None:  # what MQTT 3.1.1 devices send: nothing but their QoS
+        return plain, {}, 0.0
     qos, props, expires = 0, dict[str, Any](), 0.0
     for line in (headers or b"").split(b"\r\n")[1:]:
         key, sep, value = line.partition(b":")

@@ -19,7 +19,12 @@ The reverse (a NATS subject shown to an MQTT subscriber) undoes the escapes.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from natsd.routing.subjects import valid_literal_subject
+
+CACHED = 8192
+"""Conversions remembered (devices publish on the same topics again and again)."""
 
 UNSUPPORTED = frozenset(" \t\n\r\f\x7f")
 
@@ -75,6 +80,7 @@ def check_topic_filter(topic: str) -> None:
             raise TopicError(f"invalid topic filter {topic!r}")
 
 
+@lru_cache(maxsize=CACHED)
 def topic_to_subject(topic: str) -> str:
     """The NATS subject a PUBLISH on ``topic`` goes to (raises :class:`TopicError`).
 
@@ -98,6 +104,7 @@ def filter_to_subjects(topic: str) -> list[str]:
     return subjects
 
 
+@lru_cache(maxsize=CACHED)
 def subject_to_topic(subject: str) -> str:
     """The topic an MQTT subscriber sees for a message on the NATS ``subject``."""
     out: list[str] = []
