@@ -8,6 +8,7 @@ that every block reports a bad value the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .conf import ConfError, parse_duration, parse_size
@@ -75,3 +76,39 @@ def listen(block: Any, key: str, value: Any, default_port: int | None = None) ->
     except ValueError:
         raise config_error(block, key, f"invalid port in {value!r}") from None
     return host.strip("[]") or "0.0.0.0", port(block, key, parsed)
+
+
+def check_listener_auth(block: Any, config: Any, what: str, *, user: str | None, token: str | None,
+                        no_auth_user: str | None) -> None:
+    """nats-server's checks of a listener block's own credentials (``websocket {}``, ``mqtt {}``)
+    against the server's users: a block ``user`` or ``token`` is refused when users exist, and its
+    ``no_auth_user`` must be one of them. ``what`` names the listener in the errors."""
+    names = _user_names(config)
+    for key in block:
+        if key.lower() in ("authorization", "authentication") and names:
+            kind = "username" if user else "token" if token else None
+            if kind:
+                raise config_error(block, key, f"{what} authentication {kind} not compatible "
+                                   "with presence of users/nkeys")
+    if no_auth_user:
+        key = next(k for k in block if k.lower() == "no_auth_user")
+        if not names:
+            raise config_error(block, key, f'no_auth_user: "{no_auth_user}" present, '
+                               "but users/nkeys are not defined")
+        if no_auth_user not in names:
+            raise config_error(block, key, f'no_auth_user: "{no_auth_user}" not present as '
+                               "user or nkey in authorization block or account configuration")
+
+
+def _user_names(config: Any) -> set[str]:
+    """Names and NKeys of the ``users`` of ``authorization {}`` and of ``accounts {}``."""
+    entries: list[Any] = list((config.authorization or {}).get("users") or [])
+    for block in config.accounts.values():
+        entries.extend(block.get("users") or [])
+    names = set()
+    for entry in entries:
+        if isinstance(entry, Mapping):
+            name = entry.get("user", entry.get("username", entry.get("nkey")))
+            if isinstance(name, str):
+                names.add(name)
+    return names

@@ -35,10 +35,15 @@ def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
     block = config.blocks.get("mqtt")
     if block is None:
         return
+    from natsd.config import fields
+
     from . import settings as settings_mod
     from .listener import MQTTListener
 
-    server.stash[MQTT_LISTENER] = MQTTListener(server, settings_mod.load(block))
+    settings = settings_mod.load(block)
+    fields.check_listener_auth(block, config, "mqtt", user=settings.user, token=settings.token,
+                               no_auth_user=settings.no_auth_user)
+    server.stash[MQTT_LISTENER] = MQTTListener(server, settings)
 
 
 @hookimpl

@@ -26,6 +26,8 @@ DEFAULT_ACK_WAIT = 30.0
 DEFAULT_MAX_ACK_PENDING = 1024
 MAX_ACK_PENDING_LIMIT = 0xFFFF
 """The most QoS 1/2 messages in flight per subscription (MQTT packet identifiers are 16 bits)."""
+NOT_NEGATIVE = {"ack_wait": "ack wait must be a positive value",
+                "js_api_timeout": "JS API timeout must be a positive value"}
 DURATIONS = {"ackwait": "ack_wait", "consumer_auto_cleanup": "consumer_inactive_threshold",
              "api_timeout": "js_api_timeout"}
 
@@ -77,7 +79,10 @@ def load(block: Any) -> MQTTSettings:
         elif k in ("ack_wait", "ackwait", "consumer_inactive_threshold", "consumer_auto_cleanup", "js_api_timeout",
                    "api_timeout"):
             seconds = value_of.duration(block, key, value)
-            values[DURATIONS.get(k, k)] = seconds
+            field = DURATIONS.get(k, k)
+            if seconds < 0 and field in NOT_NEGATIVE:
+                raise config_error(block, key, NOT_NEGATIVE[field])
+            values[field] = seconds
         elif k in ("max_ack_pending", "max_pending", "max_inflight"):
             number = value_of.integer(block, key, value)
             if not 0 <= number <= MAX_ACK_PENDING_LIMIT:

@@ -67,35 +67,8 @@ class WebSocketSettings:
 
 def check_users(settings: WebSocketSettings, block: Mapping[str, Any], config: Any) -> None:
     """nats-server's checks of the block's credentials against the server's users."""
-    names = _user_names(config)
-    for key in block:
-        if key.lower() in ("authorization", "authentication") and names:
-            what = "username" if settings.user else "token" if settings.token else None
-            if what:
-                raise config_error(block, key, f"websocket authentication {what} not compatible "
-                                   "with presence of users/nkeys")
-    if settings.no_auth_user:
-        key = next(k for k in block if k.lower() == "no_auth_user")
-        if not names:
-            raise config_error(block, key, f'no_auth_user: "{settings.no_auth_user}" present, '
-                               "but users/nkeys are not defined")
-        if settings.no_auth_user not in names:
-            raise config_error(block, key, f'no_auth_user: "{settings.no_auth_user}" not present as '
-                               "user or nkey in authorization block or account configuration")
-
-
-def _user_names(config: Any) -> set[str]:
-    """Names and NKeys of the ``users`` of ``authorization {}`` and of ``accounts {}``."""
-    entries: list[Any] = list((config.authorization or {}).get("users") or [])
-    for block in config.accounts.values():
-        entries.extend(block.get("users") or [])
-    names = set()
-    for entry in entries:
-        if isinstance(entry, Mapping):
-            name = entry.get("user", entry.get("username", entry.get("nkey")))
-            if isinstance(name, str):
-                names.add(name)
-    return names
+    value_of.check_listener_auth(block, config, "websocket", user=settings.user, token=settings.token,
+                                 no_auth_user=settings.no_auth_user)
 
 
 def load(block: Any) -> WebSocketSettings:

@@ -271,3 +271,30 @@ async def test_varz_and_connz_show_mqtt_as_nats_server_does(servers: dict[str, t
                       "connz": {k: entry.get(k) for k in ("kind", "type", "mqtt_client", "name", "lang")}}
     assert seen["natsd"] == seen["nats-server"]
     assert seen["natsd"]["varz"] == {"host": "127.0.0.1", "tls_timeout": 2, "ack_wait": 45_000_000_000}
+
+
+USERS = "authorization { users: [ {user: alice, password: a} ] }"
+
+
+@pytest.mark.parametrize(("block", "extra"), [
+    ('mqtt { port: -1, no_auth_user: "bob" }', ""),
+    ('mqtt { port: -1, no_auth_user: "bob" }', USERS),
+    ("mqtt { port: -1, authorization { user: dev, password: x } }", USERS),
+    ("mqtt { port: -1, authorization { token: t } }", USERS),
+    ('mqtt { port: -1, ack_wait: "-1s" }', ""),
+    ('mqtt { port: -1, max_ack_pending: 70000 }', ""),
+    ('mqtt { port: -1, reject_qos2_pub: true }', ""),
+])
+def test_bad_mqtt_settings_are_refused_with_nats_servers_words(block: str, extra: str, tmp_path: Any) -> None:
+    """Each server refuses to start with the file, and natsd's error carries nats-server's text."""
+    import subprocess
+
+    conf = tmp_path / "bad.conf"
+    conf.write_text(f'server_name: s\nhost: 127.0.0.1\nport: -1\njetstream {{ store_dir: "{tmp_path}" }}\n'
+                    f"{extra}\n{block}\n")
+    theirs = subprocess.run([require_nats_server(), "-c", str(conf)], capture_output=True, text=True, timeout=20)
+    ours = subprocess.run([sys.executable, "-m", "natsd", "-c", str(conf)], capture_output=True, text=True,
+                          timeout=20)
+    assert theirs.returncode != 0 and ours.returncode != 0
+    text = (theirs.stderr or theirs.stdout).strip().splitlines()[-1].rsplit(": ", 1)[-1]
+    assert text.replace('"', "'") in ours.stderr.replace('"', "'"), (theirs.stderr, ours.stderr)  # quotes aside
