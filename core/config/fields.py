@@ -78,6 +78,30 @@ def listen(block: Any, key: str, value: Any, default_port: int | None = None) ->
     return host.strip("[]") or "0.0.0.0", port(block, key, parsed)
 
 
+def listener_authorization(block: Any, key: str, value: Any, what: str) -> dict[str, Any]:
+    """A listener block's ``authorization { user, password, token, timeout }`` (``websocket {}``,
+    ``mqtt {}``): the fields ``user``, ``password``, ``token`` and ``auth_timeout`` it sets.
+    ``what`` names the listener in the errors."""
+    if not isinstance(value, Mapping):
+        raise config_error(block, key, "expected a block { user: ..., password: ... }")
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        lk = k.lower()
+        if lk in ("user", "username"):
+            out["user"] = string(value, k, v)
+        elif lk in ("pass", "password"):
+            out["password"] = string(value, k, v)
+        elif lk == "token":
+            out["token"] = string(value, k, v)
+        elif lk == "timeout":
+            out["auth_timeout"] = duration(value, k, v)
+        else:
+            raise config_error(value, k, f"unknown field {k!r}")
+    if "token" in out and "user" in out:
+        raise config_error(value, "token", f"{what} authorization cannot have both a token and a user")
+    return out
+
+
 def check_listener_auth(block: Any, config: Any, what: str, *, user: str | None, token: str | None,
                         no_auth_user: str | None) -> None:
     """nats-server's checks of a listener block's own credentials (``websocket {}``, ``mqtt {}``)

@@ -73,7 +73,7 @@ def load(block: Any) -> MQTTSettings:
         elif k == "tls":
             values["tls"] = load_tls(block, key)
         elif k in ("authorization", "authentication"):
-            _authorization(value, values, block, key)
+            values.update(value_of.listener_authorization(block, key, value, "mqtt"))
         elif k == "no_auth_user":
             values["no_auth_user"] = value_of.string(block, key, value)
         elif k in ("ack_wait", "ackwait", "consumer_inactive_threshold", "consumer_auto_cleanup", "js_api_timeout",
@@ -100,22 +100,3 @@ def load(block: Any) -> MQTTSettings:
         else:
             raise config_error(block, key, f"unknown field {key!r}")
     return MQTTSettings(**values, given=frozenset(values))
-
-
-def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> None:
-    if not isinstance(value, Mapping):
-        raise config_error(block, key, "expected a block { user: ..., password: ... }")
-    for k, v in value.items():
-        lk = k.lower()
-        if lk in ("user", "username"):
-            values["user"] = value_of.string(value, k, v)
-        elif lk in ("pass", "password"):
-            values["password"] = value_of.string(value, k, v)
-        elif lk == "token":
-            values["token"] = value_of.string(value, k, v)
-        elif lk == "timeout":
-            values["auth_timeout"] = value_of.duration(value, k, v)
-        else:
-            raise config_error(value, k, f"unknown field {k!r}")
-    if values.get("token") is not None and values.get("user") is not None:
-        raise config_error(value, "token", "mqtt authorization cannot have both a token and a user")

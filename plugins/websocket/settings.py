@@ -107,7 +107,7 @@ def load(block: Any) -> WebSocketSettings:
             values["handshake_timeout"] = (float(value) if isinstance(value, int)
                                            else value_of.duration(block, key, value))
         elif k in ("authorization", "authentication"):
-            _authorization(value, values, block, key)
+            values.update(value_of.listener_authorization(block, key, value, "websocket"))
         elif k == "no_auth_user":
             values["no_auth_user"] = value_of.string(block, key, value)
         elif k in ("jwt_cookie", "user_cookie", "pass_cookie", "token_cookie"):
@@ -144,22 +144,3 @@ def _headers(block: Any, key: str, value: Any) -> tuple[tuple[str, str], ...]:
             raise config_error(block, key, f"websocket: invalid header {name!r}, can not be set")
         out.append((str(name), str(text)))
     return tuple(out)
-
-
-def _authorization(value: Any, values: dict[str, Any], block: Any, key: str) -> None:
-    if not isinstance(value, Mapping):
-        raise config_error(block, key, "expected a block { user: ..., password: ... }")
-    for k, v in value.items():
-        lk = k.lower()
-        if lk in ("user", "username"):
-            values["user"] = str(v)
-        elif lk in ("pass", "password"):
-            values["password"] = str(v)
-        elif lk == "token":
-            values["token"] = str(v)
-        elif lk == "timeout":
-            values["auth_timeout"] = value_of.duration(value, k, v)
-        else:
-            raise config_error(value, k, f"unknown field {k!r}")
-    if values.get("token") is not None and values.get("user") is not None:
-        raise config_error(value, "token", "websocket authorization cannot have both a token and a user")
