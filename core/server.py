@@ -30,7 +30,7 @@ from natsd import config as config_mod
 from natsd.config import ConfigError, ServerConfig
 from natsd.config.conf import ConfError, ConfMap, digest, parse_file
 from natsd.config.tls import TLSSettings
-from natsd.conn.client import Client, ObservedClient, TracedClient
+from natsd.conn.client import Client, ObservedClient, TracedClient, TracingClient
 from natsd.conn.tlsgate import TLSGate
 from natsd.plugin.auth import AuthChain
 from natsd.plugin.contracts import AuthRequest, AuthResult, Bridge, Listener, StorageBackend
@@ -41,6 +41,7 @@ from natsd.routing.connection import SERVER_SHUTDOWN, Connection, Kind, Observer
 from natsd.routing.interest import InterestRegistry
 from natsd.routing.internal import InternalClient
 from natsd.routing.stats import ClosedClient, Totals, record_close
+from natsd.routing.trace import Tracing
 from natsd.security.nkeys import CurveKeyPair, KeyPair, Prefix
 from natsd.wire.protocol import encode_info
 
@@ -159,6 +160,7 @@ class Server:
         self.system_account: Account | None = None
         self.storage_backends: dict[str, StorageBackend] = {}
         self.observers = Observers()
+        self.tracing = Tracing()
         self.stash = Stash()
         """Per-server plugin state under typed keys (see :mod:`natsd.plugin.stash`)."""
         self._services: dict[str, object] = {}
@@ -216,6 +218,7 @@ class Server:
         for watcher in self.plugins.interest_listeners(self):
             self.interest.listen(watcher, watcher.kinds)
         self.observers = self.plugins.observers(self)
+        self.tracing = Tracing(self.plugins.message_tracers(self))
         self._pick_client_class()
         log.info("Starting natsd (nats-server %s compatible)", NATS_SERVER_VERSION)
         log.info("  Version:  %s", __version__)
@@ -583,8 +586,10 @@ class Server:
     def _pick_client_class(self) -> None:
         if self.config.trace:
             self._client_class = TracedClient
-        elif self.observers.published:
+        elif self.observers.published or self.tracing.every:
             self._client_class = ObservedClient
+        elif self.tracing:
+            self._client_class = TracingClient
         else:
             self._client_class = Client
 

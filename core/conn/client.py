@@ -40,6 +40,7 @@ from natsd.routing.connection import (
     min_limit,
     notify,
 )
+from natsd.routing.deliver import deliver_traced
 from natsd.routing.subjects import valid_literal_subject, valid_subject
 from natsd.routing.sublist import SublistResult, Subscription
 from natsd.wire import errors
@@ -64,7 +65,7 @@ MAX_PAYLOAD = "Maximum Message Payload Exceeded"
 MAX_CONTROL_LINE = "Maximum Control Line Exceeded"
 TLS_HANDSHAKE_FAILURE = "TLS Handshake Failure"
 
-__all__ = ["CLIENT_CLOSED", "SERVER_SHUTDOWN", "Client", "ObservedClient", "TracedClient"]
+__all__ = ["CLIENT_CLOSED", "SERVER_SHUTDOWN", "Client", "ObservedClient", "TracedClient", "TracingClient"]
 
 
 class Client(Connection, asyncio.Protocol):
@@ -662,11 +663,65 @@ class Client(Connection, asyncio.Protocol):
                 return
 
 
-class ObservedClient(Client):
-    """A client whose publishes are reported to ``message_published`` observers.
+class TracingClient(Client):
+    """A client whose published messages plugins may trace (``natsd_message_tracers``).
 
-    Used only when some plugin observes messages, so that :class:`Client`'s
-    hot path carries no observation cost at all.
+    Chosen only when some tracer is enabled, so that :class:`Client` carries
+    no tracing cost; with tracers triggered by headers only, messages without
+    headers take :class:`Client`'s path untouched.
+    """
+
+    __slots__ = ()
+
+    def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
+                payload: bytes) -> None:
+        tracing = self.server.tracing
+        if self.headers and (tracing.every or tracing.wants(payload, hdr_size)):
+            trace = tracing.begin(self, self.account, subject, reply, payload[:hdr_size], len(payload) - 2)
+            if trace is not None:
+                self._publish_traced(trace, subject, reply, size, payload, hdr_size)
+                return
+        super().on_hpub(subject, reply, hdr_size, size, payload)
+
+    def _publish_traced(self, trace: Any, subject: bytes, reply: bytes | None, size: bytes,
+                        payload: bytes, hdr: int) -> None:
+        """:meth:`on_pub`/:meth:`on_hpub` for a traced message: each step is reported to ``trace``."""
+        if self.pedantic and not valid_literal_subject(subject):
+            self.send_err(errors.INVALID_PUBLISH_SUBJECT)
+        account = self.account
+        self.trace = trace
+        try:
+            if account.mappings is not None:
+                mapped = account.mappings.map(subject)
+                if mapped != subject:
+                    trace.mapped(mapped)
+                subject = mapped
+                if not subject:
+                    return
+            if self.perms is not None and not self.perms.can_publish(subject):
+                from natsd.wire.errors import pub_violation
+
+                trace.refused(pub_violation(subject))
+                self._pub_violation(subject)
+                return
+            self.in_msgs += 1
+            self.in_bytes += len(payload) - 2
+            if self.verbose:
+                self.queue(OK)
+            if not deliver_traced(account, self, subject, reply, size, payload, hdr) and (
+                    reply is not None and self.no_responders and not trace.only):
+                self._no_responders(reply, subject)
+        finally:
+            self.trace = None
+            trace.end()
+
+
+class ObservedClient(TracingClient):
+    """A client whose publishes are reported to ``message_published`` observers, or to
+    tracers that follow every message.
+
+    Used only when some plugin observes or traces every message, so that
+    :class:`Client`'s hot path carries no observation cost at all.
     """
 
     __slots__ = ()
@@ -677,15 +732,22 @@ class ObservedClient(Client):
             self.on_pub(subject, None, size, payload)
 
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
-        super().on_pub(subject, reply, size, payload)
-        body = payload[:-2]
-        notify(self.server.observers.published, self, self.account, subject, reply, None, body)
+        server = self.server
+        trace = server.tracing.begin(self, self.account, subject, reply, None, len(payload) - 2) if (
+            server.tracing.every) else None
+        if trace is None:
+            super().on_pub(subject, reply, size, payload)
+        else:
+            self._publish_traced(trace, subject, reply, size, payload, 0)
+        if server.observers.published:
+            notify(server.observers.published, self, self.account, subject, reply, None, payload[:-2])
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
                 payload: bytes) -> None:
         super().on_hpub(subject, reply, hdr_size, size, payload)
-        hdr, body = payload[:hdr_size], payload[hdr_size:-2]
-        notify(self.server.observers.published, self, self.account, subject, reply, hdr, body)
+        if self.server.observers.published:
+            hdr, body = payload[:hdr_size], payload[hdr_size:-2]
+            notify(self.server.observers.published, self, self.account, subject, reply, hdr, body)
 
 
 def _distinct_clients(result: SublistResult) -> bool:

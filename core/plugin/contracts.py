@@ -8,7 +8,7 @@ methods listed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from natsd.routing.internal import InternalClient
     from natsd.routing.stats import ClosedClient, Totals
     from natsd.routing.sublist import Subscription
+    from natsd.routing.trace import Tracing
     from natsd.security.nkeys import CurveKeyPair, KeyPair
     from natsd.security.peercert import PeerCertificate
 
@@ -173,6 +174,78 @@ class Observer(Protocol):
         """Such a link closed (reported as ``link_connected``)."""
 
 
+class MessageTracer(Protocol):
+    """Decides which published messages to trace (see ``natsd_message_tracers``).
+
+    ``triggers`` names header fields (bytes as written on the wire, such as
+    ``b"Nats-Trace-Dest"``): ``begin`` is called for messages whose header
+    block contains one of them, whoever publishes them (clients, links,
+    plugins). A tracer with ``every = True`` is also asked about each
+    message a client publishes, at the price of a call per message; messages
+    without headers otherwise stay on the untraced path.
+
+    ``begin`` gets the publishing connection, its account, the subject as
+    published (before any mapping), the reply, the header block (``None``:
+    none) and the message's size with its headers. It returns a
+    :class:`MessageTrace` to follow the message, or ``None``. It is called
+    synchronously on the event loop and must be quick.
+    """
+
+    triggers: tuple[bytes, ...]
+
+    def begin(self, client: Connection, account: Account, subject: bytes, reply: bytes | None,
+              headers: bytes | None, size: int) -> MessageTrace | None: ...
+
+
+class MessageTrace(Protocol):
+    """One traced message, told each step of its routing (see :class:`MessageTracer`).
+
+    The router calls these synchronously while it routes the message, then
+    ``end``. ``only`` (nats-server's ``Nats-Trace-Only``) asks the router to
+    go through every step without delivering: it still reports each
+    receiver and forwards to links only what ``forwarded`` returns.
+    """
+
+    only: bool
+
+    def mapped(self, subject: bytes) -> None:
+        """The account's subject mapping turned the subject into ``subject``."""
+
+    def refused(self, error: str) -> None:
+        """The publish was refused (``error``: nats-server's text, such as a permissions violation)."""
+
+    def stream_export(self, account: Account, subject: bytes) -> None:
+        """A stream import carries the message into ``account`` as ``subject``."""
+
+    def service_import(self, account: Account, subject: bytes, to: bytes) -> None:
+        """A service import carries the request into the exporting ``account``, ``subject`` -> ``to``."""
+
+    def delivered(self, sub: Subscription, subject: bytes, error: str | None) -> bool:
+        """The message reaches ``sub`` on this server as ``subject`` (``error``: why it may not, such as the
+        receiver's permissions; it is then not delivered whatever this returns). Return False
+        to keep it from the subscriber (trace only). Subscriptions of in-process clients are
+        reported too: kinds ``ACCOUNT`` and ``SERVICE_IMPORT`` are imports (their crossing is
+        reported by ``stream_export``/``service_import``), ``JETSTREAM`` a stream."""
+
+    def forwarded(self, link: Connection, subject: bytes, queues: Sequence[bytes],
+                  headers: bytes) -> bytes | None:
+        """The message goes to another server over ``link`` (a route, leaf node or gateway)
+        as ``subject``, for the queue groups ``queues``. Return the header block to send (``headers``, or a
+        new one with a hop header), or ``None`` not to send it."""
+
+    def stored(self, stream: str, subject: bytes, error: str | None = None,
+               no_interest: bool = False) -> None:
+        """A persistence plugin (JetStream) stored the message in ``stream``, or refused it
+        (``error``), or dropped it for want of interest (``no_interest``)."""
+
+    def hold(self) -> Callable[[], None]:
+        """Keep the trace open past the router's ``end`` until the returned callable is
+        called: a plugin that finishes its part later (a stream's write) holds it."""
+
+    def end(self) -> None:
+        """The router is done with the message (the trace may still be held)."""
+
+
 class InterestListener(Protocol):
     """Hears an account's interest change (see ``natsd_interest_listeners``).
 
@@ -270,6 +343,10 @@ class ServerAPI(Host, Protocol):
     auth: AuthChain
     interest: InterestRegistry
     """Interest listeners and the current weights (``server.interest.weights(account, kinds)``)."""
+    tracing: Tracing
+    """The message tracers: a plugin whose own connections publish (a link, a device
+    protocol) asks ``tracing.begin(...)`` for a message's trace and routes a traced message
+    with ``natsd.routing.deliver.deliver_traced`` (see ``natsd_message_tracers``)."""
 
     def connect_internal(self, name: str, account: str = ..., *, echo: bool = False,
                          kind: Kind = ..., identity: AuthResult | None = None,

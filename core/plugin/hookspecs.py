@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         Bridge,
         InterestListener,
         Listener,
+        MessageTracer,
         Observer,
         ServerAPI,
         StorageBackend,
@@ -344,4 +345,19 @@ def natsd_observers(server: ServerAPI) -> Observer | Iterable[Observer] | None:
     define costs nothing per message, and one it defines is called
     synchronously on the event loop, so it must be quick and must not raise
     (errors are logged and the observer keeps its place).
+    """
+
+
+@hookspec
+def natsd_message_tracers(server: ServerAPI) -> MessageTracer | Iterable[MessageTracer] | None:
+    """Return tracers of published messages (:class:`natsd.plugin.contracts.MessageTracer`).
+
+    A tracer picks the messages it follows (by header, or all) and gets a
+    :class:`natsd.plugin.contracts.MessageTrace` told each step of their
+    routing: subject mapping, account crossings, each delivery and link,
+    a stream's store. nats-server's message tracing (``Nats-Trace-Dest``)
+    and OpenTelemetry spans are built this way. Called once at start-up,
+    after :func:`natsd_configure`. Without tracers, publishing costs
+    nothing more; a tracer triggered by headers costs messages without
+    headers nothing either.
     """

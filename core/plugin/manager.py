@@ -36,7 +36,15 @@ from natsd.routing.connection import Observers
 from . import hookspecs
 
 if TYPE_CHECKING:
-    from .contracts import Authenticator, Bridge, InterestListener, Listener, ServerAPI, StorageBackend
+    from .contracts import (
+        Authenticator,
+        Bridge,
+        InterestListener,
+        Listener,
+        MessageTracer,
+        ServerAPI,
+        StorageBackend,
+    )
 
 log = logging.getLogger("natsd.plugins")
 
@@ -265,6 +273,9 @@ class PluginManager:
 
     def interest_listeners(self, server: ServerAPI) -> list[InterestListener]:
         return _flatten(self.pm.hook.natsd_interest_listeners(server=server))
+
+    def message_tracers(self, server: ServerAPI) -> list[MessageTracer]:
+        return _flatten(self.pm.hook.natsd_message_tracers(server=server))
 
     def observers(self, server: ServerAPI) -> Observers:
         """The bound methods of every observer, by event (empty lists when unobserved)."""

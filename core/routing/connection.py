@@ -164,6 +164,8 @@ class Host(Protocol):
     global_account: Account
     links: Any
     """What ``accounts {}`` exports and imports wired (:class:`natsd.routing.imports.Links`)."""
+    tracing: Any
+    """The message tracers (:class:`natsd.routing.trace.Tracing`)."""
 
     def schedule_flush(self) -> None: ...
     def connection_closed(self, conn: Connection, reason: str) -> None: ...
@@ -182,7 +184,7 @@ class Connection:
         "closed", "connected", "authorized", "echo", "headers", "perms", "max_subs", "max_pending", "name",
         "lang", "version", "user", "remote", "start", "last", "in_msgs", "in_bytes", "out_msgs",
         "out_bytes_total", "close_reason", "connect_options", "auth_result", "tls", "rtt",
-        "_expiry_timer",
+        "_expiry_timer", "trace",
     )
 
     def __init__(self, server: Host, account: Account, *, kind: Kind = Kind.CLIENT,
@@ -217,6 +219,9 @@ class Connection:
         self.auth_result: Any = None
         self.tls: Any = None  # a natsd.security.peercert.TLSConnection after a TLS handshake
         self._expiry_timer: asyncio.TimerHandle | None = None
+        self.trace: Any = None
+        """The :class:`natsd.plugin.contracts.MessageTrace` of the message this connection
+        is publishing, while the router routes it (see :mod:`natsd.routing.trace`)."""
 
     def describe(self) -> str:
         """``ip:port - cid:N`` (or the transport for connections without an address), for logs."""

@@ -177,6 +177,26 @@ def deliver_as(account: Account, sender: Any, subject: bytes, shown: bytes, repl
     return result.interest
 
 
+def deliver_traced(account: Account, sender: Any, subject: bytes, reply: bytes | None, size: bytes,
+                   payload: bytes, hdr: int, queues: Sequence[bytes] | None = None) -> bool:
+    """:func:`deliver` for a message that ``sender.trace`` follows: every receiver takes the
+    path that reports to the trace (:func:`deliver_one`, links through :func:`_beyond`)."""
+    result = account.sublist.match(subject)
+    trace = sender.trace
+    for sub in result.psubs:
+        if sub.client is not sender or sender.echo:
+            deliver_one(sender, sub, subject, reply, size, payload, hdr)
+        elif trace is not None:
+            trace.delivered(sub, subject, NO_ECHO)
+    if result.qsubs or result.remote is not None or account.egress:
+        bare = SublistResult((), result.qsubs, remote=result.remote)
+        return _beyond(account, sender, bare, subject, reply, size, payload, hdr, queues) or result.interest
+    return result.interest
+
+
+NO_ECHO = "Not delivered to publisher (no echo)"
+"""Why a traced message did not reach its publisher's own subscription."""
+
 JS_ACK = b"$JS.ACK."
 
 
@@ -222,7 +242,18 @@ def _beyond(account: Account, sender: Any, result: SublistResult, subject: bytes
             else:
                 targets.setdefault(client, []).append(name)  # type: ignore[arg-type]
             served.append(name)  # type: ignore[arg-type]
+    trace = sender.trace
     for conn, names in targets.items():
+        if trace is not None:
+            headers = payload[:hdr] if hdr else b""
+            sent = trace.forwarded(conn, subject, names, headers)
+            if sent is None:
+                continue
+            if sent is not headers:
+                body = sent + payload[hdr:]
+                conn.forward(sender, account, subject, remote_reply if remote_reply is not None else reply,
+                             str(len(body) - 2).encode(), body, len(sent), names)
+                continue
         conn.forward(sender, account, subject, remote_reply if remote_reply is not None else reply, size,
                      payload, hdr, names)
     delivered = result.interest
@@ -272,6 +303,10 @@ def _serve_group(sender: Any, group: tuple[Subscription, ...], first: Subscripti
         return
 
 
+SUB_DENIED = "Not allowed to receive (subscribe permissions)"
+"""Why a traced message did not reach a subscription its connection may no longer receive on."""
+
+
 def deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | None,
                 size: bytes, payload: bytes, hdr: int) -> None:
     """Deliver to one local subscription, checking its connection's permissions.
@@ -282,11 +317,16 @@ def deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | N
     """
     client: Connection = sub.client
     perms = client.perms
+    trace = sender.trace
     if perms is not None:
         if perms.deny_delivery(subject, sub.queue):
+            if trace is not None:
+                trace.delivered(sub, subject, SUB_DENIED)
             return
         if reply is not None:
             perms.note_request(reply)
+    if trace is not None and not trace.delivered(sub, subject, None):
+        return
     if client.out is None:
         headers = payload[:hdr] if hdr else None
         client.deliver(sub, subject, reply, headers, payload[hdr:-2], sender)

@@ -32,7 +32,7 @@ from natsd.config import config_error
 from natsd.wire.protocol import CRLF
 
 from .connection import Connection, Kind
-from .deliver import deliver_as, split_shown
+from .deliver import deliver_as, deliver_traced, split_shown
 from .subjects import subject_is_subset, valid_literal_subject, valid_subject
 from .sublist import Subscription
 
@@ -182,15 +182,24 @@ class _Forwarder(Connection):
         self._placed.clear()
 
     def _forward(self, account: Account, subject: bytes, reply: bytes | None,
-                 headers: bytes | None, payload: bytes, shown: bytes | None = None) -> None:
+                 headers: bytes | None, payload: bytes, shown: bytes | None = None,
+                 trace: Any = None) -> None:
         """Route into ``account``; ``shown``: the subject its subscribers see instead (a
-        JetStream delivery's stored subject, see :func:`natsd.routing.deliver.deliver_as`)."""
+        JetStream delivery's stored subject, see :func:`natsd.routing.deliver.deliver_as`);
+        ``trace``: the message's trace (see :mod:`natsd.routing.trace`), which follows it."""
         hdr = headers or b""
         body = hdr + payload
-        if shown is None:
-            account.deliver(self, subject, reply, str(len(body)).encode(), body + CRLF, len(hdr))
-        else:
-            deliver_as(account, self, subject, shown, reply, str(len(body)).encode(), body + CRLF, len(hdr))
+        size = str(len(body)).encode()
+        self.trace = trace
+        try:
+            if shown is not None:
+                deliver_as(account, self, subject, shown, reply, size, body + CRLF, len(hdr))
+            elif trace is not None:
+                deliver_traced(account, self, subject, reply, size, body + CRLF, len(hdr))
+            else:
+                account.deliver(self, subject, reply, size, body + CRLF, len(hdr))
+        finally:
+            self.trace = None
         self.server.schedule_flush()
 
     def remove_sub(self, sub: Subscription) -> None:
@@ -214,7 +223,11 @@ class StreamImport(_Forwarder):
                 headers: bytes | None, payload: bytes, sender: Connection) -> None:
         if sender.kind != Kind.ACCOUNT:
             reply, shown = split_shown(reply)
-            self._forward(self.importer, self.target(subject), reply, headers, payload, shown)
+            target = self.target(subject)
+            trace = sender.trace
+            if trace is not None:
+                trace.stream_export(self.importer, target)
+            self._forward(self.importer, target, reply, headers, payload, shown, trace)
 
 
 class ServiceImport(_Forwarder):
@@ -259,7 +272,11 @@ class ServiceImport(_Forwarder):
                 mapped = self.prefix + b"%d" % next(self._seq)
                 self._expire()
                 self.replies[mapped] = (reply, time.monotonic() + RESPONSE_THRESHOLD)
-            self._forward(self.exporter, self._translate(subject), mapped, headers, payload)
+            to = self._translate(subject)
+            trace = sender.trace
+            if trace is not None:
+                trace.service_import(self.exporter, subject, to)
+            self._forward(self.exporter, to, mapped, headers, payload, None, trace)
             return
         entry = self.replies.get(subject)
         if entry is None:
@@ -271,7 +288,7 @@ class ServiceImport(_Forwarder):
         # a response keeps its reply (a JetStream delivery's ack subject, so that the requester
         # can acknowledge it through its own import) as nats-server's response imports do
         reply, shown = split_shown(reply)
-        self._forward(self.importer, entry[0], reply, headers, payload, shown)
+        self._forward(self.importer, entry[0], reply, headers, payload, shown, sender.trace)
 
     def close(self, reason: str = "", err: str | None = None, *, abort: bool = False) -> None:
         super().close(reason, err, abort=abort)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from natsd.wire.protocol import CRLF
 
 from .connection import CLIENT_CLOSED, NO_LIMIT, Connection, Kind
-from .deliver import deliver_as
+from .deliver import deliver_as, deliver_traced
 from .subjects import valid_literal_subject, valid_subject
 from .sublist import Subscription
 
@@ -150,11 +150,28 @@ class InternalClient(Connection):
         self.in_bytes += len(body)
         target = account or self.account
         rep = _b(reply) if reply is not None else None
-        if shown is not None:
-            delivered = deliver_as(target, self, subj, _b(shown), rep, str(len(body)).encode(), body + CRLF,
-                                   len(hdr))
+        size = str(len(body)).encode()
+        tracing = self.server.tracing
+        trace = None
+        if tracing and (hdr and tracing.wants(hdr, len(hdr)) or tracing.every and self.kind is Kind.CLIENT):
+            # a device's message (an MQTT client is in-process) is a client's; a plugin's own
+            # messages are traced only when their headers ask for it
+            trace = tracing.begin(self, target, subj, rep, headers, len(body),
+                                  internal=self.kind is not Kind.CLIENT)
+        if trace is not None:
+            self.trace = trace
+            try:
+                if shown is not None:
+                    delivered = deliver_as(target, self, subj, _b(shown), rep, size, body + CRLF, len(hdr))
+                else:
+                    delivered = deliver_traced(target, self, subj, rep, size, body + CRLF, len(hdr))
+            finally:
+                self.trace = None
+                trace.end()
+        elif shown is not None:
+            delivered = deliver_as(target, self, subj, _b(shown), rep, size, body + CRLF, len(hdr))
         else:
-            delivered = target.deliver(self, subj, rep, str(len(body)).encode(), body + CRLF, len(hdr))
+            delivered = target.deliver(self, subj, rep, size, body + CRLF, len(hdr))
         self.server.schedule_flush()
         return delivered
 
