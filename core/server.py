@@ -740,9 +740,17 @@ class Server:
         """The ``server`` object of system-account messages (nats-server's ServerInfo)."""
         self._event_seq += 1
         now = datetime.datetime.now(datetime.UTC)
-        return {"name": self.name, "host": self.host, "id": self.server_id,
-                "ver": NATS_SERVER_VERSION, "feature_flags": dict(FEATURE_FLAGS), "jetstream": False,
-                "flags": 0, "seq": self._event_seq, "time": now.isoformat().replace("+00:00", "Z")}
+        info: dict[str, Any] = {"name": self.name, "host": self.host, "id": self.server_id}
+        fields = self._info_fields
+        for key in ("cluster", "domain"):
+            if fields.get(key):
+                info[key] = fields[key]
+        jetstream = bool(fields.get("jetstream"))
+        info.update({"ver": NATS_SERVER_VERSION, "feature_flags": dict(FEATURE_FLAGS), "jetstream": jetstream,
+                     # JetStreamEnabled | BinaryStreamSnapshot | AccountNRG, as nats-server sets them
+                     "flags": 7 if jetstream else 0, "seq": self._event_seq,
+                     "time": now.isoformat().replace("+00:00", "Z")})
+        return info
 
     # -- output -------------------------------------------------------------------
 

@@ -276,9 +276,10 @@ def _set_tls(block: Any, key: str, value: Any, out: dict[str, Any]) -> None:
 #: other than these and ACCOUNT_NOT_SUPPORTED; ``maps`` is read as ``mappings``, and
 #: ``nkey`` only names the account, as in nats-server).
 ACCOUNT_KEYS = frozenset({"users", "exports", "imports", "mappings", "maps", "limits",
-                          "default_permissions", "nkey"})
-#: Account keys of nats-server that natsd does not implement (``jetstream`` is a plugin's).
-ACCOUNT_NOT_SUPPORTED = frozenset({"msg_trace", "trace_dest"})
+                          "default_permissions", "nkey", "msg_trace", "trace_dest"})
+#: Account keys of nats-server that natsd does not implement (``jetstream`` is a plugin's;
+#: ``msg_trace`` is read by the msgtrace plugin).
+ACCOUNT_NOT_SUPPORTED: frozenset[str] = frozenset()
 
 
 def _accounts(block: Any, key: str, value: Any, owned: Mapping[str, str],

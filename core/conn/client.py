@@ -43,6 +43,7 @@ from natsd.routing.connection import (
 from natsd.routing.deliver import deliver_traced
 from natsd.routing.subjects import valid_literal_subject, valid_subject
 from natsd.routing.sublist import SublistResult, Subscription
+from natsd.routing.trace import DROP
 from natsd.wire import errors
 from natsd.wire.errors import ProtocolError
 from natsd.wire.protocol import CRLF, OK, PING, PONG, Parser, encode_err, encode_info, split_run
@@ -679,7 +680,8 @@ class TracingClient(Client):
         if self.headers and (tracing.every or tracing.wants(payload, hdr_size)):
             trace = tracing.begin(self, self.account, subject, reply, payload[:hdr_size], len(payload) - 2)
             if trace is not None:
-                self._publish_traced(trace, subject, reply, size, payload, hdr_size)
+                if trace is not DROP:
+                    self._publish_traced(trace, subject, reply, size, payload, hdr_size)
                 return
         super().on_hpub(subject, reply, hdr_size, size, payload)
 
@@ -709,7 +711,7 @@ class TracingClient(Client):
             if self.verbose:
                 self.queue(OK)
             if not deliver_traced(account, self, subject, reply, size, payload, hdr) and (
-                    reply is not None and self.no_responders and not trace.only):
+                    reply is not None and self.no_responders):
                 self._no_responders(reply, subject)
         finally:
             self.trace = None
@@ -737,7 +739,7 @@ class ObservedClient(TracingClient):
             server.tracing.every) else None
         if trace is None:
             super().on_pub(subject, reply, size, payload)
-        else:
+        elif trace is not DROP:
             self._publish_traced(trace, subject, reply, size, payload, 0)
         if server.observers.published:
             notify(server.observers.published, self, self.account, subject, reply, None, payload[:-2])

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 from natsd.config import config_error, size_setting
 
 from .connection import NO_LIMIT
-from .deliver import deliver, deliver_as, split_shown
+from .deliver import deliver, deliver_as, deliver_traced, split_shown
 from .stats import Totals
 from .sublist import Sublist, Subscription
+from .trace import DROP
 
 if TYPE_CHECKING:
     from natsd.config import ServerConfig
@@ -59,10 +60,26 @@ class Account:
     def deliver_from_server(self, sender: Any, subject: bytes, reply: bytes | None, size: bytes, payload: bytes,
                             hdr: int, queues: Sequence[bytes] = ()) -> bool:
         """A message another server sent (over a route, a gateway or a leaf link): as
-        :meth:`deliver`, except that a JetStream delivery's reply ``<ack reply>@<subject>``
+        :meth:`deliver`, except that a message tracers follow is traced (its headers ask for
+        it, see :mod:`natsd.routing.trace`) and that a JetStream delivery's reply ``<ack reply>@<subject>``
         (nats-server's form, see :func:`natsd.routing.deliver.deliver_as`) shows local subscribers
         ``<subject>`` and the plain ack reply."""
         plain, shown = split_shown(reply)
+        if hdr:
+            tracing = sender.server.tracing
+            if tracing.by_header and tracing.wants(payload, hdr):
+                trace = tracing.begin(sender, self, subject, plain, payload[:hdr], len(payload) - 2)
+                if trace is DROP:
+                    return False
+                if trace is not None:
+                    sender.trace = trace
+                    try:
+                        if shown is None or queues:
+                            return deliver_traced(self, sender, subject, plain, size, payload, hdr, queues)
+                        return deliver_as(self, sender, subject, shown, plain, size, payload, hdr)
+                    finally:
+                        sender.trace = None
+                        trace.end()
         if shown is None or queues:
             return self.deliver(sender, subject, plain, size, payload, hdr, queues)
         return deliver_as(self, sender, subject, shown, plain, size, payload, hdr)

@@ -194,8 +194,8 @@ def deliver_traced(account: Account, sender: Any, subject: bytes, reply: bytes |
     return result.interest
 
 
-NO_ECHO = "Not delivered to publisher (no echo)"
-"""Why a traced message did not reach its publisher's own subscription."""
+NO_ECHO = "Not delivered because of no echo"
+"""Why a traced message did not reach its publisher's own subscription (nats-server's words)."""
 
 JS_ACK = b"$JS.ACK."
 
@@ -303,8 +303,9 @@ def _serve_group(sender: Any, group: tuple[Subscription, ...], first: Subscripti
         return
 
 
-SUB_DENIED = "Not allowed to receive (subscribe permissions)"
-"""Why a traced message did not reach a subscription its connection may no longer receive on."""
+SUB_DENIED = "Not delivered because subscription denies this subject"
+"""Why a traced message did not reach a wildcard subscription whose connection may not receive
+this subject (nats-server's words)."""
 
 
 def deliver_one(sender: Any, sub: Subscription, subject: bytes, reply: bytes | None,

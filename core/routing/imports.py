@@ -53,6 +53,9 @@ class Export:
     subject: bytes
     accounts: frozenset[str] | None  # None: public
     response_type: str = "singleton"
+    allow_trace: bool = False
+    """A service export's consent to traced requests being followed into it (nats-server's
+    ``allow_trace``; see :mod:`natsd.routing.trace`)."""
 
     def allows(self, subject: bytes, importer: str) -> bool:
         return subject_is_subset(subject, self.subject) and (self.accounts is None or importer in self.accounts)
@@ -97,8 +100,25 @@ def _exports(name: str, block: Mapping[str, Any], known: set[str]) -> list[Expor
         rtype = str(entry.get("response_type", entry.get("response", "singleton"))).lower()
         if kind == "service" and rtype not in RESPONSE_TYPES:
             raise config_error(entry, "response_type", f"expected one of {', '.join(RESPONSE_TYPES)}")
-        out.append(Export(kind, subject, frozenset(accounts) if accounts is not None else None, rtype))
+        allow_trace = _allow_trace(entry, "service" if kind == "stream" else None)
+        out.append(Export(kind, subject, frozenset(accounts) if accounts is not None else None, rtype,
+                          allow_trace))
     return out
+
+
+def _allow_trace(entry: Mapping[str, Any], refused: str | None) -> bool:
+    """An entry's ``allow_trace`` (nats-server takes it on service exports and stream imports;
+    ``refused`` names the other kind, which may not have it, in nats-server's words)."""
+    if "allow_trace" not in entry:
+        return False
+    value = entry["allow_trace"]
+    if refused == "service":
+        raise config_error(entry, "allow_trace", "Detected allow_trace directive on non-service")
+    if refused == "stream":
+        raise config_error(entry, "allow_trace", "Detected allow_trace directive on a non-stream")
+    if not isinstance(value, bool):
+        raise config_error(entry, "allow_trace", f"expected true or false, got {value!r}")
+    return value
 
 
 def wire(server: Host) -> Links:
@@ -129,10 +149,13 @@ def wire(server: Host) -> Links:
                     f"account {owner!r} does not export {kind} {subject.decode()!r} to {name!r}"))
             exporter = server.lookup_account(owner)
             if kind == "stream":
-                fwd: Any = StreamImport(server, exporter, importer, subject, _stream_target(entry, subject))
+                fwd: Any = StreamImport(server, exporter, importer, subject, _stream_target(entry, subject),
+                                        _allow_trace(entry, None))
             else:
+                _allow_trace(entry, "stream")
                 local = _subject(entry, "to", entry["to"]) if "to" in entry else subject
-                fwd = ServiceImport(server, exporter, importer, subject, local, export.response_type)
+                fwd = ServiceImport(server, exporter, importer, subject, local, export.response_type,
+                                    export.allow_trace)
             links.forwarders.append(fwd)
             log.debug("account %s imports %s %r from %s", name, kind, subject, owner)
     return links
@@ -209,14 +232,17 @@ class _Forwarder(Connection):
 class StreamImport(_Forwarder):
     """Messages published in ``exporter`` on ``subject`` appear in ``importer``."""
 
-    __slots__ = ("exporter", "importer", "target", "sub")
+    __slots__ = ("exporter", "importer", "target", "sub", "allow_trace")
 
     def __init__(self, server: Host, exporter: Account, importer: Account, subject: bytes,
-                 target: Callable[[bytes], bytes]) -> None:
+                 target: Callable[[bytes], bytes], allow_trace: bool = False) -> None:
         super().__init__(server, importer)
         self.exporter = exporter
         self.importer = importer
         self.target = target
+        self.allow_trace = allow_trace
+        """Traced messages are followed into the importer (else they cross untraced, and a
+        trace-only message stops here)."""
         self.sub = self._subscribe(exporter, subject)
 
     def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None,
@@ -227,6 +253,10 @@ class StreamImport(_Forwarder):
             trace = sender.trace
             if trace is not None:
                 trace.stream_export(self.importer, target)
+                if not self.allow_trace:
+                    if trace.only:
+                        return
+                    trace = None
             self._forward(self.importer, target, reply, headers, payload, shown, trace)
 
 
@@ -234,13 +264,14 @@ class ServiceImport(_Forwarder):
     """Requests in ``importer`` on ``local`` are answered by ``exporter`` on ``subject``."""
 
     __slots__ = ("exporter", "importer", "subject", "local", "response_type", "prefix",
-                 "replies", "_seq", "_transform", "request_sub", "response_sub")
+                 "replies", "_seq", "_transform", "request_sub", "response_sub", "allow_trace")
 
     _ids = itertools.count(1)
 
     def __init__(self, server: Host, exporter: Account, importer: Account, subject: bytes,
-                 local: bytes, response_type: str) -> None:
+                 local: bytes, response_type: str, allow_trace: bool = False) -> None:
         super().__init__(server, importer)
+        self.allow_trace = allow_trace
         self.exporter = exporter
         self.importer = importer
         self.subject = subject
@@ -267,15 +298,22 @@ class ServiceImport(_Forwarder):
         if sub is self.request_sub:
             if sender.kind == Kind.ACCOUNT:
                 return
+            to = self._translate(subject)
+            trace = sender.trace
+            if trace is not None:
+                trace.service_import(self.exporter, subject, to)
+                if not self.allow_trace:
+                    if trace.only:  # not followed into the exporter: the request ends here
+                        if reply:
+                            self._forward(self.importer, reply, None,
+                                          b"NATS/1.0 503\r\nNats-Subject: %s\r\n\r\n" % subject, b"")
+                        return
+                    trace = None
             mapped = None
             if reply:  # not a message the server sent itself (its reply is empty: SERVER_SENT)
                 mapped = self.prefix + b"%d" % next(self._seq)
                 self._expire()
                 self.replies[mapped] = (reply, time.monotonic() + RESPONSE_THRESHOLD)
-            to = self._translate(subject)
-            trace = sender.trace
-            if trace is not None:
-                trace.service_import(self.exporter, subject, to)
             self._forward(self.exporter, to, mapped, headers, payload, None, trace)
             return
         entry = self.replies.get(subject)

@@ -28,6 +28,7 @@ from .connection import CLIENT_CLOSED, NO_LIMIT, Connection, Kind
 from .deliver import deliver_as, deliver_traced
 from .subjects import valid_literal_subject, valid_subject
 from .sublist import Subscription
+from .trace import DROP
 
 if TYPE_CHECKING:
     from .account import Account
@@ -158,6 +159,8 @@ class InternalClient(Connection):
             # messages are traced only when their headers ask for it
             trace = tracing.begin(self, target, subj, rep, headers, len(body),
                                   internal=self.kind is not Kind.CLIENT)
+        if trace is DROP:
+            return False
         if trace is not None:
             self.trace = trace
             try:

@@ -31,6 +31,22 @@ if TYPE_CHECKING:
     from .sublist import Subscription
 
 
+class _Drop:
+    """The trace that discards its message (see :data:`DROP`)."""
+
+    __slots__ = ()
+    only = True
+
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+DROP: Any = _Drop()
+"""What a tracer's ``begin`` returns to discard the message before it is routed (nats-server
+drops a message whose trace destination its publisher may not publish to). The publisher
+is told by the tracer, if at all."""
+
+
 class Tracing:
     """The server's message tracers, sorted by what they look at.
 
@@ -78,6 +94,8 @@ class Tracing:
             except Exception:
                 _log().exception("message tracer %r failed", tracer)
                 continue
+            if trace is DROP:
+                return DROP
             if trace is not None:
                 traces.append(trace)
         if not traces:

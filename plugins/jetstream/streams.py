@@ -461,6 +461,8 @@ class Stream:
         self.republish: SubjectTransform | None = None
         self.apply_config(config)
         self._acks: list[tuple[bytes, bytes]] = []
+        self._traced: list[tuple[Any, Callable[[], None], bytes, bool]] = []
+        """Traced messages waiting for the commit: (trace, release, stored subject, no interest)."""
         self.feeds: dict[str, Any] = {}
         """The mirror and sources feeding this stream, by index name
         (:class:`natsd_plugins.jetstream.sourcing.Feed`)."""
@@ -599,14 +601,36 @@ class Stream:
                 self.batches.received(subject.decode(), headers, payload, reply, hdrs)
                 return
         ack = bool(reply) and not self.config.get("no_ack")
+        sender = self.client.sender
+        trace = sender.trace if sender is not None else None
+        point: Callable[[str, bool], bool] | None = None
+        if trace is not None:
+            if headers and not trace.only and b"Nats-Trace-Dest:" in headers:
+                # stored with tracing off, so that its deliveries to consumers are not traced again
+                headers = _disable_trace_dest(headers)
+            seen: list[tuple[str, bool]] = []
+
+            def point(stored_subject: str, no_interest: bool) -> bool:
+                seen.append((stored_subject, no_interest))
+                return trace.only
         try:
-            seq, duplicate = self.process(subject.decode(), headers, payload)
+            seq, duplicate = self.process(subject.decode(), headers, payload, trace_point=point)
         except ApiError as exc:
+            if trace is not None:  # with the subject if it got as far as nats-server's updateJetStreamEvent
+                trace.stored(self.name, seen[0][0].encode() if seen else b"", exc.description)
             if ack:
                 assert reply is not None
                 body = {"error": exc.json(), "stream": self.name, "seq": 0}
                 self.client.publish(reply, json.dumps(body, separators=(",", ":")).encode())
             return
+        if trace is not None:
+            if trace.only:  # checked, not stored, not acknowledged (nats-server's trace-only)
+                trace.stored(self.name, seen[0][0].encode(), None, seen[0][1])
+                return
+            if duplicate:
+                trace.stored(self.name, b"", "msgid is duplicate")
+            else:
+                self._traced.append((trace, trace.hold(), seen[0][0].encode(), seen[0][1]))
         response = self._pub_ack_head + str(seq).encode() + (b',"duplicate": true}' if duplicate else b"}")
         if duplicate:
             if ack:
@@ -640,11 +664,16 @@ class Stream:
         their messages, once it is durable."""
         self._commit_scheduled = False
         acks, self._acks = self._acks, []
+        traced, self._traced = self._traced, []
         upto = self.next_seq - 1
-        self.store.commit().add_done_callback(lambda done: self._committed(acks, upto, done))
+        self.store.commit().add_done_callback(lambda done: self._committed(acks, upto, done, traced))
 
-    def _committed(self, acks: list[tuple[bytes, bytes]], upto: int, done: asyncio.Future[None]) -> None:
+    def _committed(self, acks: list[tuple[bytes, bytes]], upto: int, done: asyncio.Future[None],
+                   traced: list[tuple[Any, Callable[[], None], bytes, bool]]) -> None:
         error = done.exception()
+        for trace, release, subject, no_interest in traced:
+            trace.stored(self.name, subject, str(error) if error is not None else None, no_interest)
+            release()
         if error is None and upto > self.committed_seq:
             self.committed_seq = upto
             for consumer in self.consumers.values():
@@ -657,7 +686,8 @@ class Stream:
             self.client.publish(reply, response)
 
     def process(self, subject: str, headers: bytes | None, payload: bytes, *, checked: bool = False,
-                internal: bool = False, at_seq: int | None = None, ts: int | None = None) -> tuple[int, bool]:
+                internal: bool = False, at_seq: int | None = None, ts: int | None = None,
+                trace_point: Callable[[str, bool], bool] | None = None) -> tuple[int, bool]:
         """Check and stage one published message: ``(seq, duplicate)`` or an :class:`ApiError`.
 
         The checks run in nats-server's order (a duplicate is acknowledged as such only once
@@ -666,6 +696,9 @@ class Stream:
         message a schedule produced (:mod:`.schedules`) or a mirror or source brought
         (:mod:`.sourcing`), exempt from the publish-side checks of schedules and roll-ups.
         ``at_seq`` and ``ts``: a mirror's message keeps its origin's sequence and time.
+        ``trace_point(subject, no_interest)``: a traced message has passed the checks that
+        come before storing (nats-server's ``updateJetStreamEvent``); True stops there, with
+        nothing staged (trace only), and ``(0, False)`` is returned.
         """
         cfg = self.config
         if self.transform is not None:
@@ -728,6 +761,9 @@ class Stream:
             self.check_size(hdr_bytes, payload)
             self.owner.check_server_usage(cfg["storage"])
         seq = self.next_seq
+        if trace_point is not None and trace_point(
+                subject, cfg["retention"] == "interest" and not self.has_interest(subject)):
+            return 0, False
         if cfg["retention"] == "interest" and not self.has_interest(subject):
             # nobody would ever consume it: not stored, but the sequence is used and acknowledged
             self.store.stage([Skip(seq, now)])
@@ -1115,3 +1151,13 @@ def purge_ops(store: StreamStore, request: Mapping[str, Any]) -> tuple[list[Op],
 
 
 Responder = Callable[[dict[str, Any]], None]
+
+
+def _disable_trace_dest(headers: bytes) -> bytes:
+    """``Nats-Trace-Dest`` set to ``trace disabled`` in place, as nats-server stores a traced
+    message (its consumers' deliveries are not traced again)."""
+    lines = headers.split(b"\r\n")
+    for i, line in enumerate(lines):
+        if line.startswith(b"Nats-Trace-Dest:"):
+            lines[i] = b"Nats-Trace-Dest: trace disabled"
+    return b"\r\n".join(lines)

@@ -11,6 +11,7 @@ import pytest
 
 from natsd import Server, hookimpl
 from natsd.config import ServerConfig
+from natsd.conn.client import Client
 from natsd.plugin.contracts import AuthResult
 from natsd.plugin.manager import PluginError
 
@@ -226,7 +227,10 @@ class ObserverPlugin:
 async def test_lifecycle_observer_keeps_plain_hot_path() -> None:
     obs = Events()
     async with Server(cfg(), plugins=[ObserverPlugin(obs)]) as server:
-        assert server.client_protocol().__class__.__name__ == "Client"
+        # the msgtrace plugin's tracer is triggered by a header: only HPUB takes another path
+        cls = server.client_protocol().__class__
+        assert cls.__name__ == "TracingClient"
+        assert cls.on_pub is Client.on_pub and cls.on_pub_run is Client.on_pub_run
         c = await Conn.open(server, QUIET)
         c.send(b"PING\r\n")
         await c.expect(b"PONG\r\n")

@@ -56,7 +56,8 @@ async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path, 
     acked: list[int] = []
     original = Stream._committed
 
-    def checked(self: Stream, acks: list[tuple[bytes, bytes]], upto: int, done: asyncio.Future[None]) -> None:
+    def checked(self: Stream, acks: list[tuple[bytes, bytes]], upto: int, done: asyncio.Future[None],
+                traced: list[Any]) -> None:
         for _, response in acks:
             seq = json.loads(response)["seq"]
             acked.append(seq)
@@ -64,7 +65,7 @@ async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path, 
             # and every write is a synced one (checked below): an ack before that is a bug
             if seq in self.store.unsynced:  # type: ignore[attr-defined]
                 early.append(seq)
-        original(self, acks, upto, done)
+        original(self, acks, upto, done, traced)
 
     monkeypatch.setattr(Stream, "_committed", checked)
     nc = await nats.connect(server.client_url)
