@@ -54,6 +54,11 @@ PROTOCOL_VIOLATION = "Protocol Violation"
 CLIENT_CLOSED = "Client Closed"
 TLS_HANDSHAKE_FAILURE = "TLS Handshake Failure"
 SERVER_SHUTDOWN = "Server Shutdown"
+LINK_PROTO = 3
+"""The ``proto`` of the INFO a server sends its routes, gateways and leaf nodes: nats-server's
+current level (``MsgTraceProto``: accounts on routes, and message tracing, which tells the peer
+that a trace-only message sent here is not delivered). A peer below it gets traced messages
+without a trace of its own (see the msgtrace plugin)."""
 
 LINK_MAX_PENDING = 256 * 1024 * 1024
 """Bytes queued for a link past which it is closed, whatever the write deadline says."""

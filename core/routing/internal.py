@@ -157,8 +157,9 @@ class InternalClient(Connection):
         if tracing and (hdr and tracing.wants(hdr, len(hdr)) or tracing.every and self.kind is Kind.CLIENT):
             # a device's message (an MQTT client is in-process) is a client's; a plugin's own
             # messages are traced only when their headers ask for it
-            trace = tracing.begin(self, target, subj, rep, headers, len(body),
-                                  internal=self.kind is not Kind.CLIENT)
+            # a stored message sent to a pull request's inbox is traced as its own subject
+            trace = tracing.begin(self, target, _b(shown) if shown is not None else subj, rep, headers,
+                                  len(body), internal=self.kind is not Kind.CLIENT)
         if trace is DROP:
             return False
         if trace is not None:

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from natsd.config.tls import dialing_context
-from natsd.conn.link import SERVER_SHUTDOWN
+from natsd.conn.link import LINK_PROTO, SERVER_SHUTDOWN
 from natsd.plugin.contracts import ServerAPI
 from natsd.routing.account import Account
 from natsd.routing.connection import ANNOUNCED_KINDS, Kind
@@ -39,8 +39,9 @@ log = logging.getLogger("natsd.cluster")
 ROUTE_CONNECT_DELAY = 1.0
 """Seconds between attempts to reach a configured route (nats-server's DEFAULT_ROUTE_CONNECT)."""
 MAX_BACKOFF = 30.0
-ROUTE_PROTO = 2
-"""The route protocol level natsd speaks (accounts in every line; no message tracing)."""
+ROUTE_PROTO = LINK_PROTO
+"""The route protocol level natsd speaks: nats-server's current one (accounts in every line,
+message tracing)."""
 
 
 def _nuid(n: int = 22) -> str:

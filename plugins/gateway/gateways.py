@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 from natsd import NATS_SERVER_VERSION
 from natsd.config.tls import TLSSettings, dialing_context
-from natsd.conn.link import SERVER_SHUTDOWN
+from natsd.conn.link import LINK_PROTO, SERVER_SHUTDOWN
 from natsd.plugin.contracts import ServerAPI
 from natsd.routing.account import Account
 from natsd.routing.connection import ANNOUNCED_KINDS, Kind
@@ -142,7 +142,7 @@ class Gateways:
         host, _, port = self.own_url().rpartition(":")
         info: dict[str, Any] = {
             "server_id": server.server_id, "server_name": server.name,
-            "version": NATS_SERVER_VERSION, "proto": 1, "go": "", "host": host.strip("[]"),
+            "version": NATS_SERVER_VERSION, "proto": LINK_PROTO, "go": "", "host": host.strip("[]"),
             "port": int(port), "headers": True,
         }
         if settings.user is not None:
@@ -391,7 +391,7 @@ class Gateways:
             target = subject[5:11]
             for link in self.outbound.values():
                 if link.registered and hash6(link.remote_gateway) == target:
-                    self._send(link, acc, subject, reply, size, payload, hdr, ())
+                    self._send(sender, link, acc, subject, reply, size, payload, hdr, ())
                     return True
             return False
         if reply is not None and not reply.startswith(b"_GR_."):
@@ -412,12 +412,21 @@ class Gateways:
                     taken.add(qname)
                     queues.append(qname)
             if match.psubs or queues:
-                self._send(link, acc, subject, reply, size, payload, hdr, queues)
+                self._send(sender, link, acc, subject, reply, size, payload, hdr, queues)
                 sent = True
         return sent
 
-    def _send(self, link: GatewayLink, acc: bytes, subject: bytes, reply: bytes | None, size: bytes,
-              payload: bytes, hdr: int, queues: Sequence[bytes]) -> None:
+    def _send(self, sender: Any, link: GatewayLink, acc: bytes, subject: bytes, reply: bytes | None,
+              size: bytes, payload: bytes, hdr: int, queues: Sequence[bytes]) -> None:
+        trace = sender.trace
+        if trace is not None:  # a traced message: reported, and it may carry a hop header
+            headers = payload[:hdr] if hdr else b""
+            sent = trace.forwarded(link, subject, queues, headers)
+            if sent is None:
+                return
+            if sent is not headers:
+                payload = sent + payload[hdr:]
+                hdr, size = len(sent), str(len(payload) - 2).encode()
         if hdr and not link.headers:
             body = payload[hdr:]
             link.add_msg(msg_head(acc, subject, reply, queues, 0, len(body) - 2), b"", body, len(body) - 2)

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from natsd import NATS_SERVER_VERSION
 from natsd.config.tls import dialing_context
-from natsd.conn.link import SERVER_SHUTDOWN
+from natsd.conn.link import LINK_PROTO, SERVER_SHUTDOWN
 from natsd.plugin.contracts import AuthRequest, AuthResult, ServerAPI
 from natsd.routing.account import Account
 from natsd.routing.connection import LOCAL_KINDS, Kind, notify
@@ -229,7 +229,7 @@ class LeafNodes:
         host, _, port = self.advertised().rpartition(":")
         info: dict[str, Any] = {
             "server_id": server.server_id, "server_name": server.name,
-            "version": NATS_SERVER_VERSION, "proto": 1, "go": "python", "host": host.strip("[]"),
+            "version": NATS_SERVER_VERSION, "proto": LINK_PROTO, "go": "python", "host": host.strip("[]"),
             "port": int(port), "headers": True, "auth_required": True,
         }
         if settings.tls is not None:
@@ -302,7 +302,7 @@ class LeafNodes:
             options["deny_pub"] = list(remote.deny_imports)
         options["compress_mode"] = "off"
         options["remote_account"] = link.account.name
-        options["protocol"] = 1
+        options["protocol"] = LINK_PROTO  # the accepting side learns our level from CONNECT only
         return options
 
     # -- authentication (hub side) -------------------------------------------------------------

@@ -55,6 +55,22 @@ _WIRE_KINDS = {Kind.CLIENT: KIND_CLIENT, Kind.ROUTER: KIND_ROUTER, Kind.GATEWAY:
                Kind.LEAF: KIND_LEAF, Kind.HUB: KIND_LEAF}
 _LINKS = (Kind.ROUTER, Kind.GATEWAY, Kind.LEAF, Kind.HUB)
 _IMPORTS = (Kind.ACCOUNT, Kind.SERVICE_IMPORT)
+TRACING_PROTO = 3
+"""The ``proto`` from which a peer server traces what it receives (nats-server's MsgTraceProto)."""
+ONLY_NOT_SUPPORTED = "Not delivered because remote does not support message tracing"
+NOT_SUPPORTED = ("Message delivered but remote does not support message tracing so no trace event "
+                 "generated from there")
+
+
+def conn_name(conn: Connection) -> str:
+    """nats-server's name of a connection in events: a client's CONNECT name, the remote
+    server's name for a route or leaf node, the remote gateway's name for a gateway."""
+    kind = conn.kind
+    if kind is Kind.GATEWAY:
+        return str(getattr(conn, "remote_gateway", "") or conn.name)
+    if kind in _LINKS:
+        return str(getattr(conn, "remote_name", "") or conn.name)
+    return conn.name
 
 
 class MsgTracer:
@@ -124,7 +140,7 @@ class MsgTracer:
         hop = fields.get(TRACE_HOP, [""])[0] if client.kind in _LINKS else ""
         record = TraceEvent(fields, size)
         kind = _WIRE_KINDS.get(client.kind, int(client.kind))
-        record.ingress(kind, client.cid, client.name, account.name, subject.decode("utf-8", "replace"))
+        record.ingress(kind, client.cid, conn_name(client), account.name, subject.decode("utf-8", "replace"))
         return MsgTrace(self, record, event_account, dest, only, hop, fields)
 
     def _may_publish(self, client: Connection, account: Account, dest: str) -> bool:
@@ -215,8 +231,23 @@ class MsgTrace:
         record = self.record
         record.hops += 1
         hop = f"{self.hop}.{record.hops}" if self.hop else str(record.hops)
-        record.egress(_WIRE_KINDS.get(link.kind, int(link.kind)), link.cid, link.name, hop=hop)
-        return set_header(headers, TRACE_HOP, hop)
+        info = getattr(link, "remote_info", None) or {}
+        name = conn_name(link)
+        kind = _WIRE_KINDS.get(link.kind, int(link.kind))
+        # a peer names its level in its INFO; a leaf node we accepted, in its CONNECT only
+        proto: Any = info.get("proto") if "proto" in info else (link.connect_options or {}).get("protocol", 0)
+        try:
+            supported = int(proto) >= TRACING_PROTO
+        except (TypeError, ValueError):
+            supported = False
+        if not supported:
+            if self.only:  # the peer would deliver it
+                record.egress(kind, link.cid, name, hop=hop, error=ONLY_NOT_SUPPORTED)
+                return None
+            record.egress(kind, link.cid, name, hop=hop, error=NOT_SUPPORTED)
+        else:
+            record.egress(kind, link.cid, name, hop=hop)
+        return set_header(headers or b"NATS/1.0\r\n\r\n", TRACE_HOP, hop)
 
     def stored(self, stream: str, subject: bytes, error: str | None = None, no_interest: bool = False) -> None:
         event = self._js.pop(0) if self._js else self.record.add("js")

@@ -137,7 +137,8 @@ class Raw:
                     return
                 body = self.buf[end + 2:end + 2 + size]
                 hdr = int(parts[-2]) if parts[0] == "HMSG" else 0
-                reply = parts[3] if len(parts) == (6 if hdr else 5) and parts[3] else None
+                # "" for the empty reply nats-server frames its own messages with ("MSG s 1  5")
+                reply = parts[3] if len(parts) == (6 if hdr else 5) else None
                 self.frames.append((parts[0], parts[1], reply, body[:hdr] if hdr else None, body[hdr:]))
                 self.buf = self.buf[end + 2 + size + 2:]
                 continue
@@ -402,3 +403,79 @@ async def test_trace_events_and_deliveries_match_nats_server(servers: dict[str, 
             side["received"]["subA"] = [f[:3] + (None,) + f[4:] for f in side["received"]["subA"]]
     assert ours == reference, difference(reference, ours)
     assert any(reference["events"].values()) or name == "odd_destinations"
+
+
+CLUSTER_CONF = """server_name: {name}
+host: 127.0.0.1
+port: {port}
+cluster {{ name: C1, listen: "127.0.0.1:{cport}", routes: ["nats://127.0.0.1:{peer}"] }}
+"""
+
+
+async def until(conn: Raw, publisher: Raw, subject: str) -> None:
+    """Publish on ``subject`` until ``conn`` receives it (interest has crossed the route)."""
+    for _ in range(100):
+        publisher.send(f"PUB {subject} 0\r\n\r\n".encode())
+        await conn.read(0.05)
+        if any(f[1] == subject for f in conn.frames):
+            await conn.read(0.1)
+            conn.frames.clear()
+            return
+    raise AssertionError(f"no interest in {subject} across the route")
+
+
+async def cluster_trace(ports: tuple[int, int]) -> dict[str, Any]:
+    """pub, tracer and subS1 on S1; subS2 (plain and queue) on S2, as in nats-server's docs."""
+    s1, s2 = ports
+    tracer = await Raw.open(s1, "", "tracer")
+    pub = await Raw.open(s1, "", "pub")
+    sub1 = await Raw.open(s1, "", "subS1")
+    sub2 = await Raw.open(s2, "", "subS2")
+    tracer.send(b"SUB trace.dest 1\r\nSUB ready.tracer 2\r\n")
+    sub1.send(b"SUB foo 1\r\n")
+    sub2.send(b"SUB foo 1\r\nSUB foo q 2\r\nSUB ready.sub 3\r\n")
+    await until(sub2, pub, "ready.sub")
+    await until(tracer, sub2, "ready.tracer")
+    for conn in (tracer, sub1, sub2):
+        await conn.read(0.1)
+        conn.frames.clear()
+    pub.hpub("foo", DEST)
+    await asyncio.gather(*(c.read(0.4) for c in (tracer, sub1, sub2)))
+    pub.hpub("foo", ONLY)
+    await asyncio.gather(*(c.read(0.4) for c in (tracer, sub1, sub2)))
+    events = sorted((event_shape(f[4]) for f in tracer.frames), key=lambda e: json.dumps(e, sort_keys=True))
+    seen = {"events": events, "received": {c.name: masked(c.frames) for c in (sub1, sub2)},
+            "errors": {c.name: c.errors for c in (tracer, pub, sub1, sub2) if c.errors}}
+    for conn in (tracer, pub, sub1, sub2):
+        await conn.close()
+    return seen
+
+
+@pytest.mark.parametrize("kinds", [("natsd", "natsd"), ("natsd", "nats-server"), ("nats-server", "natsd")],
+                         ids="-".join)
+async def test_a_trace_crosses_a_route_with_its_hop_as_in_nats_server(
+        kinds: tuple[str, str], tmp_path: Path) -> None:
+    """One event per server, the second naming the hop the first gave the route; a mixed cluster
+    traces as two nats-servers do."""
+    binary = require_nats_server()
+
+    async def run(pair: tuple[str, str], tag: str) -> dict[str, Any]:
+        ports = [T.free_port() for _ in range(4)]
+        procs: list[Proc] = []
+        try:
+            for i, kind in enumerate(pair):
+                conf = tmp_path / f"{tag}-{i}.conf"
+                conf.write_text(CLUSTER_CONF.format(name=f"S{i + 1}", port=ports[i], cport=ports[2 + i],
+                                                    peer=ports[2 + (1 - i)]))
+                argv = [binary] if kind == "nats-server" else [sys.executable, "-m", "natsd"]
+                procs.append(Proc(argv + ["-c", str(conf)], ports[i], tmp_path / f"{tag}-{i}.log"))
+            return await cluster_trace((ports[0], ports[1]))
+        finally:
+            for proc in procs:
+                proc.stop()
+
+    reference = await run(("nats-server", "nats-server"), "ref")
+    ours = await run(kinds, "ours")
+    assert ours == reference, difference(reference, ours)
+    assert [e["server"]["name"] for e in reference["events"]] == ["S1", "S1", "S2", "S2"]
+    assert reference["events"][0]["hops"] == 1

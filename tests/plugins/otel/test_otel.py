@@ -124,3 +124,193 @@ async def test_start_traces_samples_new_traces_and_errors_mark_the_span() -> Non
         await nc.close()
     finally:
         await server.shutdown()
+
+
+async def test_one_message_from_an_mqtt_device_through_a_service_and_a_stream_is_one_trace(
+        tmp_path: Any) -> None:
+    """The issue's proof: an MQTT 5 device publishes with a traceparent user property; a NATS
+    service (nats-py) answers it; a stream stores it and a pull consumer receives it. Every span
+    natsd makes for it belongs to the device's trace, in the right parent/child chain."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from natsd.server import free_port
+
+    mqtt_port = free_port()
+    server, spans = await start(f"""
+        otel {{ exporter: none }}
+        mqtt {{ listen: "127.0.0.1:{mqtt_port}" }}
+        jetstream {{ store_dir: "{tmp_path}" }}
+    """)
+    try:
+        nc = await nats.connect(server.client_url, name="pricing-service")
+        js = nc.jetstream()
+        await js.add_stream(name="ORDERS", subjects=["orders.>"])
+        consumer = await js.pull_subscribe("orders.>", durable="audit")
+
+        async def answer(msg: Any) -> None:  # an instrumented service passes the context on
+            await nc.publish(msg.reply, b"price: 42", headers={"traceparent": msg.headers["traceparent"]})
+        await nc.subscribe("orders.new", cb=answer)
+        await nc.flush()
+
+        replies: asyncio.Queue[Any] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="truck-7", protocol=mqtt.MQTTv5)
+        device.on_message = lambda c, u, m: loop.call_soon_threadsafe(replies.put_nowait, m)
+        await asyncio.to_thread(device.connect, "127.0.0.1", mqtt_port)
+        device.loop_start()
+        try:
+            await asyncio.to_thread(lambda: device.subscribe("replies/truck-7", qos=0)[0])
+            await asyncio.sleep(0.2)
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = [("traceparent", PARENT)]
+            props.ResponseTopic = "replies/truck-7"
+            await asyncio.to_thread(lambda: device.publish("orders/new", b'{"sku": 1}', qos=1,
+                                                           properties=props).wait_for_publish(5))
+            # the request's response topic hears the service and, as on nats-server, the stream's PubAck
+            answers = {(await asyncio.wait_for(replies.get(), 5)).payload for _ in range(2)}
+            assert answers == {b"price: 42", b'{"stream":"ORDERS","seq":1}'}
+            (stored,) = await consumer.fetch(1, timeout=5)
+            assert stored.headers["traceparent"] == PARENT
+            await stored.ack()
+        finally:
+            device.loop_stop()
+            await asyncio.to_thread(device.disconnect)
+
+        got = await wait_spans(spans, 6)
+        by_name: dict[str, list[Any]] = {}
+        for span in got:
+            by_name.setdefault(span.name, []).append(span)
+        assert {format(s.context.trace_id, "032x") for s in got} == {TRACE_ID}
+        (receive,) = by_name["receive orders.new"]
+        assert format(receive.parent.span_id, "016x") == "00f067aa0ba902b7"  # the device's span
+        assert receive.attributes["network.protocol.name"] == "mqtt"
+        assert receive.attributes["nats.client.name"] == "truck-7"
+        children = {s.name for s in got if s.parent is not None and s.parent.span_id == receive.context.span_id}
+        assert children == {"send orders.new", "store ORDERS"}
+        (to_service,) = [s for s in by_name["send orders.new"] if s.parent.span_id == receive.context.span_id]
+        assert to_service.attributes["nats.client.name"] == "pricing-service"
+        (store,) = by_name["store ORDERS"]
+        assert store.attributes["nats.jetstream.stream"] == "ORDERS"
+        assert receive.start_time <= store.start_time <= store.end_time
+        # the service's reply carries the context on to the device
+        (back,) = by_name["receive replies.truck-7"]
+        assert back.attributes["nats.client.name"] == "pricing-service"
+        (to_device,) = by_name["send replies.truck-7"]
+        assert to_device.parent.span_id == back.context.span_id
+        assert to_device.attributes["nats.client.name"] == "mqtt:truck-7"  # the device's session
+        # the stored copy's delivery to the pull consumer, after the store was durable
+        (delivery,) = by_name["deliver orders.new"]
+        assert format(delivery.parent.span_id, "016x") == "00f067aa0ba902b7"
+        assert delivery.attributes["messaging.consumer.group.name"] == "audit"
+        assert delivery.attributes["nats.jetstream.delivered"] == 1
+        assert delivery.start_time >= store.end_time
+        (to_consumer,) = [s for s in by_name["send orders.new"] if s.parent.span_id == delivery.context.span_id]
+        assert to_consumer.attributes["messaging.destination.subscription.name"].startswith("_INBOX.")
+        await nc.close()
+    finally:
+        await server.shutdown()
+
+
+class Collector:
+    """An OTLP/HTTP receiver (the protocol a collector speaks on :4318), on a free port."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+        self.headers: list[dict[str, str]] = []
+
+    async def start(self) -> str:
+        from aiohttp import web
+
+        async def traces(request: web.Request) -> web.Response:
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+            self.requests.append(ExportTraceServiceRequest.FromString(await request.read()))
+            self.headers.append(dict(request.headers))
+            return web.Response(body=b"", content_type="application/x-protobuf")
+
+        app = web.Application()
+        app.router.add_post("/v1/traces", traces)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    def spans(self) -> list[tuple[dict[str, Any], Any]]:
+        """(resource attributes, span) of every span received."""
+        out = []
+        for req in self.requests:
+            for rs in req.resource_spans:
+                resource = {a.key: a.value.string_value for a in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    out.extend((resource, span) for span in ss.spans)
+        return out
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def test_spans_reach_an_otlp_collector_with_the_configured_resource_and_headers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test,team=iot")
+    collector = Collector()
+    endpoint = await collector.start()
+    server = Server(parse(f"""host: 127.0.0.1\nport: -1
+        otel {{ endpoint: "{endpoint}", service_name: edge-broker, headers: {{ x-api-key: s3cret }},
+                resource: {{ team: fleet }} }}"""))
+    await server.start()
+    try:
+        nc = await nats.connect(server.client_url)
+        sub = await nc.subscribe("telemetry.>")
+        await nc.publish("telemetry.truck7", b"80", headers={"traceparent": PARENT})
+        await sub.next_msg(timeout=2)
+        for _ in range(100):
+            if len(collector.spans()) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        got = collector.spans()
+        assert sorted(span.name for _, span in got) == ["receive telemetry.truck7", "send telemetry.truck7"]
+        resource = got[0][0]
+        assert resource["service.name"] == "edge-broker"
+        assert resource["service.instance.id"] == server.server_id
+        assert resource["deployment.environment"] == "test" and resource["team"] == "fleet"  # block wins
+        assert collector.headers[0]["x-api-key"] == "s3cret"
+        receive = next(span for _, span in got if span.name.startswith("receive"))
+        assert receive.trace_id.hex() == TRACE_ID and receive.parent_span_id.hex() == "00f067aa0ba902b7"
+        assert server.service("otel").stats()["exported"] == 2
+        await nc.close()
+    finally:
+        await server.shutdown()
+        await collector.stop()
+
+
+async def test_an_unreachable_collector_is_logged_once_and_traffic_goes_on(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from natsd.server import free_port
+
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+    server = Server(parse(f"""host: 127.0.0.1\nport: -1
+        otel {{ endpoint: "http://127.0.0.1:{free_port()}", timeout: 200ms }}"""))
+    await server.start()
+    try:
+        nc = await nats.connect(server.client_url)
+        sub = await nc.subscribe("a")
+        for i in range(3):
+            await nc.publish("a", b"%d" % i, headers={"traceparent": PARENT})
+            await sub.next_msg(timeout=2)  # delivered at once, whatever the exporter is doing
+            await asyncio.sleep(0.3)
+        otel = server.service("otel")
+        for _ in range(100):
+            if otel.stats()["failed"] >= 6:
+                break
+            await asyncio.sleep(0.05)
+        assert otel.stats()["failed"] >= 6 and otel.stats()["exported"] == 0
+        failures = [r for r in caplog.records if "OpenTelemetry export failed" in r.getMessage()]
+        assert len(failures) == 1
+        await nc.close()
+    finally:
+        await server.shutdown()
