@@ -368,6 +368,7 @@ class Server:
     def after_reload(self, changed: list[str]) -> None:
         """Refresh what the core derived from the config (called by :mod:`natsd.reload`)."""
         self.auth = AuthChain(self.plugins.authenticators(self))
+        self.tracing.refresh()
         self._pick_client_class()
         self._info = self._base_info()
         self.config_digest = self._digest()

@@ -70,7 +70,7 @@ def test_python_blocks_compile(page: str, line: int, code: str, mode: str | None
 
 def test_some_examples_are_marked_to_run() -> None:
     assert {b[0] for b in RUNNABLE} >= {"README.md", "plugins.md", "clustering.md", "leafnodes.md",
-                                        "websocket.md", "jetstream.md", "mqtt.md"}
+                                        "websocket.md", "jetstream.md", "mqtt.md", "tracing.md"}
 
 
 @pytest.mark.parametrize("page, line, code, mode", RUNNABLE, ids=[f"{b[0]}:{b[1]}" for b in RUNNABLE])

@@ -57,9 +57,15 @@ class Tracing:
     publish through the untraced path.
     """
 
-    __slots__ = ("every", "by_header", "triggers")
+    __slots__ = ("tracers", "every", "by_header", "triggers")
 
     def __init__(self, tracers: Sequence[MessageTracer] = ()) -> None:
+        self.tracers = tuple(tracers)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Sort the tracers again (their ``triggers`` or ``every`` may change on a reload)."""
+        tracers = self.tracers
         self.every = tuple(t for t in tracers if getattr(t, "every", False))
         self.by_header = tuple(t for t in tracers if t.triggers)
         self.triggers = tuple(sorted({name for t in self.by_header for name in t.triggers}))
@@ -110,7 +116,8 @@ class Traces:
 
     def __init__(self, traces: list[MessageTrace]) -> None:
         self.traces = traces
-        self.only = all(t.only for t in traces) if traces else False
+        self.only = any(t.only for t in traces)
+        """One trace asking not to deliver (trace only) is enough: no other may deliver."""
 
     def mapped(self, subject: bytes) -> None:
         for t in self.traces:
@@ -129,22 +136,23 @@ class Traces:
             t.service_import(account, subject, to)
 
     def delivered(self, sub: Subscription, subject: bytes, error: str | None) -> bool:
-        deliver = False
-        for t in self.traces:
-            if t.delivered(sub, subject, error):
-                deliver = True
+        deliver = True
+        for t in self.traces:  # each is told, whatever the others say
+            if not t.delivered(sub, subject, error):
+                deliver = False
         return deliver
 
     def forwarded(self, link: Connection, subject: bytes, queues: Sequence[bytes],
                   headers: bytes) -> bytes | None:
-        sent: bytes | None = headers
+        sent = headers
+        held = False
         for t in self.traces:
-            out = t.forwarded(link, subject, queues, sent if sent is not None else headers)
-            if out is not None:
+            out = t.forwarded(link, subject, queues, sent)
+            if out is None:
+                held = True
+            else:
                 sent = out
-            elif t.only:
-                sent = None
-        return sent
+        return None if held else sent
 
     def end(self) -> None:
         for t in self.traces:

@@ -134,6 +134,10 @@ class LeafNodes:
             log.info("Listening for leafnode connections on %s:%d", self.host, self.port)
             # leaf nodes that reach us through another listener (the WebSocket port's /leafnode)
             self.server.acceptors["leafnode"] = lambda carrier: LeafLink(self, solicited=False, carrier=carrier)
+        if settings.remotes and "cluster" not in self.server.config.blocks and not self.cluster_name():
+            # nats-server names the cluster of a leaf without one after the server: its events
+            # (and INFO) carry it, and a hub tells its leaf nodes apart by it
+            self.server.update_info(cluster=self.server.name)
         for index, remote in enumerate(settings.remotes):
             if remote.disabled:
                 continue

@@ -181,6 +181,12 @@ class MessageSpans:
         if client.remote:
             attrs["network.peer.address"] = client.remote[0]
             attrs["network.peer.port"] = client.remote[1]
+        if client.transport == "mqtt" and headers:
+            at = headers.find(b"Nmqtt-Pub:")  # the QoS the device published with (nats-server's header)
+            if at >= 0:
+                qos = headers[at + 10:at + 12].strip()[:1]
+                if qos.isdigit():
+                    attrs["nats.mqtt.qos"] = int(qos)
         operation, name = "receive", "publish"
         if reply is not None:
             attrs["nats.reply"] = reply.decode("utf-8", "replace")

@@ -405,11 +405,23 @@ async def test_trace_events_and_deliveries_match_nats_server(servers: dict[str, 
     assert any(reference["events"].values()) or name == "odd_destinations"
 
 
-CLUSTER_CONF = """server_name: {name}
+CONFS = {
+    "route": ("""server_name: {name}
 host: 127.0.0.1
 port: {port}
-cluster {{ name: C1, listen: "127.0.0.1:{cport}", routes: ["nats://127.0.0.1:{peer}"] }}
-"""
+cluster {{ name: C1, listen: "127.0.0.1:{lport}", routes: ["nats://127.0.0.1:{peer}"] }}
+""",) * 2,
+    "leaf": ("""server_name: {name}
+host: 127.0.0.1
+port: {port}
+leafnodes {{ listen: "127.0.0.1:{lport}" }}
+""", """server_name: {name}
+host: 127.0.0.1
+port: {port}
+leafnodes {{ remotes: [ {{ url: "nats://127.0.0.1:{peer}" }} ] }}
+"""),
+}
+"""Two servers linked by a route, or a hub (S1) and its leaf node (S2)."""
 
 
 async def until(conn: Raw, publisher: Raw, subject: str) -> None:
@@ -425,7 +437,7 @@ async def until(conn: Raw, publisher: Raw, subject: str) -> None:
 
 
 async def cluster_trace(ports: tuple[int, int]) -> dict[str, Any]:
-    """pub, tracer and subS1 on S1; subS2 (plain and queue) on S2, as in nats-server's docs."""
+    """pub, tracer and subS1 on S1; subS2 (plain and queue) on S2, as in nats-server's tests."""
     s1, s2 = ports
     tracer = await Raw.open(s1, "", "tracer")
     pub = await Raw.open(s1, "", "pub")
@@ -451,12 +463,13 @@ async def cluster_trace(ports: tuple[int, int]) -> dict[str, Any]:
     return seen
 
 
+@pytest.mark.parametrize("link", ["route", "leaf"])
 @pytest.mark.parametrize("kinds", [("natsd", "natsd"), ("natsd", "nats-server"), ("nats-server", "natsd")],
                          ids="-".join)
-async def test_a_trace_crosses_a_route_with_its_hop_as_in_nats_server(
-        kinds: tuple[str, str], tmp_path: Path) -> None:
-    """One event per server, the second naming the hop the first gave the route; a mixed cluster
-    traces as two nats-servers do."""
+async def test_a_trace_crosses_a_link_with_its_hop_as_in_nats_server(
+        kinds: tuple[str, str], link: str, tmp_path: Path) -> None:
+    """One event per server, the second naming the hop the first gave the route or leaf link;
+    mixed pairs trace as two nats-servers do."""
     binary = require_nats_server()
 
     async def run(pair: tuple[str, str], tag: str) -> dict[str, Any]:
@@ -465,8 +478,8 @@ async def test_a_trace_crosses_a_route_with_its_hop_as_in_nats_server(
         try:
             for i, kind in enumerate(pair):
                 conf = tmp_path / f"{tag}-{i}.conf"
-                conf.write_text(CLUSTER_CONF.format(name=f"S{i + 1}", port=ports[i], cport=ports[2 + i],
-                                                    peer=ports[2 + (1 - i)]))
+                conf.write_text(CONFS[link][i].format(name=f"S{i + 1}", port=ports[i], lport=ports[2 + i],
+                                                      peer=ports[2 + (1 - i)]))
                 argv = [binary] if kind == "nats-server" else [sys.executable, "-m", "natsd"]
                 procs.append(Proc(argv + ["-c", str(conf)], ports[i], tmp_path / f"{tag}-{i}.log"))
             return await cluster_trace((ports[0], ports[1]))

@@ -185,7 +185,7 @@ async def test_one_message_from_an_mqtt_device_through_a_service_and_a_stream_is
         assert {format(s.context.trace_id, "032x") for s in got} == {TRACE_ID}
         (receive,) = by_name["receive orders.new"]
         assert format(receive.parent.span_id, "016x") == "00f067aa0ba902b7"  # the device's span
-        assert receive.attributes["network.protocol.name"] == "mqtt"
+        assert receive.attributes["network.protocol.name"] == "mqtt" and receive.attributes["nats.mqtt.qos"] == 1
         assert receive.attributes["nats.client.name"] == "truck-7"
         children = {s.name for s in got if s.parent is not None and s.parent.span_id == receive.context.span_id}
         assert children == {"send orders.new", "store ORDERS"}
