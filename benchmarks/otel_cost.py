@@ -6,8 +6,9 @@ A standalone benchmark, not a pytest test::
     python benchmarks/otel_cost.py              # 100,000 messages per case
     python benchmarks/otel_cost.py --count 20000
 
-One run, side by side: nats-server 2.15.1 (the reference), natsd without an
-``otel {}`` block, and natsd with the otel plugin sampling 1 % of the traces
+One run, side by side: nats-server 2.15.1 (the reference), natsd with no
+tracer at all (the always-on msgtrace plugin denied), natsd without an
+``otel {}`` block (msgtrace looks for ``Nats-Trace-Dest``), and natsd with the otel plugin sampling 1 % of the traces
 and all of them, exporting nowhere (span creation alone) and over OTLP/HTTP
 to a local collector that discards what it gets (the export thread competing
 for the interpreter). Every message has its own trace id and payload; the
@@ -151,9 +152,11 @@ def main() -> None:
     sink = sink_process(sink_port)
     work = Path(tempfile.mkdtemp(prefix="otel-cost-"))
     blocks = {
+        "natsd, no tracer at all (msgtrace denied)": "plugins { deny: [msgtrace] }",
         "natsd, no otel block": "",
         "natsd, otel 1 %, no export": "otel { exporter: none, sampler: traceidratio, ratio: 0.01 }",
         "natsd, otel 100 %, no export": "otel { exporter: none }",
+        "natsd, otel 100 %, no export, no delivery spans": "otel { exporter: none, delivery_spans: false }",
         "natsd, otel 1 %, OTLP export": (f'otel {{ endpoint: "http://127.0.0.1:{sink_port}", '
                                          "sampler: traceidratio, ratio: 0.01 }"),
         "natsd, otel 100 %, OTLP export": f'otel {{ endpoint: "http://127.0.0.1:{sink_port}" }}',

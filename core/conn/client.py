@@ -676,14 +676,24 @@ class TracingClient(Client):
 
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
                 payload: bytes) -> None:
+        # the untraced case is one search of the header block per trigger: with the msgtrace
+        # plugin's one trigger, 9 % of a 1→1 HPUB's cost (a call through super() and a helper
+        # cost 18 %; benchmarks/otel_cost.py)
         tracing = self.server.tracing
-        if self.headers and (tracing.every or tracing.wants(payload, hdr_size)):
+        for name in tracing.triggers:
+            if payload.find(name, 0, hdr_size) >= 0:
+                break
+        else:
+            if not tracing.every:
+                Client.on_hpub(self, subject, reply, hdr_size, size, payload)
+                return
+        if self.headers:
             trace = tracing.begin(self, self.account, subject, reply, payload[:hdr_size], len(payload) - 2)
             if trace is not None:
                 if trace is not DROP:
                     self._publish_traced(trace, subject, reply, size, payload, hdr_size)
                 return
-        super().on_hpub(subject, reply, hdr_size, size, payload)
+        Client.on_hpub(self, subject, reply, hdr_size, size, payload)
 
     def _publish_traced(self, trace: Any, subject: bytes, reply: bytes | None, size: bytes,
                         payload: bytes, hdr: int) -> None:

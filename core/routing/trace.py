@@ -90,11 +90,17 @@ class Tracing:
         header-triggered tracers see. A tracer that raises is treated as one
         that declined (the message is delivered regardless).
         """
-        tracers: tuple[MessageTracer, ...] = () if internal else self.every
-        if headers and self.by_header and self.wants(headers, len(headers)):
-            tracers += tuple(t for t in self.by_header if t not in tracers)
         traces: list[MessageTrace] = []
-        for tracer in tracers:
+        every = () if internal else self.every
+        asked = list(every)
+        if headers:
+            for tracer in self.by_header:
+                if tracer not in every:
+                    for name in tracer.triggers:
+                        if name in headers:
+                            asked.append(tracer)
+                            break
+        for tracer in asked:
             try:
                 trace = tracer.begin(client, account, subject, reply, headers, size)
             except Exception:

@@ -50,7 +50,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("natsd.msgtrace")
 
-TRIGGERS = (TRACE_DEST.encode(), b"traceparent", b"Traceparent", b"TraceParent", b"TRACEPARENT")
+TRIGGERS = (TRACE_DEST.encode(), b"traceparent", b"Traceparent")
+"""``Nats-Trace-Dest`` (exactly so, as nats-server matches it); ``traceparent`` in the spellings
+W3C propagators and Go write, looked for only when an account has ``msg_trace``."""
 _WIRE_KINDS = {Kind.CLIENT: KIND_CLIENT, Kind.ROUTER: KIND_ROUTER, Kind.GATEWAY: KIND_GATEWAY,
                Kind.LEAF: KIND_LEAF, Kind.HUB: KIND_LEAF}
 _LINKS = (Kind.ROUTER, Kind.GATEWAY, Kind.LEAF, Kind.HUB)

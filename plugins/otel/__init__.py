@@ -38,8 +38,9 @@ class Otel:
         from .spans import CountingExporter, OtelTracer
 
         self.settings = settings
+        # who the server is goes in the resource, once, rather than in every span
         resource = Resource.create({**settings.resource, "service.name": settings.service_name,
-                                    "service.instance.id": server.server_id})
+                                    "service.instance.id": server.server_id, "nats.server.name": server.name})
         # the tracer decides what is sampled before any span exists (spans.OtelTracer.sampled)
         self.provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
         self.exporter: CountingExporter | None = None

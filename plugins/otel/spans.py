@@ -60,9 +60,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("natsd.otel")
 
-TRIGGERS = (b"traceparent", b"Traceparent", b"TRACEPARENT")
+TRIGGERS = (b"traceparent", b"Traceparent")
+"""W3C propagators write ``traceparent``; ``Traceparent`` is Go's canonical header form. Other
+spellings are not looked for: each name costs a search of every message's headers."""
 _IMPORTS = (Kind.ACCOUNT, Kind.SERVICE_IMPORT)
 _RATIO_MASK = (1 << 64) - 1
+
+
+def _quick_decision(headers: bytes, parent_based: bool, bound: int | None, child_on: bool) -> bool | None:
+    """The sampler's answer from a well-formed lower-case ``traceparent`` line, without parsing
+    the headers (``None``: no such line; the full path decides)."""
+    at = headers.find(b"\r\ntraceparent:")
+    if at < 0:
+        return None
+    value = headers[at + 14:at + 84].strip()
+    if len(value) < 55 or value[2:3] != b"-" or value[35:36] != b"-" or value[52:53] != b"-":
+        return None
+    try:  # a sampled message goes on to the full path, which builds the parent's context
+        if parent_based:
+            return None if int(value[53:55], 16) & 1 else False
+        if bound is not None:
+            return None if int(value[19:35], 16) < bound else False
+    except ValueError:
+        return None
+    return None if child_on else False
 
 
 def trace_context(headers: bytes) -> tuple[str | None, str | None]:
@@ -133,6 +154,9 @@ class OtelTracer:
               headers: bytes | None, size: int) -> MessageSpans | None:
         parent = None
         if headers:
+            quick = _quick_decision(headers, self._parent_based, self._child_bound, self._child_on)
+            if quick is False:
+                return None  # decided from the traceparent's bytes: no parsing, no objects
             value, state = trace_context(headers)
             if value is not None:
                 parent = parse_traceparent(value, state)
@@ -141,7 +165,7 @@ class OtelTracer:
         if not self._server_attrs:  # the port is known once the server listens
             server = self.server
             self._server_attrs = {"messaging.system": "nats", "server.address": server.host,
-                                  "server.port": server.port, "nats.server.name": server.name}
+                                  "server.port": server.port}
         self.traced += 1
         return MessageSpans(self, client, account, subject, reply, headers, size, parent)
 
@@ -154,7 +178,7 @@ def _kind_name(conn: Connection) -> str:
 class MessageSpans:
     """The spans of one traced message (a :class:`natsd.plugin.contracts.MessageTrace`)."""
 
-    __slots__ = ("owner", "span", "context", "subject", "deliveries", "_store_start")
+    __slots__ = ("owner", "account", "span", "context", "subject", "deliveries", "_store_start")
 
     only = False
 
@@ -162,6 +186,7 @@ class MessageSpans:
                  reply: bytes | None, headers: bytes | None, size: int,
                  parent: SpanContext | None) -> None:
         self.owner = owner
+        self.account = account
         self.subject = subject
         self.deliveries = 0
         self._store_start: list[int] = []
@@ -170,12 +195,14 @@ class MessageSpans:
         attrs.update({
             "messaging.destination.name": text,
             "messaging.message.body.size": size - (len(headers) if headers else 0),
-            "messaging.message.envelope.size": size,
             "messaging.client.id": str(client.cid),
             "nats.account": account.name,
-            "nats.connection.kind": _kind_name(client),
-            "network.protocol.name": client.transport if client.transport != "tcp" else "nats",
         })
+        # what is not said is the common case (every attribute costs the SDK a check per span)
+        if client.kind is not Kind.CLIENT:
+            attrs["nats.connection.kind"] = _kind_name(client)
+        if client.transport not in ("tcp", "unix"):
+            attrs["network.protocol.name"] = client.transport
         if client.name:
             attrs["nats.client.name"] = client.name
         if client.remote:
@@ -229,16 +256,18 @@ class MessageSpans:
                                                   "exception.message": error})
             return False
         if self.owner.settings.delivery_spans:
-            attrs = dict(self.owner._server_attrs)
-            attrs.update({
+            attrs: dict[str, Any] = {
+                "messaging.system": "nats",
                 "messaging.operation.type": "send",
                 "messaging.operation.name": "deliver",
                 "messaging.destination.name": subject.decode("utf-8", "replace"),
                 "messaging.destination.subscription.name": sub.subject.decode("utf-8", "replace"),
                 "messaging.client.id": str(client.cid),
-                "nats.account": client.account.name,
-                "nats.connection.kind": _kind_name(client),
-            })
+            }
+            if client.account is not self.account:
+                attrs["nats.account"] = client.account.name
+            if client.kind is not Kind.CLIENT:
+                attrs["nats.connection.kind"] = _kind_name(client)
             if sub.queue:
                 attrs["messaging.consumer.group.name"] = sub.queue.decode("utf-8", "replace")
             if client.name:
@@ -250,14 +279,14 @@ class MessageSpans:
     def forwarded(self, link: Connection, subject: bytes, queues: Sequence[bytes],
                   headers: bytes) -> bytes | None:
         self.deliveries += 1
-        attrs = dict(self.owner._server_attrs)
-        attrs.update({
+        attrs: dict[str, Any] = {
+            "messaging.system": "nats",
             "messaging.operation.type": "send",
             "messaging.operation.name": "forward",
             "messaging.destination.name": subject.decode("utf-8", "replace"),
             "nats.connection.kind": _kind_name(link),
             "nats.link.cid": link.cid,
-        })
+        }
         if link.name:
             attrs["nats.link.name"] = link.name
         if queues:
@@ -272,13 +301,13 @@ class MessageSpans:
 
     def stored(self, stream: str, subject: bytes, error: str | None = None, no_interest: bool = False) -> None:
         start = self._store_start.pop(0) if self._store_start else time.time_ns()
-        attrs = dict(self.owner._server_attrs)
-        attrs.update({
+        attrs: dict[str, Any] = {
+            "messaging.system": "nats",
             "messaging.operation.type": "process",
             "messaging.operation.name": "store",
             "messaging.destination.name": subject.decode("utf-8", "replace"),
             "nats.jetstream.stream": stream,
-        })
+        }
         if no_interest:
             attrs["nats.jetstream.no_interest"] = True
         span = self.owner.tracer.start_span(f"store {stream}", context=self.context, kind=SpanKind.INTERNAL,
