@@ -4,6 +4,8 @@ SDK's in-memory exporter added to the plugin's provider."""
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -259,7 +261,7 @@ async def test_spans_reach_an_otlp_collector_with_the_configured_resource_and_he
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test,team=iot")
     collector = Collector()
     endpoint = await collector.start()
-    server = Server(parse(f"""host: 127.0.0.1\nport: -1
+    server = Server(parse(f"""host: 127.0.0.1\nport: -1\nhttp_port: 0
         otel {{ endpoint: "{endpoint}", service_name: edge-broker, headers: {{ x-api-key: s3cret }},
                 resource: {{ team: fleet }} }}"""))
     await server.start()
@@ -282,6 +284,12 @@ async def test_spans_reach_an_otlp_collector_with_the_configured_resource_and_he
         receive = next(span for _, span in got if span.name.startswith("receive"))
         assert receive.trace_id.hex() == TRACE_ID and receive.parent_span_id.hex() == "00f067aa0ba902b7"
         assert server.service("otel").stats()["exported"] == 2
+        from natsd_plugins.monitor import http_listener
+
+        url = http_listener(server).url
+        varz = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(f"{url}/varz", timeout=5)))
+        assert varz["otel"] == {"exporter": "otlp", "sampler": "parentbased_always_on", "ratio": 1.0,
+                                "traced": 1, "exported": 2, "failed": 0}
         await nc.close()
     finally:
         await server.shutdown()
