@@ -72,6 +72,11 @@ SUBJECT = b"bench.s"
 REQ_SUBJECT = b"bench.req"
 INBOX = b"bench.inbox"
 CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"lang":"bench","version":"0"}\r\n'
+CONNECT_HEADERS = b'CONNECT {"verbose":false,"pedantic":false,"lang":"bench","version":"0","headers":true}\r\n'
+REAL_SUBJECTS = tuple(b"bench.s%02d" % i for i in range(16))
+"""The realistic cases' 16 subjects (one length: every frame of a run has the same size)."""
+RING = 1 << 16
+"""Distinct messages a realistic publisher cycles through (consecutive messages always differ)."""
 RECV_BUF = 4 * 1024 * 1024
 SO_BUF = 4 * 1024 * 1024
 PUB_CHUNK = 256 * 1024
@@ -122,7 +127,7 @@ def read_until(sock: socket.socket, marker: bytes, deadline: float, limit: int =
     return data
 
 
-def connect(port: int, setup: bytes = b"", timeout: float = 10.0) -> socket.socket:
+def connect(port: int, setup: bytes = b"", timeout: float = 10.0, headers: bool = False) -> socket.socket:
     """Connect, read INFO, send CONNECT + ``setup`` + PING and wait for the PONG.
 
     When this returns, the server has processed everything in ``setup`` (e.g. a
@@ -134,7 +139,7 @@ def connect(port: int, setup: bytes = b"", timeout: float = 10.0) -> socket.sock
     info = read_until(sock, b"\r\n", deadline)
     if not info.startswith(b"INFO "):
         raise BenchError(f"expected INFO, got {info[:300]!r}")
-    sock.sendall(CONNECT + setup + b"PING\r\n")
+    sock.sendall((CONNECT_HEADERS if headers else CONNECT) + setup + b"PING\r\n")
     rest = read_until(sock, b"PONG\r\n", deadline)
     rest = rest[rest.index(b"\r\n") + 2 :] if rest.startswith(b"INFO ") else rest
     before, _, after = rest.partition(b"PONG\r\n")
@@ -328,6 +333,68 @@ def publisher_proc(port: int, count: int, size: int, deadline: float, out,
     out.close()
 
 
+def distinct_ring(count: int, size: int, header: bool) -> tuple[bytes, int, int]:
+    """``(ring, frame length, frames in the ring)``: up to :data:`RING` PUB (or HPUB with a
+    ``traceparent``) frames over :data:`REAL_SUBJECTS` in turn, each with its own payload
+    (a counter and letters: never a protocol keyword) and, with headers, its own trace id."""
+    import random
+
+    rng = random.Random(20)
+    n = min(count, RING)
+    n -= n % len(REAL_SUBJECTS)
+    letters = b"abcdefghijklmnopqrstuvwxyz"
+    pool = bytes(rng.choice(letters) for _ in range(size + 4096))
+    frames = []
+    for i in range(n):
+        at = rng.randrange(4096)
+        payload = (b"%08x" % i + pool[at:at + size])[:size]
+        subject = REAL_SUBJECTS[i % len(REAL_SUBJECTS)]
+        if header:
+            hdr = b"NATS/1.0\r\ntraceparent: 00-%032x-%016x-01\r\n\r\n" % (rng.getrandbits(128),
+                                                                          rng.getrandbits(64) | 1)
+            frames.append(b"HPUB %s %d %d\r\n%s%s\r\n" % (subject, len(hdr), len(hdr) + size, hdr, payload))
+        else:
+            frames.append(b"PUB %s %d\r\n%s\r\n" % (subject, size, payload))
+    return b"".join(frames), len(frames[0]), n
+
+
+def publisher_distinct_proc(port: int, count: int, size: int, deadline: float, out, header: bool) -> None:
+    """Publish ``count`` distinct messages (see :func:`distinct_ring`), in chunks of whole frames."""
+    res: dict[str, Any] = {"sent": 0, "error": None}
+    try:
+        ring, flen, nring = distinct_ring(count, size, header)
+        sock = connect(port, headers=header)
+        per_chunk = max(1, PUB_CHUNK // flen)
+        sock.settimeout(10.0)
+        sent = 0
+        at = 0
+        hit_deadline = False
+        res["t0"] = time.perf_counter()
+        cpu0 = time.process_time()
+        while sent < count:
+            n = min(per_chunk, count - sent, nring - at)
+            sock.sendall(ring[at * flen:(at + n) * flen])
+            sent += n
+            at = (at + n) % nring
+            if time.perf_counter() > deadline:
+                hit_deadline = True
+                break
+        res["t_sent"] = time.perf_counter()
+        sock.sendall(b"PING\r\n")
+        data = read_until(sock, b"PONG\r\n", max(deadline, time.perf_counter()) + 30.0)
+        res["t_end"] = time.perf_counter()
+        res["cpu"] = time.process_time() - cpu0
+        res["sent"] = sent
+        res["deadline_hit"] = hit_deadline
+        if data != b"PONG\r\n":
+            res["extra"] = data[:300]
+        sock.close()
+    except Exception as e:  # reported, never raised across the process boundary
+        res["error"] = f"{type(e).__name__}: {e}"
+    out.send(res)
+    out.close()
+
+
 # --------------------------------------------------------------------------
 # subscriber process (one process, any number of subscriber sockets)
 # --------------------------------------------------------------------------
@@ -472,6 +539,140 @@ class SubState:
         }
 
 
+def _serve_subscribers(states: list[SubState], expected_total: int, deadline: float, ready, drain,
+                       res: dict[str, Any]) -> None:
+    """Read every subscriber socket until all messages (or the drain's PONGs) are in."""
+    sel = selectors.DefaultSelector()
+    for st in states:
+        sel.register(st.sock, selectors.EVENT_READ, st)
+    ready.set()
+    cpu0 = time.process_time()
+    grace_until: float | None = None
+    pong_early = False
+    while True:
+        now = time.perf_counter()
+        if now > deadline:
+            res["deadline_hit"] = True
+            break
+        for key, _ in sel.select(0.05):
+            st: SubState = key.data
+            st.on_readable()
+            if st.closed:
+                sel.unregister(st.sock)
+        if drain.is_set():
+            for st in states:
+                if not st.drain_sent and not st.closed:
+                    st.drain_sent = True
+                    try:
+                        st.sock.setblocking(True)
+                        st.sock.sendall(b"PING\r\n")
+                        st.sock.setblocking(False)
+                    except OSError as e:
+                        st.errors.append(f"send PING: {e}".encode())
+            if all(st.closed or (st.drain_sent and st.pongs >= 1) for st in states):
+                total = sum(st.msgs for st in states)
+                if total >= expected_total or all(st.closed for st in states):
+                    break
+                # PONG came back before all messages arrived: give stragglers 2 s
+                pong_early = True
+                if grace_until is None:
+                    grace_until = time.perf_counter() + 2.0
+                elif time.perf_counter() > grace_until:
+                    break
+    res["cpu"] = time.process_time() - cpu0
+    res["pong_before_all_msgs"] = pong_early
+    res["subs"] = [st.summary() for st in states]
+
+
+class StrideState(SubState):
+    """A subscriber of distinct messages: every frame has the same length and shape (subject
+    length, sid, sizes) but its own bytes. Runs of whole frames are checked at C speed by
+    comparing strided slices (each frame's head and its closing CRLF) with references; what
+    does not fit (PING, PONG, -ERR, a wrong frame) goes through :class:`SubState`'s parser."""
+
+    def __init__(self, sock: socket.socket, head: bytes, frame_len: int) -> None:
+        super().__init__(sock, b"\0" * frame_len, b"")
+        self.head = head
+        self.checks = [(i, bytes([head[i]]) * (RECV_BUF // frame_len + 1)) for i in range(len(head))]
+        self.checks += [(frame_len - 2, b"\r" * (RECV_BUF // frame_len + 1)),
+                        (frame_len - 1, b"\n" * (RECV_BUF // frame_len + 1))]
+
+    def consume(self) -> None:
+        buf, L, have = self.buf, self.L, self.have
+        p = 0
+        while p < have:
+            k = (have - p) // L
+            while k:
+                run = buf[p:p + k * L]
+                if all(run[i::L] == ref[:k] for i, ref in self.checks):
+                    break
+                k = k // 2 if buf.startswith(self.head, p) else 0
+            if k:
+                self.msgs += k
+                p += k * L
+                continue
+            if have - p < L and self.head.startswith(bytes(buf[p:min(have, p + len(self.head))])):
+                break  # an incomplete frame
+            e = buf.find(b"\r\n", p, have)
+            if e < 0:
+                break
+            line = bytes(buf[p:e])
+            if line == b"PING":
+                self.pings += 1
+                self.sock.sendall(b"PONG\r\n")
+            elif line == b"PONG":
+                self.pongs += 1
+            elif line.startswith(b"-ERR"):
+                self.errors.append(line[:200])
+            elif line.startswith(b"INFO ") or line == b"+OK":
+                pass
+            else:
+                if len(self.bad_frames) < 5:
+                    self.bad_frames.append(bytes(buf[p:p + 200]))
+                p = have
+                break
+            p = e + 2
+        rest = have - p
+        if rest and p:
+            buf[0:rest] = buf[p:have]
+        self.have = rest
+
+
+def subscriber_distinct_proc(port: int, nsubs: int, queue: str | None, size: int, header: bool,
+                             expected_total: int, deadline: float, ready, drain, out) -> None:
+    """:func:`subscriber_proc` for distinct messages on :data:`REAL_SUBJECTS` (a wildcard
+    subscription), counted by :class:`StrideState`."""
+    res: dict[str, Any] = {"error": None}
+    states: list[SubState] = []
+    try:
+        hlen = 0
+        if header:
+            hlen = len(b"NATS/1.0\r\ntraceparent: 00-%032x-%016x-01\r\n\r\n" % (0, 0))
+            head = b"HMSG %s 1 %d %d\r\n" % (REAL_SUBJECTS[0], hlen, hlen + size)
+        else:
+            head = b"MSG %s 1 %d\r\n" % (REAL_SUBJECTS[0], size)
+        frame_len = len(head) + hlen + size + 2
+        head = head[:len(b"HMSG bench.s") if header else len(b"MSG bench.s")]
+        sub = b"SUB bench.* %s1\r\n" % ((queue.encode() + b" ") if queue else b"")
+        for _ in range(nsubs):
+            sock = connect(port, setup=sub, headers=header)
+            sock.setblocking(False)
+            states.append(StrideState(sock, head, frame_len))
+        _serve_subscribers(states, expected_total, deadline, ready, drain, res)
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+        res["subs"] = [st.summary() for st in states]
+    finally:
+        ready.set()
+        for st in states:
+            try:
+                st.sock.close()
+            except OSError:
+                pass
+    out.send(res)
+    out.close()
+
+
 def subscriber_proc(port: int, nsubs: int, queue: str | None, size: int, expected_total: int,
                     deadline: float, ready, drain, out,
                     subjects: tuple[bytes, ...] = (SUBJECT,), sub_subject: bytes = SUBJECT) -> None:
@@ -485,46 +686,7 @@ def subscriber_proc(port: int, nsubs: int, queue: str | None, size: int, expecte
             s = connect(port, setup=sub)
             s.setblocking(False)
             states.append(SubState(s, frame, payload, len(subjects), subjects))
-        sel = selectors.DefaultSelector()
-        for st in states:
-            sel.register(st.sock, selectors.EVENT_READ, st)
-        ready.set()
-        cpu0 = time.process_time()
-        grace_until: float | None = None
-        pong_early = False
-        while True:
-            now = time.perf_counter()
-            if now > deadline:
-                res["deadline_hit"] = True
-                break
-            for key, _ in sel.select(0.05):
-                st: SubState = key.data
-                st.on_readable()
-                if st.closed:
-                    sel.unregister(st.sock)
-            if drain.is_set():
-                for st in states:
-                    if not st.drain_sent and not st.closed:
-                        st.drain_sent = True
-                        try:
-                            st.sock.setblocking(True)
-                            st.sock.sendall(b"PING\r\n")
-                            st.sock.setblocking(False)
-                        except OSError as e:
-                            st.errors.append(f"send PING: {e}".encode())
-                if all(st.closed or (st.drain_sent and st.pongs >= 1) for st in states):
-                    total = sum(st.msgs for st in states)
-                    if total >= expected_total or all(st.closed for st in states):
-                        break
-                    # PONG came back before all messages arrived: give stragglers 2 s
-                    pong_early = True
-                    if grace_until is None:
-                        grace_until = time.perf_counter() + 2.0
-                    elif time.perf_counter() > grace_until:
-                        break
-        res["cpu"] = time.process_time() - cpu0
-        res["pong_before_all_msgs"] = pong_early
-        res["subs"] = [st.summary() for st in states]
+        _serve_subscribers(states, expected_total, deadline, ready, drain, res)
     except Exception as e:
         res["error"] = f"{type(e).__name__}: {e}"
         res["subs"] = [st.summary() for st in states]
@@ -634,14 +796,36 @@ def run_pubsub(port: int, count: int, size: int, nsubs: int, queue: str | None,
                timeout: float, subjects: tuple[bytes, ...] = (SUBJECT,),
                sub_subject: bytes = SUBJECT) -> dict[str, Any]:
     """One publisher process, one subscriber process holding ``nsubs`` sockets."""
-    deadline = time.perf_counter() + timeout
     count -= count % len(subjects)
     expected = count if queue else count * nsubs
+    return _pub_and_subs(
+        timeout, count, nsubs, expected,
+        lambda deadline, ready, drain, out: (
+            subscriber_proc, (port, nsubs, queue, size, expected, deadline + 10, ready, drain, out,
+                              subjects, sub_subject)),
+        lambda deadline, out: (publisher_proc, (port, count, size, deadline, out, subjects)))
+
+
+def run_distinct(port: int, count: int, size: int, nsubs: int, queue: str | None, header: bool,
+                 timeout: float) -> dict[str, Any]:
+    """:func:`run_pubsub` with distinct messages over 16 subjects (see :func:`distinct_ring`)."""
+    count -= count % len(REAL_SUBJECTS)
+    expected = count if queue else count * nsubs
+    return _pub_and_subs(
+        timeout, count, nsubs, expected,
+        lambda deadline, ready, drain, out: (
+            subscriber_distinct_proc, (port, nsubs, queue, size, header, expected, deadline + 10, ready,
+                                       drain, out)),
+        lambda deadline, out: (publisher_distinct_proc, (port, count, size, deadline, out, header)))
+
+
+def _pub_and_subs(timeout: float, count: int, nsubs: int, expected: int, sub_proc: Any,
+                  pub_proc: Any) -> dict[str, Any]:
+    deadline = time.perf_counter() + timeout
     ready, drain = CTX.Event(), CTX.Event()
     srx, stx = CTX.Pipe(False)
-    sp = CTX.Process(target=subscriber_proc,
-                     args=(port, nsubs, queue, size, expected, deadline + 10, ready, drain, stx,
-                           subjects, sub_subject))
+    target, args = sub_proc(deadline, ready, drain, stx)
+    sp = CTX.Process(target=target, args=args)
     sp.start()
     stx.close()
     if not ready.wait(20):
@@ -653,7 +837,8 @@ def run_pubsub(port: int, count: int, size: int, nsubs: int, queue: str | None,
         _join(sp, 5)
         return {"error": res.get("error") or "subscriber exited early", "sub": res}
     prx, ptx = CTX.Pipe(False)
-    pp = CTX.Process(target=publisher_proc, args=(port, count, size, deadline, ptx, subjects))
+    target, args = pub_proc(deadline, ptx)
+    pp = CTX.Process(target=target, args=args)
     pp.start()
     ptx.close()
     pub = _recv(prx, timeout + 40, "publisher")
@@ -943,6 +1128,20 @@ class PubSubCase(Case):
         return score_pubsub(r, queue=self.queue is not None)
 
 
+class RealCase(Case):
+    """Traffic that looks real: every message differs, 16 subjects, subscribers on a wildcard."""
+
+    def __init__(self, *a, size: int, nsubs: int, queue: str | None = None, header: bool = False,
+                 count_div: int = 1, **kw):
+        super().__init__(*a, **kw)
+        self.size, self.nsubs, self.queue, self.header, self.count_div = size, nsubs, queue, header, count_div
+
+    def run(self, port, cfg):
+        count = max(1000, cfg.count // self.count_div)
+        r = run_distinct(port, count, self.size, self.nsubs, self.queue, self.header, cfg.timeout)
+        return score_pubsub(r, queue=self.queue is not None)
+
+
 class ReqRepCase(Case):
     def run(self, port, cfg):
         try:
@@ -974,6 +1173,27 @@ CASES: dict[str, Case] = {
         PubSubCase("queue", "1→4 queue group 16 B",
                    [("delivered", "1→4 queue group 16 B, delivered (total)", MSGS, True)],
                    "delivered", size=16, nsubs=4, queue="q1"),
+        RealCase("real16", "1→1 16 B distinct, 16 subjects",
+                 [("delivered", "1→1 16 B, distinct payloads, 16 subjects, received", MSGS, True)],
+                 "delivered", size=16, nsubs=1),
+        RealCase("real1k", "1→1 1 KiB distinct, 16 subjects",
+                 [("delivered", "1→1 1 KiB, distinct payloads, 16 subjects, received", MSGS, True)],
+                 "delivered", size=1024, nsubs=1, count_div=4),
+        RealCase("realfan16", "1→4 16 B distinct, 16 subjects",
+                 [("delivered", "1→4 fan-out 16 B, distinct, 16 subjects, delivered (total)", MSGS, True)],
+                 "delivered", size=16, nsubs=4),
+        RealCase("realfan1k", "1→4 1 KiB distinct, 16 subjects",
+                 [("delivered", "1→4 fan-out 1 KiB, distinct, 16 subjects, delivered (total)", MSGS, True)],
+                 "delivered", size=1024, nsubs=4, count_div=4),
+        RealCase("realhdr16", "1→1 16 B distinct with a traceparent header",
+                 [("delivered", "1→1 16 B + traceparent header, distinct, received", MSGS, True)],
+                 "delivered", size=16, nsubs=1, header=True),
+        RealCase("realhdrfan16", "1→4 16 B distinct with a traceparent header",
+                 [("delivered", "1→4 fan-out 16 B + traceparent header, distinct, delivered (total)", MSGS,
+                   True)], "delivered", size=16, nsubs=4, header=True),
+        RealCase("realqueue16", "1→4 queue group 16 B distinct",
+                 [("delivered", "1→4 queue group 16 B, distinct, 16 subjects, delivered (total)", MSGS, True)],
+                 "delivered", size=16, nsubs=4, queue="q1"),
         ReqRepCase("reqrep", "request/reply",
                    [("p50", "request/reply latency p50", "µs", False),
                     ("p99", "request/reply latency p99", "µs", False),

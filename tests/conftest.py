@@ -24,6 +24,17 @@ import pytest
 from natsd.testing import find_nats_server
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile natsd's modules to bytecode once: the suite starts natsd processes hundreds of
+    times, and where ``PYTHONDONTWRITEBYTECODE`` is set (or the install is editable and fresh)
+    each would compile them again, 60 ms of a 150 ms start on a 2-core machine."""
+    import compileall
+
+    root = Path(__file__).resolve().parent.parent
+    for directory in ("core", "plugins", "jwtlib"):
+        compileall.compile_dir(str(root / directory), quiet=1)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     path = find_nats_server()
     if path is None:

@@ -13,15 +13,17 @@ like any third-party plugin and does nothing when no users are configured.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from natsd import hookimpl
 from natsd.config import ServerConfig
 from natsd.plugin.contracts import Authenticator, ServerAPI
 from natsd.plugin.stash import StashKey
 
-from .callout import AuthCallout, CalloutSettings
 from .static import StaticAuthenticator, build_users
+
+if TYPE_CHECKING:  # the callout module (with JWT machinery) is imported only when configured
+    from .callout import AuthCallout
 
 CHAIN = StashKey[list[Authenticator]]()
 
@@ -33,6 +35,8 @@ def _chain(config: Any) -> list[Any]:
     chain: list[Any] = [StaticAuthenticator(users, token, config.no_auth_user, _maps(config))]
     auth = config.authorization or {}
     if "auth_callout" in auth:
+        from .callout import AuthCallout, CalloutSettings  # with its JWT machinery: only when used
+
         settings = CalloutSettings(auth["auth_callout"], auth, users, config.accounts)
         chain.insert(0, AuthCallout(settings, config.accounts))
     return chain
@@ -74,14 +78,14 @@ def natsd_authenticators(server: ServerAPI) -> list[Authenticator] | None:
 @hookimpl
 def natsd_startup(server: ServerAPI) -> None:
     for auth in server.stash.get(CHAIN, ()):
-        if isinstance(auth, AuthCallout):
-            auth.start(server)
+        if not isinstance(auth, StaticAuthenticator):
+            cast("AuthCallout", auth).start(server)
 
 
 @hookimpl
 def natsd_shutdown(server: ServerAPI) -> None:
     for auth in server.stash.pop(CHAIN, ()):
-        if isinstance(auth, AuthCallout):
-            auth.stop()
-        elif isinstance(auth, StaticAuthenticator):
+        if isinstance(auth, StaticAuthenticator):
             auth.close()
+        else:
+            cast("AuthCallout", auth).stop()

@@ -12,7 +12,7 @@ processes on one client port (:mod:`.workers`).
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from natsd import hookimpl
 from natsd.config import ServerConfig, config_error
@@ -20,11 +20,13 @@ from natsd.plugin.contracts import ServerAPI
 from natsd.plugin.manager import OptionParser
 from natsd.plugin.stash import StashKey
 
-from . import settings as settings_mod
 from . import workers as workers_mod
-from .cluster import Cluster
 
-CLUSTER = StashKey[Cluster]()
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+CLUSTER: StashKey[Cluster] = StashKey()
+"""The running cluster; its module (routes and all) is imported only when one is configured."""
 
 
 @hookimpl
@@ -94,12 +96,18 @@ def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
         if block is not None:
             raise config_error(config.blocks, "cluster", "--workers runs its own cluster over "
                                "loopback; a cluster {} block with workers is not supported yet")
+        from . import settings as settings_mod
+        from .cluster import Cluster
+
         spec = workers_mod.WorkerSpec.parse(workers)
         server.name = f"{server.name}-w{spec.index}"
         server.stash[CLUSTER] = Cluster(server, settings_mod.load(spec.cluster_block()))
         return
     _worker_count(config)
     if block is not None:
+        from . import settings as settings_mod
+        from .cluster import Cluster
+
         server.stash[CLUSTER] = Cluster(server, settings_mod.load(block))
 
 

@@ -10,17 +10,18 @@ clusters join one supercluster; see :mod:`.gateways` and docs/superclusters.md.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from natsd import hookimpl
 from natsd.config import ServerConfig
 from natsd.plugin.contracts import ServerAPI
 from natsd.plugin.stash import StashKey
 
-from . import settings as settings_mod
-from .gateways import Gateways
+if TYPE_CHECKING:
+    from .gateways import Gateways
 
-GATEWAYS = StashKey[Gateways]()
+GATEWAYS: StashKey[Gateways] = StashKey()
+"""The running plugin; its modules are imported only when its block is present."""
 
 
 @hookimpl
@@ -32,6 +33,9 @@ def natsd_config_blocks() -> tuple[str, ...]:
 def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
     block = config.blocks.get("gateway")
     if block is not None:
+        from . import settings as settings_mod
+        from .gateways import Gateways
+
         server.stash[GATEWAYS] = Gateways(server, settings_mod.load(block))
 
 

@@ -11,17 +11,18 @@ and docs/leafnodes.md.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from natsd import hookimpl
 from natsd.config import ServerConfig
 from natsd.plugin.contracts import ServerAPI
 from natsd.plugin.stash import StashKey
 
-from . import settings as settings_mod
-from .leafnodes import LeafNodes
+if TYPE_CHECKING:
+    from .leafnodes import LeafNodes
 
-LEAFNODES = StashKey[LeafNodes]()
+LEAFNODES: StashKey[LeafNodes] = StashKey()
+"""The running plugin; its modules are imported only when its block is present."""
 
 
 @hookimpl
@@ -33,6 +34,9 @@ def natsd_config_blocks() -> tuple[str, ...]:
 def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
     block = config.blocks.get("leafnodes", config.blocks.get("leaf"))
     if block is not None:
+        from . import settings as settings_mod
+        from .leafnodes import LeafNodes
+
         server.stash[LEAFNODES] = LeafNodes(server, settings_mod.load(block))
 
 

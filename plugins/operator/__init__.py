@@ -25,14 +25,15 @@ if TYPE_CHECKING:
 
 from . import hookspecs
 from . import settings as settings_mod
-from .resolver import DirectoryResolver, MemoryResolver
-from .trust import OperatorMode
-from .updates import ClaimUpdates
+
+if TYPE_CHECKING:  # the modules themselves (x509, JWT claims) only when operator mode is on
+    from .trust import OperatorMode
+    from .updates import ClaimUpdates
 
 log = logging.getLogger("natsd.operator")
 
-MODE = StashKey[OperatorMode]()
-UPDATES = StashKey[ClaimUpdates]()
+MODE: StashKey[OperatorMode] = StashKey()
+UPDATES: StashKey[ClaimUpdates] = StashKey()
 
 
 @hookimpl
@@ -48,6 +49,9 @@ def natsd_config_blocks() -> tuple[str, ...]:
 @hookimpl
 def natsd_configure(server: ServerAPI, config: ServerConfig) -> None:
     settings = settings_mod.load(config.blocks, config.source)
+    from .resolver import DirectoryResolver, MemoryResolver
+    from .trust import OperatorMode
+
     if config.no_system_account:
         server.system_account = None
     elif config.system_account:  # an account of the operator's, by public key
@@ -79,6 +83,8 @@ def natsd_startup(server: ServerAPI) -> None:
             mode.account(system.name)
         except Exception as e:
             log.warning("system account %s not loaded: %s", system.name, e)
+        from .updates import ClaimUpdates
+
         server.stash[UPDATES] = ClaimUpdates(mode)
     log.info("Operator mode: trusting %s", ", ".join(sorted(mode.trusted)))
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from natsd.config import ConfigError, config_error
 from natsd.config.conf import parse_duration
 from natsd.security.nkeys import is_valid_public_key
-from natsd_jwt.claims import AccountClaims, JWTError, OperatorClaims, decode, read_operator_jwt
+
+if TYPE_CHECKING:  # the JWT machinery is imported when operator mode is configured
+    from natsd_jwt.claims import OperatorClaims
 
 OPERATOR_KEYS = ("operator", "operators", "root", "roots", "root_operator", "root_operators")
 RESOLVER_KEYS = ("resolver", "account_resolver", "accounts_resolver")
@@ -65,6 +67,8 @@ def _strings(blocks: Mapping[str, Any], key: str) -> list[str]:
 
 
 def _operators(blocks: Mapping[str, Any], key: str) -> list[OperatorClaims]:
+    from natsd_jwt.claims import JWTError, read_operator_jwt
+
     out = []
     for value in _strings(blocks, key):
         try:
@@ -130,6 +134,8 @@ def _preload(blocks: Mapping[str, Any], key: str) -> dict[str, str]:
             raise config_error(value, pub, f"not an account public key: {pub!r}")
         if not isinstance(token, str):
             raise config_error(value, pub, "expected an account JWT string")
+        from natsd_jwt.claims import AccountClaims, JWTError, decode
+
         try:
             claims = decode(token)
         except JWTError as e:
