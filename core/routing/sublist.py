@@ -83,10 +83,12 @@ class SublistResult:
     in ``qsubs``). ``interest`` is true when anything matched. ``targets`` is
     filled lazily by the delivery code: per plain subscription, the
     subscription, its client, the client's output list and
-    ``MSG <subject> <sid> ``.
+    ``MSG <subject> <sid> ``; ``htargets`` likewise for messages with headers
+    (``HMSG <subject> <sid> ``, and no output list for a client that takes
+    no headers, which the careful path serves).
     """
 
-    __slots__ = ("psubs", "qsubs", "remote", "interest", "targets")
+    __slots__ = ("psubs", "qsubs", "remote", "interest", "targets", "htargets")
 
     def __init__(self, psubs: tuple[Subscription, ...], qsubs: tuple[tuple[Subscription, ...], ...],
                  remote: Remote | None = None):
@@ -95,6 +97,7 @@ class SublistResult:
         self.remote = remote
         self.interest = bool(psubs or qsubs or remote)
         self.targets: tuple[tuple[Any, ...], ...] | None = None
+        self.htargets: tuple[tuple[Any, ...], ...] | None = None
 
     def __bool__(self) -> bool:
         return self.interest

@@ -100,7 +100,7 @@ class Parser:
     """
 
     __slots__ = ("handler", "max_payload", "max_control_line", "paused", "_buf", "_parts",
-                 "_have", "_need", "_last", "_last_args", "_lines", "_skip")
+                 "_have", "_need", "_last", "_last_args", "_lines", "_hlines", "_skip")
 
     def __init__(
         self,
@@ -118,6 +118,8 @@ class Parser:
         self._need = 0
         self._last = b""
         self._lines: dict[bytes, tuple[bytes, bytes | None, bytes, int]] = {}
+        self._hlines: dict[bytes, tuple[bytes, bytes | None, int, bytes, int]] = {}
+        """HPUB lines seen lately: ``(subject, reply, header size, size, int size)``."""
         self._last_args: tuple[bytes, bytes | None, bytes, int] = (b"", None, b"", 0)
         self._skip: bytes | None = None  # PING/PONG/+OK whose over-long line is being dropped
 
@@ -126,6 +128,7 @@ class Parser:
         self.max_control_line = max_control_line
         self._last = b""  # their sizes were checked against the old limit
         self._lines.clear()
+        self._hlines.clear()
 
     @property
     def buffered(self) -> int:
@@ -172,6 +175,7 @@ class Parser:
         # splitting and converting them again. The line of the previous
         # message is tried first, with startswith(), to find runs.
         lines = self._lines
+        hlines = self._hlines
         last, last_args = self._last, self._last_args
         last_len = len(last)
         admit = getattr(handler, "admit", None)
@@ -231,6 +235,18 @@ class Parser:
                 if reply is None:
                     last, last_len, last_args = line, start - pos, parsed
                 on_pub(subject, reply, size, data[start:end])
+                pos = end
+                continue
+            hparsed = hlines.get(line)
+            if hparsed is not None:  # an HPUB line seen lately: headers come with their own sizes
+                subject, reply, nhdr, size, nsize = hparsed
+                end = start + nsize + 2
+                if end > n:
+                    self._hold(data, pos, end)
+                    break
+                if data[end - 2] != 13 or data[end - 1] != 10:
+                    raise ProtocolError(errors.UNKNOWN_PROTOCOL, "HPUB payload not followed by CRLF")
+                handler.on_hpub(subject, reply, nhdr, size, data[start:end])
                 pos = end
                 continue
             if nl - pos > mcl and _skippable(data, pos) is None:
@@ -295,6 +311,9 @@ class Parser:
                     break
                 if data[end - 2 : end] != CRLF:
                     raise ProtocolError(errors.UNKNOWN_PROTOCOL, "HPUB payload not followed by CRLF")
+                if len(hlines) >= LINE_CACHE_MAX:
+                    hlines.clear()
+                hlines[line] = (subject, reply, nhdr, size, nsize)
                 handler.on_hpub(subject, reply, nhdr, size, data[start:end])
                 pos = end
             else:
