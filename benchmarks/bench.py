@@ -1481,6 +1481,49 @@ def render(results: dict, cfg, info: dict) -> str:
     return text
 
 
+def draw_chart(results: dict, cfg, path: Path) -> None:
+    """natsd / nats-server for each throughput case and latency percentile, as horizontal bars
+    (throughput: higher is better; latency: nats-server's over natsd's, so higher is better too),
+    with the 0.5x goal and parity marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, ratios = [], []
+    for key in cfg.cases:
+        if key not in CASES:
+            continue
+        for mkey, label, _unit, higher_is_better in CASES[key].metrics:
+            if mkey == "published" or mkey.startswith("echo"):
+                continue
+            a = results.get((key, "natsd"))
+            b = results.get((key, "nats-server"))
+            va = a.values.get(mkey) if a else None
+            vb = b.values.get(mkey) if b else None
+            if not va or not vb:
+                continue
+            labels.append(label.replace(", received", "").replace(", delivered (total)", ""))
+            ratios.append(va / vb if higher_is_better else vb / va)
+    if not ratios:
+        raise BenchError("nothing to chart: run natsd and nats-server on the same cases")
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(labels) + 1.2))
+    ys = list(range(len(labels)))[::-1]
+    colours = ["#59a14f" if r >= 1 else "#4e79a7" if r >= 0.5 else "#e15759" for r in ratios]
+    ax.barh(ys, ratios, color=colours)
+    for y, r in zip(ys, ratios, strict=True):
+        ax.text(r + 0.02, y, f"{r:.2f}×", va="center", fontsize=9)
+    ax.set_yticks(ys, labels, fontsize=9)
+    ax.axvline(1.0, color="#333", linewidth=1)
+    ax.axvline(0.5, color="#e15759", linewidth=1, linestyle="--")
+    ax.set_xlabel("natsd / nats-server 2.15.1 (higher is better; latency: nats-server's over natsd's)")
+    ax.set_xlim(0, max(1.2, max(ratios) + 0.3))
+    ax.set_title("natsd against nats-server, same machine, one run", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
@@ -1504,6 +1547,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="benchmark natsd as committed at GIT_REF (exported to a temporary "
                          "directory) instead of the working tree, which may change mid-run")
     ap.add_argument("--json", metavar="PATH", help="also write results as JSON ('-' = stdout)")
+    ap.add_argument("--chart", metavar="PNG",
+                    help="also draw natsd / nats-server per case as a PNG (needs matplotlib: "
+                         "pip install -e '.[bench]')")
     cfg = ap.parse_args(argv)
     cfg.cases = [c.strip() for c in cfg.cases.split(",") if c.strip()]
     cfg.servers = [s.strip() for s in cfg.servers.split(",") if s.strip()]
@@ -1594,6 +1640,9 @@ def main(argv=None) -> int:
     print(f"(total {elapsed:.0f}s; server logs in {logdir})")
     if NATSD_PATH:
         shutil.rmtree(NATSD_PATH, ignore_errors=True)
+    if cfg.chart:
+        draw_chart(results, cfg, Path(cfg.chart))
+        print(f"chart: {cfg.chart}")
     if cfg.json:
         doc = {
             "machine": info,

@@ -145,13 +145,19 @@ def deliver(account: Account, sender: Any, subject: bytes, reply: bytes | None, 
         for group in result.qsubs:
             sub = group[int(random() * len(group))]
             client = sub.client
-            if sub.closed or sub.max_msgs or hdr or client.out is None or client.perms is not None or (
-                    client is sender and not sender.echo):
+            if sub.closed or sub.max_msgs or client.out is None or client.perms is not None or (
+                    hdr and not client.headers) or (client is sender and not sender.echo):
                 _serve_group(sender, group, sub, subject, reply, size, payload, hdr)
                 continue
-            tail = reply + b" " + size + CRLF if reply is not None else size + CRLF
             sub.delivered += 1
-            client.add_msg(b"MSG " + subject + b" " + sub.sid + b" ", tail, payload, len(payload) - 2)
+            if hdr:
+                client.add_msg(b"HMSG " + subject + b" " + sub.sid + b" ",
+                               b"%s %d %s\r\n" % (reply, hdr, size) if reply is not None else
+                               b"%d %s\r\n" % (hdr, size), payload, len(payload) - 2)
+            else:
+                client.add_msg(b"MSG " + subject + b" " + sub.sid + b" ",
+                               reply + b" " + size + CRLF if reply is not None else size + CRLF,
+                               payload, len(payload) - 2)
         return result.interest
     return _beyond(account, sender, result, subject, reply, size, payload, hdr, queues)
 

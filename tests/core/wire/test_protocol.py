@@ -203,3 +203,19 @@ def test_runs_with_payloads_containing_the_control_line() -> None:
     line = b"PUB a 12\r\n"
     frames = (line + b"PUB a 12\r\nzz\r\n") * 3 + line + b"0123456789ab\r\n"
     assert [op[4] for op in parse(frames)] == [b"PUB a 12\r\nzz\r\n"] * 3 + [b"0123456789ab\r\n"]
+
+
+def test_a_remembered_hpub_line_is_checked_like_a_new_one() -> None:
+    rec = Recorder()
+    parser = Parser(rec)
+    frame = b"HPUB h r 12 14\r\nNATS/1.0\r\n\r\nab\r\n"
+    parser.feed(frame * 3)
+    assert rec.ops == [("HPUB", b"h", b"r", 12, b"14", b"NATS/1.0\r\n\r\nab\r\n")] * 3
+    with pytest.raises(ProtocolError):
+        parser.feed(b"HPUB h r 12 14\r\nNATS/1.0\r\n\r\nabZZ")  # the remembered line, a bad frame
+    parser = Parser(rec)
+    parser.feed(frame)
+    parser.set_limits(10, 4096)  # a lower max_payload forgets the lines checked against the old one
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(frame)
+    assert info.value.text == errors.MAX_PAYLOAD
