@@ -395,6 +395,88 @@ def publisher_distinct_proc(port: int, count: int, size: int, deadline: float, o
     out.close()
 
 
+MANY = 100
+"""Publishers and subscribers of the many-connections case, one subject per pair."""
+MANY_BATCH = 10
+"""Messages each of its publishers sends per turn (small batches, as many small clients do)."""
+
+
+def many_frames(index: int, count: int, size: int) -> tuple[bytes, int]:
+    """``count`` distinct PUB frames on publisher ``index``'s own subject, and their length."""
+    subject = b"bench.p%03d" % index
+    frames = [b"PUB %s %d\r\n%s\r\n" % (subject, size, (b"%08x" % (index * count + i)).ljust(size, b"z")[:size])
+              for i in range(count)]
+    return b"".join(frames), len(frames[0])
+
+
+def publisher_many_proc(port: int, count: int, size: int, deadline: float, out) -> None:
+    """:data:`MANY` connections take turns sending :data:`MANY_BATCH` distinct messages each
+    on their own subject, until ``count`` are sent in all."""
+    res: dict[str, Any] = {"sent": 0, "error": None}
+    try:
+        per = max(MANY_BATCH, count // MANY)
+        rings = [many_frames(i, min(per, 1000), size) for i in range(MANY)]
+        socks = [connect(port) for _ in range(MANY)]
+        at = [0] * MANY
+        sent = 0
+        hit_deadline = False
+        res["t0"] = time.perf_counter()
+        cpu0 = time.process_time()
+        while sent < count:
+            for i, sock in enumerate(socks):
+                ring, flen = rings[i]
+                nring = len(ring) // flen
+                n = min(MANY_BATCH, nring - at[i])
+                sock.sendall(ring[at[i] * flen:(at[i] + n) * flen])
+                at[i] = (at[i] + n) % nring
+                sent += n
+            if time.perf_counter() > deadline:
+                hit_deadline = True
+                break
+        res["t_sent"] = time.perf_counter()
+        for sock in socks:
+            sock.sendall(b"PING\r\n")
+        for sock in socks:
+            read_until(sock, b"PONG\r\n", max(deadline, time.perf_counter()) + 30.0)
+        res["t_end"] = time.perf_counter()
+        res["cpu"] = time.process_time() - cpu0
+        res["sent"] = sent
+        res["deadline_hit"] = hit_deadline
+        for sock in socks:
+            sock.close()
+    except Exception as e:  # reported, never raised across the process boundary
+        res["error"] = f"{type(e).__name__}: {e}"
+    out.send(res)
+    out.close()
+
+
+def subscriber_many_proc(port: int, size: int, expected_total: int, deadline: float, ready, drain,
+                         out) -> None:
+    """:data:`MANY` subscribers, each on one publisher's subject."""
+    res: dict[str, Any] = {"error": None}
+    states: list[SubState] = []
+    try:
+        head = b"MSG bench.p"
+        frame_len = len(b"MSG bench.p000 1 %d\r\n" % size) + size + 2
+        for i in range(MANY):
+            sock = connect(port, setup=b"SUB bench.p%03d 1\r\n" % i)
+            sock.setblocking(False)
+            states.append(StrideState(sock, head, frame_len))
+        _serve_subscribers(states, expected_total, deadline, ready, drain, res)
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+        res["subs"] = [st.summary() for st in states]
+    finally:
+        ready.set()
+        for st in states:
+            try:
+                st.sock.close()
+            except OSError:
+                pass
+    out.send(res)
+    out.close()
+
+
 # --------------------------------------------------------------------------
 # subscriber process (one process, any number of subscriber sockets)
 # --------------------------------------------------------------------------
@@ -819,6 +901,16 @@ def run_distinct(port: int, count: int, size: int, nsubs: int, queue: str | None
         lambda deadline, out: (publisher_distinct_proc, (port, count, size, deadline, out, header)))
 
 
+def run_many(port: int, count: int, size: int, timeout: float) -> dict[str, Any]:
+    """:data:`MANY` publishers and as many subscribers, one subject per pair."""
+    count -= count % (MANY * MANY_BATCH)
+    return _pub_and_subs(
+        timeout, count, MANY, count,
+        lambda deadline, ready, drain, out: (
+            subscriber_many_proc, (port, size, count, deadline + 10, ready, drain, out)),
+        lambda deadline, out: (publisher_many_proc, (port, count, size, deadline, out)))
+
+
 def _pub_and_subs(timeout: float, count: int, nsubs: int, expected: int, sub_proc: Any,
                   pub_proc: Any) -> dict[str, Any]:
     deadline = time.perf_counter() + timeout
@@ -953,6 +1045,82 @@ def run_reqrep(port: int, rounds: int, timeout: float, warmup: int = 500) -> dic
     except Exception as e:
         res["error"] = f"{type(e).__name__}: {e}"
     finally:
+        stop.set()
+        res["responder"] = _recv(rrx, 30, "responder")
+        _join(rp, 10)
+    return res
+
+
+def run_reqmany(port: int, requesters: int, rounds: int, timeout: float) -> dict[str, Any]:
+    """``requesters`` clients (one process, one socket each) each send a request and wait for its
+    answer before the next, until ``rounds`` requests are answered in all: throughput and the
+    latency of every request. One responder process answers them all."""
+    deadline = time.perf_counter() + timeout
+    ready, stop = CTX.Event(), CTX.Event()
+    rrx, rtx = CTX.Pipe(False)
+    rp = CTX.Process(target=responder_proc, args=(port, deadline + 10, ready, stop, rtx))
+    rp.start()
+    rtx.close()
+    res: dict[str, Any] = {"error": None}
+    socks: list[socket.socket] = []
+    try:
+        if not ready.wait(20):
+            raise BenchError("responder not ready within 20s")
+        sel = selectors.DefaultSelector()
+        reqs, expects, sent_at = [], [], []
+        for i in range(requesters):
+            inbox = b"%s.%d" % (INBOX, i)
+            sock = connect(port, setup=b"SUB %s 1\r\n" % inbox)
+            sock.setblocking(False)
+            socks.append(sock)
+            reqs.append(b"PUB %s %s 2\r\nhi\r\n" % (REQ_SUBJECT, inbox))
+            expects.append(b"MSG %s 1 2\r\nok\r\n" % inbox)
+            sent_at.append(0)
+            sel.register(sock, selectors.EVENT_READ, i)
+        bufs = [b""] * requesters
+        samples: list[int] = []
+        pc = time.perf_counter_ns
+        t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        for i, sock in enumerate(socks):
+            sent_at[i] = pc()
+            sock.sendall(reqs[i])
+        done = 0
+        while done < rounds:
+            if time.perf_counter() > deadline:
+                res["deadline_hit"] = True
+                break
+            for key, _ in sel.select(1.0):
+                i = key.data
+                sock = socks[i]
+                bufs[i] += sock.recv(65536)
+                data = bufs[i]
+                if b"PING\r\n" in data:
+                    data = data.replace(b"PING\r\n", b"")
+                    sock.setblocking(True)
+                    sock.sendall(b"PONG\r\n")
+                    sock.setblocking(False)
+                expect = expects[i]
+                while data.startswith(expect):
+                    samples.append(pc() - sent_at[i])
+                    done += 1
+                    data = data[len(expect):]
+                    sent_at[i] = pc()
+                    sock.setblocking(True)
+                    sock.sendall(reqs[i])
+                    sock.setblocking(False)
+                if data and not expect.startswith(data[:len(expect)]):
+                    raise BenchError(f"requester {i}: expected {expect!r}, got {data[:200]!r}")
+                bufs[i] = data
+        res["elapsed"] = time.perf_counter() - t0
+        res["cpu"] = time.process_time() - cpu0
+        res["done"] = done
+        res["samples_ns"] = samples
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        for sock in socks:
+            sock.close()
         stop.set()
         res["responder"] = _recv(rrx, 30, "responder")
         _join(rp, 10)
@@ -1142,6 +1310,87 @@ class RealCase(Case):
         return score_pubsub(r, queue=self.queue is not None)
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of process ``pid`` in KiB (``VmRSS``)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class IdleCase(Case):
+    """Memory per idle client connection: the server's resident memory before and after
+    ``IDLE_CONNECTIONS`` clients connect (CONNECT, one SUB each, PING/PONG) and stay."""
+
+    def run(self, port, cfg):
+        o = Outcome()
+        pid = getattr(cfg, "server_pid", 0)
+        if not pid:
+            o.failed = "no server process"
+            return o
+        if pid in _IDLE_MEASURED:
+            o.notes.append("not this server's first run: it reuses the memory the last run freed, "
+                           "so only the first run counts")
+        _IDLE_MEASURED.add(pid)
+        socks: list[socket.socket] = []
+        try:
+            time.sleep(0.3)
+            before = rss_kib(pid)
+            for i in range(IDLE_CONNECTIONS):
+                socks.append(connect(port, setup=b"SUB idle.%d 1\r\n" % i))
+            time.sleep(0.5)
+            after = rss_kib(pid)
+            o.values["kib"] = (after - before) / IDLE_CONNECTIONS
+        except (OSError, BenchError) as e:
+            o.failed = "error"
+            o.notes.append(f"after {len(socks)} connections: {e}")
+        finally:
+            for sock in socks:
+                sock.close()
+        return o
+
+
+IDLE_CONNECTIONS = 1000
+_IDLE_MEASURED: set[int] = set()
+
+
+class ManyCase(Case):
+    def run(self, port, cfg):
+        r = run_many(port, max(MANY * MANY_BATCH, cfg.count // 2), 16, cfg.timeout)
+        o = score_pubsub(r, queue=True)  # each message has one receiver, as in a queue group
+        o.notes = [n for n in o.notes if not n.startswith("queue split")]
+        return o
+
+
+class ReqManyCase(Case):
+    """Request/reply with many concurrent requesters (closed loop): throughput, p50, p99."""
+
+    def run(self, port, cfg):
+        r = run_reqmany(port, REQUESTERS, cfg.rounds * 2, cfg.timeout)
+        o = Outcome(raw=r)
+        if r.get("error"):
+            o.failed = "error"
+            o.notes.append(r["error"])
+            return o
+        samples = sorted(r["samples_ns"])
+        if not samples:
+            o.failed = "no answers"
+            return o
+        o.values["rate"] = r["done"] / r["elapsed"]
+        o.raw["gen_cpu"] = {"requesters": r["cpu"] / r["elapsed"]}
+        if r["cpu"] / r["elapsed"] > 0.85:
+            o.notes.append("the requesters' process was busy most of the run: the rate is partly theirs")
+        o.values["p50"] = samples[len(samples) // 2] / 1000
+        o.values["p99"] = samples[min(len(samples) - 1, int(len(samples) * 0.99))] / 1000
+        if r.get("deadline_hit"):
+            o.notes.append(f"deadline hit after {r['done']:,} answers")
+        return o
+
+
+REQUESTERS = 50
+
+
 class ReqRepCase(Case):
     def run(self, port, cfg):
         try:
@@ -1194,6 +1443,16 @@ CASES: dict[str, Case] = {
         RealCase("realqueue16", "1→4 queue group 16 B distinct",
                  [("delivered", "1→4 queue group 16 B, distinct, 16 subjects, delivered (total)", MSGS, True)],
                  "delivered", size=16, nsubs=4, queue="q1"),
+        ManyCase("many", f"{MANY} publishers x {MANY} subscribers, distinct subjects",
+                 [("delivered", f"{MANY} publishers x {MANY} subscribers 16 B, distinct, received", MSGS,
+                   True)], "delivered"),
+        IdleCase("idle", "memory per idle connection",
+                 [("kib", f"memory per idle connection ({IDLE_CONNECTIONS:,} clients, one SUB each)", "KiB",
+                   False)], "kib"),
+        ReqManyCase("reqmany", f"request/reply, {REQUESTERS} concurrent requesters",
+                    [("rate", f"request/reply, {REQUESTERS} requesters, answered", MSGS, True),
+                     ("p50", f"request/reply, {REQUESTERS} requesters, latency p50", "µs", False),
+                     ("p99", f"request/reply, {REQUESTERS} requesters, latency p99", "µs", False)], "rate"),
         ReqRepCase("reqrep", "request/reply",
                    [("p50", "request/reply latency p50", "µs", False),
                     ("p99", "request/reply latency p99", "µs", False),
@@ -1300,6 +1559,7 @@ def run_case_runs(case: Case, spec: ServerSpec, cfg, logdir: Path, repeat: int,
                 if waited > 1.5:
                     print(f"    (waited {waited:.0f}s for other processes to go quiet)", flush=True)
                 w0, b0, g0, s0 = time.perf_counter(), system_busy_cpu(), own_cpu(), srv.cpu()
+                cfg.server_pid = srv.proc.pid if srv.proc else 0  # for cases that read its memory
                 o = case.run(srv.port, cfg)
                 w1, b1, g1, s1 = time.perf_counter(), system_busy_cpu(), own_cpu(), srv.cpu()
                 outcomes.append(o)
@@ -1372,6 +1632,8 @@ def fmt(v: float | None, unit: str) -> str:
         return "—"
     if unit == "µs":
         return f"{v:,.1f} µs"
+    if unit == "KiB":
+        return f"{v:,.1f} KiB"
     return f"{v:,.0f}"
 
 
@@ -1495,7 +1757,7 @@ def draw_chart(results: dict, cfg, path: Path) -> None:
         if key not in CASES:
             continue
         for mkey, label, _unit, higher_is_better in CASES[key].metrics:
-            if mkey == "published" or mkey.startswith("echo"):
+            if mkey in ("published", "kib") or mkey.startswith("echo"):
                 continue
             a = results.get((key, "natsd"))
             b = results.get((key, "nats-server"))
