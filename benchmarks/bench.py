@@ -291,6 +291,21 @@ class Server:
 # --------------------------------------------------------------------------
 
 
+def _finish_publisher(sock: socket.socket, res: dict[str, Any], sent: int, hit_deadline: bool,
+                      deadline: float, cpu0: float) -> None:
+    """A publisher's PING/PONG (the server has read everything) and its result fields."""
+    res["t_sent"] = time.perf_counter()
+    sock.sendall(b"PING\r\n")
+    data = read_until(sock, b"PONG\r\n", max(deadline, time.perf_counter()) + 30.0)
+    res["t_end"] = time.perf_counter()
+    res["cpu"] = time.process_time() - cpu0
+    res["sent"] = sent
+    res["deadline_hit"] = hit_deadline
+    if data != b"PONG\r\n":
+        res["extra"] = data[:300]
+    sock.close()
+
+
 def publisher_proc(port: int, count: int, size: int, deadline: float, out,
                    subjects: tuple[bytes, ...] = (SUBJECT,)) -> None:
     """Publish ``count`` messages; with several subjects they are used in turn."""
@@ -316,16 +331,7 @@ def publisher_proc(port: int, count: int, size: int, deadline: float, out,
             if time.perf_counter() > deadline:
                 hit_deadline = True
                 break
-        res["t_sent"] = time.perf_counter()
-        sock.sendall(b"PING\r\n")
-        data = read_until(sock, b"PONG\r\n", max(deadline, time.perf_counter()) + 30.0)
-        res["t_end"] = time.perf_counter()
-        res["cpu"] = time.process_time() - cpu0
-        res["sent"] = sent
-        res["deadline_hit"] = hit_deadline
-        if data != b"PONG\r\n":
-            res["extra"] = data[:300]
-        sock.close()
+        _finish_publisher(sock, res, sent, hit_deadline, deadline, cpu0)
     except Exception as e:  # reported, never raised across the process boundary
         res["error"] = f"{type(e).__name__}: {e}"
         res["sent_before_error"] = locals().get("sent", 0)
@@ -379,16 +385,7 @@ def publisher_distinct_proc(port: int, count: int, size: int, deadline: float, o
             if time.perf_counter() > deadline:
                 hit_deadline = True
                 break
-        res["t_sent"] = time.perf_counter()
-        sock.sendall(b"PING\r\n")
-        data = read_until(sock, b"PONG\r\n", max(deadline, time.perf_counter()) + 30.0)
-        res["t_end"] = time.perf_counter()
-        res["cpu"] = time.process_time() - cpu0
-        res["sent"] = sent
-        res["deadline_hit"] = hit_deadline
-        if data != b"PONG\r\n":
-            res["extra"] = data[:300]
-        sock.close()
+        _finish_publisher(sock, res, sent, hit_deadline, deadline, cpu0)
     except Exception as e:  # reported, never raised across the process boundary
         res["error"] = f"{type(e).__name__}: {e}"
     out.send(res)

@@ -705,7 +705,7 @@ class TracingClient(Client):
         try:
             if account.mappings is not None:
                 mapped = account.mappings.map(subject)
-                if mapped != subject:
+                if mapped and mapped != subject:
                     trace.mapped(mapped)
                 subject = mapped
                 if not subject:

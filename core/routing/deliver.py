@@ -255,25 +255,38 @@ def _beyond(account: Account, sender: Any, result: SublistResult, subject: bytes
                 targets.setdefault(client, []).append(name)  # type: ignore[arg-type]
             served.append(name)  # type: ignore[arg-type]
     trace = sender.trace
+    sent_reply = remote_reply if remote_reply is not None else reply
     for conn, names in targets.items():
-        if trace is not None:
-            headers = payload[:hdr] if hdr else b""
-            sent = trace.forwarded(conn, subject, names, headers)
-            if sent is None:
-                continue
-            if sent is not headers:
-                body = sent + payload[hdr:]
-                conn.forward(sender, account, subject, remote_reply if remote_reply is not None else reply,
-                             str(len(body) - 2).encode(), body, len(sent), names)
-                continue
-        conn.forward(sender, account, subject, remote_reply if remote_reply is not None else reply, size,
-                     payload, hdr, names)
+        if trace is None:
+            conn.forward(sender, account, subject, sent_reply, size, payload, hdr, names)
+            continue
+        frame = traced_frame(trace, conn, subject, names, size, payload, hdr)
+        if frame is not None:
+            conn.forward(sender, account, subject, sent_reply, *frame, names)
     delivered = result.interest
     if account.egress and kind in EGRESS_FROM:
         for egress in account.egress:
             if egress(sender, account, subject, reply, size, payload, hdr, result, served):
                 delivered = True
     return delivered
+
+
+def traced_frame(trace: Any, link: Any, subject: bytes, queues: Sequence[bytes], size: bytes,
+                 payload: bytes, hdr: int) -> tuple[bytes, bytes, int] | None:
+    """``(size, payload, hdr)`` to send ``link`` for a message ``trace`` follows, with the header
+    block the trace chose (a hop header), or ``None`` if the trace keeps it from the link.
+
+    A plugin that sends messages to other servers itself (gateways, through egress) calls this
+    for each link when the sender has a ``trace``.
+    """
+    headers = payload[:hdr] if hdr else b""
+    sent = trace.forwarded(link, subject, queues, headers)
+    if sent is None:
+        return None
+    if sent is headers:
+        return size, payload, hdr
+    body = sent + payload[hdr:]
+    return str(len(body) - 2).encode(), body, len(sent)
 
 
 def _choose(sender: Any, members: tuple[Subscription, ...], pick: frozenset[Kind]

@@ -42,6 +42,7 @@ from natsd.conn.link import LINK_PROTO, SERVER_SHUTDOWN
 from natsd.plugin.contracts import ServerAPI
 from natsd.routing.account import Account
 from natsd.routing.connection import ANNOUNCED_KINDS, Kind
+from natsd.routing.deliver import traced_frame
 from natsd.routing.stats import rfc3339
 from natsd.routing.sublist import SublistResult
 from natsd.wire.routed import encode_json, encode_sub, encode_unsub, msg_head
@@ -95,6 +96,10 @@ class Gateways:
 
     async def start(self) -> None:
         loop = self.server.loop
+        if "cluster" not in self.server.config.blocks:
+            # nats-server names the cluster of a server with a gateway and no cluster after the
+            # gateway: its INFO and events carry it
+            self.server.update_info(cluster=self.name)
         port = self.settings.port if self.settings.port > 0 else 0
         try:
             self._listener = await loop.create_server(
@@ -418,15 +423,11 @@ class Gateways:
 
     def _send(self, sender: Any, link: GatewayLink, acc: bytes, subject: bytes, reply: bytes | None,
               size: bytes, payload: bytes, hdr: int, queues: Sequence[bytes]) -> None:
-        trace = sender.trace
-        if trace is not None:  # a traced message: reported, and it may carry a hop header
-            headers = payload[:hdr] if hdr else b""
-            sent = trace.forwarded(link, subject, queues, headers)
-            if sent is None:
+        if sender.trace is not None:  # a traced message: reported, and it may carry a hop header
+            frame = traced_frame(sender.trace, link, subject, queues, size, payload, hdr)
+            if frame is None:
                 return
-            if sent is not headers:
-                payload = sent + payload[hdr:]
-                hdr, size = len(sent), str(len(payload) - 2).encode()
+            size, payload, hdr = frame
         if hdr and not link.headers:
             body = payload[hdr:]
             link.add_msg(msg_head(acc, subject, reply, queues, 0, len(body) - 2), b"", body, len(body) - 2)

@@ -66,10 +66,8 @@ NOT_SUPPORTED = ("Message delivered but remote does not support message tracing 
 
 def conn_name(conn: Connection) -> str:
     """nats-server's name of a connection in events: a client's CONNECT name, the remote
-    server's name for a route or leaf node, the remote gateway's name for a gateway."""
+    server's name for a route, a gateway or a leaf node."""
     kind = conn.kind
-    if kind is Kind.GATEWAY:
-        return str(getattr(conn, "remote_gateway", "") or conn.name)
     if kind in _LINKS:
         return str(getattr(conn, "remote_name", "") or conn.name)
     return conn.name

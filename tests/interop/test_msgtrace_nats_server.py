@@ -420,8 +420,17 @@ host: 127.0.0.1
 port: {port}
 leafnodes {{ remotes: [ {{ url: "nats://127.0.0.1:{peer}" }} ] }}
 """),
+    "gateway": ("""server_name: {name}
+host: 127.0.0.1
+port: {port}
+gateway {{ name: GA, listen: "127.0.0.1:{lport}", gateways: [ {{ name: GB, url: "nats://127.0.0.1:{peer}" }} ] }}
+""", """server_name: {name}
+host: 127.0.0.1
+port: {port}
+gateway {{ name: GB, listen: "127.0.0.1:{lport}", gateways: [ {{ name: GA, url: "nats://127.0.0.1:{peer}" }} ] }}
+"""),
 }
-"""Two servers linked by a route, or a hub (S1) and its leaf node (S2)."""
+"""Two servers linked by a route, a hub (S1) and its leaf node (S2), or two clusters' gateways."""
 
 
 async def until(conn: Raw, publisher: Raw, subject: str) -> None:
@@ -463,7 +472,7 @@ async def cluster_trace(ports: tuple[int, int]) -> dict[str, Any]:
     return seen
 
 
-@pytest.mark.parametrize("link", ["route", "leaf"])
+@pytest.mark.parametrize("link", ["route", "leaf", "gateway"])
 @pytest.mark.parametrize("kinds", [("natsd", "natsd"), ("natsd", "nats-server"), ("nats-server", "natsd")],
                          ids="-".join)
 async def test_a_trace_crosses_a_link_with_its_hop_as_in_nats_server(
