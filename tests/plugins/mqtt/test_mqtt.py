@@ -325,8 +325,9 @@ async def test_a_delayed_will_waits_and_is_void_if_the_device_comes_back(broker:
         if sock is not None:
             sock.close()
 
-    late = await asyncio.to_thread(dying, "late", 1)
-    back = await asyncio.to_thread(dying, "back", 2)
+    # delays long enough that a loaded machine's thread switches cannot outrun them
+    late = await asyncio.to_thread(dying, "late", 3)
+    back = await asyncio.to_thread(dying, "back", 5)
     await asyncio.to_thread(drop, late)
     await asyncio.to_thread(drop, back)
     assert await watcher.received(1, 0.5) == []  # not yet
@@ -341,7 +342,7 @@ async def test_a_delayed_will_waits_and_is_void_if_the_device_comes_back(broker:
         return client
 
     again = await asyncio.to_thread(resume)
-    got = await watcher.received(2, 3.0)
+    got = await watcher.received(2, 6.0)  # past both delays: only the device that stayed away
     assert [(m.topic, m.payload) for m in got] == [("will/late", b"gone")]
     await watcher.close()
     await asyncio.to_thread(lambda: (again.disconnect(), again.loop_stop()))
