@@ -202,9 +202,10 @@ class MessageTrace(Protocol):
 
     The router calls these synchronously while it routes the message, then
     ``end``. They must be quick and must not raise: an exception would end
-    the routing of that message half way (``begin`` alone is guarded). ``only`` (nats-server's ``Nats-Trace-Only``) asks the router to
-    go through every step without delivering: it still reports each
-    receiver and forwards to links only what ``forwarded`` returns.
+    the routing of that message half way (``begin`` alone is guarded).
+    ``only`` (nats-server's ``Nats-Trace-Only``) asks the router to go
+    through every step without delivering: it still reports each receiver
+    and forwards to links only what ``forwarded`` returns.
     """
 
     only: bool
