@@ -88,6 +88,10 @@ class MQTTConnection(asyncio.Protocol):
         self.session_expiry = 0
         self.clean = True
         self.aliases_in: dict[int, str] = {}
+        self.aliases_out: dict[str, int] = {}
+        """Topic aliases this server gave the client, by topic (MQTT 5; this connection only)."""
+        self.alias_max = 0
+        """How many topic aliases the client takes from the server (its CONNECT's maximum)."""
         self.backlog: list[P.Packet] | None = None  # packets waiting for an earlier one's outcome
         self.acks: deque[tuple[int, int, asyncio.Future[int] | None]] = deque()
         """PUBACKs/PUBRECs in the order of their publishes; a future: JetStream is storing it."""
@@ -291,6 +295,7 @@ class MQTTConnection(asyncio.Protocol):
             self.session_expiry = int(props.get("session_expiry", 0))
             self.receive_maximum = int(props.get("receive_maximum", RECEIVE_MAXIMUM)) or RECEIVE_MAXIMUM
             self.max_packet = int(props.get("maximum_packet_size", 0))
+            self.alias_max = int(props.get("topic_alias_maximum", 0))
         elif not packet.clean_start:
             self.session_expiry = 0xFFFFFFFF  # a 3.1.1 persistent session never expires
         if method:
@@ -677,12 +682,31 @@ class MQTTConnection(asyncio.Protocol):
 
     def _write_publish(self, message: Outbound, pid: int, dup: bool = False) -> None:
         props = None
+        topic = message.topic.encode()
         if self.version == MQTT_5:
-            props = encode_properties(message.properties) if message.properties else b"\x00"
-        data = encode_publish(message.topic.encode(), message.payload, message.qos, message.retain, dup, pid, props)
+            properties = message.properties
+            if self.alias_max:
+                fresh = message.topic not in self.aliases_out
+                properties, topic = self._alias(message.topic, topic, properties)
+            props = encode_properties(properties) if properties else b"\x00"
+        data = encode_publish(topic, message.payload, message.qos, message.retain, dup, pid, props)
         if self.max_packet and len(data) > self.max_packet:
+            if self.alias_max and fresh:  # the client never learns an alias it was not sent
+                self.aliases_out.pop(message.topic, None)
             return  # MQTT 5: what the client cannot take is dropped
         self.write(data)
+
+    def _alias(self, name: str, topic: bytes, properties: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """Topic aliases from server to client (MQTT 5): the first topics, up to the client's
+        maximum, get an alias as they are first sent; later messages on them carry the alias and
+        an empty topic. Aliases last as long as this connection."""
+        alias = self.aliases_out.get(name)
+        if alias is not None:
+            return {**properties, "topic_alias": alias}, b""
+        if len(self.aliases_out) < self.alias_max and len(topic) > 2:
+            alias = self.aliases_out[name] = len(self.aliases_out) + 1
+            return {**properties, "topic_alias": alias}, topic
+        return properties, topic
 
     def _drain(self) -> None:
         session = self.session

@@ -435,3 +435,38 @@ async def test_mqtt5_enhanced_authentication_through_a_plugin_hook() -> None:
         assert [p.reason for p in unknown] == [0x8C]  # bad authentication method, no exchange
     finally:
         await server.shutdown()
+
+
+async def test_the_server_gives_topic_aliases_up_to_the_clients_maximum() -> None:
+    """MQTT 5 topic aliases from server to client: a topic's first message names it and its
+    alias, the next ones carry the alias alone; topics past the client's maximum stay whole."""
+    from natsd_plugins.mqtt import packets as P
+
+    port = free_port()
+    server = Server(parse(f"host: 127.0.0.1\nport: -1\nmqtt {{ listen: 127.0.0.1:{port} }}"))
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        parser = P.Parser()
+        parser.version = 5
+        writer.write(P.encode(P.Connect("dashboard", 5, properties={"topic_alias_maximum": 2}), 5))
+        writer.write(P.encode(P.Subscribe(1, [P.SubscriptionRequest("plant/#", 0)]), 5))
+        seen: list[Any] = []
+
+        async def read_until(count: int) -> None:
+            while len(seen) < count:
+                seen.extend(parser.feed(await asyncio.wait_for(reader.read(4096), 5)))
+        await read_until(2)
+        assert isinstance(seen[0], P.ConnAck) and isinstance(seen[1], P.SubAck)
+        nc = await nats.connect(server.client_url)
+        for subject in ("plant.a", "plant.a", "plant.b", "plant.c", "plant.c", "plant.b"):
+            await nc.publish(subject, subject.encode())
+        await nc.flush()
+        await read_until(8)
+        got = [(p.topic, p.properties.get("topic_alias"), p.payload) for p in seen[2:]]
+        assert got == [("plant/a", 1, b"plant.a"), ("", 1, b"plant.a"), ("plant/b", 2, b"plant.b"),
+                       ("plant/c", None, b"plant.c"), ("plant/c", None, b"plant.c"), ("", 2, b"plant.b")]
+        writer.close()
+        await nc.close()
+    finally:
+        await server.shutdown()
