@@ -450,28 +450,15 @@ def publisher_many_proc(port: int, count: int, size: int, deadline: float, out) 
 def subscriber_many_proc(port: int, size: int, expected_total: int, deadline: float, ready, drain,
                          out) -> None:
     """:data:`MANY` subscribers, each on one publisher's subject."""
-    res: dict[str, Any] = {"error": None}
-    states: list[SubState] = []
-    try:
+    def open_states(states: list[SubState]) -> None:
         head = b"MSG bench.p"
         frame_len = len(b"MSG bench.p000 1 %d\r\n" % size) + size + 2
         for i in range(MANY):
             sock = connect(port, setup=b"SUB bench.p%03d 1\r\n" % i)
             sock.setblocking(False)
             states.append(StrideState(sock, head, frame_len))
-        _serve_subscribers(states, expected_total, deadline, ready, drain, res)
-    except Exception as e:
-        res["error"] = f"{type(e).__name__}: {e}"
-        res["subs"] = [st.summary() for st in states]
-    finally:
-        ready.set()
-        for st in states:
-            try:
-                st.sock.close()
-            except OSError:
-                pass
-    out.send(res)
-    out.close()
+
+    _run_subscribers(open_states, expected_total, deadline, ready, drain, out)
 
 
 # --------------------------------------------------------------------------
@@ -618,6 +605,28 @@ class SubState:
         }
 
 
+def _run_subscribers(open_states: Any, expected_total: int, deadline: float, ready, drain, out) -> None:
+    """A subscriber process: ``open_states(states)`` connects its sockets, then they are read
+    until everything is in; the result (or the error) goes to ``out`` and the sockets are closed."""
+    res: dict[str, Any] = {"error": None}
+    states: list[SubState] = []
+    try:
+        open_states(states)
+        _serve_subscribers(states, expected_total, deadline, ready, drain, res)
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+        res["subs"] = [st.summary() for st in states]
+    finally:
+        ready.set()
+        for st in states:
+            try:
+                st.sock.close()
+            except OSError:
+                pass
+    out.send(res)
+    out.close()
+
+
 def _serve_subscribers(states: list[SubState], expected_total: int, deadline: float, ready, drain,
                        res: dict[str, Any]) -> None:
     """Read every subscriber socket until all messages (or the drain's PONGs) are in."""
@@ -721,9 +730,7 @@ def subscriber_distinct_proc(port: int, nsubs: int, queue: str | None, size: int
                              expected_total: int, deadline: float, ready, drain, out) -> None:
     """:func:`subscriber_proc` for distinct messages on :data:`REAL_SUBJECTS` (a wildcard
     subscription), counted by :class:`StrideState`."""
-    res: dict[str, Any] = {"error": None}
-    states: list[SubState] = []
-    try:
+    def open_states(states: list[SubState]) -> None:
         hlen = 0
         if header:
             hlen = len(b"NATS/1.0\r\ntraceparent: 00-%032x-%016x-01\r\n\r\n" % (0, 0))
@@ -737,27 +744,14 @@ def subscriber_distinct_proc(port: int, nsubs: int, queue: str | None, size: int
             sock = connect(port, setup=sub, headers=header)
             sock.setblocking(False)
             states.append(StrideState(sock, head, frame_len))
-        _serve_subscribers(states, expected_total, deadline, ready, drain, res)
-    except Exception as e:
-        res["error"] = f"{type(e).__name__}: {e}"
-        res["subs"] = [st.summary() for st in states]
-    finally:
-        ready.set()
-        for st in states:
-            try:
-                st.sock.close()
-            except OSError:
-                pass
-    out.send(res)
-    out.close()
+
+    _run_subscribers(open_states, expected_total, deadline, ready, drain, out)
 
 
 def subscriber_proc(port: int, nsubs: int, queue: str | None, size: int, expected_total: int,
                     deadline: float, ready, drain, out,
                     subjects: tuple[bytes, ...] = (SUBJECT,), sub_subject: bytes = SUBJECT) -> None:
-    res: dict[str, Any] = {"error": None}
-    states: list[SubState] = []
-    try:
+    def open_states(states: list[SubState]) -> None:
         payload = b"x" * size
         frame = b"".join(b"MSG %s 1 %d\r\n%s\r\n" % (subj, size, payload) for subj in subjects)
         sub = b"SUB %s %s1\r\n" % (sub_subject, (queue.encode() + b" ") if queue else b"")
@@ -765,19 +759,8 @@ def subscriber_proc(port: int, nsubs: int, queue: str | None, size: int, expecte
             s = connect(port, setup=sub)
             s.setblocking(False)
             states.append(SubState(s, frame, payload, len(subjects), subjects))
-        _serve_subscribers(states, expected_total, deadline, ready, drain, res)
-    except Exception as e:
-        res["error"] = f"{type(e).__name__}: {e}"
-        res["subs"] = [st.summary() for st in states]
-    finally:
-        ready.set()
-        for st in states:
-            try:
-                st.sock.close()
-            except OSError:
-                pass
-    out.send(res)
-    out.close()
+
+    _run_subscribers(open_states, expected_total, deadline, ready, drain, out)
 
 
 # --------------------------------------------------------------------------
