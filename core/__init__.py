@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from natsd import compiled
 from natsd.plugin.hookspecs import hookimpl
+
+compiled.install()  # before any compiled module is imported (see natsd.compiled)
 
 NATS_SERVER_VERSION = "2.15.1"
 """The nats-server release whose client-visible behaviour natsd implements.

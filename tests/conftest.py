@@ -1,7 +1,8 @@
 """Fixtures shared by every test directory: certificates for the TLS tests.
 
 The report header names the reference nats-server the differential tests
-run against (see ``natsd.testing.find_nats_server``) and its version.
+run against (see ``natsd.testing.find_nats_server``) and its version, and
+which of natsd's accelerated modules run compiled (see ``natsd.compiled``).
 
 ``tls_certs`` is made once per session with trustme: a CA, a server
 certificate for 127.0.0.1/localhost, client certificates for ``alice``
@@ -35,16 +36,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         compileall.compile_dir(str(root / directory), quiet=1)
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    import importlib
+
+    from natsd import compiled
+
+    for name in compiled.MODULES:
+        importlib.import_module(name)
+    modules = ", ".join(f"{name} {'compiled' if c else 'pure'}" for name, c in compiled.active().items())
     path = find_nats_server()
     if path is None:
-        return "nats-server: not found"
+        return ["nats-server: not found", f"natsd: {modules}"]
     try:
         run = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
         version = (run.stdout or run.stderr).strip()
     except OSError as exc:
         version = f"cannot run: {exc}"
-    return f"nats-server: {path} ({version})"
+    return [f"nats-server: {path} ({version})", f"natsd: {modules}"]
 
 
 @dataclass

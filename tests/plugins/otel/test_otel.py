@@ -283,6 +283,11 @@ async def test_spans_reach_an_otlp_collector_with_the_configured_resource_and_he
         assert collector.headers[0]["x-api-key"] == "s3cret"
         receive = next(span for _, span in got if span.name.startswith("receive"))
         assert receive.trace_id.hex() == TRACE_ID and receive.parent_span_id.hex() == "00f067aa0ba902b7"
+        # The collector has the spans before the exporter's thread has its answer and counts them.
+        for _ in range(100):
+            if server.service("otel").stats()["exported"] == 2:
+                break
+            await asyncio.sleep(0.02)
         assert server.service("otel").stats()["exported"] == 2
         from natsd_plugins.monitor import http_listener
 

@@ -1,0 +1,83 @@
+"""The compiled accelerators (:mod:`natsd.compiled`): built, chosen, and held to the pure modules.
+
+README's install compiles ``natsd.compiled.MODULES`` with mypyc, so the suite
+runs against the compiled modules. These tests check that they really are
+compiled (under CI, where a silent fallback would hide a broken build), run the
+tests of those modules once more against the pure-Python modules (the
+reference), and check that a build older than its source is never used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from natsd import compiled
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PURE_RUN = [
+    "tests/core/wire",  # the parser: unit and hypothesis tests
+    "tests/core/conn",
+    "tests/interop/test_differential.py",  # transcripts, natsd against nats-server
+    "tests/interop/test_nats_py.py",
+    f"{Path(__file__).relative_to(ROOT)}::test_implementation_as_asked",
+]
+"""What runs again with ``NATSD_PURE_PYTHON=1``: the tests of the compiled modules' behaviour."""
+
+
+def _compiled_or_skip() -> None:
+    for name in compiled.MODULES:
+        importlib.import_module(name)
+    missing = [name for name, c in compiled.active().items() if not c]
+    if not missing:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI installs natsd compiled, but these modules run pure Python: {missing} "
+                    "(see the warnings of `pip install -e .`)")
+    pytest.skip(f"natsd was installed without compiling {missing} (no mypyc or C compiler)")
+
+
+def test_implementation_as_asked() -> None:
+    if compiled.pure_requested():
+        for name in compiled.MODULES:
+            assert importlib.import_module(name).__file__.endswith(".py")  # type: ignore[union-attr]
+        assert not any(compiled.active().values())
+    else:
+        _compiled_or_skip()
+        assert all(compiled.active().values())
+
+
+@pytest.mark.timeout(900)
+def test_pure_python_modules_pass_the_same_tests() -> None:
+    if compiled.pure_requested():
+        pytest.skip("this is the pure-Python run")
+    _compiled_or_skip()
+    env = {**os.environ, compiled.PURE_ENV: "1"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", *PURE_RUN], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=840)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout.splitlines()[-1]
+
+
+def test_a_build_of_another_source_is_not_used() -> None:
+    """A checkout edited since its build runs the edited source, with a warning."""
+    _compiled_or_skip()
+    script = (
+        "import natsd.compiled as c, sys\n"
+        "c.source_digest = lambda path: 'edited'\n"
+        "import natsd.wire.protocol as p\n"
+        "assert p.__file__.endswith('protocol.py'), p.__file__\n"
+        "assert c.active()['natsd.wire.protocol'] is False\n"
+        "p.Parser  # the module works\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if k != compiled.PURE_ENV})
+    assert run.returncode == 0, run.stderr
+    assert "natsd.wire.protocol: the compiled module was built from another version of" in run.stderr
+    assert "pip install -e ." in run.stderr
