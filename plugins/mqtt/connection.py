@@ -818,6 +818,8 @@ def delivered(session: Session, state: SubscriptionState, sender: Any, subject: 
     conn = session.connection
     if state.no_local and conn is not None and sender is conn.client:
         return
+    if subject[:1] == b"$" and state.filter[:1] in ("+", "#"):
+        return  # $ topics reach only filters that name their first level [MQTT-4.7.2-1]
     qos, props, expires = read_headers(headers)
     if qos and state.consumer:
         return  # a device's QoS 1/2 message: this subscription's consumer delivers it
@@ -844,6 +846,10 @@ def delivered_stored(session: Session, state: SubscriptionState, subject: bytes,
     if conn is None or conn.closed or conn.client is None or not reply:
         return  # not acknowledged: the consumer keeps it
     if not subject.startswith(MESSAGE_PREFIX.encode()):
+        return
+    if subject[len(MESSAGE_PREFIX):len(MESSAGE_PREFIX) + 1] == b"$" and state.filter[:1] in ("+", "#"):
+        if session.keeper is not None:
+            session.keeper.publish(reply, b"+ACK")  # not for this filter [MQTT-4.7.2-1]: it goes
         return
     qos, props, expires = read_headers(headers)
     if _expired(props, expires):
