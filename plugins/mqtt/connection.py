@@ -739,10 +739,13 @@ class MQTTConnection(asyncio.Protocol):
             return
         try:
             subject = topic_to_subject(will.topic)
-            self.client.publish(subject, will.payload, headers=self._headers(will.qos, will.properties))
+            headers = self._headers(will.qos, will.properties)
+            self.client.publish(subject, will.payload, headers=headers)
         except (TopicError, PermissionError) as exc:
             log.warning("%s - the will on %r could not be published: %s", self.describe(), will.topic, exc)
             return
+        if will.qos:
+            self.mqtt.store_message(self.client.account.name, subject, will.payload, headers)
         if will.retain:
             self.mqtt.retain(self.client.account.name, will.topic, subject,
                              Outbound(will.topic, will.payload, will.qos, True, dict(will.properties)))
@@ -765,6 +768,8 @@ class MQTTConnection(asyncio.Protocol):
         def publish() -> None:
             session.pending_will = session.publish_will = None
             self.mqtt.publisher(account).publish(subject, will.payload, headers=headers)
+            if will.qos:
+                self.mqtt.store_message(account, subject, will.payload, headers)
             if will.retain:
                 self.mqtt.retain(account, will.topic, subject,
                                  Outbound(will.topic, will.payload, will.qos, True, dict(will.properties)))

@@ -348,6 +348,13 @@ class MQTT:
 
                 state.deliver_sub = keeper.subscribe(state.deliver, stored)
 
+    def store_message(self, account: str, subject: str, payload: bytes, headers: bytes) -> None:
+        """Keep a QoS 1/2 message no device awaits an acknowledgement of (a will) in ``$MQTT_msgs``,
+        where the consumers of QoS 1/2 subscriptions take it from (no-op without JetStream)."""
+        store = self.stores.get(account)
+        if store is not None:
+            store.stored(MESSAGE_PREFIX + subject, payload, headers).add_done_callback(_log_failure)
+
     # -- retained messages ---------------------------------------------------------------------------------
 
     def retain(self, account: str, topic: str, subject: str, message: Outbound) -> None:
