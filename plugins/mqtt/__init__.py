@@ -3,7 +3,8 @@
 Enabled by ``mqtt {}``. Each MQTT connection becomes a client of the core
 with the identity its CONNECT authenticated to (see :mod:`.connection`);
 topics map to NATS subjects as nats-server maps them (:mod:`.topics`), so
-MQTT devices and NATS clients exchange messages both ways. See docs/mqtt.md.
+MQTT devices and NATS clients exchange messages both ways; like nats-server it
+is Sparkplug B aware (:mod:`.sparkplug`). See docs/mqtt.md.
 """
 
 from __future__ import annotations

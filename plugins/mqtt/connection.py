@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from natsd.plugin.contracts import AuthRequest
 
 from . import packets as P
+from . import sparkplug
 from .packets import MQTT_5, MQTTError, Parser, encode, encode_connack_v3, encode_properties, encode_publish
 from .sessions import Outbound, Session, SubscriptionState
 from .store import MESSAGE_PREFIX, StoreError
@@ -505,9 +506,10 @@ class MQTTConnection(asyncio.Protocol):
             except PermissionError as exc:
                 log.error("%s - %s", self.describe(), exc)
                 reason = P.NOT_AUTHORIZED
-            if packet.retain and reason != P.NOT_AUTHORIZED:
-                self.mqtt.retain(self.client.account.name, topic, subject,
-                                 Outbound(topic, packet.payload, packet.qos, True, packet.properties))
+            if (packet.retain or topic.startswith(sparkplug.NAMESPACE)) and reason != P.NOT_AUTHORIZED:
+                self.mqtt.published(self.client.account.name, topic, subject,
+                                    Outbound(topic, packet.payload, packet.qos, True, packet.properties),
+                                    packet.retain)
         if not packet.qos:
             return
         stored: asyncio.Future[int] | None = None
@@ -682,6 +684,10 @@ class MQTTConnection(asyncio.Protocol):
 
     def _write_publish(self, message: Outbound, pid: int, dup: bool = False) -> None:
         props = None
+        payload, retain = message.payload, message.retain
+        if message.topic.startswith(sparkplug.PREFIXES):  # a death's timestamp is when it is sent
+            payload, retain = sparkplug.on_delivery(message.topic, payload, message.qos, retain,
+                                                    time.time_ns() // 1_000_000)
         topic = message.topic.encode()
         if self.version == MQTT_5:
             properties = message.properties
@@ -689,7 +695,7 @@ class MQTTConnection(asyncio.Protocol):
                 fresh = message.topic not in self.aliases_out
                 properties, topic = self._alias(message.topic, topic, properties)
             props = encode_properties(properties) if properties else b"\x00"
-        data = encode_publish(topic, message.payload, message.qos, message.retain, dup, pid, props)
+        data = encode_publish(topic, payload, message.qos, retain, dup, pid, props)
         if self.max_packet and len(data) > self.max_packet:
             if self.alias_max and fresh:  # the client never learns an alias it was not sent
                 self.aliases_out.pop(message.topic, None)
@@ -739,13 +745,15 @@ class MQTTConnection(asyncio.Protocol):
             return
         try:
             subject = topic_to_subject(will.topic)
-            self.client.publish(subject, will.payload, headers=self._headers(will.qos, will.properties))
+            headers = self._headers(will.qos, will.properties)
+            self.client.publish(subject, will.payload, headers=headers)
         except (TopicError, PermissionError) as exc:
             log.warning("%s - the will on %r could not be published: %s", self.describe(), will.topic, exc)
             return
-        if will.retain:
-            self.mqtt.retain(self.client.account.name, will.topic, subject,
-                             Outbound(will.topic, will.payload, will.qos, True, dict(will.properties)))
+        if will.qos:
+            self.mqtt.store_message(self.client.account.name, subject, will.payload, headers)
+        self.mqtt.published(self.client.account.name, will.topic, subject,
+                            Outbound(will.topic, will.payload, will.qos, True, dict(will.properties)), will.retain)
 
     def _delay_will(self, delay: int) -> None:
         """Publish the will ``delay`` seconds from now, as this client (its permissions checked
@@ -765,9 +773,10 @@ class MQTTConnection(asyncio.Protocol):
         def publish() -> None:
             session.pending_will = session.publish_will = None
             self.mqtt.publisher(account).publish(subject, will.payload, headers=headers)
-            if will.retain:
-                self.mqtt.retain(account, will.topic, subject,
-                                 Outbound(will.topic, will.payload, will.qos, True, dict(will.properties)))
+            if will.qos:
+                self.mqtt.store_message(account, subject, will.payload, headers)
+            self.mqtt.published(account, will.topic, subject,
+                                Outbound(will.topic, will.payload, will.qos, True, dict(will.properties)), will.retain)
 
         session.publish_will = publish
         session.pending_will = self.server.loop.call_later(delay, publish)
@@ -818,6 +827,8 @@ def delivered(session: Session, state: SubscriptionState, sender: Any, subject: 
     conn = session.connection
     if state.no_local and conn is not None and sender is conn.client:
         return
+    if subject[:1] == b"$" and state.filter[:1] in ("+", "#"):
+        return  # $ topics reach only filters that name their first level [MQTT-4.7.2-1]
     qos, props, expires = read_headers(headers)
     if qos and state.consumer:
         return  # a device's QoS 1/2 message: this subscription's consumer delivers it
@@ -844,6 +855,10 @@ def delivered_stored(session: Session, state: SubscriptionState, subject: bytes,
     if conn is None or conn.closed or conn.client is None or not reply:
         return  # not acknowledged: the consumer keeps it
     if not subject.startswith(MESSAGE_PREFIX.encode()):
+        return
+    if subject[len(MESSAGE_PREFIX):len(MESSAGE_PREFIX) + 1] == b"$" and state.filter[:1] in ("+", "#"):
+        if session.keeper is not None:
+            session.keeper.publish(reply, b"+ACK")  # not for this filter [MQTT-4.7.2-1]: it goes
         return
     qos, props, expires = read_headers(headers)
     if _expired(props, expires):

@@ -19,15 +19,17 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from natsd.plugin.contracts import ServerAPI
 from natsd.routing.connection import Kind
 from natsd.routing.sublist import Subscription
 
+from . import sparkplug
 from .settings import MQTTSettings
 from .store import MESSAGE_PREFIX, JetStreamStore, StoreError
+from .topics import topic_to_subject
 
 if TYPE_CHECKING:
     from natsd.routing.internal import InternalClient
@@ -167,10 +169,11 @@ class MQTT:
         return store
 
     def publisher(self, account: str) -> InternalClient:
-        """A service client of ``account`` that publishes what no connection can any more (delayed wills)."""
+        """A service client of ``account`` that publishes for the server rather than for a connection
+        (delayed wills, whose connection is gone; Sparkplug B birth certificates)."""
         client = self._publishers.get(account)
         if client is None or client.closed:
-            client = self._publishers[account] = self.server.connect_internal("mqtt-wills", account,
+            client = self._publishers[account] = self.server.connect_internal("mqtt-publisher", account,
                                                                               kind=Kind.SYSTEM)
         return client
 
@@ -348,7 +351,34 @@ class MQTT:
 
                 state.deliver_sub = keeper.subscribe(state.deliver, stored)
 
+    def store_message(self, account: str, subject: str, payload: bytes, headers: bytes) -> None:
+        """Keep a QoS 1/2 message no device awaits an acknowledgement of (a will) in ``$MQTT_msgs``,
+        where the consumers of QoS 1/2 subscriptions take it from (no-op without JetStream)."""
+        store = self.stores.get(account)
+        if store is not None:
+            store.stored(MESSAGE_PREFIX + subject, payload, headers).add_done_callback(_log_failure)
+
     # -- retained messages ---------------------------------------------------------------------------------
+
+    def published(self, account: str, topic: str, subject: str, message: Outbound, retain: bool) -> None:
+        """A device's PUBLISH (or will) on ``topic`` went out: keep what it retains (nats-server's
+        ``mqttHandlePubRetain``). ``message`` is the retained form, ``retain`` the PUBLISH's flag.
+
+        Sparkplug B (:mod:`.sparkplug`): a birth with retain false is kept as the retained message
+        of ``$sparkplug/certificates/<topic>`` and, unless empty, sent on now as a NATS message on
+        that topic's subject; a birth with retain true is not kept at all.
+        """
+        if topic.startswith(sparkplug.NAMESPACE) and sparkplug.parse_topic(topic).birth:
+            if retain:
+                return  # invalid in Sparkplug: nats-server keeps it nowhere, nor does natsd
+            topic = sparkplug.CERTIFICATES + topic
+            subject = topic_to_subject(topic)
+            if message.payload:
+                self.publisher(account).publish(subject, message.payload)
+            message = replace(message, topic=topic, retain=True)
+        elif not retain:
+            return
+        self.retain(account, topic, subject, message)
 
     def retain(self, account: str, topic: str, subject: str, message: Outbound) -> None:
         """Keep ``message`` as ``topic``'s retained message (an empty payload removes it), in JetStream too."""

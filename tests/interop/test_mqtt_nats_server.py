@@ -57,7 +57,7 @@ class Device:
     """A paho-mqtt client whose messages land in a queue."""
 
     def __init__(self, port: int, client_id: str, *, version: int = mqtt.MQTTv311, clean: bool = True,
-                 will: tuple[str, bytes] | None = None) -> None:
+                 will: tuple[Any, ...] | None = None) -> None:
         self.messages: queue.Queue[tuple[str, bytes, int, bool]] = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version,
                                   clean_session=clean if version != mqtt.MQTTv5 else None)
@@ -65,7 +65,7 @@ class Device:
         self.connected: queue.Queue[Any] = queue.Queue()
         self.client.on_connect = lambda c, u, flags, rc, props=None: self.connected.put((flags, rc))
         if will:
-            self.client.will_set(will[0], will[1])
+            self.client.will_set(*will)  # topic, payload[, qos[, retain]]
         self.client.connect("127.0.0.1", port, keepalive=30)
         self.client.loop_start()
         self.flags, self.rc = self.connected.get(timeout=15)

@@ -7,6 +7,7 @@ import asyncio
 import queue
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -221,6 +222,35 @@ async def test_no_local_keeps_a_device_from_hearing_itself(broker: tuple[Server,
     assert [m.payload for m in got] == [b"theirs"]
     for d in (device, other):
         await d.close()
+
+
+async def test_dollar_topics_reach_only_filters_that_name_their_first_level(tmp_path: Path) -> None:
+    """[MQTT-4.7.2-1], as nats-server: a filter starting with '#' or '+' matches no $ topic, whether the
+    message comes straight (QoS 0) or from a QoS 1 subscription's JetStream consumer."""
+    port = free_port()
+    server = Server(parse(f'host: 127.0.0.1\nport: -1\njetstream {{ store_dir: "{tmp_path}" }}\n'
+                          f"mqtt {{ listen: 127.0.0.1:{port} }}"))
+    await server.start()
+    try:
+        devices = {name: await Device.open(port, name, V311) for name in ("all", "plus", "named", "pub")}
+        await devices["all"].subscribe("#", 1)
+        await devices["plus"].subscribe("+/x", 0)
+        await devices["named"].subscribe("$app/#", 1)
+        for topic, payload, qos in (("$app/x", b"0", 0), ("$app/x", b"1", 1), ("app/x", b"plain", 1)):
+            await devices["pub"].publish(topic, payload, qos)
+
+        def seen(messages: list[mqtt.MQTTMessage]) -> list[tuple[str, bytes, int]]:
+            # natsd's own JetStream API replies (_INBOX.mqtt...) are not $ subjects: '#' sees them
+            return sorted((m.topic, m.payload, m.qos) for m in messages if not m.topic.startswith("_INBOX/"))
+
+        assert seen(await devices["named"].received(2)) == [("$app/x", b"0", 0), ("$app/x", b"1", 1)]
+        assert seen(await devices["plus"].received(1)) == [("app/x", b"plain", 0)]
+        assert seen(await devices["all"].received(20, 1.5)) == [("app/x", b"plain", 1)]
+        assert seen(await devices["plus"].received(1, 0.3)) == []
+        for dev in devices.values():
+            await dev.close()
+    finally:
+        await server.shutdown()
 
 
 async def test_devices_authenticate_as_users_of_accounts_and_are_bound_by_permissions() -> None:

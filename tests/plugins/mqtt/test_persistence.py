@@ -27,13 +27,16 @@ pytestmark = pytest.mark.timeout(60)
 class Device:
     """A paho-mqtt 3.1.1 client in its own thread; ``manual_ack`` keeps its PUBACKs until :meth:`ack`."""
 
-    def __init__(self, port: int, client_id: str, clean: bool = False, manual_ack: bool = False) -> None:
+    def __init__(self, port: int, client_id: str, clean: bool = False, manual_ack: bool = False,
+                 will: tuple[str, bytes, int] | None = None) -> None:
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
                                   clean_session=clean, manual_ack=manual_ack)
         self.client.on_message = lambda c, u, m: self.messages.put(m)
         ready: queue.Queue[Any] = queue.Queue()
         self.client.on_connect = lambda c, u, flags, rc, p=None: ready.put(flags)
+        if will is not None:
+            self.client.will_set(*will)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         self.flags = ready.get(timeout=10)
@@ -58,6 +61,13 @@ class Device:
 
     def close(self) -> None:
         self.client.disconnect()
+        self.client.loop_stop()
+
+    def drop(self) -> None:
+        """The socket closes without DISCONNECT: the will goes out."""
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
         self.client.loop_stop()
 
 
@@ -118,6 +128,30 @@ async def test_a_persistent_session_and_its_qos1_messages_survive_a_restart(tmp_
         assert info["state"]["messages"] == 0
         await nc.close()
         await asyncio.to_thread(dev.close)
+    finally:
+        await broker.stop()
+
+
+async def test_a_qos1_will_is_kept_for_qos1_subscriptions_as_a_qos1_publish_is(tmp_path: Path) -> None:
+    """The will goes into $MQTT_msgs: a QoS 1 subscription's consumer delivers it, to a device that is
+    connected and to a persistent session's when it comes back (as nats-server)."""
+    broker = Broker(tmp_path)
+    await broker.start()
+    try:
+        away = await device(broker.mqtt_port, "away")
+        await asyncio.to_thread(away.subscribe, "status/#", 1)
+        await asyncio.to_thread(away.close)
+        here = await device(broker.mqtt_port, "here", clean=True)
+        await asyncio.to_thread(here.subscribe, "status/#", 1)
+        dying = await device(broker.mqtt_port, "sensor-9", clean=True, will=("status/sensor-9", b"offline", 1))
+        await asyncio.to_thread(dying.drop)
+        got = await asyncio.to_thread(here.received, 1)
+        assert [(m.topic, m.payload, m.qos) for m in got] == [("status/sensor-9", b"offline", 1)]
+        away = await device(broker.mqtt_port, "away")
+        got = await asyncio.to_thread(away.received, 1)
+        assert [(m.topic, m.payload, m.qos) for m in got] == [("status/sensor-9", b"offline", 1)]
+        for dev in (here, away):
+            await asyncio.to_thread(dev.close)
     finally:
         await broker.stop()
 
