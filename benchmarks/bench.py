@@ -179,22 +179,27 @@ def natsd_pythonpath() -> str:
 
 
 def snapshot_natsd(ref: str) -> tuple[Path, str]:
-    """Export core/, plugins/ and jwtlib/ at ``ref`` as importable natsd, natsd_plugins, natsd_jwt."""
+    """Export core/, plugins/ and jwtlib/ at ``ref`` as importable natsd, natsd_plugins, natsd_jwt,
+    with the modules it compiles (``setup.py``, where ``ref`` has one) built as ``pip install`` builds them."""
     import io
     import tarfile
 
     commit = subprocess.run(["git", "rev-parse", "--short", ref + "^{commit}"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout.strip()
     root = Path(tempfile.mkdtemp(prefix=f"natsd-src-{commit}-"))
+    tree = root / "tree"
+    archived = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archived.stdout)) as tf:
+        tf.extractall(tree, filter="data")
+    if (tree / "setup.py").exists():
+        build = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree,
+                               capture_output=True, text=True, timeout=600)
+        if build.returncode != 0:
+            raise RuntimeError(f"building the compiled modules at {commit} failed: {build.stderr[-2000:]}")
     for src, dst in (("core", "natsd"), ("plugins", "natsd_plugins"), ("jwtlib", "natsd_jwt")):
-        archived = subprocess.run(["git", "archive", commit, src], cwd=REPO, capture_output=True)
-        if archived.returncode != 0 and src == "jwtlib":
-            continue  # older commits kept the JWT code in core/
-        archived.check_returncode()
-        tar = archived.stdout
-        with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
-            tf.extractall(root, filter="data")
-        (root / src).rename(root / dst)
+        if (tree / src).exists():  # older commits kept the JWT code in core/
+            (tree / src).rename(root / dst)
+    shutil.rmtree(tree)
     return root, commit
 
 
@@ -1649,9 +1654,25 @@ def machine_info() -> dict[str, Any]:
         p = subprocess.run([sys.executable, "-c", "import natsd; print(natsd.__file__)"],
                            capture_output=True, text=True, timeout=10, cwd=str(REPO), env=env)
         info["natsd_imported_from"] = p.stdout.strip() or p.stderr.strip()[-200:]
+        p = subprocess.run([sys.executable, "-c", COMPILED_CHECK], capture_output=True, text=True, timeout=10,
+                           cwd=str(REPO), env=env)
+        info["natsd_compiled"] = p.stdout.strip() or p.stderr.strip()[-200:]
     except Exception as e:
         info["natsd"] = f"unavailable ({e})"
     return info
+
+
+COMPILED_CHECK = """
+import importlib
+try:
+    from natsd import compiled
+except ImportError:
+    print("none (this natsd compiles nothing)")
+else:
+    for name in compiled.MODULES:
+        importlib.import_module(name)
+    print(", ".join(f"{n} {'compiled' if c else 'pure'}" for n, c in compiled.active().items()))
+"""
 
 
 def render(results: dict, cfg, info: dict) -> str:
@@ -1716,7 +1737,8 @@ def render(results: dict, cfg, info: dict) -> str:
             f"best of {cfg.repeat}" + (" (latency: all repeats pooled)" if cfg.repeat > 1 else ""))
     mach = (f"machine: {info.get('cpus')} CPUs ({info.get('cpu_model', '?')}), "
             f"{info['implementation']} {info['python']}, uvloop {info['uvloop'] or 'not installed'}, "
-            f"{info['nats_server']}, natsd: {info.get('natsd')} ({info.get('natsd_source')})")
+            f"{info['nats_server']}, natsd: {info.get('natsd')} ({info.get('natsd_source')}; "
+            f"{info.get('natsd_compiled', '?')})")
     text = f"{mach}\n{mode}\n\n{out}\n"
     if notes:
         text += "\nnotes:\n" + "\n".join(f"  - {n}" for n in notes) + "\n"
