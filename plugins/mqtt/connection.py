@@ -507,9 +507,11 @@ class MQTTConnection(asyncio.Protocol):
                 log.error("%s - %s", self.describe(), exc)
                 reason = P.NOT_AUTHORIZED
             if (packet.retain or topic.startswith(sparkplug.NAMESPACE)) and reason != P.NOT_AUTHORIZED:
+                kept = packet.properties
+                if alias is not None:  # the alias is this connection's, not the message's
+                    kept = {key: value for key, value in kept.items() if key != "topic_alias"}
                 self.mqtt.published(self.client.account.name, topic, subject,
-                                    Outbound(topic, packet.payload, packet.qos, True, packet.properties),
-                                    packet.retain)
+                                    Outbound(topic, packet.payload, packet.qos, True, kept), packet.retain)
         if not packet.qos:
             return
         stored: asyncio.Future[int] | None = None

@@ -211,6 +211,28 @@ async def test_an_empty_client_id_gets_one_assigned_and_topic_aliases_work(broke
     await nc.close()
 
 
+async def test_a_retained_message_published_with_an_alias_reaches_others_without_it(
+        broker: tuple[Server, int]) -> None:
+    """A topic alias belongs to the connection that set it: the retained copy goes to a later
+    subscriber with its topic and the publisher's other properties, not the alias."""
+    _, port = broker
+    device = await Device.open(port, "sensor")
+    props = Properties(PacketTypes.PUBLISH)
+    props.TopicAlias = 5
+    props.ContentType = "text/plain"
+    await device.publish("plant/line1/temp", b"21.5", 1, props)
+    await asyncio.to_thread(device.client.publish("", b"21.7", qos=1, retain=True,
+                                                  properties=props).wait_for_publish, 5)
+    dashboard = await Device.open(port, "dashboard")
+    await dashboard.subscribe("plant/#", qos=1)
+    [message] = await dashboard.received(1)
+    assert (message.topic, message.payload, message.retain) == ("plant/line1/temp", b"21.7", True)
+    assert message.properties.ContentType == "text/plain"
+    assert not hasattr(message.properties, "TopicAlias")
+    await device.close()
+    await dashboard.close()
+
+
 async def test_no_local_keeps_a_device_from_hearing_itself(broker: tuple[Server, int]) -> None:
     _, port = broker
     device = await Device.open(port, "chatty")
