@@ -42,6 +42,7 @@ log = logging.getLogger("natsd.mqtt")
 SESSIONS, RETAINED, MESSAGES = "$MQTT_sess", "$MQTT_rmsgs", "$MQTT_msgs"
 SESSION_PREFIX, RETAINED_PREFIX, MESSAGE_PREFIX = "$MQTT.sess.", "$MQTT.rmsgs.", "$MQTT.msgs."
 DELIVER_PREFIX = "$MQTT.sub."
+REPLY_PREFIX = "$MQTT.JSA."
 STREAM_IN_USE = 10058
 TRANSIENT_INACTIVE = 60
 """Seconds a clean session's consumer outlives its last listener."""
@@ -66,7 +67,8 @@ class JetStreamStore:
         self.api = f"$JS.{settings.js_domain}.API" if settings.js_domain else "$JS.API"
         self.timeout = settings.js_api_timeout
         self.client: InternalClient = mqtt.server.connect_internal("mqtt-store", account, kind=Kind.SYSTEM)
-        self._inbox = f"_INBOX.mqtt{event_id()}."
+        # nats-server's reply prefix: a $ subject, which no '#' or '+' filter of a device matches
+        self._inbox = f"{REPLY_PREFIX}{event_id()}."
         self._waiting: dict[str, asyncio.Future[tuple[bytes | None, bytes]]] = {}
         self._deadlines: deque[tuple[float, str]] = deque()
         """When each waiting request times out, in the order they were made (one timer sweeps them)."""

@@ -375,3 +375,42 @@ async def test_a_session_that_expired_while_the_server_was_down_is_gone(tmp_path
         assert present == {"brief": False, "lasting": True}
     finally:
         await broker.stop()
+
+
+async def test_a_leaf_node_keeps_its_mqtt_state_in_the_hubs_jetstream_domain(tmp_path: Path) -> None:
+    """``js_domain``: a leaf node with no JetStream of its own keeps its devices' sessions and QoS 1
+    messages in its hub's domain; the API's replies ($MQTT.JSA...) come back over the leaf link."""
+    hub_leaf, mqtt_port = free_port(), free_port()
+    hub = Server(parse(f'host: 127.0.0.1\nport: -1\njetstream {{ store_dir: "{tmp_path}", domain: hub }}\n'
+                       f'leafnodes {{ listen: "127.0.0.1:{hub_leaf}" }}'))
+    await hub.start()
+    leaf = Server(parse(f'host: 127.0.0.1\nport: -1\nmqtt {{ listen: "127.0.0.1:{mqtt_port}", js_domain: hub }}\n'
+                        f'leafnodes {{ remotes: [ {{ url: "nats://127.0.0.1:{hub_leaf}" }} ] }}'))
+    await leaf.start()
+    hub_nc = await nats.connect(hub.client_url)
+    leaf_nc = await nats.connect(leaf.client_url)
+    try:
+        for _ in range(100):  # the leaf link is up once the hub's domain answers on the leaf
+            try:
+                await leaf_nc.request("$JS.hub.API.INFO", b"", timeout=0.5)
+                break
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                await asyncio.sleep(0.1)
+        hq = await asyncio.to_thread(Device, mqtt_port, "hq")
+        await asyncio.to_thread(hq.subscribe, "fleet/+/alarm", 1)
+        truck = await asyncio.to_thread(Device, mqtt_port, "truck-1", True)
+        await asyncio.to_thread(truck.publish, "fleet/truck-1/alarm", b"overheat", 1)
+        [message] = await asyncio.to_thread(hq.received, 1)
+        assert (message.topic, message.payload, message.qos) == ("fleet/truck-1/alarm", b"overheat", 1)
+        streams = json.loads((await hub_nc.request("$JS.API.STREAM.NAMES", b"", timeout=5)).data)["streams"]
+        assert {"$MQTT_sess", "$MQTT_msgs", "$MQTT_rmsgs"} <= set(streams)
+        sessions = json.loads((await hub_nc.request("$JS.API.STREAM.INFO.$MQTT_sess", b"", timeout=5)).data)
+        assert sessions["state"]["messages"] == 1  # hq's persistent session
+        for device in (hq, truck):
+            await asyncio.to_thread(device.client.disconnect)
+            await asyncio.to_thread(device.client.loop_stop)
+    finally:
+        await hub_nc.close()
+        await leaf_nc.close()
+        await leaf.shutdown()
+        await hub.shutdown()
