@@ -46,6 +46,8 @@ log = logging.getLogger("natsd.jetstream")
 DEFAULT_ACK_WAIT = 30 * NS
 DEFAULT_MAX_ACK_PENDING = 1000
 DEFAULT_MAX_WAITING = 512
+MATCHED_MAX = 4096
+"""Subjects a consumer remembers whether its filters pass (the memo is cleared when full)."""
 DEFAULT_INACTIVE = 5 * NS
 """How long an ephemeral consumer lives without interest (nats-server's default)."""
 
@@ -105,16 +107,20 @@ class Consumer:
         self.config = config
         self.created = created
         self.durable = bool(config.get("durable_name"))
-        filters = config.get("filter_subjects") or ([config["filter_subject"]] if config.get("filter_subject")
-                                                     else [])
-        self.filters: list[str] = filters or [">"]
+        self.filters = _filters(config)
+        self._matched: dict[str, bool] = {}
+        """Subject -> whether it passes ``filters`` (a memo of :meth:`matches`)."""
         state = state or {}
         self.dseq = int(state.get("dseq", 0))
         self.cursor = int(state.get("cursor", 0)) or self._start_seq()
         self.floor_stream = int(state.get("floor_stream", self.cursor - 1))
         self.floor_consumer = int(state.get("floor_consumer", self.dseq))
         self.pending: dict[int, tuple[int, int]] = {int(k): (v[0], v[1]) for k, v in
-                                                     state.get("pending", {}).items()}
+                                                     sorted(state.get("pending", {}).items(),
+                                                            key=lambda item: int(item[0]))}
+        self._pending_in_order = True
+        """Whether ``pending``'s keys were inserted in ascending order, so that its first is its least
+        (a message delivered again keeps its place; only last-per-subject delivery goes out of order)."""
         """stream seq -> (consumer seq of its latest delivery, delivery time ns), awaiting ack."""
         self.deliveries: dict[int, int] = {int(k): v for k, v in state.get("deliveries", {}).items()}
         """stream seq -> times delivered, for messages delivered more than once and still pending."""
@@ -222,6 +228,17 @@ class Consumer:
             self._status(request.reply, b"NATS/1.0 409 Consumer Deleted\r\n\r\n")
         self.waiting.clear()
 
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """An update (checked by :func:`check_update`): the new config, its filters from now on. As
+        nats-server, the cursor stays, and an interest stream lets go of what lost its interest."""
+        self.config = config
+        filters = _filters(config)
+        if filters != self.filters:
+            self.filters = filters
+            self._matched.clear()
+            if self.stream.config["retention"] == "interest":
+                self.stream.drop_unwanted()
+
     def save_soon(self) -> None:
         """:meth:`save` once at the end of this loop pass, however many deliveries and acks it had
         (the state is written whole: once per ack would cost the in-flight count each time)."""
@@ -250,7 +267,15 @@ class Consumer:
             self.stream.owner.server.loop.call_soon(self._deliver)
 
     def matches(self, subject: str) -> bool:
-        return any(f == ">" or subject_matches(f.encode(), subject.encode()) for f in self.filters)
+        """Whether ``subject`` passes the consumer's filters (remembered: an interest stream asks
+        for every message and every acknowledgement)."""
+        hit = self._matched.get(subject)
+        if hit is None:
+            if len(self._matched) >= MATCHED_MAX:
+                self._matched.clear()
+            hit = self._matched[subject] = any(
+                f == ">" or subject_matches(f.encode(), subject.encode()) for f in self.filters)
+        return hit
 
     def _next_new(self) -> StoredMsg | None:
         store = self.stream.store
@@ -383,7 +408,10 @@ class Consumer:
         if self.ack_none:
             self.floor_stream, self.floor_consumer = msg.seq, self.dseq
         else:
-            self.pending[msg.seq] = (self.dseq, now)
+            pending = self.pending
+            if pending and msg.seq not in pending and msg.seq < next(reversed(pending)):
+                self._pending_in_order = False
+            pending[msg.seq] = (self.dseq, now)
         headers = msg.hdrs or None
         data = msg.data
         if cfg.get("headers_only"):
@@ -614,10 +642,11 @@ class Consumer:
 
     def _advance_floor(self) -> None:
         if self.pending:
-            first = min(self.pending)
+            first = next(iter(self.pending)) if self._pending_in_order else min(self.pending)
             self.floor_stream = first - 1
             self.floor_consumer = self.pending[first][0] - 1
         else:
+            self._pending_in_order = True
             self.floor_stream = self.cursor - 1
             self.floor_consumer = self.dseq
 
@@ -877,6 +906,12 @@ def check_consumer_config(raw: Mapping[str, Any], stream: Stream, durable_requir
     metadata["_nats.req.level"] = "1" if c.get("pause_until") else "0"
     c["metadata"] = dict(sorted(metadata.items()))
     return {k: c[k] for k in ORDER if k in c and (k in ALWAYS or c[k] not in (None, "", 0, False, []))}
+
+
+def _filters(config: Mapping[str, Any]) -> list[str]:
+    """The subject filters of a consumer's config (``[">"]``: none)."""
+    filters = config.get("filter_subjects") or ([config["filter_subject"]] if config.get("filter_subject") else [])
+    return list(filters) or [">"]
 
 
 def check_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:

@@ -763,7 +763,7 @@ class JetStream:
                 # as nats-server: a consumer made ephemeral stays so, with its default threshold
                 config = {**config, "inactive_threshold": DEFAULT_INACTIVE}
                 config = {k: config[k] for k in CONSUMER_ORDER if k in config}
-            existing.config = config
+            existing.reconfigure(config)
             existing.set_pause(_parse_time(config["pause_until"]) if config.get("pause_until") else 0)
             existing.save()
             await stream.store.commit()

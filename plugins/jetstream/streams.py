@@ -857,14 +857,16 @@ class Stream:
         retention = self.config["retention"]
         if retention == "limits":
             return
-        done = []
-        for seq in seqs:
-            msg = self.store.load(seq)
-            if msg is None:
-                continue
-            others = [c for c in self.consumers.values() if c is not consumer and c.matches(msg.subject)]
-            if retention == "workqueue" or all(seq <= c.floor_stream and seq not in c.pending for c in others):
-                done.append(seq)
+        others = [c for c in self.consumers.values() if c is not consumer]
+        if retention == "workqueue" or not others:
+            done = seqs  # nobody else to wait for (removing a message already gone does nothing)
+        else:
+            done = []
+            for seq in seqs:
+                msg = self.store.load(seq)
+                if msg is not None and all(seq <= c.floor_stream and seq not in c.pending
+                                           for c in others if c.matches(msg.subject)):
+                    done.append(seq)
         if done:
             self.store.stage([Remove(tuple(done))])
             self.store.commit()

@@ -440,6 +440,25 @@ CASES: dict[str, list[Step]] = {
         info("PA", "C"),
     ],
     # ---- pull flows
+    "update_filters": [
+        stream("UF", subjects=["uf.*"]),
+        consumer("UF", "C", ack_policy="explicit", filter_subject="uf.a"),
+        *[pub(f"uf.{s}", str(i)) for i, s in enumerate("abab", 1)],
+        *fetch("UF", "C", {"batch": 1}, 1),  # uf.a 1
+        consumer("UF", "C", ack_policy="explicit", filter_subject="uf.b"),  # from here on, uf.b
+        info("UF", "C"),
+        *fetch("UF", "C", {"batch": 5, "no_wait": True}, 3),  # uf.b 2 and 4, then 404
+        consumer("UF", "C", ack_policy="explicit", filter_subjects=["uf.a", "uf.c"]),
+        pub("uf.c", "5"),
+        *fetch("UF", "C", {"batch": 5, "no_wait": True}, 2),
+        stream("UFI", subjects=["ufi.*"], retention="interest"),
+        consumer("UFI", "C", ack_policy="explicit", filter_subject="ufi.a"),
+        *pubs("ufi.a", 2),
+        api("STREAM.INFO.UFI"),
+        consumer("UFI", "C", ack_policy="explicit", filter_subject="ufi.b"),  # ufi.a lost its interest
+        api("STREAM.INFO.UFI"),
+        info("UFI", "C"),
+    ],
     "pull_batches": [
         stream("PB", subjects=["pb.*"]),
         consumer("PB", "C", ack_policy="explicit"),

@@ -55,7 +55,8 @@ class Append:
 
 @dataclass(frozen=True, slots=True)
 class Remove:
-    """Remove these sequences (a message delete, a per-subject limit, a filtered purge)."""
+    """Remove these sequences (a message delete, a per-subject limit, a filtered purge, an
+    acknowledgement); a sequence no longer stored is skipped."""
 
     seqs: tuple[int, ...]
 

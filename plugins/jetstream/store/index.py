@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from natsd.routing.subjects import subject_matches
 
@@ -29,7 +29,13 @@ from .base import Append, Op, Remove, Skip, StreamState, SubjectInfo
 TRIM_AT = 4096
 """Positions the per-sequence arrays let go of at once, when the front has moved that far."""
 SCAN_SUBJECTS = 64
-"""With more subjects than this, a wildcard's next message is found by walking the sequences."""
+"""With this many subjects or fewer, a wildcard's next message that a short walk (:data:`WALK`)
+did not find is found subject by subject; with more, the walk goes on."""
+WALK = 16
+"""Stored messages a wildcard's next-message search looks at in order before it goes subject by
+subject: a consumer's filter usually matches the message at its cursor or one just after it."""
+VERDICTS_MAX = 4096
+"""Subjects whose match against one filter the index remembers (the memo is cleared when full)."""
 
 
 class _Seqs:
@@ -83,6 +89,8 @@ class Index:
         self.kind = kind
         """Whose byte accounting the counts follow (see :meth:`StoredMsg.size`)."""
         self.state = StreamState()
+        self._verdicts: dict[str, dict[str, bool]] = {}
+        """Filter -> subject -> whether the subject matches it (a memo of :func:`subject_matches`)."""
         self._reset(1)
 
     def _reset(self, base: int) -> None:
@@ -240,10 +248,30 @@ class Index:
             if info is not None:
                 yield filter, info
             return
-        pattern = filter.encode()
+        matches = self._matcher(filter)
         for subject, seqs in list(self.by_subject.items()):
-            if filter == ">" or subject_matches(pattern, subject.encode()):
+            if filter == ">" or matches(subject):
                 yield subject, SubjectInfo(len(seqs), seqs.first(), seqs.last())
+
+    def _matcher(self, filter: str) -> Callable[[str], bool]:
+        """Whether a subject matches the wildcard ``filter``, remembered per subject: consumers
+        ask the same filter of the same subjects at every message."""
+        verdicts = self._verdicts.get(filter)
+        if verdicts is None:
+            if len(self._verdicts) >= 64:
+                self._verdicts.clear()
+            verdicts = self._verdicts[filter] = {}
+        pattern = filter.encode()
+
+        def matches(subject: str) -> bool:
+            hit = verdicts.get(subject)
+            if hit is None:
+                if len(verdicts) >= VERDICTS_MAX:
+                    verdicts.clear()
+                hit = verdicts[subject] = subject_matches(pattern, subject.encode())
+            return hit
+
+        return matches
 
     def seqs(self, subject: str) -> list[int]:
         """The stored sequences of ``subject`` (a literal), oldest first."""
@@ -262,26 +290,28 @@ class Index:
                 return None
             at = seqs.at_or_after(start_seq)
             return seqs.arr[at] if at < len(seqs.arr) else None
-        if len(self.by_subject) <= SCAN_SUBJECTS:
-            best: int | None = None
-            for subject, _ in self.subjects(filter):
-                seqs = self.by_subject[subject]
-                at = seqs.at_or_after(start_seq)
-                if at < len(seqs.arr) and (best is None or seqs.arr[at] < best):
-                    best = seqs.arr[at]
-            return best
-        pattern, names, sid, present = filter.encode(), self.names, self.sid, self.present
-        verdict: dict[int, bool] = {}
+        matches, names, sid, present = self._matcher(filter), self.names, self.sid, self.present
+        few = len(self.by_subject) <= SCAN_SUBJECTS
+        steps = 0
         pos = present.find(1, max(start, 0))
         while pos >= 0:
-            ident = sid[pos]
-            hit = verdict.get(ident)
-            if hit is None:
-                hit = verdict[ident] = subject_matches(pattern, names[ident].encode())
-            if hit:
+            if matches(names[sid[pos]]):
                 return self.base + pos
+            steps += 1
+            if few and steps >= WALK:
+                return self._next_by_subject(self.base + pos + 1, filter)
             pos = present.find(1, pos + 1)
         return None
+
+    def _next_by_subject(self, start_seq: int, filter: str) -> int | None:
+        """:meth:`next_seq_matching` for a wildcard, one bisection per matching subject."""
+        best: int | None = None
+        for subject, _ in self.subjects(filter):
+            seqs = self.by_subject[subject]
+            at = seqs.at_or_after(start_seq)
+            if at < len(seqs.arr) and (best is None or seqs.arr[at] < best):
+                best = seqs.arr[at]
+        return best
 
     def count_from(self, start_seq: int, filter: str) -> int:
         """How many stored messages at ``start_seq`` or later match ``filter``."""

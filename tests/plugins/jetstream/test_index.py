@@ -120,6 +120,19 @@ def test_walking_and_trimming_paths_answer_alike(script: list[tuple[str, int, in
         index_module.SCAN_SUBJECTS, index_module.TRIM_AT = saved
 
 
+@settings(max_examples=150, deadline=None)
+@given(ops())
+def test_a_wildcard_search_goes_subject_by_subject_after_a_walk_of_one(
+        script: list[tuple[str, int, int]]) -> None:
+    """With a walk of one message and tiny memos: the subject-by-subject search, and forgetting."""
+    saved = index_module.WALK, index_module.VERDICTS_MAX
+    index_module.WALK, index_module.VERDICTS_MAX = 1, 2
+    try:
+        run(script)
+    finally:
+        index_module.WALK, index_module.VERDICTS_MAX = saved
+
+
 def test_a_million_messages_cost_about_17_bytes_each() -> None:
     index = Index()
     tracemalloc.start()
