@@ -254,6 +254,10 @@ class Server:
             for bridge in self._bridges:
                 await bridge.start(self)
             await self.plugins.startup(self)
+            for listener in self._listeners:
+                serving = getattr(listener, "serving", None)
+                if serving is not None:
+                    await serving()
             await self._listener.start_serving()
         except BaseException:
             await self.shutdown()

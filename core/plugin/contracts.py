@@ -40,7 +40,15 @@ _CONNECTION_TYPES = {"tcp": "STANDARD", "unix": "STANDARD", "websocket": "WEBSOC
 
 @runtime_checkable
 class Listener(Protocol):
-    """Accepts connections on some transport (see ``natsd_listeners``)."""
+    """Accepts connections on some transport (see ``natsd_listeners``).
+
+    ``start`` binds the port. A listener may also define ``async serving()``,
+    which the server calls once every plugin's start-up is done (JetStream
+    has recovered its streams): one that binds with ``start_serving=False``
+    and serves from there refuses early clients, as the client port does,
+    instead of letting them find the server half started. Without it, the
+    listener serves from ``start``.
+    """
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...

@@ -155,7 +155,10 @@ def natsd_listeners(server: ServerAPI) -> Iterable[Listener] | None:
     WebSocket, MQTT ...) and hands NATS client connections to the core with
     ``server.client_protocol()`` (an :class:`asyncio.Protocol`) or, for a
     non-NATS protocol, drives an in-process client from
-    ``server.connect_internal(...)``.
+    ``server.connect_internal(...)``. A listener whose clients need what
+    other plugins start (an MQTT session kept in JetStream) also defines
+    ``async serving()``: the server calls it once every plugin's start-up
+    (:func:`natsd_startup`) is done, and the listener accepts from then on.
 
     Called once at start-up, after :func:`natsd_configure`.
     """

@@ -384,7 +384,12 @@ class MQTTConnection(asyncio.Protocol):
         client.connect_options = {k: v for k, v in options.items() if k in ("user", "jwt")}
         self.client = client
         account = client.account.name
-        session, present = await self.mqtt.session(account, client_id, self.clean)
+        try:
+            session, present = await self.mqtt.session(account, client_id, self.clean)
+        except StoreError as exc:
+            log.error("%s - MQTT client %r refused: %s", self.describe(), client_id, exc)
+            self._connack_refused(P.V3_UNAVAILABLE)
+            return
         if self.closed:
             return
         session.persistent = bool(self.session_expiry)

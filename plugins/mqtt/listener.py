@@ -35,7 +35,7 @@ class MQTTListener:
         try:
             self._server = await self.server.loop.create_server(
                 lambda: MQTTConnection(self.mqtt), host=s.host or None, port=port, reuse_address=True,
-                ssl=s.tls.context if s.tls is not None else None)
+                ssl=s.tls.context if s.tls is not None else None, start_serving=False)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen for MQTT clients on {s.host}:{port}: {exc.strerror}") from exc
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
@@ -44,6 +44,12 @@ class MQTTListener:
         # devices on the WebSocket port's /mqtt path (the websocket plugin's listener hands them over)
         self.server.acceptors["mqtt"] = lambda carrier: MQTTConnection(self.mqtt)
         log.info("Listening for MQTT clients on %s://%s:%d", scheme, self.host, self.port)
+
+    async def serving(self) -> None:
+        """Accept devices once the server has started: their sessions and QoS 1/2 messages go to a
+        JetStream that must be up first (a device that came earlier was refused and retries)."""
+        if self._server is not None:
+            await self._server.start_serving()
 
     async def stop(self) -> None:
         self.server.acceptors.pop("mqtt", None)

@@ -28,7 +28,7 @@ from natsd.routing.sublist import Subscription
 
 from . import sparkplug
 from .settings import MQTTSettings
-from .store import MESSAGE_PREFIX, JetStreamStore, StoreError
+from .store import MESSAGE_PREFIX, JetStreamStore, NoJetStream, StoreError
 from .topics import topic_to_subject
 
 if TYPE_CHECKING:
@@ -156,15 +156,25 @@ class MQTT:
         return await task
 
     async def _setup(self, account: str) -> JetStreamStore | None:
-        store: JetStreamStore | None = JetStreamStore(self, account)
-        assert store is not None
+        """The account's store; ``None`` (kept in memory) when the account has no JetStream. Any other
+        failure (a timeout, an error from JetStream) is raised and not remembered: the device is refused,
+        and the next one tries again, rather than have its QoS 1 messages acknowledged without JetStream."""
+        store = JetStreamStore(self, account)
         try:
             await store.setup()
-        except (StoreError, ValueError) as exc:
+        except NoJetStream as exc:
+            store.close()
+            if self.settings.js_domain:
+                self._store_setups.pop(account, None)
+                raise StoreError(f"JetStream domain {self.settings.js_domain!r} does not answer: {exc}") from None
             log.warning("MQTT: account %r keeps sessions and retained messages in memory only (lost at a "
                         "restart): %s", account, exc)
+            self.stores[account] = None
+            return None
+        except (StoreError, ValueError) as exc:
             store.close()
-            store = None
+            self._store_setups.pop(account, None)
+            raise StoreError(f"MQTT state of account {account!r} cannot be kept in JetStream: {exc}") from None
         self.stores[account] = store
         return store
 

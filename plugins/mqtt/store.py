@@ -52,6 +52,10 @@ class StoreError(Exception):
     """JetStream refused or did not answer."""
 
 
+class NoJetStream(StoreError):
+    """Nothing answers the account's JetStream API: the account has no JetStream."""
+
+
 def client_hash(client_id: str) -> str:
     """The token a client id becomes in a subject (any client id is a valid one this way)."""
     return hashlib.sha256(client_id.encode()).hexdigest()[:16]
@@ -129,7 +133,7 @@ class JetStreamStore:
         future = self.request(f"{self.api}.{api}", payload)
         headers, answer = await future  # StoreError once js_api_timeout passed
         if headers and headers.startswith(b"NATS/1.0 503"):
-            raise StoreError("JetStream is not enabled for this account (no responders)")
+            raise NoJetStream("JetStream is not enabled for this account (no responders)")
         response: dict[str, Any] = json.loads(answer)
         return response
 

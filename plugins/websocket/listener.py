@@ -412,7 +412,8 @@ class WebSocketListener:
         try:
             self._server = await self.server.loop.create_server(
                 lambda: WebSocketConnection(self), host=settings.host or None, port=port, ssl=ssl,
-                reuse_address=True, ssl_handshake_timeout=settings.tls.timeout if settings.tls else None)
+                reuse_address=True, ssl_handshake_timeout=settings.tls.timeout if settings.tls else None,
+                start_serving=False)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen for websocket clients on {settings.host}:{port}: "
                           f"{exc.strerror}") from exc
@@ -421,6 +422,11 @@ class WebSocketListener:
         log.info("Listening for websocket clients on %s://%s:%d", self.scheme, self.host, self.port)
         if settings.no_tls and settings.tls is None:
             log.warning("Websocket not configured with TLS. DO NOT USE IN PRODUCTION!")
+
+    async def serving(self) -> None:
+        """Accept once the server has started, as the client port does (MQTT devices come here too)."""
+        if self._server is not None:
+            await self._server.start_serving()
 
     async def stop(self) -> None:
         if self._server is not None:

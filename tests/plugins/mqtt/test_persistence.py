@@ -17,7 +17,7 @@ import nats
 import paho.mqtt.client as mqtt
 import pytest
 
-from natsd import Server
+from natsd import Server, hookimpl
 from natsd.config.conf import parse
 from natsd.server import free_port
 
@@ -414,3 +414,95 @@ async def test_a_leaf_node_keeps_its_mqtt_state_in_the_hubs_jetstream_domain(tmp
         await leaf_nc.close()
         await leaf.shutdown()
         await hub.shutdown()
+
+
+class HeldStartup:
+    """A plugin whose start-up waits for ``release``: the server is half started meanwhile."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    @hookimpl
+    def natsd_startup(self, server: Any) -> Any:
+        return self.release.wait()
+
+
+async def _connack(port: int, client_id: str, timeout: float) -> bytes:
+    """The CONNACK an MQTT 3.1.1 device gets (b"" if none within ``timeout`` or the connection closed);
+    a refused connection is tried again, as devices do."""
+    from natsd_plugins.mqtt import packets as P
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            break
+        except ConnectionRefusedError:
+            if asyncio.get_running_loop().time() > deadline:
+                return b""
+            await asyncio.sleep(0.02)
+    writer.write(P.encode(P.Connect(client_id, keep_alive=30), P.MQTT_311))
+    try:
+        return await asyncio.wait_for(reader.read(4), timeout)
+    except asyncio.TimeoutError:
+        return b""
+    finally:
+        writer.close()
+
+
+async def test_devices_are_served_once_jetstream_has_started(tmp_path: Path) -> None:
+    """A device that comes while the server starts waits for its CONNACK until every plugin has
+    started: its session goes to JetStream, not to memory for good (the port was served too early)."""
+    mqtt_port, held = free_port(), HeldStartup()
+    server = Server(parse(f'host: 127.0.0.1\nport: -1\njetstream {{ store_dir: "{tmp_path}" }}\n'
+                          f'mqtt {{ listen: "127.0.0.1:{mqtt_port}" }}'), plugins=[held])
+    starting = asyncio.create_task(server.start())
+    try:
+        for _ in range(200):
+            if server.ports.get("mqtt"):
+                break
+            await asyncio.sleep(0.01)
+        early = asyncio.create_task(_connack(mqtt_port, "early", 10))
+        await asyncio.sleep(0.5)
+        assert not early.done()  # no CONNACK while the server is half started
+        held.release.set()
+        await starting
+        assert await early == b"\x20\x02\x00\x00"  # accepted
+        nc = await nats.connect(server.client_url)
+        names = json.loads((await nc.request("$JS.API.STREAM.NAMES", b"", timeout=5)).data)["streams"]
+        assert "$MQTT_sess" in names
+        await nc.close()
+    finally:
+        held.release.set()
+        await starting
+        await server.shutdown()
+
+
+async def test_a_jetstream_domain_that_does_not_answer_refuses_devices_until_it_does(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``js_domain`` names where QoS 1 messages must be kept: while it does not answer, devices get
+    "server unavailable" and nothing is acknowledged from memory; once it answers, they are served."""
+    mqtt_port = free_port()
+    server = Server(parse(f'host: 127.0.0.1\nport: -1\nmqtt {{ listen: "127.0.0.1:{mqtt_port}", js_domain: hub, '
+                          'js_api_timeout: "1s" }'))
+    await server.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="natsd.mqtt"):
+            assert await _connack(mqtt_port, "truck-1", 10) == b"\x20\x02\x00\x03"  # server unavailable
+        assert "JetStream domain 'hub' does not answer" in caplog.text
+        # the domain appears: a service answering its API as JetStream would is enough to be asked again
+        nc = await nats.connect(server.client_url)
+        asked: list[str] = []
+
+        async def jetstream(msg: Any) -> None:
+            asked.append(msg.subject)
+            await msg.respond(json.dumps({"error": {"code": 503, "err_code": 10039,
+                                                    "description": "jetstream not enabled"}}).encode())
+
+        await nc.subscribe("$JS.hub.API.>", cb=jetstream)
+        await nc.flush()
+        assert await _connack(mqtt_port, "truck-1", 10) == b"\x20\x02\x00\x03"
+        assert asked and asked[0] == "$JS.hub.API.STREAM.CREATE.$MQTT_sess"  # tried again, not remembered
+        await nc.close()
+    finally:
+        await server.shutdown()
