@@ -98,6 +98,23 @@ def test_match_agrees_with_brute_force(pats: list[bytes], subjects: list[list[by
         assert {id(s) for s in sl.match(subject).psubs} == expected
 
 
+def _valid_by_tokens(subject: bytes, literal: bool) -> bool:
+    """The rules token by token: the reference the validators' searches must agree with."""
+    if not subject or any(c in subject for c in b" \t\r\n"):
+        return False
+    tokens = subject.split(b".")
+    if any(not t for t in tokens) or b">" in tokens[:-1]:
+        return False
+    return not literal or not ({b"*", b">"} & set(tokens))
+
+
+@given(st.lists(st.sampled_from([b"a", b"bc", b"*", b">", b"", b" ", b"\t", b"x>", b"*y", b"\r\n"]), max_size=6))
+def test_subject_validation_agrees_with_the_token_rules(parts: list[bytes]) -> None:
+    for subject in (b".".join(parts), b"".join(parts)):
+        assert valid_subject(subject) == _valid_by_tokens(subject, False), subject
+        assert valid_literal_subject(subject) == _valid_by_tokens(subject, True), subject
+
+
 def test_subject_validation() -> None:
     assert valid_subject(b"foo.*.>")
     assert valid_subject(b">")
