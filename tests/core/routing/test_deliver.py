@@ -373,3 +373,20 @@ async def test_remote_queue_weight_biases_the_pick(weight: int) -> None:
         assert abs(share - expected) < 0.12, (share, expected)
         for raw in (member, pub):
             await raw.close()
+
+
+async def test_an_in_process_publish_checks_its_subject_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subjects that passed are remembered (bounded); an invalid one is refused however many came before."""
+    from natsd.routing import internal
+
+    monkeypatch.setattr(internal, "PUBLISHED_MAX", 3)
+    monkeypatch.setattr(internal, "_published", {})
+    async with Server({"host": "127.0.0.1", "port": 0}) as server:
+        client = server.connect_internal("publisher")
+        got: list[bytes] = []
+        server.connect_internal("listener").subscribe("fleet.>", lambda subject, *rest: got.append(subject))
+        for i in range(10):
+            client.publish(f"fleet.t{i % 5}", b"x")
+            with pytest.raises(ValueError, match="invalid publish subject"):
+                client.publish("fleet.*" if i % 2 else "fleet..t", b"x")
+        assert len(got) == 10 and len(internal._published) <= 3
