@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -102,6 +104,20 @@ def run(script: list[tuple[str, int, int]]) -> None:
         check(index, model)
 
 
+@contextmanager
+def thresholds(**values: int) -> Iterator[None]:
+    """The index module's tuning constants set to ``values`` for a while (hypothesis runs many
+    examples in one test, so pytest's function-scoped monkeypatch does not fit)."""
+    saved = {name: getattr(index_module, name) for name in values}
+    for name, value in values.items():
+        setattr(index_module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(index_module, name, value)
+
+
 @settings(max_examples=150, deadline=None)
 @given(ops())
 def test_the_index_answers_as_the_model(script: list[tuple[str, int, int]]) -> None:
@@ -112,12 +128,8 @@ def test_the_index_answers_as_the_model(script: list[tuple[str, int, int]]) -> N
 @given(ops())
 def test_walking_and_trimming_paths_answer_alike(script: list[tuple[str, int, int]]) -> None:
     """With tiny thresholds: wildcards walk the sequences, the arrays trim their front often."""
-    saved = index_module.SCAN_SUBJECTS, index_module.TRIM_AT
-    index_module.SCAN_SUBJECTS, index_module.TRIM_AT = 0, 2
-    try:
+    with thresholds(SCAN_SUBJECTS=0, TRIM_AT=2):
         run(script)
-    finally:
-        index_module.SCAN_SUBJECTS, index_module.TRIM_AT = saved
 
 
 @settings(max_examples=150, deadline=None)
@@ -125,12 +137,8 @@ def test_walking_and_trimming_paths_answer_alike(script: list[tuple[str, int, in
 def test_a_wildcard_search_goes_subject_by_subject_after_a_walk_of_one(
         script: list[tuple[str, int, int]]) -> None:
     """With a walk of one message and tiny memos: the subject-by-subject search, and forgetting."""
-    saved = index_module.WALK, index_module.VERDICTS_MAX
-    index_module.WALK, index_module.VERDICTS_MAX = 1, 2
-    try:
+    with thresholds(WALK=1, VERDICTS_MAX=2):
         run(script)
-    finally:
-        index_module.WALK, index_module.VERDICTS_MAX = saved
 
 
 def test_a_million_messages_cost_about_17_bytes_each() -> None:
