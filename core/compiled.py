@@ -54,7 +54,7 @@ def source_digest(path: str) -> str:
 
 
 def active() -> dict[str, bool]:
-    """``{module: compiled?}`` for the accelerated modules imported so far."""
+    """``{module: compiled?}`` for the modules of :data:`MODULES` imported so far."""
     found = {}
     for name in MODULES:
         module = sys.modules.get(name)
@@ -87,7 +87,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
             return spec  # not compiled: the source, as usual
         assert spec.origin is not None
-        source = spec.origin[:spec.origin.rindex(os.sep) + 1] + name.rpartition(".")[2] + ".py"
+        source = os.path.join(os.path.dirname(spec.origin), name.rpartition(".")[2] + ".py")
         if not os.path.exists(source):
             return spec
         if pure_requested():
