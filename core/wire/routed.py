@@ -36,6 +36,8 @@ from natsd.wire.errors import ProtocolError
 
 MAX_CONTROL_LINE = 64 * 1024
 """nats-server allows route control lines of 16 times the client limit."""
+LINE_CACHE_MAX = 256
+"""Message lines a parser remembers (see ``RouteParser._lines``)."""
 
 CRLF = b"\r\n"
 PING = b"PING\r\n"
@@ -81,7 +83,7 @@ def _int(token: bytes, what: str, line: bytes) -> int:
 class RouteParser:
     """Incremental parser of what a peer sends on a route connection."""
 
-    __slots__ = ("handler", "max_control_line", "_buf", "_pending", "_parts", "_have")
+    __slots__ = ("handler", "max_control_line", "_buf", "_pending", "_parts", "_have", "_lines")
 
     def __init__(self, handler: RouteHandler, max_control_line: int = MAX_CONTROL_LINE) -> None:
         self.handler = handler
@@ -91,6 +93,9 @@ class RouteParser:
         self._pending: tuple[tuple[Any, ...], int] | None = None
         self._parts: list[bytes] = []  # the incomplete payload's chunks, joined once
         self._have = 0
+        self._lines: dict[bytes, tuple[tuple[Any, ...], int]] = {}
+        """Message lines seen lately and what they parsed to: a peer repeats its subjects and
+        sizes, and a hit skips splitting the line again (cleared at :data:`LINE_CACHE_MAX`)."""
 
     def feed(self, data: bytes) -> None:
         """Parse ``data``; complete operations call the handler, a partial tail is kept."""
@@ -131,6 +136,10 @@ class RouteParser:
                 raise ProtocolError("maximum control line exceeded", "route control line too long")
             line = data[pos:nl].rstrip(b"\r")
             pos = nl + 1
+            cached = self._lines.get(line)
+            if cached is not None:
+                self._pending = cached  # the payload is read at the top of the loop
+                continue
             self._line(line)
         self._buf = data[pos:]
 
@@ -211,14 +220,14 @@ class RouteParser:
         account, subject = rest[0], rest[1]
         middle = rest[2:-sizes]
         reply: bytes | None = None
-        queues: list[bytes] | None = None
+        queues: tuple[bytes, ...] | None = None  # a tuple: a remembered line hands out the same one
         if len(middle) == 1:
             reply = middle[0]
         elif middle:
             if middle[0] == b"+" and len(middle) >= 3:
-                reply, queues = middle[1], middle[2:]
+                reply, queues = middle[1], tuple(middle[2:])
             elif middle[0] == b"|":
-                queues = middle[1:]
+                queues = tuple(middle[1:])
             else:
                 raise _bad(f"{op.decode()} bad or missing reply indicator", line)
         size = rest[-1]
@@ -227,6 +236,10 @@ class RouteParser:
         if hdr > total:
             raise _bad("header size larger than total size", line)
         self._pending = ((origin, account, subject, reply, queues, size, hdr), total + 2)
+        if reply is None:  # a reply is a new inbox at every request: not worth keeping
+            if len(self._lines) >= LINE_CACHE_MAX:
+                self._lines.clear()
+            self._lines[line] = self._pending
 
 
 # -- encoding -------------------------------------------------------------------------

@@ -166,3 +166,20 @@ def test_messages_round_trip(account: bytes, subject: bytes, reply: bytes | None
     [call] = parse(frame[:split], frame[split:])
     assert call == ("msg", None, account, subject, reply, tuple(queues) if queues else None,
                     b"%d" % len(payload), payload + b"\r\n", hdr)
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=st.lists(st.tuples(st.sampled_from([b"a", b"b.c"]), st.none() | st.sampled_from([b"r1", b"r2"]),
+                                 st.sampled_from([(), (b"q",), (b"q", b"w")]), st.binary(min_size=3, max_size=3),
+                                 st.sampled_from([0, 2])), min_size=1, max_size=12),
+       split=st.integers(0, 400))
+def test_repeated_message_lines_parse_as_the_first_did(
+        frames: list[tuple[bytes, bytes | None, tuple[bytes, ...], bytes, int]], split: int) -> None:
+    """Lines that come again (same subject, size, queues) are remembered; each message still gets
+    its own payload, and what the first one parsed to."""
+    stream = b"".join(msg_head(b"$G", subject, reply, queues, hdr, len(payload)) + payload + b"\r\n"
+                      for subject, reply, queues, payload, hdr in frames)
+    split = min(split, len(stream))
+    calls = parse(stream[:split], stream[split:])
+    assert calls == [("msg", None, b"$G", subject, reply, queues or None, b"3", payload + b"\r\n", hdr)
+                     for subject, reply, queues, payload, hdr in frames]
