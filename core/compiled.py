@@ -63,6 +63,16 @@ def active() -> dict[str, bool]:
     return found
 
 
+def summary() -> str:
+    """Which of :data:`MODULES` run compiled, in a few words (for the start-up log; imports them)."""
+    for name in MODULES:
+        importlib.import_module(name)
+    compiled = [name for name, is_compiled in active().items() if is_compiled]
+    if compiled:
+        return ", ".join(compiled)
+    return f"none ({PURE_ENV} is set)" if pure_requested() else "none (installed without them)"
+
+
 class _Loaded(importlib.abc.Loader):
     """Hands the import system a compiled module :class:`_Finder` already loaded and checked."""
 

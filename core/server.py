@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from natsd import NATS_SERVER_VERSION, __version__
+from natsd import NATS_SERVER_VERSION, __version__, compiled
 from natsd import config as config_mod
 from natsd.config import ConfigError, ServerConfig
 from natsd.config.conf import ConfError, ConfMap, digest, parse_file
@@ -228,6 +228,7 @@ class Server:
         if cfg.source:
             log.info("Using configuration file: %s (%s)", cfg.source, self.config_digest)
         log.info("Plugins: %s", ", ".join(self.plugins.names()) or "none")
+        log.info("Compiled modules: %s", compiled.summary())
         try:
             # bound now, accepting once plugins have started (a JetStream recovering its streams):
             # a client that comes meanwhile is refused and retries, rather than find no responders

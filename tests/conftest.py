@@ -37,13 +37,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    import importlib
-
     from natsd import compiled
 
-    for name in compiled.MODULES:
-        importlib.import_module(name)
-    modules = ", ".join(f"{name} {'compiled' if c else 'pure'}" for name, c in compiled.active().items())
+    modules = f"compiled modules: {compiled.summary()}"
     path = find_nats_server()
     if path is None:
         return ["nats-server: not found", f"natsd: {modules}"]
