@@ -64,9 +64,10 @@ STATUS_HEARTBEAT = b"NATS/1.0 100 Idle Heartbeat\r\n"
 
 
 def new_name() -> str:
-    """An ephemeral consumer's name: 22 characters, as nats-server generates them."""
+    """A generated consumer name: 8 characters of ``[0-9A-Za-z]``, as nats-server 2.15 names an
+    ephemeral consumer (and suffixes a source's)."""
     alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-    return "".join(alphabet[b % 62] for b in os.urandom(22))
+    return "".join(alphabet[b % 62] for b in os.urandom(8))
 
 
 def _parse_time(text: str) -> int:

@@ -293,7 +293,8 @@ class JetStream:
 
     kinds = (Kind.CLIENT, Kind.SYSTEM, Kind.ROUTER, Kind.GATEWAY, Kind.LEAF, Kind.HUB)
     """Subscriptions that make a push consumer's deliver subject worth delivering to (a plugin's
-    in-process client's too: the MQTT plugin's sessions take their QoS 1 messages that way)."""
+    in-process client's too: the MQTT plugin's sessions take their QoS 1 messages that way), and
+    that make a mirror's or source's origin reachable (a leaf node's ``$JS.<domain>.API.>``)."""
 
     def interest_changed(self, account: Any, subject: bytes, queue: bytes | None, weight: int) -> None:
         if weight <= 0:
@@ -306,6 +307,8 @@ class JetStream:
             for consumer in stream.consumers.values():
                 if consumer.config.get("deliver_subject") == text:
                     consumer.schedule()
+            for feed in stream.feeds.values():
+                feed.reachable(subject)
 
     def shown_config(self, config: dict[str, Any], dynamic: bool = True) -> dict[str, Any]:
         """The config as a response shows it: create, update and info replies add the server's
@@ -747,6 +750,11 @@ class JetStream:
             if config["ack_policy"] != "explicit":
                 raise api_error("JSConsumerWQRequiresExplicitAckErr")
             self._workqueue_unique(stream, config)
+        if config.get("direct") and config.get("sourcing") and config.get("name") and (
+                stream.config["retention"] != "interest"):
+            # as nats-server: a source asks for its stable name and gets it made unique, so that
+            # a source that restarts never meets the consumer it left behind (gone when inactive)
+            config = {**config, "name": f"{config['name']}-{new_name()}"}
         consumer_name = config.get("name") or config.get("durable_name") or new_name()
         action = request.get("action") or ""
         existing = stream.consumers.get(consumer_name)

@@ -30,7 +30,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from natsd.routing.connection import Kind
-from natsd.routing.subjects import valid_literal_subject
+from natsd.routing.subjects import subject_matches, valid_literal_subject
 
 from .errors import ApiError
 from .streams import NS, index_name, parse_headers, short_hash
@@ -100,6 +100,9 @@ class Feed:
         """A ``mirror_direct`` mirror's share of the origin's direct gets (once it caught up)."""
         self._timer: asyncio.TimerHandle | None = None
         self._health: asyncio.TimerHandle | None = None
+        self.unreached: bytes | None = None
+        """The consumer create request's subject when nobody could receive it (the origin's API
+        not reachable yet: a leaf link still coming up); :meth:`reachable` asks again."""
         self.closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -225,7 +228,16 @@ class Feed:
         subject = f"$JS.API.{subject_api}.{cfg['name']}" + (f".{name}" if name else "")
         if external.get("api"):
             subject = subject.replace("$JS.API", external["api"], 1).replace("..", ".")
-        self.client.publish(subject, body, reply=reply, headers=headers + b"\r\n")
+        reached = self.client.publish(subject, body, reply=reply, headers=headers + b"\r\n")
+        self.unreached = None if reached else subject.encode()
+
+    def reachable(self, interest: bytes) -> None:
+        """Someone subscribed to ``interest`` in the stream's account: if that reaches the request
+        that went nowhere, ask again now rather than at the next health check (as nats-server
+        retries its sync consumers when a leaf node connects)."""
+        if self.unreached is not None and self._sub is None and subject_matches(interest, self.unreached):
+            self.unreached = None
+            self._schedule(0.0)
 
     def _created(self, subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
         if self.closed:
@@ -233,6 +245,7 @@ class Feed:
         if self._reply_sub is not None:
             self.client.unsubscribe(self._reply_sub)
             self._reply_sub = None
+        self.unreached = None
         try:
             response = json.loads(payload)
         except ValueError:

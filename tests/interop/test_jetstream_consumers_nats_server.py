@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -938,3 +940,34 @@ async def test_consumer_answers_match(conns: dict[str, Client], case: str) -> No
     finally:
         for side in sides:
             await side.close()
+
+
+async def test_generated_and_source_consumer_names_match_nats_servers_shapes(
+        conns: dict[str, Client]) -> None:  # noqa: F811
+    """Names a server makes up: 8 characters for an ephemeral consumer; a source's consumer (``direct``
+    and ``sourcing``, named by the source) suffixed with 8 more, so that a source that restarts and asks
+    again from another sequence never meets the consumer it left behind (``deliver policy can not be
+    updated``). Both servers, one after the other."""
+    made = re.compile(r"[0-9A-Za-z]{8}")
+    for kind in KINDS:
+        nc = conns[kind]
+        try:
+            out = await reply(nc, Req("$JS.API.STREAM.CREATE.NAMES", {"name": "NAMES", "subjects": ["names.>"]}))
+            assert "error" not in out["json"], (kind, out)
+            out = await reply(nc, ephemeral("NAMES", deliver_subject="in.names.eph"))
+            assert made.fullmatch(out["json"].get("name", "")), (kind, out)
+            names = []
+            for start in ({"deliver_policy": "all"}, {"deliver_policy": "by_start_sequence", "opt_start_seq": 5}):
+                cfg = {"name": "JS_SRC_abcdefgh", "deliver_subject": f"in.names.src{len(names)}", "ack_policy": "none",
+                       "max_deliver": 1, "flow_control": True, "idle_heartbeat": SEC, "direct": True,
+                       "sourcing": True, **start}
+                out = await reply(nc, Req("$JS.API.CONSUMER.CREATE.NAMES", {"stream_name": "NAMES", "config": cfg},
+                                          headers={"Nats-Required-Api-Level": "5"}))
+                # the answer carries the origin's identity in a header (a source checks it next time)
+                assert out.get("headers", {}).get("Nats-Stream-Identity"), (kind, out)
+                name = json.loads(out["payload"]).get("name", "")
+                assert name.startswith("JS_SRC_abcdefgh-") and made.fullmatch(name[16:]), (kind, out)
+                names.append(name)
+            assert names[0] != names[1], kind
+        finally:
+            await reply(nc, Req("$JS.API.STREAM.DELETE.NAMES", ""))
