@@ -12,9 +12,13 @@ Python prefers an extension module to a source file of the same name, so
 
 - when ``NATSD_PURE_PYTHON`` is set (to anything but ``""`` or ``0``): the
   pure-Python modules are the reference, and the test suite runs against both;
-- when the compiled module was built from another version of the source (a
+- when a compiled module was built from another version of its source (a
   checkout edited or updated since ``pip install -e .``): natsd logs a warning
-  and runs the source, so an edit is never shadowed by a stale build.
+  and runs the sources of all of them, so an edit is never shadowed by a stale
+  build (and no compiled class sits on a pure-Python base).
+
+The finder decides once, for all the modules, before loading any: it looks for
+each source's digest in the compiled files' bytes.
 
 This module imports nothing of natsd: ``setup.py`` reads :data:`MODULES` from it.
 """
@@ -31,13 +35,27 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-MODULES = ("natsd.wire.protocol", "natsd.wire.routed")
-"""The modules ``setup.py`` compiles, by import name (all live under ``core/``)."""
+MODULES = (
+    "natsd.wire.protocol",
+    "natsd.wire.routed",
+    "natsd.routing.sublist",
+    "natsd.routing.connection",
+    "natsd.routing.deliver",
+    "natsd.routing.account",
+    "natsd.conn.client",
+)
+"""The modules ``setup.py`` compiles, by import name (all live under ``core/``).
+
+They run compiled all together or not at all: compiled classes derive from one
+another across modules (``Client`` from ``Connection``), so a compiled module
+cannot sit on a pure-Python one."""
 
 DIGEST_NAME = "__natsd_source_sha256__"
 """The compiled module's attribute holding the SHA-256 (hex) of the source it was built from."""
 
 PURE_ENV = "NATSD_PURE_PYTHON"
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 log = logging.getLogger("natsd.compiled")
 
@@ -59,7 +77,8 @@ def active() -> dict[str, bool]:
     for name in MODULES:
         module = sys.modules.get(name)
         if module is not None:
-            found[name] = isinstance(getattr(module.__spec__, "loader", None), _Loaded)
+            found[name] = isinstance(getattr(module.__spec__, "loader", None),
+                                     importlib.machinery.ExtensionFileLoader)
     return found
 
 
@@ -70,53 +89,71 @@ def summary() -> str:
     compiled = [name for name, is_compiled in active().items() if is_compiled]
     if compiled:
         return ", ".join(compiled)
-    return f"none ({PURE_ENV} is set)" if pure_requested() else "none (installed without them)"
+    return f"none ({PURE_ENV} is set)" if pure_requested() else "none (installed without them, or stale)"
 
 
-class _Loaded(importlib.abc.Loader):
-    """Hands the import system a compiled module :class:`_Finder` already loaded and checked."""
+def _files(name: str) -> tuple[str, str | None, list[str]]:
+    """A module's source path, its extension module (None: not compiled) and the files its
+    compiled code is in: the extension, and the library mypyc builds beside it when each
+    module is compiled separately (``<name>__mypyc<suffix>``)."""
+    stem = os.path.join(PACKAGE_DIR, *name.split(".")[1:])
+    found = [stem + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES if os.path.exists(stem + suffix)]
+    if not found:
+        return stem + ".py", None, []
+    libs = [stem + "__mypyc" + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES
+            if os.path.exists(stem + "__mypyc" + suffix)]
+    return stem + ".py", found[0], [found[0], *libs]
 
-    def __init__(self, module: ModuleType) -> None:
-        self.module = module
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        return self.module
+def _built_from(source: str, built: list[str]) -> bool:
+    """Whether the compiled files carry the digest of ``source``. ``setup.py`` appends the
+    digest to the module as a string constant (:data:`DIGEST_NAME`), which the compiled code
+    keeps verbatim among its literals: the bytes say it without running the module."""
+    digest = source_digest(source).encode()
+    for path in built:
+        with open(path, "rb") as f:
+            if digest in f.read():
+                return True
+    return False
 
-    def exec_module(self, module: ModuleType) -> None:
-        pass
 
-
+def _choose() -> dict[str, str | None]:
+    """``{module: extension path}`` if every module of :data:`MODULES` runs compiled, else
+    ``{module: None}`` (the sources); warns about a build older than its source."""
+    sources: dict[str, str | None] = {name: None for name in MODULES}
+    if pure_requested():
+        return sources
+    chosen: dict[str, str | None] = {}
+    stale = []
+    for name in MODULES:
+        source, extension, built = _files(name)
+        if extension is None:
+            return sources  # installed without them
+        if os.path.exists(source) and not _built_from(source, built):
+            stale.append((name, source))
+        chosen[name] = extension
+    for name, source in stale:
+        log.warning("%s: the compiled module was built from another version of %s; running the "
+                    "source of every compiled module (rebuild with `pip install -e .` to compile them "
+                    "again)", name, source)
+    return sources if stale else chosen
 class _Finder(importlib.abc.MetaPathFinder):
-    """Finds :data:`MODULES`: the compiled module if it matches its source, else the source."""
+    """Finds :data:`MODULES`: all compiled if every one matches its source, else all sources."""
+
+    def __init__(self) -> None:
+        self.chosen: dict[str, str | None] | None = None
 
     def find_spec(self, name: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if name not in MODULES:
             return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
-            return spec  # not compiled: the source, as usual
-        assert spec.origin is not None
-        source = os.path.join(os.path.dirname(spec.origin), name.rpartition(".")[2] + ".py")
-        if not os.path.exists(source):
-            return spec
-        if pure_requested():
-            return importlib.util.spec_from_file_location(name, source)
-        # Load the extension as the import system would (it runs the module's code), then
-        # keep it only if it was built from this source.
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            del sys.modules[name]
-        if getattr(module, DIGEST_NAME, None) != source_digest(source):
-            log.warning("%s: the compiled module was built from another version of %s; running the "
-                        "source (rebuild with `pip install -e .` to compile it again)", name, source)
-            return importlib.util.spec_from_file_location(name, source)
-        compiled = importlib.machinery.ModuleSpec(name, _Loaded(module), origin=spec.origin)
-        compiled.has_location = True
-        return compiled
+        if self.chosen is None:
+            self.chosen = _choose()
+        extension = self.chosen[name]
+        if extension is not None:
+            return importlib.util.spec_from_file_location(name, extension)
+        source = _files(name)[0]
+        return importlib.util.spec_from_file_location(name, source) if os.path.exists(source) else None
 
 
 def install() -> None:

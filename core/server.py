@@ -23,7 +23,7 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from natsd import NATS_SERVER_VERSION, __version__, compiled
 from natsd import config as config_mod
@@ -459,7 +459,7 @@ class Server:
         """The protocol of a connection accepted on the client port (behind TLS if configured)."""
         client = self._client_class(self, "tcp")
         if self.tls is None:
-            return client
+            return cast(asyncio.Protocol, client)  # a protocol by its methods (a compiled class)
         return TLSGate(client, self.tls, self.config.allow_non_tls)
 
     def reload_tls(self, settings: TLSSettings | None) -> None:

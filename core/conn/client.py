@@ -25,6 +25,8 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 from natsd.config.log import TRACE, go_quote
 from natsd.plugin.auth import NOBODY_ACCEPTED
 from natsd.plugin.contracts import AuthRequest, AuthResult
@@ -69,7 +71,8 @@ TLS_HANDSHAKE_FAILURE = "TLS Handshake Failure"
 __all__ = ["CLIENT_CLOSED", "SERVER_SHUTDOWN", "Client", "ObservedClient", "TracedClient", "TracingClient"]
 
 
-class Client(Connection, asyncio.Protocol):
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Client(Connection):
     """One NATS client connection over a byte transport (TCP, TLS, a WebSocket adapter ...).
 
     The transport (``io``) is anything with the methods of
@@ -77,13 +80,14 @@ class Client(Connection, asyncio.Protocol):
     plugin's adapter that frames what the client writes (WebSocket).
     """
 
-    __slots__ = ("io", "parser", "verbose", "pedantic", "no_responders", "pings_out", "nonce",
+    __slots__ = ("api", "io", "parser", "verbose", "pedantic", "no_responders", "pings_out", "nonce",
                  "info_overrides", "connect_defaults", "no_auth_user", "auth_timeout", "_ping_timer",
                  "_auth_timer", "_deadline_timer", "_auth_task", "_label", "_ponged", "_ping_sent")
 
     def __init__(self, server: ServerAPI, transport: str = "tcp") -> None:
         super().__init__(server, server.global_account, kind=Kind.CLIENT, transport=transport)
-        self.server: ServerAPI = server
+        self.api: ServerAPI = server
+        """The server, as plugins see it (``server`` is the same object, typed as the router needs it)."""
         self.io: ByteTransport | None = None
         self.parser = Parser(self, server.config.max_payload, server.config.max_control_line)
         # nats-server's defaults until CONNECT says otherwise.
@@ -154,7 +158,7 @@ class Client(Connection, asyncio.Protocol):
         is done, :meth:`begin`; ``send_info=False`` defers INFO (handshake first).
         """
         self.io = transport
-        server = self.server
+        server = self.api
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.remote = (peer[0], peer[1])
@@ -173,11 +177,11 @@ class Client(Connection, asyncio.Protocol):
     def send_info(self) -> None:
         """Write this connection's INFO now."""
         assert self.io is not None
-        self.io.write(encode_info(self.server.client_info(self)))
+        self.io.write(encode_info(self.api.client_info(self)))
 
     def begin(self) -> None:
         """Start the protocol: the authentication and ping timers (after TLS, if any)."""
-        server = self.server
+        server = self.api
         loop = server.loop
         if server.auth.required_for(self.transport):
             self.parser.handler = _PreAuth(self)
@@ -199,8 +203,8 @@ class Client(Connection, asyncio.Protocol):
             self._protocol_error(exc)
         if self.in_msgs != published:
             self.account.traffic_cache = None  # its traffic totals moved (natsd.routing.stats)
-        if self.server.dirty:
-            self.server.flush()
+        if self.api.dirty:
+            self.api.flush()
 
     def eof_received(self) -> bool | None:
         return None
@@ -210,9 +214,9 @@ class Client(Connection, asyncio.Protocol):
             self._teardown(CLIENT_CLOSED)
 
     def pause_writing(self) -> None:
-        if self._deadline_timer is None and self.server.config.write_deadline > 0:
-            self._deadline_timer = self.server.loop.call_later(
-                self.server.config.write_deadline, self._deadline_expired)
+        if self._deadline_timer is None and self.api.config.write_deadline > 0:
+            self._deadline_timer = self.api.loop.call_later(
+                self.api.config.write_deadline, self._deadline_expired)
 
     def resume_writing(self) -> None:
         if self._deadline_timer is not None:
@@ -269,7 +273,7 @@ class Client(Connection, asyncio.Protocol):
         self.cancel_timers()
         if self._auth_task is not None:
             self._auth_task.cancel()
-        self.server.connection_closed(self, reason)
+        self.api.connection_closed(self, reason)
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         log.error("%s - %s", self.describe(), exc.detail)
@@ -280,7 +284,7 @@ class Client(Connection, asyncio.Protocol):
             reason = MAX_CONTROL_LINE
         elif exc.text == errors.AUTH_VIOLATION:
             reason = AUTH_VIOLATION
-            notify(self.server.observers.auth_failed, self, exc.detail)
+            notify(self.api.observers.auth_failed, self, exc.detail)
         self.close(reason, exc.text)
 
     def send_err(self, text: str) -> None:
@@ -294,15 +298,15 @@ class Client(Connection, asyncio.Protocol):
         self._ping_timer = None
         if self.closed:
             return
-        if self.pings_out + 1 > self.server.config.ping_max:
-            self.server.stale_connections += 1
+        if self.pings_out + 1 > self.api.config.ping_max:
+            self.api.stale_connections += 1
             self.close(STALE_CONNECTION, errors.STALE_CONNECTION)
             return
         self.pings_out += 1
         self._ping_sent = time.monotonic()
         self.send(PING)
-        self._ping_timer = self.server.loop.call_later(
-            self.server.config.ping_interval, self._ping_tick)
+        self._ping_timer = self.api.loop.call_later(
+            self.api.config.ping_interval, self._ping_tick)
 
     def _auth_expired(self) -> None:
         self._auth_timer = None
@@ -336,7 +340,7 @@ class Client(Connection, asyncio.Protocol):
         self.pedantic = _opt(options, "pedantic", self.pedantic)
         self.echo = _opt(options, "echo", self.echo)
         headers = _opt(options, "headers", self.headers)
-        self.headers = headers and not self.server.config.no_header_support
+        self.headers = headers and not self.api.config.no_header_support
         self.no_responders = _opt(options, "no_responders", self.no_responders)
         if not self.connected:  # as nats-server: the time since accept estimates the round trip
             self.rtt = max(_now() - self.start, 1e-9)
@@ -347,7 +351,7 @@ class Client(Connection, asyncio.Protocol):
             raise ProtocolError(errors.NO_RESPONDERS_NEEDS_HEADERS)
         if not self.authorized:
             request = self.auth_request()
-            index, result = self.server.auth.first(request)
+            index, result = self.api.auth.first(request)
             if inspect.isawaitable(result):
                 self._pause_for_verdict(request, index, result)
                 return
@@ -361,7 +365,7 @@ class Client(Connection, asyncio.Protocol):
         if self.verbose:
             self.queue(OK)
         if first:
-            self.server.connection_ready(self)
+            self.api.connection_ready(self)
 
     def _pause_for_verdict(self, request: AuthRequest, index: int,
                            pending: Awaitable[AuthResult | None]) -> None:
@@ -369,11 +373,11 @@ class Client(Connection, asyncio.Protocol):
         self.parser.paused = True
         assert self.io is not None
         self.io.pause_reading()
-        self._auth_task = self.server.loop.create_task(self._finish_auth(request, index, pending))
+        self._auth_task = self.api.loop.create_task(self._finish_auth(request, index, pending))
 
     async def _finish_auth(self, request: AuthRequest, index: int,
                            pending: Awaitable[AuthResult | None]) -> None:
-        result = await self.server.auth.settle(request, index, pending)
+        result = await self.api.auth.settle(request, index, pending)
         self._auth_task = None
         if self.closed:
             return
@@ -386,11 +390,11 @@ class Client(Connection, asyncio.Protocol):
         if not self.closed:
             assert self.io is not None
             self.io.resume_reading()
-        self.server.flush()
+        self.api.flush()
 
     def _authorize(self, result: AuthResult | None) -> None:
         """Apply an authenticator's verdict: join the account, take the limits."""
-        server = self.server
+        server = self.api
         if result is None or not result.ok:
             why = result.reason if result is not None else NOBODY_ACCEPTED
             raise ProtocolError(errors.AUTH_VIOLATION, f"authentication error: {why}")
@@ -419,7 +423,7 @@ class Client(Connection, asyncio.Protocol):
     def apply_limits(self) -> None:
         """The tightest of the user's, the account's and the server's limits."""
         super().apply_limits()
-        result, account, cfg = self.auth_result, self.account, self.server.config
+        result, account, cfg = self.auth_result, self.account, self.api.config
         max_payload = min_limit(result.max_payload if result else NO_LIMIT,
                                 account.max_payload, cfg.max_payload)
         parser = self.parser
@@ -439,9 +443,9 @@ class Client(Connection, asyncio.Protocol):
         """
         if self.closed or not self.authorized:
             return
-        auth = self.server.auth
+        auth = self.api.auth
         if not auth.required_for(self.transport):
-            if self.account is not self.server.global_account:
+            if self.account is not self.api.global_account:
                 self.close(CLIENT_CLOSED)
             else:
                 self.forget_identity()
@@ -450,7 +454,7 @@ class Client(Connection, asyncio.Protocol):
         index, verdict = auth.first(request)
         if inspect.isawaitable(verdict):
             if getattr(auth.authenticators[index], "recheck_on_reload", True):
-                self._auth_task = self.server.loop.create_task(self._recheck(request, index, verdict))
+                self._auth_task = self.api.loop.create_task(self._recheck(request, index, verdict))
             elif inspect.iscoroutine(verdict):
                 verdict.close()
             return
@@ -458,17 +462,17 @@ class Client(Connection, asyncio.Protocol):
 
     async def _recheck(self, request: AuthRequest, index: int,
                        pending: Awaitable[AuthResult | None]) -> None:
-        verdict = await self.server.auth.settle(request, index, pending)
+        verdict = await self.api.auth.settle(request, index, pending)
         self._auth_task = None
         if not self.closed:
             self._take_recheck(verdict)
-            self.server.flush()
+            self.api.flush()
 
     def _take_recheck(self, verdict: AuthResult | None) -> None:
         if verdict is None or not verdict.ok:
             why = verdict.reason if verdict is not None else NOBODY_ACCEPTED
             log.error("%s - authentication error after reload - %s", self.describe(), why)
-            notify(self.server.observers.auth_failed, self, "credentials no longer accepted")
+            notify(self.api.observers.auth_failed, self, "credentials no longer accepted")
             self.close(AUTH_VIOLATION, errors.AUTH_VIOLATION)
             return
         if (verdict.account or GLOBAL_ACCOUNT) != self.account.name:
@@ -515,9 +519,9 @@ class Client(Connection, asyncio.Protocol):
         takes asynchronous INFO: the account it is bound to, and whether it is the system one."""
         account = self.account
         extra: dict[str, Any] = {"connect_info": True, "remote_account": account.name}
-        if account is self.server.system_account:
+        if account is self.api.system_account:
             extra["acc_is_sys"] = True
-        self.queue(encode_info(self.server.async_info(self, **extra)))
+        self.queue(encode_info(self.api.async_info(self, **extra)))
 
     def on_pong(self) -> None:
         self.pings_out = 0
@@ -679,7 +683,7 @@ class TracingClient(Client):
         # the untraced case is one search of the header block per trigger: with the msgtrace
         # plugin's one trigger, 9 % of a 1→1 HPUB's cost (a call through super() and a helper
         # cost 18 %; benchmarks/otel_cost.py)
-        tracing = self.server.tracing
+        tracing = self.api.tracing
         for name in tracing.triggers:
             if payload.find(name, 0, hdr_size) >= 0:
                 break
@@ -744,7 +748,7 @@ class ObservedClient(TracingClient):
             self.on_pub(subject, None, size, payload)
 
     def on_pub(self, subject: bytes, reply: bytes | None, size: bytes, payload: bytes) -> None:
-        server = self.server
+        server = self.api
         trace = server.tracing.begin(self, self.account, subject, reply, None, len(payload) - 2) if (
             server.tracing.every) else None
         if trace is None:
@@ -757,9 +761,9 @@ class ObservedClient(TracingClient):
     def on_hpub(self, subject: bytes, reply: bytes | None, hdr_size: int, size: bytes,
                 payload: bytes) -> None:
         super().on_hpub(subject, reply, hdr_size, size, payload)
-        if self.server.observers.published:
+        if self.api.observers.published:
             hdr, body = payload[:hdr_size], payload[hdr_size:-2]
-            notify(self.server.observers.published, self, self.account, subject, reply, hdr, body)
+            notify(self.api.observers.published, self, self.account, subject, reply, hdr, body)
 
 
 def _distinct_clients(result: SublistResult) -> bool:
@@ -776,16 +780,29 @@ class TracedClient(ObservedClient):
 
     The server picks this class only when tracing, so :class:`Client` pays
     nothing for it. What the client sends is traced as it is parsed; what it is
-    sent, by its output list (:class:`TracedOutput`) as frames are queued, the
+    sent, as frames are queued (:meth:`queue`, :meth:`add_msg`: the router leaves them to it), the
     router's deliveries included.
     """
 
-    __slots__ = ("_err_traced",)
+    __slots__ = ("_err_traced", "_partial")
+
+    router_appends = False
 
     def __init__(self, server: ServerAPI, transport: str = "tcp") -> None:
         super().__init__(server, transport)
-        self.out = TracedOutput(self)
         self._err_traced = False
+        self._partial = b""
+        """The start of a frame queued in pieces, not traced yet."""
+
+    def queue(self, data: bytes) -> None:
+        if not self.closed and self.out is not None and data:
+            self._partial = self.trace_sent(self._partial + data)
+        super().queue(data)
+
+    def add_msg(self, head: bytes, tail: bytes, payload: bytes, size: int, count: int = 1) -> None:
+        if not self.closed and self.out is not None:
+            self._partial = self.trace_sent(self._partial + head + tail + payload)
+        super().add_msg(head, tail, payload, size, count)
 
     def _trace(self, direction: str, text: str) -> None:
         log.log(TRACE, "%s - %s [%s]", self.describe(), direction, text)
@@ -793,7 +810,7 @@ class TracedClient(ObservedClient):
     def _trace_payload(self, direction: str, msg: bytes, hdr: int) -> None:
         """``MSG_PAYLOAD: ["..."]`` (Go-quoted), clipped at ``max_traced_msg_len``;
         ``trace_headers`` shows the headers only."""
-        cfg = self.server.config
+        cfg = self.api.config
         if cfg.trace_headers:
             if not hdr:
                 return
@@ -898,30 +915,6 @@ class TracedClient(ObservedClient):
         return data[pos:]
 
 
-class TracedOutput(list[bytes]):
-    """A traced client's output list: every frame appended is traced once it is whole.
-
-    The router appends a message as three pieces (the ``MSG`` line's head, its
-    tail, the payload); a frame is traced when its last piece arrives.
-    """
-
-    __slots__ = ("client", "partial")
-
-    def __init__(self, client: TracedClient) -> None:
-        super().__init__()
-        self.client = client
-        self.partial = b""
-
-    def append(self, data: bytes) -> None:
-        super().append(data)
-        if data:
-            self.partial = self.client.trace_sent(self.partial + data)
-
-    def clear(self) -> None:
-        super().clear()
-        self.partial = b""
-
-
 def _secret(key: str) -> bool:
     """CONNECT fields a trace redacts: nats-server's (``pass*``, ``auth_token*``,
     ``sig``, ``proxy_sig``, ``nkey``) and bearer ``jwt``s."""
@@ -950,13 +943,13 @@ class _PreAuth:
         client = self.client
         if not client.server.config.no_auth_user:
             raise ProtocolError(errors.AUTH_VIOLATION, "operation before CONNECT")
-        _, verdict = client.server.auth.first(client.auth_request())
+        _, verdict = client.api.auth.first(client.auth_request())
         if inspect.isawaitable(verdict):
             if inspect.iscoroutine(verdict):
                 verdict.close()
             raise ProtocolError(errors.AUTH_VIOLATION, "operation before CONNECT")
         client._authorize(verdict)
-        client.server.connection_ready(client)
+        client.api.connection_ready(client)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("on_"):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from natsd.security.peercert import TLSConnection
 from natsd.wire.errors import SECURE_CONNECTION_REQUIRED
@@ -151,7 +151,7 @@ class TLSGate(asyncio.Protocol):
         assert self.transport is not None
         self._cancel()
         self.state = "done"
-        self.transport.set_protocol(self.client)
+        self.transport.set_protocol(cast(asyncio.Protocol, self.client))  # see ClientProtocol
         self.early, self.head = self.head, bytearray()
         self._hand_over()
 

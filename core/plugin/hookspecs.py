@@ -153,7 +153,7 @@ def natsd_listeners(server: ServerAPI) -> Iterable[Listener] | None:
     A :class:`natsd.plugin.contracts.Listener` has ``async start()`` and ``async
     stop()``; it accepts connections of its own transport (a Unix socket,
     WebSocket, MQTT ...) and hands NATS client connections to the core with
-    ``server.client_protocol()`` (an :class:`asyncio.Protocol`) or, for a
+    ``server.client_protocol()`` (a :class:`natsd.plugin.contracts.ClientProtocol`) or, for a
     non-NATS protocol, drives an in-process client from
     ``server.connect_internal(...)``. A listener whose clients need what
     other plugins start (an MQTT session kept in JetStream) also defines

@@ -55,7 +55,10 @@ class Account:
                  "max_subscriptions", "max_payload", "max_leafnodes", "closed_totals",
                  "connected", "traffic_cache", "interest", "egress", "__weakref__")
 
-    deliver = deliver
+    def deliver(self, sender: Any, subject: bytes, reply: bytes | None, size: bytes, payload: bytes,
+                hdr: int, queues: Sequence[bytes] | None = None) -> bool:
+        """Deliver a message published in this account (:func:`natsd.routing.deliver.deliver`)."""
+        return deliver(self, sender, subject, reply, size, payload, hdr, queues)
 
     def deliver_from_server(self, sender: Any, subject: bytes, reply: bytes | None, size: bytes, payload: bytes,
                             hdr: int, queues: Sequence[bytes] = ()) -> bool:

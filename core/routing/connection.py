@@ -26,7 +26,9 @@ from __future__ import annotations
 import logging
 import time
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from mypy_extensions import mypyc_attr
 
 from .sublist import Subscription
 
@@ -172,6 +174,7 @@ class Host(Protocol):
     def lookup_account(self, name: str, create: bool = False) -> Account: ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Connection:
     """State every connection shares: identity, account, subscriptions, output and counters.
 
@@ -186,6 +189,11 @@ class Connection:
         "out_bytes_total", "close_reason", "connect_options", "auth_result", "tls", "rtt",
         "_expiry_timer", "trace",
     )
+
+    router_appends: ClassVar[bool] = True
+    """Whether the router's hot loop may append this connection's message frames to ``out``
+    itself. A subclass that watches its output (a traced client) says False: then every frame
+    goes through :meth:`queue` or :meth:`add_msg`, which it overrides."""
 
     def __init__(self, server: Host, account: Account, *, kind: Kind = Kind.CLIENT,
                  transport: str = "tcp") -> None:

@@ -8,8 +8,9 @@ dict lookup) and then:
    the receiver's output list (``MSG <subject> <sid> ``, ``[reply ]size``,
    the payload; ``HMSG``, ``[reply ]hdr size`` with headers) and the receiver
    goes on the dirty list once; no bytes are copied. Receivers with
-   permissions, auto-unsubscribe, no output list (in-process clients) or, for
-   a message with headers, no headers support take the careful path,
+   permissions, auto-unsubscribe, no output list (in-process clients), an
+   output they watch (``router_appends`` false: traced clients) or, for a
+   message with headers, no headers support take the careful path,
    :func:`deliver_one`.
 2. **Queue groups.** One member per group. A group with only local members
    is served by a uniformly random member. A group with members on other
@@ -105,7 +106,7 @@ def deliver(account: Account, sender: Any, subject: bytes, reply: bytes | None, 
             targets = result.htargets
             if targets is None:
                 targets = result.htargets = tuple(
-                    (s, s.client, s.client.out if s.client.headers else None,
+                    (s, s.client, s.client.out if s.client.headers and s.client.router_appends else None,
                      b"HMSG " + subject + b" " + s.sid + b" ")
                     for s in result.psubs)
             tail = b"%s %d %s\r\n" % (reply, hdr, size) if reply is not None else b"%d %s\r\n" % (hdr, size)
@@ -113,7 +114,8 @@ def deliver(account: Account, sender: Any, subject: bytes, reply: bytes | None, 
             targets = result.targets
             if targets is None:
                 targets = result.targets = tuple(
-                    (s, s.client, s.client.out, b"MSG " + subject + b" " + s.sid + b" ")
+                    (s, s.client, s.client.out if s.client.router_appends else None,
+                     b"MSG " + subject + b" " + s.sid + b" ")
                     for s in result.psubs)
             tail = reply + b" " + size + CRLF if reply is not None else size + CRLF
         nbytes = len(tail) + len(payload)

@@ -20,9 +20,12 @@ server without such connections never looks at them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .subjects import has_wildcard
+
+if TYPE_CHECKING:
+    from .connection import Connection
 
 REMOTE_KINDS = frozenset({1, 2, 4, 7})
 """``Kind.ROUTER``, ``Kind.GATEWAY``, ``Kind.LEAF`` and ``Kind.HUB`` (see :mod:`.connection`)."""
@@ -54,6 +57,11 @@ class Subscription:
     def __repr__(self) -> str:
         q = f" queue={self.queue!r}" if self.queue else ""
         return f"<Subscription {self.subject!r} sid={self.sid!r}{q}>"
+
+
+Target = tuple["Subscription", "Connection", "list[bytes] | None", bytes]
+"""What the router keeps per plain subscription of a cached result: the subscription, its
+connection, the connection's output list (``None``: the careful path) and the frame's head."""
 
 
 class Remote:
@@ -96,8 +104,8 @@ class SublistResult:
         self.qsubs = qsubs
         self.remote = remote
         self.interest = bool(psubs or qsubs or remote)
-        self.targets: tuple[tuple[Any, ...], ...] | None = None
-        self.htargets: tuple[tuple[Any, ...], ...] | None = None
+        self.targets: tuple[Target, ...] | None = None
+        self.htargets: tuple[Target, ...] | None = None
 
     def __bool__(self) -> bool:
         return self.interest

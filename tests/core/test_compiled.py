@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PURE_RUN = [
     "tests/core/wire",  # the parser: unit and hypothesis tests
+    "tests/core/routing",  # the router, subscriptions, accounts
     "tests/core/conn",
+    "tests/core/test_server.py",  # clients over sockets
+    "tests/core/test_cli.py::test_trace_flags",  # a traced client's output
     "tests/interop/test_differential.py",  # transcripts, natsd against nats-server
     "tests/interop/test_nats_py.py",
     f"{Path(__file__).relative_to(ROOT)}::test_implementation_as_asked",
@@ -66,18 +69,22 @@ def test_pure_python_modules_pass_the_same_tests() -> None:
 
 
 def test_a_build_of_another_source_is_not_used() -> None:
-    """A checkout edited since its build runs the edited source, with a warning."""
+    """A checkout edited since its build runs the edited source, with a warning, and so do the
+    other compiled modules (a compiled class cannot derive from a pure-Python one)."""
     _compiled_or_skip()
     script = (
         "import natsd.compiled as c, sys\n"
-        "c.source_digest = lambda path: 'edited'\n"
-        "import natsd.wire.protocol as p\n"
-        "assert p.__file__.endswith('protocol.py'), p.__file__\n"
-        "assert c.active()['natsd.wire.protocol'] is False\n"
-        "p.Parser  # the module works\n"
+        "real = c.source_digest\n"
+        "c.source_digest = lambda path: 'edited' if path.endswith('deliver.py') else real(path)\n"
+        "import natsd.routing.deliver as d, natsd.conn.client as cl, natsd.wire.protocol as p\n"
+        "assert d.__file__.endswith('deliver.py'), d.__file__\n"
+        "assert cl.__file__.endswith('client.py') and p.__file__.endswith('protocol.py'), (cl.__file__, p.__file__)\n"
+        "assert not any(c.active().values()), c.active()\n"
+        "p.Parser, cl.Client  # the modules work\n"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                          env={k: v for k, v in os.environ.items() if k != compiled.PURE_ENV})
     assert run.returncode == 0, run.stderr
-    assert "natsd.wire.protocol: the compiled module was built from another version of" in run.stderr
+    assert "natsd.routing.deliver: the compiled module was built from another version of" in run.stderr
+    assert "natsd.wire.protocol: the compiled" not in run.stderr  # only the edited one is named
     assert "pip install -e ." in run.stderr
