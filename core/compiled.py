@@ -137,6 +137,8 @@ def _choose() -> dict[str, str | None]:
                     "source of every compiled module (rebuild with `pip install -e .` to compile them "
                     "again)", name, source)
     return sources if stale else chosen
+
+
 class _Finder(importlib.abc.MetaPathFinder):
     """Finds :data:`MODULES`: all compiled if every one matches its source, else all sources."""
 
