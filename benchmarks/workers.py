@@ -183,7 +183,7 @@ def run_pairs(port: int, pairs: int, count: int, placement: list[tuple[str | Non
 class Proc:
     def __init__(self, argv: list[str], port: int, logdir: Path, label: str) -> None:
         self.port = port
-        self.log = open(logdir / f"{label}.log", "wb")
+        self.log = open(logdir / f"{label}.log", "ab")  # each start appends: a later run keeps an earlier one's log
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
                                      start_new_session=True)
         deadline = time.perf_counter() + START_TIMEOUT

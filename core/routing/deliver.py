@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 _LEAF = Kind.LEAF
 _ROUTER = Kind.ROUTER
 _LEAF_KINDS = frozenset({Kind.LEAF, Kind.HUB})
+_NONE: frozenset[Kind] = frozenset()
 
 FORWARD: dict[int, frozenset[Kind]] = {
     **{k: frozenset({Kind.ROUTER, Kind.LEAF, Kind.HUB}) for k in LOCAL_KINDS},
@@ -232,6 +233,17 @@ def _beyond(account: Account, sender: Any, result: SublistResult, subject: bytes
     (``remote_reply``: the reply other servers get, when it differs)."""
     kind = sender.kind
     remote = result.remote
+    if sender.trace is None and not (account.egress and kind in EGRESS_FROM) and not (
+            (queues is None or queues) and (result.qsubs or (remote is not None and remote.groups))):
+        # the common case: no queue group to serve, no egress, not traced; each link that
+        # takes the message gets it, and nothing is allocated for the bookkeeping below
+        if remote is not None:
+            allowed = FORWARD.get(kind, _NONE)
+            sent_reply = remote_reply if remote_reply is not None else reply
+            for conn in remote.plain:
+                if conn is not sender and conn.kind in allowed:
+                    conn.forward(sender, account, subject, sent_reply, size, payload, hdr, ())
+        return result.interest
     served: list[bytes] = []
     targets: dict[Any, list[bytes]] = {}
     if remote is not None:

@@ -273,6 +273,8 @@ def encode_unsub(account: bytes, subject: bytes, queue: bytes | None) -> bytes:
 def msg_head(account: bytes, subject: bytes, reply: bytes | None, queues: Sequence[bytes],
              hdr: int, size: bytes | int) -> bytes:
     """The control line of ``RMSG`` (``hdr`` 0) or ``HMSG``, with its CRLF."""
+    if not queues and reply is None and not hdr and isinstance(size, bytes):
+        return b"RMSG " + account + b" " + subject + b" " + size + CRLF  # most messages
     parts = [b"HMSG" if hdr else b"RMSG", account, subject]
     if queues:
         if reply is not None:
