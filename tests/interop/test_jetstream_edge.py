@@ -73,6 +73,21 @@ async def publish_all(js: nats.js.JetStreamContext, first: int, total: int) -> N
         assert all(ack.stream == "EDGE" for ack in acks)
 
 
+async def one_metric_sourced(leaf: nats.NATS, hub_port: int) -> nats.js.JetStreamContext:
+    """The edge's ``EDGE`` stream and the hub's ``GLOBAL`` sourcing it, with one metric through:
+    the edge's JetStream context, once ``GLOBAL`` has that metric."""
+    edge = leaf.jetstream()
+    await edge.add_stream(name="EDGE", subjects=["metrics.>"])
+    hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
+    await hub_nc.request("$JS.API.STREAM.CREATE.GLOBAL", json.dumps({
+        "name": "GLOBAL", "sources": [{"name": "EDGE", "external": {"api": "$JS.edge.API"}}]}).encode(),
+        timeout=5)
+    await publish_all(edge, 0, 1)
+    assert await until_count(hub_nc, "GLOBAL", 1, 30) == 1
+    await hub_nc.close()
+    return edge
+
+
 async def answers(nc: nats.NATS, subject: str, wait: float = 0.5) -> list[str]:
     """The domains of every server answering ``subject`` (an account INFO request) within ``wait``."""
     inbox = nc.new_inbox()
@@ -223,15 +238,7 @@ async def test_a_restarted_natsd_hub_resumes_sourcing_as_soon_as_the_leaf_is_bac
     leaf_proc = Proc([sys.executable, "-m", "natsd", "-c", str(leaf_conf)], leaf_port, tmp_path / "leaf.log")
     try:
         leaf = await nats.connect(f"nats://127.0.0.1:{leaf_port}")
-        edge = leaf.jetstream()
-        await edge.add_stream(name="EDGE", subjects=["metrics.>"])
-        hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
-        await hub_nc.request("$JS.API.STREAM.CREATE.GLOBAL", json.dumps({
-            "name": "GLOBAL", "sources": [{"name": "EDGE", "external": {"api": "$JS.edge.API"}}]}).encode(),
-            timeout=5)
-        await publish_all(edge, 0, 1)
-        assert await until_count(hub_nc, "GLOBAL", 1, 30) == 1
-        await hub_nc.close()
+        edge = await one_metric_sourced(leaf, hub_port)
         hub_proc.stop()
         await publish_all(edge, 1, 100)
 
@@ -307,16 +314,8 @@ async def test_a_hub_killed_in_the_middle_of_the_catch_up_loses_and_doubles_noth
     leaf_proc = Proc([sys.executable, "-m", "natsd", "-c", str(leaf_conf)], leaf_port, tmp_path / "leaf.log")
     try:
         leaf = await nats.connect(f"nats://127.0.0.1:{leaf_port}")
-        edge = leaf.jetstream()
-        await edge.add_stream(name="EDGE", subjects=["metrics.>"])
-        hub_nc = await nats.connect(f"nats://127.0.0.1:{hub_port}")
-        await hub_nc.request("$JS.API.STREAM.CREATE.GLOBAL", json.dumps({
-            "name": "GLOBAL", "sources": [{"name": "EDGE", "external": {"api": "$JS.edge.API"}}]}).encode(),
-            timeout=5)
-        await publish_all(edge, 0, 1)
+        edge = await one_metric_sourced(leaf, hub_port)
         total = 1
-        assert await until_count(hub_nc, "GLOBAL", total, 30) == total
-        await hub_nc.close()
         hub_proc.stop()
 
         seen: list[int] = []
