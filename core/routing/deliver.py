@@ -233,26 +233,18 @@ def _beyond(account: Account, sender: Any, result: SublistResult, subject: bytes
     (``remote_reply``: the reply other servers get, when it differs)."""
     kind = sender.kind
     remote = result.remote
-    if sender.trace is None and not (account.egress and kind in EGRESS_FROM) and not (
-            (queues is None or queues) and (result.qsubs or (remote is not None and remote.groups))):
-        # the common case: no queue group to serve, no egress, not traced; each link that
-        # takes the message gets it, and nothing is allocated for the bookkeeping below
+    trace = sender.trace
+    sent_reply = remote_reply if remote_reply is not None else reply
+    served: Sequence[bytes] = ()
+    if (queues is None or queues) and (result.qsubs or (remote is not None and remote.groups)):
+        served = []
+        targets: dict[Any, list[bytes]] = {}
         if remote is not None:
             allowed = FORWARD.get(kind, _NONE)
-            sent_reply = remote_reply if remote_reply is not None else reply
             for conn in remote.plain:
                 if conn is not sender and conn.kind in allowed:
-                    conn.forward(sender, account, subject, sent_reply, size, payload, hdr, ())
-        return result.interest
-    served: list[bytes] = []
-    targets: dict[Any, list[bytes]] = {}
-    if remote is not None:
-        allowed = FORWARD.get(kind, frozenset())
-        for conn in remote.plain:
-            if conn is not sender and conn.kind in allowed:
-                targets[conn] = []
-    if queues is None or queues:
-        pick = QUEUE_PICK.get(kind, frozenset())
+                    targets[conn] = []
+        pick = QUEUE_PICK.get(kind, _NONE)
         groups = [(g[0].queue, g) for g in result.qsubs]
         if remote is not None:
             groups.extend(remote.groups)
@@ -268,21 +260,31 @@ def _beyond(account: Account, sender: Any, result: SublistResult, subject: bytes
             else:
                 targets.setdefault(client, []).append(name)  # type: ignore[arg-type]
             served.append(name)  # type: ignore[arg-type]
-    trace = sender.trace
-    sent_reply = remote_reply if remote_reply is not None else reply
-    for conn, names in targets.items():
-        if trace is None:
-            conn.forward(sender, account, subject, sent_reply, size, payload, hdr, names)
-            continue
-        frame = traced_frame(trace, conn, subject, names, size, payload, hdr)
-        if frame is not None:
-            conn.forward(sender, account, subject, sent_reply, *frame, names)
+        for conn, names in targets.items():
+            _forward(conn, trace, sender, account, subject, sent_reply, size, payload, hdr, names)
+    elif remote is not None:  # no queue group to serve: nothing to allocate per message
+        allowed = FORWARD.get(kind, _NONE)
+        for conn in remote.plain:
+            if conn is not sender and conn.kind in allowed:
+                _forward(conn, trace, sender, account, subject, sent_reply, size, payload, hdr, ())
     delivered = result.interest
     if account.egress and kind in EGRESS_FROM:
         for egress in account.egress:
             if egress(sender, account, subject, reply, size, payload, hdr, result, served):
                 delivered = True
     return delivered
+
+
+def _forward(conn: Any, trace: Any, sender: Any, account: Account, subject: bytes, reply: bytes | None,
+             size: bytes, payload: bytes, hdr: int, names: Sequence[bytes]) -> None:
+    """Send one remote connection the message, with the queue groups it serves (and, for a
+    traced message, the header block the trace chose for it)."""
+    if trace is None:
+        conn.forward(sender, account, subject, reply, size, payload, hdr, names)
+        return
+    frame = traced_frame(trace, conn, subject, names, size, payload, hdr)
+    if frame is not None:
+        conn.forward(sender, account, subject, reply, *frame, names)
 
 
 def traced_frame(trace: Any, link: Any, subject: bytes, queues: Sequence[bytes], size: bytes,
