@@ -59,22 +59,38 @@ class NatsServer:
 
     def __init__(self, workdir: Path, conf: str, name: str) -> None:
         self.binary = require_nats_server()
-        self.port, self.mport = T.free_port(), T.free_port()
+        self.name, self.base = name, conf
         self.conf = workdir / f"{name}.conf"
-        self.conf.write_text(conf + f"\nhttp_port: {self.mport}\n")
         self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        """Its client and monitoring ports (nothing else refers to them, so they can change)."""
+        self.port, self.mport = T.free_port(), T.free_port()
+        self.conf.write_text(self.base + f"\nhttp_port: {self.mport}\n")
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([self.binary, "-c", str(self.conf), "-a", "127.0.0.1",
-                                          "-p", str(self.port)], stdout=out, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.monitor("varz") is not None, 10)
-        return self
+        """Start it and wait until its monitoring port answers. A port chosen free can be taken
+        before nats-server binds it (another process's outgoing connection): then it exits, and
+        is started again on other client and monitoring ports (up to 3 times)."""
+        for _ in range(3):
+            with open(self.log, "ab") as out:
+                self.proc = subprocess.Popen([self.binary, "-c", str(self.conf), "-a", "127.0.0.1",
+                                              "-p", str(self.port)], stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if self.monitor("varz") is not None:
+                    return self
+                time.sleep(0.05)
+            if self.proc.poll() is None or b"address already in use" not in self.log.read_bytes()[-2000:]:
+                break
+            self._choose_ports()
+        raise AssertionError(f"nats-server {self.name} did not start:\n{self.log.read_text(errors='replace')[-2000:]}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
