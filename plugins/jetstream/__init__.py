@@ -29,6 +29,17 @@ if TYPE_CHECKING:
 JETSTREAM: StashKey[JetStream] = StashKey()
 
 
+def running(server: ServerAPI) -> JetStream | None:
+    """This server's JetStream, for a plugin that uses it in-process (``None``: not enabled here).
+
+    See :meth:`JetStream.local_stream <natsd_plugins.jetstream.jetstream.JetStream.local_stream>`
+    and :meth:`~natsd_plugins.jetstream.jetstream.JetStream.ack_local`. A plugin that may run
+    without JetStream checks first that this package is in ``sys.modules`` (the server loaded
+    the plugin), so as not to import a plugin the server does not run.
+    """
+    return server.stash.get(JETSTREAM, None)
+
+
 @hookimpl
 def natsd_addhooks(pluginmanager: PluginManager) -> None:
     pluginmanager.add_hookspecs(hookspecs)

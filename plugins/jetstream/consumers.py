@@ -204,7 +204,7 @@ class Consumer:
             found = client.account.sublist.match(deliver.encode())
             self._covered = bool(found.psubs or found.qsubs or found.remote is not None)
         if not self.ack_none:  # as nats-server: nothing listens for acks a consumer does not take
-            self._ack_sub = client.subscribe(f"$JS.ACK.{self.stream.name}.{self.name}.*.*.*.*.*", self._ack_received)
+            self._ack_sub = client.subscribe(f"$JS.ACK.{self.stream.name}.{self.name}.*.*.*.*.*", self.ack_received)
         if self.config.get("flow_control"):
             self._fc_sub = client.subscribe(f"$JS.FC.{self.stream.name}.{self.name}.*", self._flow_answered)
         if self.config["deliver_policy"] == "last_per_subject" and not self.pending and self.dseq == 0:
@@ -232,13 +232,17 @@ class Consumer:
     def reconfigure(self, config: dict[str, Any]) -> None:
         """An update (checked by :func:`check_update`): the new config, its filters from now on. As
         nats-server, the cursor stays, and an interest stream lets go of what lost its interest."""
+        old_deliver = self.config.get("deliver_subject")
         self.config = config
         filters = _filters(config)
         if filters != self.filters:
             self.filters = filters
             self._matched.clear()
+            self.stream.refiltered(self)
             if self.stream.config["retention"] == "interest":
                 self.stream.drop_unwanted()
+        elif config.get("deliver_subject") != old_deliver:
+            self.stream.refiltered(self)
 
     def save_soon(self) -> None:
         """:meth:`save` once at the end of this loop pass, however many deliveries and acks it had
@@ -559,7 +563,7 @@ class Consumer:
 
     # -- acknowledgements --------------------------------------------------------------------------------
 
-    def _ack_received(self, subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+    def ack_received(self, subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
         tokens = subject.split(b".")
         # $JS.ACK.<stream>.<consumer>.<count>.<stream seq>.<consumer seq>.<ts>.<pending>
         if len(tokens) != 9:

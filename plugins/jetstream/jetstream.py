@@ -230,7 +230,7 @@ class JetStream:
                 stream.subscribe()
                 for cname, saved in stream.store.consumers().items():
                     consumer = Consumer(stream, cname, saved["config"], saved["created"], saved)
-                    stream.consumers[cname] = consumer
+                    stream.add_consumer(consumer)
                     consumer.start()
 
     def system_client(self) -> InternalClient | None:
@@ -284,6 +284,27 @@ class JetStream:
                 await backend.close()
         self.server.update_info(jetstream=None, domain=None)
 
+    # -- the in-process API for plugins ---------------------------------------------------------------
+
+    def local_stream(self, account: str, name: str) -> Stream | None:
+        """The stream ``name`` of ``account`` if this server keeps it, for a plugin that publishes into it
+        in-process (:meth:`Stream.store_local`); ``None``: no such stream here."""
+        return self.streams.get(account, {}).get(name)
+
+    def ack_local(self, account: str, reply: bytes, payload: bytes = b"+ACK") -> bool:
+        """Answer a delivery in-process: as publishing ``payload`` (``+ACK``, ``-NAK``, ``+WPI``,
+        ``+TERM``) on its ack subject ``reply`` in ``account``, without the routing. ``False``: its
+        consumer is not on this server (publish the answer then)."""
+        tokens = reply.split(b".")
+        if len(tokens) != 9 or tokens[1] != b"ACK":  # $JS.ACK.<stream>.<consumer>.<5 numbers>
+            return False
+        stream = self.streams.get(account, {}).get(tokens[2].decode())
+        consumer = stream.consumers.get(tokens[3].decode()) if stream is not None else None
+        if consumer is None or consumer.closed or consumer.ack_none:
+            return False
+        consumer.ack_received(reply, None, None, payload)
+        return True
+
     # -- the publish path's hook ---------------------------------------------------------------------
 
     def stored(self, stream: Stream, msg: StoredMsg) -> None:
@@ -304,9 +325,8 @@ class JetStream:
             return
         text = subject.decode()
         for stream in streams.values():
-            for consumer in stream.consumers.values():
-                if consumer.config.get("deliver_subject") == text:
-                    consumer.schedule()
+            for consumer in stream.pushing.get(text, {}).values():
+                consumer.schedule()
             for feed in stream.feeds.values():
                 feed.reachable(subject)
 
@@ -783,7 +803,7 @@ class JetStream:
             # nats-server keeps each consumer of a file stream in a directory named after it
             raise api_error("JSConsumerCreateErrF", err="error creating store for consumer")
         consumer = Consumer(stream, consumer_name, config, rfc3339(time.time_ns()))
-        stream.consumers[consumer_name] = consumer
+        stream.add_consumer(consumer)
         consumer.save()
         await stream.store.commit()
         consumer.start()
@@ -832,7 +852,7 @@ class JetStream:
         self.server.loop.create_task(self.delete_consumer_now(stream, name))
 
     async def delete_consumer_now(self, stream: Stream, name: str) -> None:
-        consumer = stream.consumers.pop(name, None)
+        consumer = stream.remove_consumer(name)
         if consumer is None:
             return
         consumer.stop()

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from natsd.routing.mappings import SubjectTransform
+from natsd.routing.sublist import Sublist, Subscription
 from natsd.routing.subjects import subject_is_subset, subjects_collide, valid_subject
 
 from .errors import ApiError, api_error
@@ -448,7 +449,17 @@ class Stream:
         self.client = client
         self.subs: list[Subscription] = []
         self.consumers: dict[str, Any] = {}
-        """Consumers by name (:class:`natsd_plugins.jetstream.consumers.Consumer`)."""
+        """Consumers by name (:class:`natsd_plugins.jetstream.consumers.Consumer`); changed through
+        :meth:`add_consumer`, :meth:`remove_consumer` and :meth:`refiltered` only."""
+        self.takers = Sublist()
+        """The consumers' filters, one subscription each with its consumer as the client: who takes
+        a subject is one (cached) match, not a question to each consumer. A stream with a consumer
+        per device (the MQTT plugin's QoS 1 sessions) has thousands."""
+        self._taker_subs: dict[str, list[Subscription]] = {}
+        self.pushing: dict[str, dict[str, Any]] = {}
+        """Push consumers by deliver subject (a new subscriber there wakes them)."""
+        self._fresh: set[str] = set()
+        """Subjects stored since the last commit: their consumers are woken when it is durable."""
         self.dedup: OrderedDict[str, tuple[int, int]] = OrderedDict()
         """Nats-Msg-Id -> (seq, ts ns), oldest first, for the duplicate window."""
         self.last_msg_id = ""
@@ -461,6 +472,8 @@ class Stream:
         self.republish: SubjectTransform | None = None
         self.apply_config(config)
         self._acks: list[tuple[bytes, bytes]] = []
+        self._told: list[tuple[Callable[[int, str | None], None], int]] = []
+        """In-process publishes (:meth:`store_local`) waiting for the commit: (callback, seq)."""
         self._traced: list[tuple[Any, Callable[[], None], bytes, bool]] = []
         """Traced messages waiting for the commit: (trace, release, stored subject, no interest)."""
         self.feeds: dict[str, Any] = {}
@@ -518,6 +531,49 @@ class Stream:
             self.scheduler = Scheduler(self)
             self.scheduler.load()
         self._schedule_age()
+
+    # -- consumers -------------------------------------------------------------------------------
+
+    def add_consumer(self, consumer: Any) -> None:
+        self.consumers[consumer.name] = consumer
+        self._index(consumer)
+
+    def remove_consumer(self, name: str) -> Any:
+        """Take consumer ``name`` away (``None``: there is none)."""
+        consumer = self.consumers.pop(name, None)
+        if consumer is not None:
+            self._unindex(consumer)
+        return consumer
+
+    def refiltered(self, consumer: Any) -> None:
+        """``consumer``'s filters or deliver subject changed (an update)."""
+        self._unindex(consumer)
+        self._index(consumer)
+
+    def _index(self, consumer: Any) -> None:
+        subs = self._taker_subs[consumer.name] = [Subscription(consumer, f.encode(), None, b"")
+                                                  for f in consumer.filters]
+        for sub in subs:
+            self.takers.insert(sub)
+        deliver = consumer.config.get("deliver_subject")
+        if deliver:
+            self.pushing.setdefault(deliver, {})[consumer.name] = consumer
+
+    def _unindex(self, consumer: Any) -> None:
+        for sub in self._taker_subs.pop(consumer.name, ()):
+            self.takers.remove(sub)
+        for deliver, named in list(self.pushing.items()):
+            if named.get(consumer.name) is consumer:
+                del named[consumer.name]
+                if not named:
+                    del self.pushing[deliver]
+
+    def taking(self, subject: str) -> list[Any]:
+        """The consumers whose filters take ``subject``."""
+        subs = self.takers.match(subject.encode()).psubs
+        if len(subs) == 1:
+            return [subs[0].client]
+        return list(dict.fromkeys(sub.client for sub in subs))
 
     def public_consumers(self) -> list[str]:
         """The consumers' names but those made for other streams' mirrors and sources (``direct``),
@@ -645,6 +701,30 @@ class Stream:
                 self._acks.append((reply, response))
         self.request_commit()
 
+    def store_local(self, subject: str, payload: bytes, headers: bytes | None,
+                    done: Callable[[int, str | None], None]) -> None:
+        """Publish into this stream from this process: the in-process API for plugins.
+
+        The message is checked and stored as one published on ``subject`` with a reply, but
+        without routing it and without the PubAck's JSON. ``done(seq, None)`` is called once it is
+        durable (a duplicate's at once; a ``persist_mode: async`` stream's too), ``done(0,
+        error)`` if it is refused (the API error's description) or its commit failed. Headers are
+        checked as a published message's, except atomic batches, which need the API's replies.
+        The caller makes sure ``subject`` is one of the stream's subjects. Nobody else sees the
+        publish: a NATS subscriber of the stream's subjects does not get it.
+        """
+        try:
+            seq, duplicate = self.process(subject, headers, payload)
+        except ApiError as exc:
+            done(0, exc.description)
+            return
+        if duplicate or self.config.get("persist_mode") == "async":
+            done(seq, None)
+        else:
+            self._told.append((done, seq))
+        if not duplicate:
+            self.request_commit()
+
     def pub_ack(self, seq: int, extra: str = "") -> bytes:
         """The PubAck of ``seq`` (``extra``: more JSON fields, starting with a comma)."""
         return self._pub_ack_head + str(seq).encode() + extra.encode() + b"}"
@@ -665,19 +745,34 @@ class Stream:
         self._commit_scheduled = False
         acks, self._acks = self._acks, []
         traced, self._traced = self._traced, []
+        told, self._told = self._told, []
+        fresh, self._fresh = self._fresh, set()
         upto = self.next_seq - 1
-        self.store.commit().add_done_callback(lambda done: self._committed(acks, upto, done, traced))
+        self.store.commit().add_done_callback(
+            lambda done: self._committed(acks, upto, done, traced, told, fresh))
 
     def _committed(self, acks: list[tuple[bytes, bytes]], upto: int, done: asyncio.Future[None],
-                   traced: list[tuple[Any, Callable[[], None], bytes, bool]]) -> None:
+                   traced: list[tuple[Any, Callable[[], None], bytes, bool]],
+                   told: list[tuple[Callable[[int, str | None], None], int]], fresh: set[str]) -> None:
         error = done.exception()
         for trace, release, subject, no_interest in traced:
             trace.stored(self.name, subject, str(error) if error is not None else None, no_interest)
             release()
         if error is None and upto > self.committed_seq:
             self.committed_seq = upto
-            for consumer in self.consumers.values():
-                consumer.schedule()
+            if len(self.consumers) <= len(fresh):
+                for consumer in self.consumers.values():
+                    consumer.schedule()
+            else:  # only those that take what this commit made durable have something new
+                for subject in fresh:
+                    for consumer in self.taking(subject):
+                        consumer.schedule()
+        failed = None if error is None else api_error("JSStreamStoreFailedF", err=str(error)).description
+        for callback, seq in told:
+            try:
+                callback(0 if failed else seq, failed)
+            except Exception:  # a plugin's mistake stops neither the other callbacks nor the acks
+                log.exception("stream %s: an in-process publisher's callback failed", self.name)
         for reply, response in acks:
             if error is not None:
                 body = {"error": api_error("JSStreamStoreFailedF", err=str(error)).json(),
@@ -785,6 +880,7 @@ class Stream:
             self._check_discard_new(subject, msg.size(cfg["storage"]), rollup)
         previous = self.store.subject_info(subject) if self.republish is not None else None
         self.store.stage([Append(msg)])
+        self._fresh.add(subject)
         self.next_seq += 1
         self._remember(msg_id, seq, now)
         if rollup:
@@ -836,7 +932,7 @@ class Stream:
 
     def has_interest(self, subject: str) -> bool:
         """Whether some consumer of this interest stream would take ``subject``."""
-        return any(c.matches(subject) for c in self.consumers.values())
+        return bool(self.takers.match(subject.encode()).psubs)
 
     def drop_unwanted(self) -> None:
         """An interest stream keeps only what some consumer still has to take or acknowledge."""
@@ -844,8 +940,7 @@ class Stream:
         unwanted = []
         msg = self.store.next_matching(state.first_seq, ">") if state.msgs else None
         while msg is not None:
-            if not any(c.matches(msg.subject) and (msg.seq >= c.cursor or msg.seq in c.pending)
-                       for c in self.consumers.values()):
+            if not any(msg.seq >= c.cursor or msg.seq in c.pending for c in self.taking(msg.subject)):
                 unwanted.append(msg.seq)
             msg = self.store.next_matching(msg.seq + 1, ">")
         if unwanted:
@@ -857,15 +952,16 @@ class Stream:
         retention = self.config["retention"]
         if retention == "limits":
             return
-        others = [c for c in self.consumers.values() if c is not consumer]
-        if retention == "workqueue" or not others:
+        consumers = self.consumers
+        alone = not consumers or (len(consumers) == 1 and consumers.get(consumer.name) is consumer)
+        if retention == "workqueue" or alone:
             done = seqs  # nobody else to wait for (removing a message already gone does nothing)
         else:
             done = []
             for seq in seqs:
                 msg = self.store.load(seq)
                 if msg is not None and all(seq <= c.floor_stream and seq not in c.pending
-                                           for c in others if c.matches(msg.subject)):
+                                           for c in self.taking(msg.subject) if c is not consumer):
                     done.append(seq)
         if done:
             self.store.stage([Remove(tuple(done))])

@@ -29,7 +29,7 @@ from . import packets as P
 from . import sparkplug
 from .packets import MQTT_5, MQTTError, Parser, encode, encode_connack_v3, encode_properties, encode_publish
 from .sessions import Outbound, Session, SubscriptionState
-from .store import MESSAGE_PREFIX, StoreError
+from .store import MESSAGE_PREFIX, MESSAGES, StoreError
 from .topics import TopicError, check_topic_filter, filter_to_subjects, subject_to_topic, topic_to_subject
 
 if TYPE_CHECKING:
@@ -523,7 +523,7 @@ class MQTTConnection(asyncio.Protocol):
         store = self.session.store
         if first and store is not None and reason != P.NOT_AUTHORIZED:
             # the device hears "received" only once JetStream has the message
-            stored = store.stored(MESSAGE_PREFIX + subject, packet.payload,
+            stored = store.stored(MESSAGES, MESSAGE_PREFIX + subject, packet.payload,
                                   self._headers(packet.qos, packet.properties))
             reason = P.SUCCESS
         if packet.qos == 2 and first:
@@ -588,8 +588,8 @@ class MQTTConnection(asyncio.Protocol):
 
             def released(_: Any, pid: int = packet.packet_id, message: Outbound = message) -> None:
                 # the PUBREL is owed in the session's record: the stored message may go now
-                if message.ack is not None and session.keeper is not None:
-                    session.keeper.publish(message.ack, b"+ACK")
+                if message.ack is not None:
+                    session.acknowledge(message.ack)
                     message.ack = None
                 if not self.closed:
                     self.send(P.Ack(P.PUBREL, pid))
@@ -597,8 +597,8 @@ class MQTTConnection(asyncio.Protocol):
             saved.add_done_callback(released)
             return
         del session.outbound[packet.packet_id]
-        if message.ack is not None and session.keeper is not None:
-            session.keeper.publish(message.ack, b"+ACK")  # the consumer may let it go now
+        if message.ack is not None:
+            session.acknowledge(message.ack)  # the consumer may let it go now
         if message.released:
             self.mqtt.save_now(session)  # no PUBREL owed any more
         self._drain()
@@ -864,13 +864,11 @@ def delivered_stored(session: Session, state: SubscriptionState, subject: bytes,
     if not subject.startswith(MESSAGE_PREFIX.encode()):
         return
     if subject[len(MESSAGE_PREFIX):len(MESSAGE_PREFIX) + 1] == b"$" and state.filter[:1] in ("+", "#"):
-        if session.keeper is not None:
-            session.keeper.publish(reply, b"+ACK")  # not for this filter [MQTT-4.7.2-1]: it goes
+        session.acknowledge(reply)  # not for this filter [MQTT-4.7.2-1]: it goes
         return
     qos, props, expires = read_headers(headers)
     if _expired(props, expires):
-        if session.keeper is not None:
-            session.keeper.publish(reply, b"+ACK")  # expired while stored: it goes
+        session.acknowledge(reply)  # expired while stored: it goes
         return
     if conn.version != MQTT_5:
         props = {}

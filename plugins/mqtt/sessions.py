@@ -28,7 +28,7 @@ from natsd.routing.sublist import Subscription
 
 from . import sparkplug
 from .settings import MQTTSettings
-from .store import MESSAGE_PREFIX, JetStreamStore, NoJetStream, StoreError
+from .store import MESSAGE_PREFIX, MESSAGES, JetStreamStore, NoJetStream, StoreError
 from .topics import topic_to_subject
 
 if TYPE_CHECKING:
@@ -111,6 +111,14 @@ class Session:
             if self.next_id not in self.outbound:
                 return self.next_id
         raise RuntimeError("no packet identifier left")
+
+    def acknowledge(self, reply: bytes) -> None:
+        """Tell the consumer that delivered a stored message (its ack subject ``reply``) that it may
+        let the message go."""
+        if self.store is not None and self.store.ack(reply):
+            return
+        if self.keeper is not None:
+            self.keeper.publish(reply, b"+ACK")
 
     def record(self) -> dict[str, Any]:
         """What JetStream keeps of a persistent session: its subscriptions, and where its QoS 2
@@ -366,7 +374,7 @@ class MQTT:
         where the consumers of QoS 1/2 subscriptions take it from (no-op without JetStream)."""
         store = self.stores.get(account)
         if store is not None:
-            store.stored(MESSAGE_PREFIX + subject, payload, headers).add_done_callback(_log_failure)
+            store.stored(MESSAGES, MESSAGE_PREFIX + subject, payload, headers).add_done_callback(_log_failure)
 
     # -- retained messages ---------------------------------------------------------------------------------
 

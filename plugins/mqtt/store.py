@@ -17,6 +17,14 @@ client, so that any JetStream natsd talks to works, ``js_domain`` included):
 
 So a server restart loses no session, no retained message and no QoS 1/2
 message a device was told was received.
+
+When the streams are kept by this server's own JetStream, the two steps every
+QoS 1/2 message takes, storing it and acknowledging its delivery, are made
+in-process (:meth:`JetStream.local_stream
+<natsd_plugins.jetstream.jetstream.JetStream.local_stream>`,
+:meth:`~natsd_plugins.jetstream.jetstream.JetStream.ack_local`): the same
+checks and the same durability, without routing an API request, its JSON
+answer and an ack message for each. Anything else goes through the API.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import base64
 import hashlib
 import json
 import logging
+import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +42,9 @@ from natsd.routing.connection import Kind
 from natsd.routing.events import event_id
 
 if TYPE_CHECKING:
+    from natsd.plugin.contracts import ServerAPI
     from natsd.routing.internal import InternalClient
+    from natsd_plugins.jetstream.jetstream import JetStream
 
     from .sessions import MQTT
 
@@ -79,6 +90,9 @@ class JetStreamStore:
         self._sweeping = False
         self._next = 0
         self.client.subscribe(self._inbox + "*", self._answered)
+        self.jetstream: JetStream | None = None
+        """This server's JetStream, when it is the one the account's API requests reach (set up by
+        :meth:`setup`): messages are then stored and acknowledged in-process."""
 
     def close(self) -> None:
         self.client.close()
@@ -137,12 +151,32 @@ class JetStreamStore:
         response: dict[str, Any] = json.loads(answer)
         return response
 
-    def stored(self, subject: str, payload: bytes, headers: bytes | None = None) -> asyncio.Future[int]:
-        """Publish into a stream now; the future gets JetStream's acknowledgement (the sequence),
-        or :class:`StoreError`. No task per message: a callback of the answer resolves it."""
+    def stored(self, stream: str, subject: str, payload: bytes, headers: bytes | None = None
+               ) -> asyncio.Future[int]:
+        """Publish into ``stream`` now; the future gets JetStream's acknowledgement (the sequence),
+        or :class:`StoreError`. No task per message: a callback resolves it."""
         result: asyncio.Future[int] = self.mqtt.server.loop.create_future()
-        self.request(subject, payload, headers).add_done_callback(lambda answer: _acked(subject, answer, result))
+        local = self.jetstream.local_stream(self.account, stream) if self.jetstream is not None else None
+        if local is None:
+            self.request(subject, payload, headers).add_done_callback(
+                lambda answer: _acked(subject, answer, result))
+            return result
+
+        def done(seq: int, error: str | None) -> None:
+            if result.done():
+                return
+            if error is None:
+                result.set_result(seq)
+            else:
+                result.set_exception(StoreError(error))
+
+        local.store_local(subject, payload, headers, done)
         return result
+
+    def ack(self, reply: bytes) -> bool:
+        """Acknowledge a consumer's delivery (its ack subject ``reply``) in-process; ``False``: the
+        consumer is not on this server, and the ack is to be published."""
+        return self.jetstream is not None and self.jetstream.ack_local(self.account, reply)
 
     # -- set-up -----------------------------------------------------------------------------------------
 
@@ -158,8 +192,9 @@ class JetStreamStore:
             error = answer.get("error")
             if error and error.get("err_code") != STREAM_IN_USE:
                 raise StoreError(f"stream {name}: {error.get('description')}")
-        log.info("MQTT state of account %r kept in JetStream (streams %s, %s, %s)", self.account, SESSIONS,
-                 RETAINED, MESSAGES)
+        self.jetstream = local_jetstream(self.mqtt.server, self.mqtt.settings.js_domain)
+        log.info("MQTT state of account %r kept in JetStream (streams %s, %s, %s%s)", self.account, SESSIONS,
+                 RETAINED, MESSAGES, ", this server's" if self.jetstream is not None else "")
         info = await self.call(f"STREAM.INFO.{RETAINED}", {"subjects_filter": ">"})
         for subject in (info.get("state") or {}).get("subjects") or {}:
             message = await self.last(RETAINED, subject)
@@ -200,7 +235,8 @@ class JetStreamStore:
 
     def save_session_now(self, client_id: str, record: dict[str, Any]) -> asyncio.Future[int]:
         """Publish the session's record now (saves keep their order: the last one is the record)."""
-        return self.stored(SESSION_PREFIX + client_hash(client_id), json.dumps({"id": client_id, **record}).encode())
+        return self.stored(SESSIONS, SESSION_PREFIX + client_hash(client_id),
+                           json.dumps({"id": client_id, **record}).encode())
 
     async def delete_session(self, client_id: str, consumers: list[str]) -> None:
         for name in consumers:
@@ -212,7 +248,7 @@ class JetStreamStore:
     async def retain(self, subject: str, topic: str, qos: int, payload: bytes) -> None:
         if payload:
             headers = f"NATS/1.0\r\nNmqtt-Pub:{qos}\r\nNmqtt-RTopic:{topic}\r\n\r\n".encode()
-            await self.stored(RETAINED_PREFIX + subject, payload, headers)
+            await self.stored(RETAINED, RETAINED_PREFIX + subject, payload, headers)
         else:
             await self.call(f"STREAM.PURGE.{RETAINED}", {"filter": RETAINED_PREFIX + subject})
 
@@ -249,6 +285,18 @@ class JetStreamStore:
 
     async def delete_consumer(self, name: str) -> None:
         await self.call(f"CONSUMER.DELETE.{MESSAGES}.{name}")
+
+
+def local_jetstream(server: ServerAPI, domain: str) -> JetStream | None:
+    """This server's JetStream if it serves the JetStream domain ``domain`` ("": the account's own)."""
+    if "natsd_plugins.jetstream" not in sys.modules:
+        return None  # not loaded: the server runs no JetStream (and importing it would load a plugin)
+    from natsd_plugins.jetstream import running
+
+    jetstream = running(server)
+    if jetstream is None or (domain and domain != jetstream.domain):
+        return None
+    return jetstream
 
 
 def _acked(subject: str, answer: asyncio.Future[tuple[bytes | None, bytes]], result: asyncio.Future[int]) -> None:

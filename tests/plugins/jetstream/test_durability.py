@@ -57,15 +57,15 @@ async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path, 
     original = Stream._committed
 
     def checked(self: Stream, acks: list[tuple[bytes, bytes]], upto: int, done: asyncio.Future[None],
-                traced: list[Any]) -> None:
-        for _, response in acks:
-            seq = json.loads(response)["seq"]
+                traced: list[Any], told: list[tuple[Any, int]], *rest: Any) -> None:
+        seqs = [json.loads(response)["seq"] for _, response in acks] + [seq for _, seq in told]
+        for seq in seqs:
             acked.append(seq)
             # a message leaves the unsynced set only when the write holding it has returned,
             # and every write is a synced one (checked below): an ack before that is a bug
             if seq in self.store.unsynced:  # type: ignore[attr-defined]
                 early.append(seq)
-        original(self, acks, upto, done, traced)
+        original(self, acks, upto, done, traced, told, *rest)
 
     monkeypatch.setattr(Stream, "_committed", checked)
     nc = await nats.connect(server.client_url)
@@ -74,7 +74,22 @@ async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path, 
         await js.add_stream(name="S", subjects=["s.>"])
         acks = await asyncio.gather(*(js.publish(f"s.{i % 7}", b"m%d" % i) for i in range(3000)))
         assert sorted(a.seq for a in acks) == list(range(1, 3001))
-        assert sorted(acked) == list(range(1, 3001)) and early == []
+        # a plugin's in-process publishes (the MQTT plugin's QoS 1 messages) are told the same way
+        stream = server.stash[JETSTREAM].local_stream("$G", "S")
+        assert stream is not None
+        told: list[tuple[int, str | None]] = []
+        all_told = asyncio.get_running_loop().create_future()
+
+        def tell(seq: int, error: str | None) -> None:
+            told.append((seq, error))
+            if len(told) == 1000:
+                all_told.set_result(None)
+
+        for i in range(1000):
+            stream.store_local(f"s.{i % 7}", b"p%d" % i, None, tell)
+        await asyncio.wait_for(all_told, 10)
+        assert sorted(told) == [(seq, None) for seq in range(3001, 4001)]
+        assert sorted(acked) == list(range(1, 4001)) and early == []
         assert proxy.unsynced_batches == 0 and 0 < proxy.synced_batches < 3000  # group commit
     finally:
         await nc.close()
