@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -25,6 +26,12 @@ if TYPE_CHECKING:
     from natsd.plugin.manager import OptionParser
 
 log = logging.getLogger("natsd")
+
+GC_THRESHOLDS = (20_000, 50, 100)
+"""The cyclic garbage collector's thresholds when natsd runs as a command (Python's: 700, 10, 10).
+What a message allocates is freed by reference counting; a collection every 700 allocations
+scanned the young objects again and again for nothing: 4 % of the server's time under QoS 1 MQTT load.
+An application that embeds :class:`natsd.Server` keeps its own."""
 
 #: nats-server flags that plugins provide (capability) or natsd lacks (None), as
 #: ``(flags, capability, argparse keywords)``. Those no loaded plugin registers
@@ -328,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"natsd: configuration file {args.config} is valid")
         return 0
     natsd_log.configure_from(config)
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         _run(server)
     except (ConfError, PluginError) as exc:

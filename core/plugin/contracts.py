@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from natsd.routing.connection import Host
 
+from .stash import StashKey
+
 if TYPE_CHECKING:
     import asyncio
     from collections import deque
@@ -151,6 +153,37 @@ class StorageBackend(Protocol):
     """Opens named message stores (see ``natsd_storage_backends``)."""
 
     def open(self, name: str, options: Mapping[str, Any]) -> MessageStore: ...
+
+
+class LocalStream(Protocol):
+    """One stream this server keeps, as :class:`LocalStreams` hands it out."""
+
+    def store_local(self, subject: str, payload: bytes, headers: bytes | None,
+                    done: Callable[[int, str | None], None]) -> None:
+        """Store a message published on ``subject``, one of the stream's subjects, checked as a
+        publish with a reply is. ``done(seq, None)`` is called once it is durable, ``done(0,
+        description)`` if it is refused or its write failed (the API error's description)."""
+
+
+class LocalStreams(Protocol):
+    """The streams this server keeps, for plugins that store into them and acknowledge their
+    deliveries in-process instead of through ``$JS.API`` requests and ``$JS.ACK`` messages (the
+    MQTT plugin's QoS 1/2 messages). A JetStream provides it as ``server.stash[LOCAL_STREAMS]``
+    while it runs (the jetstream plugin does); without one, the key is absent."""
+
+    domain: str
+    """The JetStream domain of these streams (``""``: none)."""
+
+    def local_stream(self, account: str, name: str) -> LocalStream | None:
+        """The stream ``name`` of ``account`` (``None``: not kept here)."""
+
+    def ack_local(self, account: str, reply: bytes, payload: bytes = b"+ACK") -> bool:
+        """Answer a delivery as publishing ``payload`` (``+ACK``, ``-NAK``, ``+WPI``, ``+TERM``) on
+        its ack subject ``reply`` in ``account`` would; ``False``: its consumer is not kept here."""
+
+
+LOCAL_STREAMS: StashKey[LocalStreams] = StashKey()
+"""Where a running JetStream puts its :class:`LocalStreams` in ``server.stash``."""
 
 
 class Bridge(Protocol):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from natsd import hookimpl
 from natsd.config import ServerConfig
-from natsd.plugin.contracts import ServerAPI
+from natsd.plugin.contracts import LOCAL_STREAMS, ServerAPI
 from natsd.plugin.stash import StashKey
 
 from . import hookspecs
@@ -27,17 +27,6 @@ if TYPE_CHECKING:
     from .jetstream import JetStream
 
 JETSTREAM: StashKey[JetStream] = StashKey()
-
-
-def running(server: ServerAPI) -> JetStream | None:
-    """This server's JetStream, for a plugin that uses it in-process (``None``: not enabled here).
-
-    See :meth:`JetStream.local_stream <natsd_plugins.jetstream.jetstream.JetStream.local_stream>`
-    and :meth:`~natsd_plugins.jetstream.jetstream.JetStream.ack_local`. A plugin that may run
-    without JetStream checks first that this package is in ``sys.modules`` (the server loaded
-    the plugin), so as not to import a plugin the server does not run.
-    """
-    return server.stash.get(JETSTREAM, None)
 
 
 @hookimpl
@@ -96,10 +85,12 @@ async def natsd_startup(server: ServerAPI) -> None:
     js = server.stash.get(JETSTREAM, None)
     if js is not None:
         await js.start()
+        server.stash[LOCAL_STREAMS] = js  # other plugins' in-process access (the MQTT plugin's)
 
 
 @hookimpl
 async def natsd_shutdown(server: ServerAPI) -> None:
+    server.stash.pop(LOCAL_STREAMS, None)
     js = server.stash.pop(JETSTREAM, None)
     if js is not None:
         await js.stop()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from natsd.config.conf import ConfError, parse_duration
 from natsd.routing.subjects import subject_matches, subjects_collide
+from natsd.routing.sublist import SublistResult
 
 from .advisories import sampled
 from .errors import api_error
@@ -148,6 +149,10 @@ class Consumer:
         self._pending_hint: int | None = None
         """num_pending while one delivery pass runs (each new message it sends is one fewer)."""
         self._covered = False
+        self._ack_prefix = f"$JS.ACK.{stream.name}.{name}."
+        self._bound_for: SublistResult | None = None
+        self._bound_was = False
+        """:meth:`_bound`'s last answer, and the match result it was for."""
         """A push consumer created while a wildcard subscription covered its deliver subject
         (a stream import's, say): nats-server counts that as interest (``HasInterest``)."""
         self.closed = False
@@ -234,6 +239,7 @@ class Consumer:
         nats-server, the cursor stays, and an interest stream lets go of what lost its interest."""
         old_deliver = self.config.get("deliver_subject")
         self.config = config
+        self._bound_for = None
         filters = _filters(config)
         if filters != self.filters:
             self.filters = filters
@@ -383,6 +389,12 @@ class Consumer:
         ``HasInterest`` then, and later learns of changes on the exact subject only)."""
         subject = self.config["deliver_subject"].encode()
         result = self.stream.client.account.sublist.match(subject)
+        if result is self._bound_for:  # the account's cached result: no subscription changed there since
+            return self._bound_was
+        self._bound_for, self._bound_was = result, self._bound_by(subject, result)
+        return self._bound_was
+
+    def _bound_by(self, subject: bytes, result: SublistResult) -> bool:
         if result.remote is not None:
             return True
         if self._covered and (result.psubs or result.qsubs):
@@ -398,8 +410,7 @@ class Consumer:
         count = self.deliveries.get(msg.seq, 1 if msg.seq in self.pending else 0) + 1
         if self._pending_hint is None:
             self._pending_hint = self.num_pending()
-        return (f"$JS.ACK.{self.stream.name}.{self.name}.{count}.{msg.seq}.{self.dseq + 1}.{msg.ts}."
-                f"{self._pending_hint}").encode()
+        return f"{self._ack_prefix}{count}.{msg.seq}.{self.dseq + 1}.{msg.ts}.{self._pending_hint}".encode()
 
     def _send(self, msg: StoredMsg, target: PullRequest | str, reply: bytes, now: int) -> None:
         """Deliver ``msg`` with the ``reply`` :meth:`_ack_reply` made for it just before."""

@@ -284,10 +284,10 @@ class JetStream:
                 await backend.close()
         self.server.update_info(jetstream=None, domain=None)
 
-    # -- the in-process API for plugins ---------------------------------------------------------------
+    # -- in-process access for plugins (natsd.plugin.contracts.LocalStreams) -----------------------------
 
     def local_stream(self, account: str, name: str) -> Stream | None:
-        """The stream ``name`` of ``account`` if this server keeps it, for a plugin that publishes into it
+        """The stream ``name`` of ``account`` if this server keeps it, for a plugin that stores into it
         in-process (:meth:`Stream.store_local`); ``None``: no such stream here."""
         return self.streams.get(account, {}).get(name)
 

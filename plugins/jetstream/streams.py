@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from natsd.routing.mappings import SubjectTransform
-from natsd.routing.sublist import Sublist, Subscription
 from natsd.routing.subjects import subject_is_subset, subjects_collide, valid_subject
+from natsd.routing.sublist import Sublist, Subscription
 
 from .errors import ApiError, api_error
 from .store.base import Append, Compact, Op, Remove, Skip, StoredMsg, StreamStore
@@ -455,7 +455,8 @@ class Stream:
         """The consumers' filters, one subscription each with its consumer as the client: who takes
         a subject is one (cached) match, not a question to each consumer. A stream with a consumer
         per device (the MQTT plugin's QoS 1 sessions) has thousands."""
-        self._taker_subs: dict[str, list[Subscription]] = {}
+        self._indexed: dict[str, tuple[list[Subscription], str]] = {}
+        """What :meth:`_index` put where, by consumer name: its filters' subscriptions, its deliver subject."""
         self.pushing: dict[str, dict[str, Any]] = {}
         """Push consumers by deliver subject (a new subscriber there wakes them)."""
         self._fresh: set[str] = set()
@@ -551,22 +552,23 @@ class Stream:
         self._index(consumer)
 
     def _index(self, consumer: Any) -> None:
-        subs = self._taker_subs[consumer.name] = [Subscription(consumer, f.encode(), None, b"")
-                                                  for f in consumer.filters]
+        subs = [Subscription(consumer, f.encode(), None, b"") for f in consumer.filters]
         for sub in subs:
             self.takers.insert(sub)
-        deliver = consumer.config.get("deliver_subject")
+        deliver: str = consumer.config.get("deliver_subject") or ""
         if deliver:
             self.pushing.setdefault(deliver, {})[consumer.name] = consumer
+        self._indexed[consumer.name] = (subs, deliver)
 
     def _unindex(self, consumer: Any) -> None:
-        for sub in self._taker_subs.pop(consumer.name, ()):
+        subs, deliver = self._indexed.pop(consumer.name, ([], ""))
+        for sub in subs:
             self.takers.remove(sub)
-        for deliver, named in list(self.pushing.items()):
-            if named.get(consumer.name) is consumer:
-                del named[consumer.name]
-                if not named:
-                    del self.pushing[deliver]
+        pushed = self.pushing.get(deliver)
+        if pushed is not None:
+            pushed.pop(consumer.name, None)
+            if not pushed:
+                del self.pushing[deliver]
 
     def taking(self, subject: str) -> list[Any]:
         """The consumers whose filters take ``subject``."""
@@ -764,8 +766,8 @@ class Stream:
                 for consumer in self.consumers.values():
                     consumer.schedule()
             else:  # only those that take what this commit made durable have something new
-                for subject in fresh:
-                    for consumer in self.taking(subject):
+                for fresh_subject in fresh:
+                    for consumer in self.taking(fresh_subject):
                         consumer.schedule()
         failed = None if error is None else api_error("JSStreamStoreFailedF", err=str(error)).description
         for callback, seq in told:
@@ -802,7 +804,9 @@ class Stream:
                 subject = mapped.decode()
         if cfg["sealed"] and not checked:
             raise api_error("JSStreamSealedErr")
-        hdrs = parse_headers(headers) if headers else {}
+        # every header a stream acts on is a Nats-* one, looked up as written (as nats-server):
+        # a block without one (an MQTT device's QoS, a user's own) needs no parsing
+        hdrs = parse_headers(headers) if headers and b"Nats-" in headers else {}
         now = ts or time.time_ns()
         if at_seq is not None and at_seq > self.next_seq:
             self.skip_to(at_seq - 1)

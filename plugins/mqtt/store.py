@@ -20,11 +20,9 @@ message a device was told was received.
 
 When the streams are kept by this server's own JetStream, the two steps every
 QoS 1/2 message takes, storing it and acknowledging its delivery, are made
-in-process (:meth:`JetStream.local_stream
-<natsd_plugins.jetstream.jetstream.JetStream.local_stream>`,
-:meth:`~natsd_plugins.jetstream.jetstream.JetStream.ack_local`): the same
-checks and the same durability, without routing an API request, its JSON
-answer and an ack message for each. Anything else goes through the API.
+in-process (:class:`natsd.plugin.contracts.LocalStreams`): the same checks and
+the same durability, without routing an API request, its JSON answer and an
+ack message for each. Anything else goes through the API.
 """
 
 from __future__ import annotations
@@ -34,17 +32,16 @@ import base64
 import hashlib
 import json
 import logging
-import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from natsd.plugin.contracts import LOCAL_STREAMS
 from natsd.routing.connection import Kind
 from natsd.routing.events import event_id
 
 if TYPE_CHECKING:
-    from natsd.plugin.contracts import ServerAPI
+    from natsd.plugin.contracts import LocalStreams, ServerAPI
     from natsd.routing.internal import InternalClient
-    from natsd_plugins.jetstream.jetstream import JetStream
 
     from .sessions import MQTT
 
@@ -90,7 +87,7 @@ class JetStreamStore:
         self._sweeping = False
         self._next = 0
         self.client.subscribe(self._inbox + "*", self._answered)
-        self.jetstream: JetStream | None = None
+        self.jetstream: LocalStreams | None = None
         """This server's JetStream, when it is the one the account's API requests reach (set up by
         :meth:`setup`): messages are then stored and acknowledged in-process."""
 
@@ -287,13 +284,9 @@ class JetStreamStore:
         await self.call(f"CONSUMER.DELETE.{MESSAGES}.{name}")
 
 
-def local_jetstream(server: ServerAPI, domain: str) -> JetStream | None:
+def local_jetstream(server: ServerAPI, domain: str) -> LocalStreams | None:
     """This server's JetStream if it serves the JetStream domain ``domain`` ("": the account's own)."""
-    if "natsd_plugins.jetstream" not in sys.modules:
-        return None  # not loaded: the server runs no JetStream (and importing it would load a plugin)
-    from natsd_plugins.jetstream import running
-
-    jetstream = running(server)
+    jetstream = server.stash.get(LOCAL_STREAMS, None)
     if jetstream is None or (domain and domain != jetstream.domain):
         return None
     return jetstream

@@ -16,6 +16,10 @@ not of messages, bounds the cost. With a ``sync_interval`` the batch is
 written without a sync and the WAL is synced every interval instead: the
 operator's choice, as nats-server's.
 
+The messages of the last writes stay in memory too (:data:`RECENT_BYTES`):
+a consumer delivers what was just stored, and an interest stream checks what
+was just acknowledged, without reading it back.
+
 Every message carries a CRC32 of its subject, headers and payload: a
 damaged record is reported (log, ``corrupt`` count) and never served; the
 rest of the stream stays readable.
@@ -30,6 +34,7 @@ import struct
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -43,6 +48,10 @@ log = logging.getLogger("natsd.jetstream")
 
 HEAD = struct.Struct(">QIHI")  # ts, crc32, len(subject), len(hdrs)
 SEQ = struct.Struct(">Q")
+RECENT_BYTES = 1 << 20
+"""How much of each stream's last written messages (headers and payloads) stays in memory (nats-server
+keeps a stream's last message block, up to 8 MiB, cached)."""
+RECENT_COUNT = 4096
 
 
 def _encode(msg: StoredMsg) -> bytes:
@@ -74,6 +83,9 @@ class RocksStream:
         self.index = Index()
         self.unsynced: dict[int, StoredMsg] = {}
         """Appended messages whose batch is not written yet (reads see them)."""
+        self.recent: OrderedDict[int, StoredMsg] = OrderedDict()
+        """The last written messages, oldest first, within :data:`RECENT_BYTES` and :data:`RECENT_COUNT`."""
+        self._recent_bytes = 0
         self._held: list[tuple[str, bytes, bytes]] | None = None
         """Writes staged inside :meth:`atomic`, enqueued together when it ends."""
 
@@ -118,7 +130,7 @@ class RocksStream:
     def load(self, seq: int) -> StoredMsg | None:
         if not self.index.has(seq):
             return None
-        msg = self.unsynced.get(seq)
+        msg = self.unsynced.get(seq) or self.recent.get(seq)
         if msg is not None:
             return msg
         raw = self.backend.db.get(self._key(seq))
@@ -180,7 +192,7 @@ class RocksStream:
             removed = self.index.apply(op)
             if isinstance(op, Remove):
                 for seq in removed:
-                    self.unsynced.pop(seq, None)
+                    self._forget(seq)
                     writes.append(("del", self._key(seq), b""))
             elif isinstance(op, Skip):
                 meta = self.backend.meta(self.sid)
@@ -189,7 +201,7 @@ class RocksStream:
                     writes.append(("meta", self.sid, b""))
             elif isinstance(op, Compact):
                 for seq in removed:
-                    self.unsynced.pop(seq, None)
+                    self._forget(seq)
                 writes.append(("range", self._key(0), self._key(op.first_seq)))
                 meta = self.backend.meta(self.sid)
                 if meta is not None:  # the first sequence survives a restart with no message left
@@ -219,8 +231,22 @@ class RocksStream:
 
     def written(self, seqs: list[int]) -> None:
         """The writer thread's batch holding these appends is in the database."""
+        unsynced, recent = self.unsynced, self.recent
         for seq in seqs:
-            self.unsynced.pop(seq, None)
+            msg = unsynced.pop(seq, None)
+            if msg is not None:
+                recent[seq] = msg
+                self._recent_bytes += len(msg.hdrs) + len(msg.data)
+        while recent and (self._recent_bytes > RECENT_BYTES or len(recent) > RECENT_COUNT):
+            _, msg = recent.popitem(last=False)
+            self._recent_bytes -= len(msg.hdrs) + len(msg.data)
+
+    def _forget(self, seq: int) -> None:
+        """A removed message leaves memory too."""
+        self.unsynced.pop(seq, None)
+        msg = self.recent.pop(seq, None)
+        if msg is not None:
+            self._recent_bytes -= len(msg.hdrs) + len(msg.data)
 
     def save_meta(self, meta: dict[str, Any]) -> None:
         self.backend.save_meta(self, meta)
@@ -231,6 +257,8 @@ class RocksStream:
                                     ("del", b"C" + self.sid, b""), ("del", b"S" + self.sid, b"")])
         self.index = Index()
         self.unsynced.clear()
+        self.recent.clear()
+        self._recent_bytes = 0
         self.backend.forget(self.sid)
         await self.backend.commit()
 

@@ -12,7 +12,7 @@ import pytest
 
 from natsd_plugins.jetstream.store.base import Append, Compact, Remove, StoredMsg
 from natsd_plugins.jetstream.store.memory import MemoryBackend
-from natsd_plugins.jetstream.store.rocks import RocksBackend
+from natsd_plugins.jetstream.store.rocks import RECENT_BYTES, RocksBackend
 
 
 def msg(seq: int, subject: str = "a.b", data: bytes = b"x") -> StoredMsg:
@@ -85,6 +85,8 @@ async def test_a_damaged_record_is_reported_and_never_served(tmp_path: Path, cap
     raw = bytearray(backend.db.get(key))
     raw[-1] ^= 0x01  # one flipped bit in the payload
     backend.db.put(key, bytes(raw))
+    assert s.load(2).data == b"payload-2"  # the last writes are still in memory, as written
+    s.recent.clear()  # as once later writes pushed them out: read from the database
     assert s.load(2) is None and s.load(3).data == b"payload-3"
     assert backend.corrupt == 1 and "damaged" in caplog.text
     await backend.close()
@@ -107,6 +109,24 @@ async def test_group_commit_covers_everything_staged_while_a_sync_runs(tmp_path:
     await asyncio.gather(*commits)
     assert backend.syncs < 200  # 2,000 commits, far fewer syncs
     assert all(s.load(i) is not None for i in (1, 1000, 2000)) and not s.unsynced
+    await backend.close()
+
+
+async def test_the_last_writes_stay_in_memory_within_their_bounds(tmp_path: Path) -> None:
+    """A consumer reads what was just stored without a database read; what is removed, or pushed
+    out by later writes beyond ``RECENT_BYTES``, leaves memory."""
+    backend = RocksBackend(str(tmp_path / "db"))
+    await backend.open()
+    s = backend.stream("$G", "S")
+    s.save_meta({"config": {"name": "S"}})
+    big = b"x" * (RECENT_BYTES // 8)
+    s.stage([Append(msg(i, data=big)) for i in range(1, 11)])
+    await s.commit()
+    assert not s.unsynced and list(s.recent) == list(range(3, 11))  # 8 fit, the oldest 2 went
+    assert s._recent_bytes == sum(len(m.hdrs) + len(m.data) for m in s.recent.values()) <= RECENT_BYTES
+    s.stage([Remove((5,))])
+    assert 5 not in s.recent and s.load(5) is None
+    assert s.load(1).data == big and s.load(10) is s.recent[10]  # from the database, and from memory
     await backend.close()
 
 

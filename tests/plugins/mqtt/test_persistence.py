@@ -19,7 +19,9 @@ import pytest
 
 from natsd import Server, hookimpl
 from natsd.config.conf import parse
+from natsd.plugin.contracts import LOCAL_STREAMS
 from natsd.server import free_port
+from natsd_plugins.mqtt import MQTT_LISTENER
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,6 +121,9 @@ async def test_a_persistent_session_and_its_qos1_messages_survive_a_restart(tmp_
         assert await asyncio.to_thread(dev.received, 1, 0.5) == []
         # acknowledged by the only subscription, the messages leave $MQTT_msgs (interest retention)
         assert broker.server is not None
+        stores = broker.server.stash[MQTT_LISTENER].mqtt.stores
+        local = broker.server.stash.get(LOCAL_STREAMS, None)
+        assert local is not None and [store.jetstream for store in stores.values()] == [local]  # in-process
         nc = await nats.connect(broker.server.client_url)
         for _ in range(50):
             info = json.loads((await nc.request("$JS.API.STREAM.INFO.$MQTT_msgs", b"")).data)
@@ -406,6 +411,7 @@ async def test_a_leaf_node_keeps_its_mqtt_state_in_the_hubs_jetstream_domain(tmp
         assert {"$MQTT_sess", "$MQTT_msgs", "$MQTT_rmsgs"} <= set(streams)
         sessions = json.loads((await hub_nc.request("$JS.API.STREAM.INFO.$MQTT_sess", b"", timeout=5)).data)
         assert sessions["state"]["messages"] == 1  # hq's persistent session
+        assert [store.jetstream for store in leaf.stash[MQTT_LISTENER].mqtt.stores.values()] == [None]  # the API
         for device in (hq, truck):
             await asyncio.to_thread(device.client.disconnect)
             await asyncio.to_thread(device.client.loop_stop)
@@ -444,7 +450,7 @@ async def _connack(port: int, client_id: str, timeout: float) -> bytes:
     writer.write(P.encode(P.Connect(client_id, keep_alive=30), P.MQTT_311))
     try:
         return await asyncio.wait_for(reader.read(4), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return b""
     finally:
         writer.close()
