@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from natsd.routing.connection import Host
 
-from .stash import StashKey
-
 if TYPE_CHECKING:
     import asyncio
     from collections import deque
@@ -168,8 +166,8 @@ class LocalStream(Protocol):
 class LocalStreams(Protocol):
     """The streams this server keeps, for plugins that store into them and acknowledge their
     deliveries in-process instead of through ``$JS.API`` requests and ``$JS.ACK`` messages (the
-    MQTT plugin's QoS 1/2 messages). A JetStream provides it as ``server.stash[LOCAL_STREAMS]``
-    while it runs (the jetstream plugin does); without one, the key is absent."""
+    MQTT plugin's QoS 1/2 messages): the service ``"jetstream"`` (``server.service("jetstream")``),
+    which the jetstream plugin registers once it has started."""
 
     domain: str
     """The JetStream domain of these streams (``""``: none)."""
@@ -180,10 +178,6 @@ class LocalStreams(Protocol):
     def ack_local(self, account: str, reply: bytes, payload: bytes = b"+ACK") -> bool:
         """Answer a delivery as publishing ``payload`` (``+ACK``, ``-NAK``, ``+WPI``, ``+TERM``) on
         its ack subject ``reply`` in ``account`` would; ``False``: its consumer is not kept here."""
-
-
-LOCAL_STREAMS: StashKey[LocalStreams] = StashKey()
-"""Where a running JetStream puts its :class:`LocalStreams` in ``server.stash``."""
 
 
 class Bridge(Protocol):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from natsd import hookimpl
 from natsd.config import ServerConfig
-from natsd.plugin.contracts import LOCAL_STREAMS, ServerAPI
+from natsd.plugin.contracts import LocalStreams, ServerAPI
 from natsd.plugin.stash import StashKey
 
 from . import hookspecs
@@ -85,12 +85,12 @@ async def natsd_startup(server: ServerAPI) -> None:
     js = server.stash.get(JETSTREAM, None)
     if js is not None:
         await js.start()
-        server.stash[LOCAL_STREAMS] = js  # other plugins' in-process access (the MQTT plugin's)
+        service: LocalStreams = js  # in-process access for other plugins (checked against the contract)
+        server.register_service("jetstream", service)
 
 
 @hookimpl
 async def natsd_shutdown(server: ServerAPI) -> None:
-    server.stash.pop(LOCAL_STREAMS, None)
     js = server.stash.pop(JETSTREAM, None)
     if js is not None:
         await js.stop()

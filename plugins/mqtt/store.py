@@ -35,7 +35,6 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from natsd.plugin.contracts import LOCAL_STREAMS
 from natsd.routing.connection import Kind
 from natsd.routing.events import event_id
 
@@ -286,7 +285,7 @@ class JetStreamStore:
 
 def local_jetstream(server: ServerAPI, domain: str) -> LocalStreams | None:
     """This server's JetStream if it serves the JetStream domain ``domain`` ("": the account's own)."""
-    jetstream = server.stash.get(LOCAL_STREAMS, None)
+    jetstream: LocalStreams | None = server.service("jetstream")
     if jetstream is None or (domain and domain != jetstream.domain):
         return None
     return jetstream

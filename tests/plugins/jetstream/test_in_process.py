@@ -12,7 +12,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy
 
 from natsd import Server
 from natsd.config.conf import parse
-from natsd.plugin.contracts import LOCAL_STREAMS, LocalStream
+from natsd.plugin.contracts import LocalStream
 from natsd_plugins.jetstream import JETSTREAM
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,7 +36,7 @@ async def test_in_process_publishes_and_acks_answer_as_the_api_does(tmp_path: Pa
         for name, filter_ in (("A", "i.a"), ("B", "i.>")):
             await js.add_consumer("I", ConsumerConfig(durable_name=name, filter_subject=filter_,
                                                       ack_policy=AckPolicy.EXPLICIT))
-        jetstream = server.stash.get(LOCAL_STREAMS, None)
+        jetstream = server.service("jetstream")
         assert jetstream is not None and jetstream.local_stream("$G", "nope") is None
         stream = jetstream.local_stream("$G", "I")
         assert stream is not None

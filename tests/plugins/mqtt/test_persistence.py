@@ -19,7 +19,6 @@ import pytest
 
 from natsd import Server, hookimpl
 from natsd.config.conf import parse
-from natsd.plugin.contracts import LOCAL_STREAMS
 from natsd.server import free_port
 from natsd_plugins.mqtt import MQTT_LISTENER
 
@@ -122,7 +121,7 @@ async def test_a_persistent_session_and_its_qos1_messages_survive_a_restart(tmp_
         # acknowledged by the only subscription, the messages leave $MQTT_msgs (interest retention)
         assert broker.server is not None
         stores = broker.server.stash[MQTT_LISTENER].mqtt.stores
-        local = broker.server.stash.get(LOCAL_STREAMS, None)
+        local = broker.server.service("jetstream")
         assert local is not None and [store.jetstream for store in stores.values()] == [local]  # in-process
         nc = await nats.connect(broker.server.client_url)
         for _ in range(50):
