@@ -20,6 +20,12 @@ in one process and the subscriber in another:
   ``bench/+/t`` at the same QoS. QoS 1 devices keep 10 messages in flight.
   The rate is messages received over the time from the first publish to the
   last message received.
+- ``fleet``: ``qos1`` again while ``--fleet`` more devices (900) sit
+  connected, each subscribed at QoS 1 to a command topic of its own
+  (``fleet/<n>/cmd``), as a fleet waiting for orders: a broker that asks
+  every subscription about every message slows down here. (nats-server
+  2.15.1 refused the 1,001st QoS 1 subscription of one account here:
+  "maximum consumers limit reached".)
 - ``latency``: one device publishes at QoS 1 and waits until the subscriber
   (QoS 1) has the message; p50 and p99 of 2,000 round trips.
 - ``idle``: the broker's resident memory per idle connected device (1,000
@@ -230,6 +236,20 @@ def throughput(port: int, qos: int, devices: int, messages: int) -> float:
     return got / elapsed if elapsed > 0 and got else 0.0
 
 
+async def fleet(port: int, devices: int, messages: int, idle: int) -> float:
+    """``qos1``'s rate with ``idle`` more devices connected, each subscribed at QoS 1 to its own topic."""
+    clients: list[Client] = []
+    try:
+        for k in range(0, idle, 100):
+            batch = await asyncio.gather(*(Client.connect(port, f"fleet-{n}") for n in range(k, min(k + 100, idle))))
+            clients += batch
+            await asyncio.gather(*(c.subscribe(f"fleet/{k + j}/cmd", 1) for j, c in enumerate(batch)))
+        return await asyncio.get_running_loop().run_in_executor(None, throughput, port, 1, devices, messages)
+    finally:
+        for c in clients:
+            c.close()
+
+
 async def latency(port: int, samples: int = 2000) -> tuple[float, float]:
     sub = await Client.connect(port, "lat-sub")
     await sub.subscribe("bench/lat/t", 1)
@@ -276,9 +296,10 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=50_000)
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--many", type=int, default=10_000)
+    ap.add_argument("--fleet", type=int, default=900, help="idle QoS 1 subscribers of the fleet case")
     ap.add_argument("--amqtt", metavar="PYTHON", help="a Python interpreter with amqtt installed")
     ap.add_argument("--brokers", default="natsd,mosquitto,nats-server,amqtt")
-    ap.add_argument("--cases", default="qos0,qos1,latency,idle,devices")
+    ap.add_argument("--cases", default="qos0,qos1,fleet,latency,idle,devices")
     ap.add_argument("--sync", metavar="INTERVAL", help="JetStream's sync_interval for natsd and nats-server "
                     "(always, 2m ...; default: each server's own, natsd always, nats-server 2m)")
     args = ap.parse_args()
@@ -298,6 +319,9 @@ def main() -> None:
                 try:
                     if case in ("qos0", "qos1"):
                         rate = throughput(broker.port, int(case[-1]), args.devices, args.messages)
+                        results[kind][case] = f"{rate:,.0f} msg/s"
+                    elif case == "fleet":
+                        rate = asyncio.run(fleet(broker.port, args.devices, args.messages, args.fleet))
                         results[kind][case] = f"{rate:,.0f} msg/s"
                     elif case == "latency":
                         p50, p99 = asyncio.run(latency(broker.port))
