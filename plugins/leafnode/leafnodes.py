@@ -125,7 +125,7 @@ class LeafNodes:
             try:
                 self._listener = await loop.create_server(
                     lambda: LeafLink(self, solicited=False), host=settings.host or None, port=port,
-                    reuse_address=True)
+                    reuse_address=True, backlog=1024)  # as the client port: many edge servers at once
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot listen for leafnode connections on "
                               f"{settings.host}:{port}: {exc.strerror}") from exc

@@ -35,7 +35,8 @@ class MQTTListener:
         try:
             self._server = await self.server.loop.create_server(
                 lambda: MQTTConnection(self.mqtt), host=s.host or None, port=port, reuse_address=True,
-                ssl=s.tls.context if s.tls is not None else None, start_serving=False)
+                ssl=s.tls.context if s.tls is not None else None, start_serving=False,
+                backlog=1024)  # a fleet reconnecting at once (asyncio's 100 made many wait for a SYN retry)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen for MQTT clients on {s.host}:{port}: {exc.strerror}") from exc
         self.host, self.port = self._server.sockets[0].getsockname()[:2]

@@ -413,7 +413,7 @@ class WebSocketListener:
             self._server = await self.server.loop.create_server(
                 lambda: WebSocketConnection(self), host=settings.host or None, port=port, ssl=ssl,
                 reuse_address=True, ssl_handshake_timeout=settings.tls.timeout if settings.tls else None,
-                start_serving=False)
+                start_serving=False, backlog=1024)  # as the client port: many browsers or devices at once
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen for websocket clients on {settings.host}:{port}: "
                           f"{exc.strerror}") from exc
