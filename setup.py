@@ -1,12 +1,13 @@
-"""natsd's compiled accelerators: mypyc compiles the hot core modules at install.
+"""natsd's compiled accelerators: mypyc compiles the hot modules at install.
 
 Everything else about the package is in pyproject.toml. The modules compiled
-are listed in ``core/compiled.py`` (``MODULES``), which also explains how the
-compiled and the pure-Python modules are chosen at run time.
+are listed in ``core/compiled.py`` (``MODULES``, the core's) and
+``plugins/compiled_modules.py`` (the first-party plugins'); the first also
+explains how the compiled and the pure-Python modules are chosen at run time.
 
-The build copies ``core/`` to ``build/mypyc-src/natsd`` (mypyc names modules
-after their folders, and the core imports as ``natsd``), appends to each
-compiled module the SHA-256 of its source, and compiles. It installs pure
+The build copies ``core/`` to ``build/mypyc-src/natsd`` and ``plugins/`` to
+``build/mypyc-src/natsd_plugins`` (mypyc names modules after their folders),
+appends to each compiled module the SHA-256 of its source, and compiles. It installs pure
 Python only, with a warning, when ``NATSD_PURE_PYTHON`` is set, when mypyc is
 missing, or when compiling fails (no C compiler, say).
 """
@@ -28,16 +29,22 @@ def _warn(text: str) -> None:
     print(f"natsd: {text}; installing the pure-Python modules only", file=sys.stderr)
 
 
+FOLDERS = {"natsd": "core", "natsd_plugins": "plugins"}
+"""Each package's folder in the checkout (pyproject.toml's package-dir)."""
+
+
 def _stage(modules: tuple[str, ...], digest_name: str) -> list[str]:
-    """Copy core/ to STAGE/natsd, with each module's source digest appended; the paths to compile."""
+    """Copy the packages to STAGE, with each compiled module's source digest appended; the paths to compile."""
     shutil.rmtree(STAGE, ignore_errors=True)
-    shutil.copytree("core", os.path.join(STAGE, "natsd"), ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    for package, folder in FOLDERS.items():
+        shutil.copytree(folder, os.path.join(STAGE, package), ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     paths = []
     for name in modules:
-        relative = os.path.join(*name.split(".")[1:]) + ".py"
-        with open(os.path.join("core", relative), "rb") as f:
+        package, *parts = name.split(".")
+        relative = os.path.join(*parts) + ".py"
+        with open(os.path.join(FOLDERS[package], relative), "rb") as f:
             source = f.read()
-        path = os.path.join(STAGE, "natsd", relative)
+        path = os.path.join(STAGE, package, relative)
         with open(path, "ab") as f:
             f.write(b"\n%s = %r\n" % (digest_name.encode(), hashlib.sha256(source).hexdigest()))
         paths.append(path)
@@ -54,7 +61,8 @@ def ext_modules() -> list[Extension]:
     except ImportError:
         _warn("mypyc (the mypy package) is not installed")
         return []
-    paths = _stage(compiled["MODULES"], compiled["DIGEST_NAME"])
+    plugins = runpy.run_path(os.path.join("plugins", "compiled_modules.py"))
+    paths = _stage(compiled["MODULES"] + plugins["MODULES"], compiled["DIGEST_NAME"])
     try:
         extensions = mypycify(paths, opt_level="3", separate=True)
     except BaseException as e:  # mypyc exits on a type error

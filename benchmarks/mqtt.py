@@ -146,12 +146,11 @@ class Client:
         self.writer.close()
 
 
-class Parser311(P.Parser):
+def Parser311() -> P.Parser:
     """The packet parser reading what a broker sends (a client's side of MQTT 3.1.1)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.version = P.MQTT_311
+    parser = P.Parser()
+    parser.version = P.MQTT_311
+    return parser
 
 
 # -- cases ---------------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""Compiled accelerators: the core modules mypyc compiles, and which implementation runs.
+"""Compiled accelerators: the modules mypyc compiles, and which implementation runs.
 
 ``pip install`` compiles the modules in :data:`MODULES` with mypyc when it can
 (``setup.py``; a build without a C compiler or without mypyc installs pure
-Python only). A compiled module is an extension module beside its source,
-built from that very source: the same code, typed, run as C. Each carries the
-SHA-256 of the source it was built from (:data:`DIGEST_NAME`).
+Python only), and those the first-party plugins name (``natsd_plugins``
+registers them with :func:`add_group`, from ``plugins/compiled_modules.py``).
+A compiled module is an extension module beside its source, built from that
+very source: the same code, typed, run as C. Each carries the SHA-256 of the
+source it was built from (:data:`DIGEST_NAME`).
 
 Python prefers an extension module to a source file of the same name, so
 :func:`install`, run when ``natsd`` is imported, puts a finder first on
@@ -17,8 +19,9 @@ Python prefers an extension module to a source file of the same name, so
   and runs the sources of all of them, so an edit is never shadowed by a stale
   build (and no compiled class sits on a pure-Python base).
 
-The finder decides once, for all the modules, before loading any: it looks for
-each source's digest in the compiled files' bytes.
+The finder decides once per group (the core's modules, the plugins'), for all
+its modules, before loading any: it looks for each source's digest in the
+compiled files' bytes.
 
 This module imports nothing of natsd: ``setup.py`` reads :data:`MODULES` from it.
 """
@@ -71,10 +74,26 @@ def source_digest(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {"natsd": (PACKAGE_DIR, MODULES)}
+"""Compiled modules by package: ``{package: (its directory, its modules)}``."""
+
+
+def add_group(package: str, directory: str, modules: Sequence[str]) -> None:
+    """Compiled modules of another package of natsd's distribution (``natsd_plugins``, whose
+    ``__init__`` calls this before any of them is imported), chosen as the core's are: all compiled
+    or all sources. ``directory`` is the package's own."""
+    _GROUPS[package] = (directory, tuple(modules))
+
+
+def all_modules() -> list[str]:
+    """Every compiled module known: :data:`MODULES` and those of :func:`add_group`."""
+    return [name for _, modules in _GROUPS.values() for name in modules]
+
+
 def active() -> dict[str, bool]:
-    """``{module: compiled?}`` for the modules of :data:`MODULES` imported so far."""
+    """``{module: compiled?}`` for the compiled modules imported so far (every group)."""
     found = {}
-    for name in MODULES:
+    for name in all_modules():
         module = sys.modules.get(name)
         if module is not None:
             found[name] = isinstance(getattr(module.__spec__, "loader", None),
@@ -83,7 +102,8 @@ def active() -> dict[str, bool]:
 
 
 def summary() -> str:
-    """Which of :data:`MODULES` run compiled, in a few words (for the start-up log; imports them)."""
+    """Which modules run compiled, in a few words (for the start-up log): :data:`MODULES`, which it
+    imports, and the other groups' modules imported so far."""
     for name in MODULES:
         importlib.import_module(name)
     compiled = [name for name, is_compiled in active().items() if is_compiled]
@@ -92,11 +112,17 @@ def summary() -> str:
     return f"none ({PURE_ENV} is set)" if pure_requested() else "none (installed without them, or stale)"
 
 
+def _group(name: str) -> str | None:
+    package = name.partition(".")[0]
+    return package if name in _GROUPS.get(package, ("", ()))[1] else None
+
+
 def _files(name: str) -> tuple[str, str | None, list[str]]:
     """A module's source path, its extension module (None: not compiled) and the files its
     compiled code is in: the extension, and the library mypyc builds beside it when each
     module is compiled separately (``<name>__mypyc<suffix>``)."""
-    stem = os.path.join(PACKAGE_DIR, *name.split(".")[1:])
+    directory = _GROUPS[name.partition(".")[0]][0]
+    stem = os.path.join(directory, *name.split(".")[1:])
     found = [stem + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES if os.path.exists(stem + suffix)]
     if not found:
         return stem + ".py", None, []
@@ -117,15 +143,15 @@ def _built_from(source: str, built: list[str]) -> bool:
     return False
 
 
-def _choose() -> dict[str, str | None]:
-    """``{module: extension path}`` if every module of :data:`MODULES` runs compiled, else
+def _choose(modules: tuple[str, ...]) -> dict[str, str | None]:
+    """``{module: extension path}`` if every module of a group runs compiled, else
     ``{module: None}`` (the sources); warns about a build older than its source."""
-    sources: dict[str, str | None] = {name: None for name in MODULES}
+    sources: dict[str, str | None] = {name: None for name in modules}
     if pure_requested():
         return sources
     chosen: dict[str, str | None] = {}
     stale = []
-    for name in MODULES:
+    for name in modules:
         source, extension, built = _files(name)
         if extension is None:
             return sources  # installed without them
@@ -134,24 +160,28 @@ def _choose() -> dict[str, str | None]:
         chosen[name] = extension
     for name, source in stale:
         log.warning("%s: the compiled module was built from another version of %s; running the "
-                    "source of every compiled module (rebuild with `pip install -e .` to compile them "
-                    "again)", name, source)
+                    "source of every compiled module of %s (rebuild with `pip install -e .` to compile "
+                    "them again)", name, source, name.partition(".")[0])
     return sources if stale else chosen
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    """Finds :data:`MODULES`: all compiled if every one matches its source, else all sources."""
+    """Finds the compiled modules: a group's all compiled if every one matches its source, else
+    all sources."""
 
     def __init__(self) -> None:
-        self.chosen: dict[str, str | None] | None = None
+        self.chosen: dict[str, dict[str, str | None]] = {}
+        """Per group, once it is decided: ``{module: extension path or None}``."""
 
     def find_spec(self, name: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
-        if name not in MODULES:
+        group = _group(name)
+        if group is None:
             return None
-        if self.chosen is None:
-            self.chosen = _choose()
-        extension = self.chosen[name]
+        chosen = self.chosen.get(group)
+        if chosen is None:
+            chosen = self.chosen[group] = _choose(_GROUPS[group][1])
+        extension = chosen[name]
         if extension is not None:
             return importlib.util.spec_from_file_location(name, extension)
         source = _files(name)[0]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import natsd_plugins  # registers the plugins' compiled modules
 from natsd import compiled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,13 +30,15 @@ PURE_RUN = [
     "tests/core/test_cli.py::test_trace_flags",  # a traced client's output
     "tests/interop/test_differential.py",  # transcripts, natsd against nats-server
     "tests/interop/test_nats_py.py",
+    "tests/plugins/mqtt/test_packets.py",  # the plugins' compiled modules (plugins/compiled_modules.py)
+    "tests/plugins/jetstream/test_index.py",
     f"{Path(__file__).relative_to(ROOT)}::test_implementation_as_asked",
 ]
 """What runs again with ``NATSD_PURE_PYTHON=1``: the tests of the compiled modules' behaviour."""
 
 
 def _compiled_or_skip() -> None:
-    for name in compiled.MODULES:
+    for name in compiled.all_modules():
         importlib.import_module(name)
     missing = [name for name, c in compiled.active().items() if not c]
     if not missing:
@@ -47,8 +50,9 @@ def _compiled_or_skip() -> None:
 
 
 def test_implementation_as_asked() -> None:
+    assert set(natsd_plugins.compiled_modules.MODULES) <= set(compiled.all_modules())
     if compiled.pure_requested():
-        for name in compiled.MODULES:
+        for name in compiled.all_modules():
             assert importlib.import_module(name).__file__.endswith(".py")  # type: ignore[union-attr]
         assert not any(compiled.active().values())
     else:
@@ -88,3 +92,24 @@ def test_a_build_of_another_source_is_not_used() -> None:
     assert "natsd.routing.deliver: the compiled module was built from another version of" in run.stderr
     assert "natsd.wire.protocol: the compiled" not in run.stderr  # only the edited one is named
     assert "pip install -e ." in run.stderr
+
+
+def test_the_plugins_compiled_modules_are_a_group_of_their_own() -> None:
+    """An edited plugin module runs from source with its group (the plugins' compiled modules);
+    the core's compiled modules, another group, stay compiled."""
+    _compiled_or_skip()
+    script = (
+        "import natsd.compiled as c\n"
+        "real = c.source_digest\n"
+        "c.source_digest = lambda path: 'edited' if path.endswith('packets.py') else real(path)\n"
+        "import natsd_plugins.mqtt.packets as p, natsd_plugins.jetstream.store.index as i\n"
+        "import natsd.routing.deliver as d\n"
+        "assert p.__file__.endswith('packets.py') and i.__file__.endswith('index.py'), (p.__file__, i.__file__)\n"
+        "assert not d.__file__.endswith('.py'), d.__file__\n"
+        "p.encode_publish(b't', b'x'), i.Index()  # the modules work\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if k != compiled.PURE_ENV})
+    assert run.returncode == 0, run.stderr
+    assert "natsd_plugins.mqtt.packets: the compiled module was built from another version of" in run.stderr
+    assert "every compiled module of natsd_plugins" in run.stderr
