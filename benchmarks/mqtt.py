@@ -9,7 +9,9 @@ A standalone benchmark, not a test::
 
 Each case starts a fresh broker on a free port of 127.0.0.1: natsd and
 nats-server with JetStream (where both keep QoS 1 messages), Mosquitto as
-Debian ships it (no persistence), amqtt (the Python broker on PyPI) when a
+Debian ships it (no persistence), ``natsd-memory`` if asked for
+(``--brokers``: natsd without JetStream, keeping MQTT state in memory as
+Mosquitto does), amqtt (the Python broker on PyPI) when a
 Python that has it is given. The load comes from raw MQTT 3.1.1 clients
 (natsd's own packet encoder; nats-server speaks no MQTT 5), the publishers
 in one process and the subscriber in another:
@@ -66,11 +68,12 @@ class Broker:
     def __init__(self, kind: str, tmp: Path, amqtt_python: str | None) -> None:
         self.kind, self.port = kind, free_port()
         conf = tmp / f"{kind}.conf"
-        if kind in ("natsd", "nats-server"):
-            conf.write_text(f"server_name: bench\nport: {free_port()}\nhost: 127.0.0.1\n"
-                            f'jetstream {{ store_dir: "{tmp / kind}"{SYNC} }}\n'
+        if kind in ("natsd", "nats-server", "natsd-memory"):
+            jetstream = f'jetstream {{ store_dir: "{tmp / kind}"{SYNC} }}\n' if kind != "natsd-memory" else ""
+            conf.write_text(f"server_name: bench\nport: {free_port()}\nhost: 127.0.0.1\n{jetstream}"
                             f'mqtt {{ listen: "127.0.0.1:{self.port}" }}\n')
-            argv = ([sys.executable, "-m", "natsd"] if kind == "natsd" else [find_nats_server()]) + ["-c", str(conf)]
+            argv = ([find_nats_server()] if kind == "nats-server" else [sys.executable, "-m", "natsd"]) + [
+                "-c", str(conf)]
         elif kind == "mosquitto":
             conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n"
                             f"max_inflight_messages {WINDOW * 2}\n")
