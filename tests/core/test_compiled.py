@@ -76,40 +76,40 @@ def test_a_build_of_another_source_is_not_used() -> None:
     """A checkout edited since its build runs the edited source, with a warning, and so do the
     other compiled modules (a compiled class cannot derive from a pure-Python one)."""
     _compiled_or_skip()
-    script = (
-        "import natsd.compiled as c, sys\n"
-        "real = c.source_digest\n"
-        "c.source_digest = lambda path: 'edited' if path.endswith('deliver.py') else real(path)\n"
+    stderr = _run_edited("deliver.py", (
         "import natsd.routing.deliver as d, natsd.conn.client as cl, natsd.wire.protocol as p\n"
         "assert d.__file__.endswith('deliver.py'), d.__file__\n"
         "assert cl.__file__.endswith('client.py') and p.__file__.endswith('protocol.py'), (cl.__file__, p.__file__)\n"
         "assert not any(c.active().values()), c.active()\n"
         "p.Parser, cl.Client  # the modules work\n"
-    )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                         env={k: v for k, v in os.environ.items() if k != compiled.PURE_ENV})
-    assert run.returncode == 0, run.stderr
-    assert "natsd.routing.deliver: the compiled module was built from another version of" in run.stderr
-    assert "natsd.wire.protocol: the compiled" not in run.stderr  # only the edited one is named
-    assert "pip install -e ." in run.stderr
+    ))
+    assert "natsd.routing.deliver: the compiled module was built from another version of" in stderr
+    assert "natsd.wire.protocol: the compiled" not in stderr  # only the edited one is named
+    assert "pip install -e ." in stderr
 
 
 def test_the_plugins_compiled_modules_are_a_group_of_their_own() -> None:
     """An edited plugin module runs from source with its group (the plugins' compiled modules);
     the core's compiled modules, another group, stay compiled."""
     _compiled_or_skip()
-    script = (
-        "import natsd.compiled as c\n"
-        "real = c.source_digest\n"
-        "c.source_digest = lambda path: 'edited' if path.endswith('packets.py') else real(path)\n"
+    stderr = _run_edited("packets.py", (
         "import natsd_plugins.mqtt.packets as p, natsd_plugins.jetstream.store.index as i\n"
         "import natsd.routing.deliver as d\n"
         "assert p.__file__.endswith('packets.py') and i.__file__.endswith('index.py'), (p.__file__, i.__file__)\n"
         "assert not d.__file__.endswith('.py'), d.__file__\n"
         "p.encode_publish(b't', b'x'), i.Index()  # the modules work\n"
-    )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+    ))
+    assert "natsd_plugins.mqtt.packets: the compiled module was built from another version of" in stderr
+    assert "every compiled module of natsd_plugins" in stderr
+
+
+def _run_edited(source: str, script: str) -> str:
+    """Run ``script`` in a new interpreter where ``source`` (a file name) looks edited since its
+    build; its stderr, once it succeeded."""
+    prologue = ("import natsd.compiled as c\n"
+                "real = c.source_digest\n"
+                f"c.source_digest = lambda path: 'edited' if path.endswith({source!r}) else real(path)\n")
+    run = subprocess.run([sys.executable, "-c", prologue + script], capture_output=True, text=True, timeout=60,
                          env={k: v for k, v in os.environ.items() if k != compiled.PURE_ENV})
     assert run.returncode == 0, run.stderr
-    assert "natsd_plugins.mqtt.packets: the compiled module was built from another version of" in run.stderr
-    assert "every compiled module of natsd_plugins" in run.stderr
+    return run.stderr
