@@ -690,18 +690,20 @@ class Stream:
             else:
                 self._traced.append((trace, trace.hold(), seen[0][0].encode(), seen[0][1]))
         response = self._pub_ack_head + str(seq).encode() + (b',"duplicate": true}' if duplicate else b"}")
-        if duplicate:
-            if ack:
-                assert reply is not None
-                self.client.publish(reply, response)
-            return
         if ack:
             assert reply is not None
-            if self.config.get("persist_mode") == "async":
-                self.client.publish(reply, response)  # the stream's choice: acknowledged before durable
+            if self._durable(seq):
+                self.client.publish(reply, response)
             else:
                 self._acks.append((reply, response))
-        self.request_commit()
+        if not duplicate or not self._durable(seq):
+            self.request_commit()
+
+    def _durable(self, seq: int) -> bool:
+        """Whether ``seq`` may be acknowledged now: its commit is done (a duplicate of a message
+        whose commit is still running waits for it), or the stream acknowledges before it
+        (``persist_mode: async``, the stream's choice)."""
+        return seq <= self.committed_seq or self.config.get("persist_mode") == "async"
 
     def store_local(self, subject: str, payload: bytes, headers: bytes | None,
                     done: Callable[[int, str | None], None]) -> None:
@@ -709,7 +711,7 @@ class Stream:
 
         The message is checked and stored as one published on ``subject`` with a reply, but
         without routing it and without the PubAck's JSON. ``done(seq, None)`` is called once it is
-        durable (a duplicate's at once; a ``persist_mode: async`` stream's too), ``done(0,
+        durable (a duplicate's once its original is; a ``persist_mode: async`` stream's at once), ``done(0,
         error)`` if it is refused (the API error's description) or its commit failed. Headers are
         checked as a published message's, except atomic batches, which need the API's replies.
         The caller makes sure ``subject`` is one of the stream's subjects. Nobody else sees the
@@ -720,11 +722,11 @@ class Stream:
         except ApiError as exc:
             done(0, exc.description)
             return
-        if duplicate or self.config.get("persist_mode") == "async":
+        if self._durable(seq):
             done(seq, None)
         else:
             self._told.append((done, seq))
-        if not duplicate:
+        if not duplicate or not self._durable(seq):
             self.request_commit()
 
     def pub_ack(self, seq: int, extra: str = "") -> bytes:

@@ -7,12 +7,14 @@ Layout (keys are bytes; ``sid`` is ``account NUL stream NUL``)::
     b"S" sid            -> where each source of the stream is, JSON (see save_sources)
     b"M" sid seq(8, BE) -> ts(8) crc32(4) len(subject)(2) len(hdrs)(4) subject hdrs data
 
-Group commit: staged operations become one pending list; a single writer
-thread takes everything pending, writes it as one ``WriteBatch`` with
-``sync=True`` (the WAL reaches the disk before ``write`` returns) and only
-then resolves the commits it covered, on the event loop. Publishes that
-arrive while a sync runs are covered by the next one, so the rate of syncs,
-not of messages, bounds the cost. With a ``sync_interval`` the batch is
+Group commit: what the streams stage during one pass of the event loop is
+collected there and handed to a single writer thread once, at the end of the
+pass, with the pass's commits (which all share one future). The writer takes
+everything handed over, writes it as one ``WriteBatch`` with ``sync=True``
+(the WAL reaches the disk before ``write`` returns) and only then resolves
+the commits it covered, on the event loop. Publishes that arrive while a
+sync runs are covered by the next one, so the rate of syncs, not of
+messages, bounds the cost. With a ``sync_interval`` the batch is
 written without a sync and the WAL is synced every interval instead: the
 operator's choice, as nats-server's.
 
@@ -275,7 +277,13 @@ class RocksBackend:
         """Damaged messages found (reported in /jsz)."""
         self._metas: dict[bytes, dict[str, Any]] = {}
         self._pending: list[tuple[RocksStream, list[tuple[str, bytes, bytes]]]] = []
+        """Handed to the writer, not yet taken (under ``_cond``)."""
         self._waiters: list[asyncio.Future[None]] = []
+        self._staged: list[tuple[RocksStream, list[tuple[str, bytes, bytes]]]] = []
+        """Enqueued during this loop pass (the loop's thread only): handed over at its end."""
+        self._commit: asyncio.Future[None] | None = None
+        """The future of every commit asked for during this loop pass."""
+        self._handover_scheduled = False
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -334,21 +342,39 @@ class RocksBackend:
     # -- the writer ---------------------------------------------------------------------------
 
     def enqueue(self, stream: RocksStream, writes: list[tuple[str, bytes, bytes]]) -> None:
+        """Add ``writes`` to the next batch (from the event loop's thread)."""
         if writes:
-            with self._cond:
-                self._pending.append((stream, writes))
+            self._staged.append((stream, writes))
+            self._hand_over_soon()
 
     def commit(self) -> asyncio.Future[None]:
-        """A future resolved once everything enqueued so far is written (and synced)."""
-        assert self._loop is not None
-        done: asyncio.Future[None] = self._loop.create_future()
-        with self._cond:
-            if not self._pending:
-                done.set_result(None)
-                return done
-            self._waiters.append(done)
-            self._cond.notify()
+        """A future resolved once everything enqueued so far is written (and synced).
+
+        Every commit of one loop pass gets the same future: the writer covers them with one batch.
+        """
+        done = self._commit
+        if done is None:
+            assert self._loop is not None
+            done = self._commit = self._loop.create_future()
+            self._hand_over_soon()
         return done
+
+    def _hand_over_soon(self) -> None:
+        if not self._handover_scheduled:
+            self._handover_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._hand_over)
+
+    def _hand_over(self) -> None:
+        """End of the loop pass: the writer gets its writes and its commit, under one lock."""
+        self._handover_scheduled = False
+        staged, self._staged = self._staged, []
+        done, self._commit = self._commit, None
+        with self._cond:
+            self._pending.extend(staged)
+            if done is not None:
+                self._waiters.append(done)
+                self._cond.notify()
 
     def _writer(self) -> None:
         options = WriteOptions()
@@ -414,6 +440,7 @@ class RocksBackend:
                 waiter.set_exception(OSError(f"JetStream storage write failed: {error}"))
 
     async def close(self) -> None:
+        self._hand_over()
         with self._cond:
             self._stopping = True
             self._cond.notify()

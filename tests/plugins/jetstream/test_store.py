@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -106,10 +107,48 @@ async def test_group_commit_covers_everything_staged_while_a_sync_runs(tmp_path:
     for i in range(1, 2001):
         s.stage([Append(msg(i))])
         commits.append(s.commit())
+    syncs = backend.syncs
     await asyncio.gather(*commits)
-    assert backend.syncs < 200  # 2,000 commits, far fewer syncs
+    assert len({id(c) for c in commits}) == 1 and backend.syncs == syncs + 1  # one loop pass, one batch
     assert all(s.load(i) is not None for i in (1, 1000, 2000)) and not s.unsynced
     await backend.close()
+
+
+async def test_a_commit_waits_for_the_batch_being_written(tmp_path: Path) -> None:
+    """A commit asked while the writer is busy with a batch resolves after that batch, even
+    with nothing new staged: what was enqueued before it is not durable yet."""
+    backend = RocksBackend(str(tmp_path / "db"))
+    await backend.open()
+    writing, release = threading.Event(), threading.Event()
+
+    class Held:
+        def __init__(self, db: Any) -> None:
+            self.db = db
+
+        def write(self, batch: Any, options: Any) -> None:
+            writing.set()
+            release.wait(10)
+            self.db.write(batch, options)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.db, name)
+
+    real, backend.db = backend.db, Held(backend.db)
+    try:
+        s = backend.stream("$G", "S")
+        s.stage([Append(msg(1))])
+        first = s.commit()
+        await asyncio.to_thread(writing.wait, 10)  # the writer holds the batch with message 1
+        second = s.commit()  # nothing staged since
+        await asyncio.sleep(0.05)
+        assert not first.done() and not second.done()
+        release.set()
+        await asyncio.wait_for(second, 10)
+        assert first.done() and not s.unsynced
+    finally:
+        release.set()
+        backend.db = real
+        await backend.close()
 
 
 async def test_the_last_writes_stay_in_memory_within_their_bounds(tmp_path: Path) -> None:
@@ -139,16 +178,15 @@ async def test_an_atomic_stage_reaches_the_writer_as_one_write(tmp_path: Path) -
         s = backend.stream("$G", "B")
         s.save_meta({"config": {"name": "B"}})
         await s.commit()
-        with backend._cond:  # the writer cannot take anything while we stage
-            before = len(backend._pending)
-            with s.atomic():
-                for i in range(1, 51):
-                    s.stage([Append(msg(i, f"b.{i % 3}"))])
-                s.stage([Remove((3,))])
-                assert len(backend._pending) == before  # held until the block ends
-            assert len(backend._pending) == before + 1
-            entry = backend._pending[-1][1]
-            assert sum(1 for kind, _, _ in entry if kind == "put") == 50
+        before = len(backend._staged)  # the writer gets this pass's writes when it ends
+        with s.atomic():
+            for i in range(1, 51):
+                s.stage([Append(msg(i, f"b.{i % 3}"))])
+            s.stage([Remove((3,))])
+            assert len(backend._staged) == before  # held until the block ends
+        assert len(backend._staged) == before + 1
+        entry = backend._staged[-1][1]
+        assert sum(1 for kind, _, _ in entry if kind == "put") == 50
         await s.commit()
         assert s.state().msgs == 49 and s.load(50).subject == "b.2"
     finally:
