@@ -94,8 +94,9 @@ class MQTTConnection(asyncio.Protocol):
         self.alias_max = 0
         """How many topic aliases the client takes from the server (its CONNECT's maximum)."""
         self.backlog: list[P.Packet] | None = None  # packets waiting for an earlier one's outcome
-        self.acks: deque[tuple[int, int, asyncio.Future[int] | None]] = deque()
-        """PUBACKs/PUBRECs in the order of their publishes; a future: JetStream is storing it."""
+        self.acks: deque[HeldAck] = deque()
+        """PUBACKs/PUBRECs/PUBCOMPs in the order of their packets, each until JetStream has stored
+        what it stands for."""
         self._out: list[bytes] = []
         self._flushing = False
         self._exchange: tuple[Any, P.Connect, str, str, str] | None = None
@@ -519,49 +520,53 @@ class MQTTConnection(asyncio.Protocol):
                                     Outbound(topic, packet.payload, packet.qos, True, kept), packet.retain)
         if not packet.qos:
             return
-        stored: asyncio.Future[int] | None = None
         store = self.session.store
-        if first and store is not None and reason != P.NOT_AUTHORIZED:
-            # the device hears "received" only once JetStream has the message
-            stored = store.stored(MESSAGES, MESSAGE_PREFIX + subject, packet.payload,
-                                  self._headers(packet.qos, packet.properties))
-            reason = P.SUCCESS
+        storing = first and store is not None and reason != P.NOT_AUTHORIZED
+        if storing:
+            reason = P.SUCCESS  # the device hears "received" only once JetStream has the message
+        saved = None
         if packet.qos == 2 and first:
             self.session.incoming_qos2.add(packet.packet_id)
             saved = self.mqtt.save_now(self.session)  # a repeat after a restart is known as one
-            if saved is not None:
-                stored = both(stored, saved) if stored is not None else saved
         kind = P.PUBACK if packet.qos == 1 else P.PUBREC
-        self._ack_when(kind, packet.packet_id, stored, reason if self.version == MQTT_5 else P.SUCCESS)
+        held = self._ack_after(kind, packet.packet_id, reason if self.version == MQTT_5 else P.SUCCESS,
+                               storing + (saved is not None))
+        if held is not None:
+            if storing:
+                assert store is not None
+                store.store(MESSAGES, MESSAGE_PREFIX + subject, packet.payload,
+                            self._headers(packet.qos, packet.properties), held.stored)
+            if saved is not None:
+                saved.add_done_callback(held.saved)
 
-    def _ack_when(self, kind: int, pid: int, stored: asyncio.Future[int] | None, reason: int = P.SUCCESS) -> None:
-        """Send an acknowledgement once ``stored`` is done, after those queued before it."""
-        if stored is None and not self.acks:
+    def _ack_after(self, kind: int, pid: int, reason: int, stores: int) -> HeldAck | None:
+        """Send an acknowledgement once its ``stores`` are done, after those queued before it
+        (``None``: sent now)."""
+        if not stores and not self.acks:
             self.send(P.Ack(kind, pid, reason))
-            return
-        self.acks.append((kind, pid, stored))
-        if stored is not None:
-            stored.add_done_callback(self._acks_ready)
-        else:
+            return None
+        held = HeldAck(self, kind, pid, reason, stores)
+        self.acks.append(held)
+        if not stores:
             self._acks_ready()
+        return held
 
-    def _acks_ready(self, _: Any = None) -> None:
-        """Acknowledge publishes in their order, each once JetStream stored it."""
-        while self.acks and not self.closed:
-            kind, pid, stored = self.acks[0]
-            if stored is not None and not stored.done():
+    def _acks_ready(self) -> None:
+        """Acknowledge packets in their order, each once JetStream stored what it stands for."""
+        acks = self.acks
+        while acks and not self.closed:
+            held = acks[0]
+            if held.waiting:
                 return
-            reason = P.SUCCESS
-            if stored is not None:
-                error = StoreError("cancelled") if stored.cancelled() else stored.exception()
-                if error is not None:
-                    log.error("%s - QoS %d message %d not stored: %s", self.describe(),
-                              1 if kind == P.PUBACK else 2, pid, error)
-                    reason = P.IMPLEMENTATION_SPECIFIC_ERROR
-            self.acks.popleft()
-            if reason == P.SUCCESS or self.version == MQTT_5:
-                self.send(P.Ack(kind, pid, reason))
-            # MQTT 3.1.1 cannot say "not stored": no PUBACK, and the device sends it again
+            acks.popleft()
+            if held.error is None:
+                self.send(P.Ack(held.kind, held.pid, held.reason))
+            else:
+                log.error("%s - QoS %d message %d not stored: %s", self.describe(),
+                          1 if held.kind == P.PUBACK else 2, held.pid, held.error)
+                if self.version == MQTT_5:
+                    self.send(P.Ack(held.kind, held.pid, P.IMPLEMENTATION_SPECIFIC_ERROR))
+                # MQTT 3.1.1 cannot say "not stored": no PUBACK, and the device sends it again
 
     def _ack(self, packet: P.Ack) -> None:
         session = self.session
@@ -570,8 +575,11 @@ class MQTTConnection(asyncio.Protocol):
             known = packet.packet_id in session.incoming_qos2
             session.incoming_qos2.discard(packet.packet_id)
             saved = self.mqtt.save_now(session) if known else None
-            self._ack_when(P.PUBCOMP, packet.packet_id, saved,
-                           P.SUCCESS if known or self.version != MQTT_5 else P.PACKET_IDENTIFIER_NOT_FOUND)
+            held = self._ack_after(P.PUBCOMP, packet.packet_id,
+                                   P.SUCCESS if known or self.version != MQTT_5 else P.PACKET_IDENTIFIER_NOT_FOUND,
+                                   saved is not None)
+            if held is not None and saved is not None:
+                saved.add_done_callback(held.saved)
             return
         message = session.outbound.get(packet.packet_id)
         if message is None:
@@ -877,20 +885,24 @@ def delivered_stored(session: Session, state: SubscriptionState, subject: bytes,
     conn.offer(message, state)
 
 
-def both(first: asyncio.Future[int], second: asyncio.Future[int]) -> asyncio.Future[int]:
-    """A future done when both are (failed if either failed), without a task."""
-    done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+class HeldAck:
+    """An acknowledgement waiting for ``waiting`` stores (the message, a QoS 2 session record)."""
 
-    def check(_: Any) -> None:
-        if done.done() or not (first.done() and second.done()):
-            return
-        for future in (first, second):
-            error = StoreError("cancelled") if future.cancelled() else future.exception()
-            if error is not None:
-                done.set_exception(error)
-                return
-        done.set_result(second.result())
+    __slots__ = ("conn", "kind", "pid", "reason", "waiting", "error")
 
-    first.add_done_callback(check)
-    second.add_done_callback(check)
-    return done
+    def __init__(self, conn: MQTTConnection, kind: int, pid: int, reason: int, waiting: int) -> None:
+        self.conn, self.kind, self.pid, self.reason, self.waiting = conn, kind, pid, reason, waiting
+        self.error: str | None = None
+
+    def stored(self, seq: int, error: str | None) -> None:
+        """One store is done (a :meth:`JetStreamStore.store` callback)."""
+        if error is not None and self.error is None:
+            self.error = error
+        self.waiting -= 1
+        if not self.waiting:
+            self.conn._acks_ready()
+
+    def saved(self, future: asyncio.Future[int]) -> None:
+        """One store is done (a future's callback)."""
+        error = "cancelled" if future.cancelled() else future.exception()
+        self.stored(0, None if error is None else str(error))

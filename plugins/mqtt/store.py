@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from natsd.routing.connection import Kind
@@ -150,13 +151,8 @@ class JetStreamStore:
     def stored(self, stream: str, subject: str, payload: bytes, headers: bytes | None = None
                ) -> asyncio.Future[int]:
         """Publish into ``stream`` now; the future gets JetStream's acknowledgement (the sequence),
-        or :class:`StoreError`. No task per message: a callback resolves it."""
+        or :class:`StoreError`."""
         result: asyncio.Future[int] = self.mqtt.server.loop.create_future()
-        local = self.jetstream.local_stream(self.account, stream) if self.jetstream is not None else None
-        if local is None:
-            self.request(subject, payload, headers).add_done_callback(
-                lambda answer: _acked(subject, answer, result))
-            return result
 
         def done(seq: int, error: str | None) -> None:
             if result.done():
@@ -166,8 +162,20 @@ class JetStreamStore:
             else:
                 result.set_exception(StoreError(error))
 
-        local.store_local(subject, payload, headers, done)
+        self.store(stream, subject, payload, headers, done)
         return result
+
+    def store(self, stream: str, subject: str, payload: bytes, headers: bytes | None,
+              done: Callable[[int, str | None], None]) -> None:
+        """Publish into ``stream`` now; ``done(seq, None)`` once JetStream has it, ``done(0, error)``
+        if not. A device's QoS 1 publish comes here: no future, no task, no loop callback per
+        message (a local stream calls ``done`` as its commit completes)."""
+        local = self.jetstream.local_stream(self.account, stream) if self.jetstream is not None else None
+        if local is None:
+            self.request(subject, payload, headers).add_done_callback(
+                lambda answer: _acked(subject, answer, done))
+        else:
+            local.store_local(subject, payload, headers, done)
 
     def ack(self, reply: bytes) -> bool:
         """Acknowledge a consumer's delivery (its ack subject ``reply``) in-process; ``False``: the
@@ -291,22 +299,22 @@ def local_jetstream(server: ServerAPI, domain: str) -> LocalStreams | None:
     return jetstream
 
 
-def _acked(subject: str, answer: asyncio.Future[tuple[bytes | None, bytes]], result: asyncio.Future[int]) -> None:
-    if result.done():
-        return
+def _acked(subject: str, answer: asyncio.Future[tuple[bytes | None, bytes]],
+           done: Callable[[int, str | None], None]) -> None:
+    """The answer to a publish through the JetStream API, told to ``done`` as :meth:`JetStreamStore.store` does."""
     if answer.cancelled():
-        result.set_exception(StoreError("the request was cancelled"))
+        done(0, "the request was cancelled")
         return
     error = answer.exception()
     if error is not None:
-        result.set_exception(error)
+        done(0, str(error))
         return
     ack_headers, payload = answer.result()
     if ack_headers and ack_headers.startswith(b"NATS/1.0 503"):
-        result.set_exception(StoreError("no stream for " + subject))
+        done(0, "no stream for " + subject)
         return
     ack = json.loads(payload)
     if "error" in ack:
-        result.set_exception(StoreError(ack["error"].get("description", "error")))
+        done(0, ack["error"].get("description", "error"))
     else:
-        result.set_result(int(ack.get("seq", 0)))
+        done(int(ack.get("seq", 0)), None)

@@ -352,6 +352,25 @@ async def test_qos2_exchanges_in_flight_survive_a_restart_exactly_once(tmp_path:
         await broker.stop()
 
 
+async def test_acknowledgements_keep_their_order_and_reason_behind_a_store(tmp_path: Path) -> None:
+    """A PUBCOMP for an unknown packet that comes while a QoS 1 message is still being stored
+    waits for that PUBACK, and keeps its own reason code (MQTT 5)."""
+    from natsd_plugins.mqtt import packets as P
+
+    broker = Broker(tmp_path)
+    await broker.start()
+    try:
+        pub, ack = await Raw.connect(broker.mqtt_port, "order-pub")
+        # one write: the PUBREL is read while JetStream is still storing the QoS 1 message
+        pub.writer.write(P.encode(P.Publish("o/1", b"one", 1, packet_id=3), 5)
+                         + P.encode(P.Ack(P.PUBREL, 99), 5))
+        assert await pub.next() == P.Ack(P.PUBACK, 3)
+        assert await pub.next() == P.Ack(P.PUBCOMP, 99, P.PACKET_IDENTIFIER_NOT_FOUND)
+        pub.close()
+    finally:
+        await broker.stop()
+
+
 async def test_a_session_that_expired_while_the_server_was_down_is_gone(tmp_path: Path) -> None:
     from natsd_plugins.mqtt import packets as P
 
