@@ -371,10 +371,18 @@ class RocksBackend:
         staged, self._staged = self._staged, []
         done, self._commit = self._commit, None
         with self._cond:
-            self._pending.extend(staged)
-            if done is not None:
-                self._waiters.append(done)
-                self._cond.notify()
+            if not self._stopping:
+                self._pending.extend(staged)
+                if done is not None:
+                    self._waiters.append(done)
+                    self._cond.notify()
+                return
+        # closed: the writer has taken its last batch, and nothing more becomes durable
+        if staged:
+            log.warning("JetStream: %d write(s) to %s came after it was closed and are not kept",
+                        sum(len(writes) for _, writes in staged), self.path)
+        if done is not None and not done.done():
+            done.set_exception(OSError("JetStream storage is closed"))
 
     def _writer(self) -> None:
         options = WriteOptions()

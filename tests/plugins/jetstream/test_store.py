@@ -191,3 +191,20 @@ async def test_an_atomic_stage_reaches_the_writer_as_one_write(tmp_path: Path) -
         assert s.state().msgs == 49 and s.load(50).subject == "b.2"
     finally:
         await backend.close()
+
+
+async def test_a_commit_after_close_fails_instead_of_waiting_forever(tmp_path: Path) -> None:
+    backend = RocksBackend(str(tmp_path / "db"))
+    await backend.open()
+    s = backend.stream("$G", "S")
+    s.stage([Append(msg(1))])
+    await backend.close()  # what was staged before goes with the last batch
+    s.stage([Append(msg(2))])
+    with pytest.raises(OSError, match="closed"):
+        await asyncio.wait_for(s.commit(), 5)
+    again = RocksBackend(str(tmp_path / "db"))
+    await again.open()
+    try:
+        assert again.db.get(s._key(1)) is not None and again.db.get(s._key(2)) is None
+    finally:
+        await again.close()
