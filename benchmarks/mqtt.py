@@ -22,6 +22,10 @@ in one process and the subscriber in another:
   ``bench/+/t`` at the same QoS. QoS 1 devices keep 10 messages in flight.
   The rate is messages received over the time from the first publish to the
   last message received.
+- ``persistent``: ``qos1`` with the subscriber on a persistent session
+  (clean session 0): natsd and nats-server write each message to JetStream
+  before the PUBACK (for a clean subscriber natsd need not: its session would
+  not outlive a restart), Mosquitto keeps it in memory.
 - ``fleet``: ``qos1`` again while ``--fleet`` more devices (900) sit
   connected, each subscribed at QoS 1 to a command topic of its own
   (``fleet/<n>/cmd``), as a fleet waiting for orders: a broker that asks
@@ -123,10 +127,10 @@ class Client:
         self.parser = Parser311()
 
     @classmethod
-    async def connect(cls, port: int, client_id: str, keep_alive: int = 600) -> Client:
+    async def connect(cls, port: int, client_id: str, keep_alive: int = 600, clean: bool = True) -> Client:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
         client = cls(reader, writer)
-        writer.write(P.encode(P.Connect(client_id, keep_alive=keep_alive), P.MQTT_311))
+        writer.write(P.encode(P.Connect(client_id, clean_start=clean, keep_alive=keep_alive), P.MQTT_311))
         (ack,) = await client.packets()
         assert isinstance(ack, P.ConnAck) and ack.reason == 0, ack
         return client
@@ -158,9 +162,9 @@ def Parser311() -> P.Parser:
 
 # -- cases ---------------------------------------------------------------------------------------------------
 
-def subscriber(port: int, qos: int, total: int, ready: Any, done: Any) -> None:
+def subscriber(port: int, qos: int, total: int, ready: Any, done: Any, clean: bool = True) -> None:
     async def run() -> None:
-        sub = await Client.connect(port, "bench-sub")
+        sub = await Client.connect(port, "bench-sub", clean=clean)
         await sub.subscribe("bench/+/t", qos)
         ready.set()
         got, last = 0, 0.0
@@ -223,10 +227,10 @@ def publishers(port: int, qos: int, devices: int, total: int, start: Any) -> Non
     asyncio.run(run())
 
 
-def throughput(port: int, qos: int, devices: int, messages: int) -> float:
+def throughput(port: int, qos: int, devices: int, messages: int, clean: bool = True) -> float:
     total = (messages // devices) * devices
     ready, done, start = mp.Event(), mp.Queue(), mp.Value("d", 0.0)
-    sub = mp.Process(target=subscriber, args=(port, qos, total, ready, done))
+    sub = mp.Process(target=subscriber, args=(port, qos, total, ready, done, clean))
     sub.start()
     ready.wait(20)
     pub = mp.Process(target=publishers, args=(port, qos, devices, total, start))
@@ -301,7 +305,7 @@ def main() -> None:
     ap.add_argument("--fleet", type=int, default=900, help="idle QoS 1 subscribers of the fleet case")
     ap.add_argument("--amqtt", metavar="PYTHON", help="a Python interpreter with amqtt installed")
     ap.add_argument("--brokers", default="natsd,mosquitto,nats-server,amqtt")
-    ap.add_argument("--cases", default="qos0,qos1,fleet,latency,idle,devices")
+    ap.add_argument("--cases", default="qos0,qos1,persistent,fleet,latency,idle,devices")
     ap.add_argument("--sync", metavar="INTERVAL", help="JetStream's sync_interval for natsd and nats-server "
                     "(always, 2m ...; default: each server's own, natsd always, nats-server 2m)")
     args = ap.parse_args()
@@ -321,6 +325,9 @@ def main() -> None:
                 try:
                     if case in ("qos0", "qos1"):
                         rate = throughput(broker.port, int(case[-1]), args.devices, args.messages)
+                        results[kind][case] = f"{rate:,.0f} msg/s"
+                    elif case == "persistent":
+                        rate = throughput(broker.port, 1, args.devices, args.messages, clean=False)
                         results[kind][case] = f"{rate:,.0f} msg/s"
                     elif case == "fleet":
                         rate = asyncio.run(fleet(broker.port, args.devices, args.messages, args.fleet))

@@ -162,6 +162,11 @@ class LocalStream(Protocol):
         publish with a reply is. ``done(seq, None)`` is called once it is durable, ``done(0,
         description)`` if it is refused or its write failed (the API error's description)."""
 
+    def wants(self, subject: str) -> bool:
+        """Whether a message published on ``subject`` would be kept: ``False`` when the stream
+        keeps messages only while a consumer has to take them (interest retention) and none of
+        its consumers takes ``subject``. A plugin may then skip :meth:`store_local`."""
+
 
 class LocalStreams(Protocol):
     """The streams this server keeps, for plugins that store into them and acknowledge their

@@ -936,6 +936,10 @@ class Stream:
         head = msg.hdrs[:-2] if msg.hdrs.endswith(b"\r\n\r\n") else b"NATS/1.0\r\n"
         self.client.publish(target, b"" if headers_only else msg.data, headers=head + extra.encode() + b"\r\n")
 
+    def wants(self, subject: str) -> bool:
+        """Whether a message on ``subject`` would be kept (:class:`natsd.plugin.contracts.LocalStream`)."""
+        return self.config["retention"] != "interest" or self.has_interest(subject)
+
     def has_interest(self, subject: str) -> bool:
         """Whether some consumer of this interest stream would take ``subject``."""
         return bool(self.takers.match(subject.encode()).psubs)

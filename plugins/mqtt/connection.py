@@ -49,8 +49,6 @@ CONNECT_TIMEOUT = 2.0
 """Seconds a new connection has to send CONNECT (nats-server's default auth timeout)."""
 TOPIC_ALIAS_MAXIMUM = 1024
 RECEIVE_MAXIMUM = 65535
-MAX_QUEUED = 65536
-"""QoS 1/2 messages a session keeps for its client at most; the oldest go first."""
 #: MQTT 3.1.1 CONNACK return code -> MQTT 5 reason code.
 V5_REASON = {P.V3_BAD_VERSION: P.UNSUPPORTED_PROTOCOL_VERSION, P.V3_ID_REJECTED: P.CLIENT_IDENTIFIER_NOT_VALID,
              P.V3_UNAVAILABLE: P.SERVER_UNAVAILABLE, P.V3_BAD_CREDENTIALS: P.BAD_USER_NAME_OR_PASSWORD,
@@ -393,15 +391,16 @@ class MQTTConnection(asyncio.Protocol):
             return
         if self.closed:
             return
+        durable = session.persistent
         session.persistent = bool(self.session_expiry)
         old = session.connection
+        session.connection = self  # before the older one closes: the session is not ended with it
         if old is not None and old is not self:
             log.warning("%s - MQTT client %r connected again: the older connection is closed",
                         self.describe(), client_id)
             if old.version == MQTT_5:
                 old.send(P.Disconnect(P.SESSION_TAKEN_OVER))
             old.close()
-        session.connection = self
         self.session = session
         if session.pending_will is not None:  # taken up again in time: the delayed will is void
             session.pending_will.cancel()
@@ -424,6 +423,8 @@ class MQTTConnection(asyncio.Protocol):
         if present:
             self.mqtt.resume(session)
             self._resend()
+            if session.persistent and not durable:  # a clean session taken over, to be kept now
+                await self.mqtt.make_durable(session)
         elif session.persistent:
             await self.mqtt.save(session)
 
@@ -512,16 +513,18 @@ class MQTTConnection(asyncio.Protocol):
             except PermissionError as exc:
                 log.error("%s - %s", self.describe(), exc)
                 reason = P.NOT_AUTHORIZED
-            if (packet.retain or topic.startswith(sparkplug.NAMESPACE)) and reason != P.NOT_AUTHORIZED:
-                kept = packet.properties
-                if alias is not None:  # the alias is this connection's, not the message's
-                    kept = {key: value for key, value in kept.items() if key != "topic_alias"}
-                self.mqtt.published(self.client.account.name, topic, subject,
-                                    Outbound(topic, packet.payload, packet.qos, True, kept), packet.retain)
+        retained = None
+        if first and (packet.retain or topic.startswith(sparkplug.NAMESPACE)) and reason != P.NOT_AUTHORIZED:
+            kept = packet.properties
+            if alias is not None:  # the alias is this connection's, not the message's
+                kept = {key: value for key, value in kept.items() if key != "topic_alias"}
+            retained = self.mqtt.published(self.client.account.name, topic, subject,
+                                           Outbound(topic, packet.payload, packet.qos, True, kept), packet.retain)
         if not packet.qos:
             return
         store = self.session.store
-        storing = first and store is not None and reason != P.NOT_AUTHORIZED
+        stored = MESSAGE_PREFIX + subject
+        storing = first and store is not None and reason != P.NOT_AUTHORIZED and store.keeps(MESSAGES, stored)
         if storing:
             reason = P.SUCCESS  # the device hears "received" only once JetStream has the message
         saved = None
@@ -530,14 +533,16 @@ class MQTTConnection(asyncio.Protocol):
             saved = self.mqtt.save_now(self.session)  # a repeat after a restart is known as one
         kind = P.PUBACK if packet.qos == 1 else P.PUBREC
         held = self._ack_after(kind, packet.packet_id, reason if self.version == MQTT_5 else P.SUCCESS,
-                               storing + (saved is not None))
+                               storing + (saved is not None) + (retained is not None))
         if held is not None:
             if storing:
                 assert store is not None
-                store.store(MESSAGES, MESSAGE_PREFIX + subject, packet.payload,
-                            self._headers(packet.qos, packet.properties), held.stored)
+                store.store(MESSAGES, stored, packet.payload, self._headers(packet.qos, packet.properties),
+                            held.stored)
             if saved is not None:
                 saved.add_done_callback(held.saved)
+            if retained is not None:  # and the retained message is kept before the device hears so
+                retained.add_done_callback(held.saved)
 
     def _ack_after(self, kind: int, pid: int, reason: int, stores: int) -> HeldAck | None:
         """Send an acknowledgement once its ``stores`` are done, after those queued before it
@@ -690,7 +695,7 @@ class MQTTConnection(asyncio.Protocol):
         session = self.session
         assert session is not None
         if len(session.outbound) >= min(self.receive_maximum, self.mqtt.settings.max_ack_pending):
-            session.queued.append(message)
+            session.keep(message)
             return
         pid = session.packet_id()
         session.outbound[pid] = message
@@ -735,7 +740,7 @@ class MQTTConnection(asyncio.Protocol):
             return
         while session.queued and len(session.outbound) < min(self.receive_maximum,
                                                              self.mqtt.settings.max_ack_pending):
-            message = session.queued.pop(0)
+            message = session.queued.popleft()
             if message.expires and _expired(message.properties, message.expires):
                 continue
             pid = session.packet_id()
@@ -857,10 +862,8 @@ def delivered(session: Session, state: SubscriptionState, sender: Any, subject: 
     message = Outbound(topic, payload, min(qos, state.qos), False, props, expires=expires)
     if conn is not None and not conn.closed and conn.client is not None:
         conn.offer(message, state)
-    elif message.qos and session.store is None:
-        session.queued.append(message)  # for when the client comes back
-        if len(session.queued) > MAX_QUEUED:
-            del session.queued[0]
+    elif message.qos:
+        session.keep(message)  # for when the client comes back
 
 
 def delivered_stored(session: Session, state: SubscriptionState, subject: bytes, reply: bytes | None,
@@ -902,7 +905,7 @@ class HeldAck:
         if not self.waiting:
             self.conn._acks_ready()
 
-    def saved(self, future: asyncio.Future[int]) -> None:
+    def saved(self, future: asyncio.Future[Any]) -> None:
         """One store is done (a future's callback)."""
         error = "cancelled" if future.cancelled() else future.exception()
         self.stored(0, None if error is None else str(error))

@@ -7,9 +7,11 @@ when it comes back. Retained messages are kept per account by topic.
 
 Where the account has JetStream, all of it is also kept there
 (:mod:`.store`) and survives a restart: session records, retained messages,
-and the QoS 1/2 messages devices publish, which QoS 1/2 subscriptions
-receive through durable consumers. Without JetStream it lives in memory
-only, and the server says so once per account.
+and the QoS 1/2 messages devices publish for persistent sessions, whose QoS
+1/2 subscriptions receive them through durable consumers. A clean session's
+messages go to it in memory: it ends with its connection anyway. Without
+JetStream everything lives in memory only, and the server says so once per
+account.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
     from .connection import MQTTConnection
 
 log = logging.getLogger("natsd.mqtt")
+
+MAX_QUEUED = 65536
+"""QoS 1/2 messages a session keeps for its client beyond those in flight, at most: the oldest go first.
+A persistent session's are stored messages, which its consumers deliver again."""
 
 
 @dataclass(slots=True)
@@ -84,8 +90,11 @@ class Session:
         self.subscriptions: dict[str, SubscriptionState] = {}
         self.outbound: OrderedDict[int, Outbound] = OrderedDict()
         """Packet id -> message, in the order they were taken."""
-        self.queued: list[Outbound] = []
-        """QoS 1/2 messages that arrived while the client was away or its window was full."""
+        self.queued: deque[Outbound] = deque()
+        """QoS 1/2 messages that arrived while the client was away or its window was full
+        (:meth:`keep`)."""
+        self.dropped = 0
+        """Messages :meth:`keep` let go because the queue was full."""
         self.incoming_qos2: set[int] = set()
         """Packet ids of QoS 2 publishes received and not released yet (exactly once)."""
         self.next_id = 0
@@ -111,6 +120,18 @@ class Session:
             if self.next_id not in self.outbound:
                 return self.next_id
         raise RuntimeError("no packet identifier left")
+
+    def keep(self, message: Outbound) -> None:
+        """Queue a QoS 1/2 message until the client can take it: at most :data:`MAX_QUEUED`, the
+        oldest go first (as a clean session's would with a client that cannot keep up)."""
+        queued = self.queued
+        queued.append(message)
+        if len(queued) > MAX_QUEUED:
+            queued.popleft()
+            self.dropped += 1
+            if self.dropped in (1, 1000) or not self.dropped % 100_000:
+                log.warning("MQTT: session %r: %d messages the client did not take in time were dropped (at most %d "
+                            "are kept for it)", self.client_id, self.dropped, MAX_QUEUED)
 
     def acknowledge(self, reply: bytes) -> None:
         """Tell the consumer that delivered a stored message (its ack subject ``reply``) that it may
@@ -312,9 +333,8 @@ class MQTT:
 
         state.subs = [keeper.subscribe(subject, callback, queue=state.share) for subject in subjects]
         session.subscriptions[key] = state
-        if state.qos and session.store is not None:
-            state.consumer, state.deliver = await session.store.consumer(session.client_id, subjects, consumer,
-                                                                         transient=not session.persistent)
+        if state.qos and session.store is not None and session.persistent:
+            state.consumer, state.deliver = await session.store.consumer(session.client_id, subjects, consumer)
 
             def stored(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
                 delivered_stored(session, state, subject, reply, headers, payload)
@@ -322,6 +342,18 @@ class MQTT:
             state.deliver_sub = keeper.subscribe(state.deliver, stored)
             if session.connection is None:
                 self.pause(session)
+
+    async def make_durable(self, session: Session) -> None:
+        """A clean session taken over by a connection that keeps it (MQTT 5, a session expiry): its
+        QoS 1/2 subscriptions get their consumers, and the session its record."""
+        for key, state in list(session.subscriptions.items()):
+            if state.qos and not state.consumer and session.store is not None:
+                try:
+                    await self.subscribe(session, key, state, state.subjects)
+                except StoreError as exc:
+                    log.warning("MQTT: session %r: subscription %r kept in memory only: %s",
+                                session.client_id, key, exc)
+        await self.save(session)
 
     def _unsubscribe_now(self, session: Session, key: str) -> SubscriptionState | None:
         """Take the subscription away from the account (its consumer, if any, stays)."""
@@ -373,14 +405,16 @@ class MQTT:
         """Keep a QoS 1/2 message no device awaits an acknowledgement of (a will) in ``$MQTT_msgs``,
         where the consumers of QoS 1/2 subscriptions take it from (no-op without JetStream)."""
         store = self.stores.get(account)
-        if store is not None:
+        if store is not None and store.keeps(MESSAGES, MESSAGE_PREFIX + subject):
             store.stored(MESSAGES, MESSAGE_PREFIX + subject, payload, headers).add_done_callback(_log_failure)
 
     # -- retained messages ---------------------------------------------------------------------------------
 
-    def published(self, account: str, topic: str, subject: str, message: Outbound, retain: bool) -> None:
+    def published(self, account: str, topic: str, subject: str, message: Outbound, retain: bool
+                  ) -> asyncio.Future[None] | None:
         """A device's PUBLISH (or will) on ``topic`` went out: keep what it retains (nats-server's
         ``mqttHandlePubRetain``). ``message`` is the retained form, ``retain`` the PUBLISH's flag.
+        The future says when JetStream has kept it (``None``: nothing to wait for).
 
         Sparkplug B (:mod:`.sparkplug`): a birth with retain false is kept as the retained message
         of ``$sparkplug/certificates/<topic>`` and, unless empty, sent on now as a NATS message on
@@ -388,27 +422,30 @@ class MQTT:
         """
         if topic.startswith(sparkplug.NAMESPACE) and sparkplug.parse_topic(topic).birth:
             if retain:
-                return  # invalid in Sparkplug: nats-server keeps it nowhere, nor does natsd
+                return None  # invalid in Sparkplug: nats-server keeps it nowhere, nor does natsd
             topic = sparkplug.CERTIFICATES + topic
             subject = topic_to_subject(topic)
             if message.payload:
                 self.publisher(account).publish(subject, message.payload)
             message = replace(message, topic=topic, retain=True)
         elif not retain:
-            return
-        self.retain(account, topic, subject, message)
+            return None
+        return self.retain(account, topic, subject, message)
 
-    def retain(self, account: str, topic: str, subject: str, message: Outbound) -> None:
-        """Keep ``message`` as ``topic``'s retained message (an empty payload removes it), in JetStream too."""
+    def retain(self, account: str, topic: str, subject: str, message: Outbound) -> asyncio.Future[None] | None:
+        """Keep ``message`` as ``topic``'s retained message (an empty payload removes it), in JetStream
+        too: the future says when JetStream has it (``None``: no JetStream)."""
         kept = self.retained.setdefault(account, {})
         if message.payload:
             kept[topic] = message
         else:
             kept.pop(topic, None)
         store = self.stores.get(account)
-        if store is not None:
-            task = self.server.loop.create_task(store.retain(subject, topic, message.qos, message.payload))
-            task.add_done_callback(_log_failure)
+        if store is None:
+            return None
+        task = self.server.loop.create_task(store.retain(subject, topic, message.qos, message.payload))
+        task.add_done_callback(_log_failure)
+        return task
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

@@ -10,13 +10,18 @@ client, so that any JetStream natsd talks to works, ``js_domain`` included):
   under ``$MQTT.rmsgs.<subject>``, the topic in an ``Nmqtt-RTopic`` header;
 - ``$MQTT_msgs`` (``$MQTT.msgs.>``, interest retention: kept while a QoS 1/2
   subscription has not acknowledged it): what devices publish at QoS 1 and 2,
-  under ``$MQTT.msgs.<subject>``. A device's PUBACK (or PUBREC) is sent only
-  once JetStream stored the message. Each QoS 1/2 subscription is a durable
-  push consumer of it (explicit acks, ``ack_wait``, ``max_ack_pending``)
-  delivering to ``$MQTT.sub.<id>``; the device's PUBACK (PUBCOMP) acks it.
+  under ``$MQTT.msgs.<subject>``. Each QoS 1/2 subscription of a persistent
+  session is a durable push consumer of it (explicit acks, ``ack_wait``,
+  ``max_ack_pending``) delivering to ``$MQTT.sub.<id>``; the device's PUBACK
+  (PUBCOMP) acks it. A device's PUBACK (or PUBREC) is sent only once JetStream
+  stored the message, when some consumer takes its subject.
 
 So a server restart loses no session, no retained message and no QoS 1/2
-message a device was told was received.
+message a device was told was received and a persistent session is to get.
+A clean session (MQTT 5: one that expires with its connection) ends with its
+connection, and so at a restart, with whatever it had not received yet, as
+the specification has it: its QoS 1/2 messages go to it in memory, as its QoS
+0 ones do, and are not written to ``$MQTT_msgs``.
 
 When the streams are kept by this server's own JetStream, the two steps every
 QoS 1/2 message takes, storing it and acknowledging its delivery, are made
@@ -52,8 +57,6 @@ SESSION_PREFIX, RETAINED_PREFIX, MESSAGE_PREFIX = "$MQTT.sess.", "$MQTT.rmsgs.",
 DELIVER_PREFIX = "$MQTT.sub."
 REPLY_PREFIX = "$MQTT.JSA."
 STREAM_IN_USE = 10058
-TRANSIENT_INACTIVE = 60
-"""Seconds a clean session's consumer outlives its last listener."""
 
 
 class StoreError(Exception):
@@ -177,6 +180,13 @@ class JetStreamStore:
         else:
             local.store_local(subject, payload, headers, done)
 
+    def keeps(self, stream: str, subject: str) -> bool:
+        """Whether a message published into ``stream`` on ``subject`` would be kept there: in
+        ``$MQTT_msgs``, only while some consumer (a persistent session's QoS 1/2 subscription)
+        takes ``subject``. A stream this server does not keep is always asked."""
+        local = self.jetstream.local_stream(self.account, stream) if self.jetstream is not None else None
+        return local is None or local.wants(subject)
+
     def ack(self, reply: bytes) -> bool:
         """Acknowledge a consumer's delivery (its ack subject ``reply``) in-process; ``False``: the
         consumer is not on this server, and the ack is to be published."""
@@ -258,12 +268,10 @@ class JetStreamStore:
 
     # -- QoS 1/2 ------------------------------------------------------------------------------------------
 
-    async def consumer(self, client_id: str, subjects: list[str], name: str | None = None,
-                       transient: bool = False) -> tuple[str, str]:
-        """A durable consumer of ``$MQTT.msgs.<subject>`` for one subscription: ``(name, deliver subject)``
-        (``name`` given: the one a session record names, made again if it is gone). ``transient``:
-        a clean session's, which goes by itself a minute after nobody listens (a server stopped
-        while the device was connected leaves no consumer holding messages forever)."""
+    async def consumer(self, client_id: str, subjects: list[str], name: str | None = None) -> tuple[str, str]:
+        """A durable consumer of ``$MQTT.msgs.<subject>`` for one QoS 1/2 subscription of a persistent
+        session: ``(name, deliver subject)`` (``name`` given: the one a session record names, made
+        again if it is gone)."""
         settings = self.mqtt.settings
         name = name or f"{client_hash(client_id)}_{event_id()[-8:]}"
         deliver = DELIVER_PREFIX + name
@@ -278,8 +286,6 @@ class JetStreamStore:
             config["mem_storage"] = True
         if settings.consumer_inactive_threshold > 0:
             config["inactive_threshold"] = int(settings.consumer_inactive_threshold * 1e9)
-        elif transient:
-            config["inactive_threshold"] = TRANSIENT_INACTIVE * 1_000_000_000
         answer = await self.call(f"CONSUMER.DURABLE.CREATE.{MESSAGES}.{name}",
                                  {"stream_name": MESSAGES, "config": config})
         error = answer.get("error")

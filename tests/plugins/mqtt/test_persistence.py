@@ -7,9 +7,17 @@ same store and ports; the devices (paho-mqtt) reconnect to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -248,21 +256,125 @@ async def test_without_jetstream_the_state_is_kept_in_memory_and_the_log_says_so
         await server.shutdown()
 
 
-async def test_a_clean_sessions_consumer_goes_by_itself_a_persistent_ones_stays(tmp_path: Path) -> None:
+async def test_only_a_persistent_sessions_qos1_messages_are_written_to_jetstream(tmp_path: Path) -> None:
+    """A clean session ends with its connection (and so at a restart): its QoS 1 messages go to it in
+    memory, with no consumer and nothing stored; a persistent session's go through its consumer."""
     broker = Broker(tmp_path)
     server = await broker.start()
     try:
         clean = await device(broker.mqtt_port, "clean-dev", clean=True)
         kept = await device(broker.mqtt_port, "kept-dev", clean=False)
+        sender = await device(broker.mqtt_port, "sender", clean=True)
         await asyncio.to_thread(clean.subscribe, "c/#", 1)
         await asyncio.to_thread(kept.subscribe, "k/#", 1)
         nc = await nats.connect(server.client_url)
         listed = json.loads((await nc.request("$JS.API.CONSUMER.LIST.$MQTT_msgs", b"")).data)["consumers"]
-        thresholds = {c["config"]["filter_subjects"][0]: c["config"].get("inactive_threshold") for c in listed}
-        assert thresholds == {"$MQTT.msgs.c.>": 60_000_000_000, "$MQTT.msgs.k.>": None}
+        assert [c["config"]["filter_subjects"] for c in listed] == [["$MQTT.msgs.k.>", "$MQTT.msgs.k"]]
+        for topic in ("c/1", "c/2", "k/1", "x/1"):  # x/1: nobody subscribes
+            await asyncio.to_thread(sender.publish, topic, topic.encode(), 1)
+        assert [(m.topic, m.qos) for m in await asyncio.to_thread(clean.received, 2)] == [("c/1", 1), ("c/2", 1)]
+        assert [(m.topic, m.qos) for m in await asyncio.to_thread(kept.received, 1)] == [("k/1", 1)]
+        info = json.loads((await nc.request("$JS.API.STREAM.INFO.$MQTT_msgs", b"")).data)
+        assert info["state"]["last_seq"] == 1  # k/1 alone was stored
         await nc.close()
-        for d in (clean, kept):
+        for d in (clean, kept, sender):
             await asyncio.to_thread(d.close)
+    finally:
+        await broker.stop()
+
+
+async def test_a_clean_session_taken_over_by_a_lasting_one_is_kept_from_then_on(tmp_path: Path) -> None:
+    """MQTT 5: a connection with clean start 0 and a session expiry takes over a live clean session:
+    its QoS 1 subscription gets a consumer, and what is published while it is away survives a restart."""
+    from natsd_plugins.mqtt import packets as P
+
+    broker = Broker(tmp_path)
+    await broker.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", broker.mqtt_port)
+        first = Raw(reader, writer)
+        first.send(P.Connect("phone", 5, clean_start=True))
+        assert isinstance(await first.next(), P.ConnAck)
+        first.send(P.Subscribe(1, [P.SubscriptionRequest("cmd/phone", 1)]))
+        assert isinstance(await first.next(), P.SubAck)
+        second, ack = await Raw.connect(broker.mqtt_port, "phone")  # clean start 0, an hour's expiry
+        assert ack.session_present
+        assert await first.next() == P.Disconnect(P.SESSION_TAKEN_OVER)
+        await asyncio.sleep(0.2)  # the consumer is made
+        second.send(P.Disconnect())
+        await second.writer.drain()
+        second.close()
+        pub, _ = await Raw.connect(broker.mqtt_port, "office")
+        pub.send(P.Publish("cmd/phone", b"ring", 1, packet_id=1))
+        assert await pub.next() == P.Ack(P.PUBACK, 1)
+        pub.close()
+        await broker.stop()
+
+        await broker.start()
+        back, ack = await Raw.connect(broker.mqtt_port, "phone")
+        assert ack.session_present
+        delivery = await back.next()
+        assert isinstance(delivery, P.Publish) and (delivery.topic, delivery.payload) == ("cmd/phone", b"ring")
+        back.close()
+    finally:
+        await broker.stop()
+
+
+async def test_a_session_taken_over_is_not_ended_with_the_older_connection(tmp_path: Path) -> None:
+    """MQTT 5, clean start 0 and no session expiry: the session lasts as long as the new connection,
+    with its subscriptions; the older connection closing does not end it."""
+    from natsd_plugins.mqtt import packets as P
+
+    broker = Broker(tmp_path)
+    await broker.start()
+    try:
+        connections = []
+        for clean in (True, False):
+            reader, writer = await asyncio.open_connection("127.0.0.1", broker.mqtt_port)
+            raw = Raw(reader, writer)
+            raw.send(P.Connect("kiosk", 5, clean_start=clean))
+            ack = await raw.next()
+            assert isinstance(ack, P.ConnAck) and ack.session_present is not clean
+            if clean:
+                raw.send(P.Subscribe(1, [P.SubscriptionRequest("screen/#", 1)]))
+                assert isinstance(await raw.next(), P.SubAck)
+            connections.append(raw)
+        assert await connections[0].next() == P.Disconnect(P.SESSION_TAKEN_OVER)
+        await asyncio.sleep(0.1)
+        pub, _ = await Raw.connect(broker.mqtt_port, "cms")
+        pub.send(P.Publish("screen/1", b"slide 2", 1, packet_id=1))
+        assert isinstance(await pub.next(), P.Ack)
+        delivery = await connections[1].next()
+        assert isinstance(delivery, P.Publish) and delivery.payload == b"slide 2"
+        for raw in (pub, *connections):
+            raw.close()
+    finally:
+        await broker.stop()
+
+
+async def test_a_retained_qos1_message_is_kept_before_its_puback(tmp_path: Path) -> None:
+    """The PUBACK of a retained QoS 1 message waits for JetStream to keep it as the retained
+    message: stopped right after the PUBACK, the server still has it when it is back."""
+    from natsd_plugins.mqtt import packets as P
+
+    broker = Broker(tmp_path)
+    server = await broker.start()
+    try:
+        pub, _ = await Raw.connect(broker.mqtt_port, "thermostat")
+        pub.send(P.Publish("home/setpoint", b"21.5", 1, retain=True, packet_id=4))
+        assert await pub.next() == P.Ack(P.PUBACK, 4, P.NO_MATCHING_SUBSCRIBERS)  # kept all the same
+        retained = server.service("jetstream").local_stream("$G", "$MQTT_rmsgs")
+        assert retained.committed_seq == 1  # durable when the PUBACK left (this loop pass sees it)
+        pub.close()
+        await broker.stop()  # at once
+
+        await broker.start()
+        sub, _ = await Raw.connect(broker.mqtt_port, "panel")
+        sub.send(P.Subscribe(1, [P.SubscriptionRequest("home/#", 1)]))
+        assert isinstance(await sub.next(), P.SubAck)
+        retained = await sub.next()
+        assert isinstance(retained, P.Publish) and (retained.payload, retained.retain) == (b"21.5", True)
+        sub.close()
     finally:
         await broker.stop()
 
@@ -360,6 +472,9 @@ async def test_acknowledgements_keep_their_order_and_reason_behind_a_store(tmp_p
     broker = Broker(tmp_path)
     await broker.start()
     try:
+        sub, _ = await Raw.connect(broker.mqtt_port, "order-sub")  # a persistent session: o/1 is stored
+        sub.send(P.Subscribe(1, [P.SubscriptionRequest("o/#", 1)]))
+        assert isinstance(await sub.next(), P.SubAck)
         pub, ack = await Raw.connect(broker.mqtt_port, "order-pub")
         # one write: the PUBREL is read while JetStream is still storing the QoS 1 message
         pub.writer.write(P.encode(P.Publish("o/1", b"one", 1, packet_id=3), 5)
@@ -367,6 +482,7 @@ async def test_acknowledgements_keep_their_order_and_reason_behind_a_store(tmp_p
         assert await pub.next() == P.Ack(P.PUBACK, 3)
         assert await pub.next() == P.Ack(P.PUBCOMP, 99, P.PACKET_IDENTIFIER_NOT_FOUND)
         pub.close()
+        sub.close()
     finally:
         await broker.stop()
 
@@ -530,3 +646,114 @@ async def test_a_jetstream_domain_that_does_not_answer_refuses_devices_until_it_
         await nc.close()
     finally:
         await server.shutdown()
+
+
+def _natsd(conf: Path, mqtt_port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "natsd", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=open(conf.parent / "natsd.log", "ab"))
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", mqtt_port), timeout=1).close()
+            return proc
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "natsd did not start"
+            time.sleep(0.05)
+
+
+def _device(port: int, client_id: str, clean: bool) -> tuple[socket.socket, Any, list[Any]]:
+    """A raw MQTT 3.1.1 connection (natsd's codec), connected: the socket, its packet parser and the
+    packets that came with the CONNACK."""
+    from natsd_plugins.mqtt import packets as P
+
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(P.encode(P.Connect(client_id, clean_start=clean, keep_alive=120), P.MQTT_311))
+    parser = P.Parser()
+    parser.version = P.MQTT_311
+    packets: list[Any] = []
+    while not packets:
+        packets = parser.feed(sock.recv(65536))
+    assert isinstance(packets[0], P.ConnAck) and packets[0].reason == 0, packets
+    return sock, parser, packets[1:]
+
+
+def test_sigkill_during_a_qos1_storm_loses_nothing_a_persistent_session_was_promised(tmp_path: Path) -> None:
+    """Devices publish at QoS 1 to a topic a persistent session subscribes to (its device away) and
+    natsd is killed (SIGKILL) mid-storm: every message a device got a PUBACK for reaches the session
+    after the restart."""
+    from natsd_plugins.mqtt import packets as P
+
+    mqtt_port = free_port()
+    conf = tmp_path / "natsd.conf"
+    conf.write_text(f'host: 127.0.0.1\nport: {free_port()}\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+                    f'mqtt {{ listen: "127.0.0.1:{mqtt_port}" }}\n')
+    proc = _natsd(conf, mqtt_port)
+    acked: set[int] = set()
+    total = 20000
+    payloads = {pid: os.urandom(12).hex().encode() for pid in range(1, total + 1)}
+    try:
+        sock, parser, _ = _device(mqtt_port, "archive", clean=False)
+        sock.sendall(P.encode(P.Subscribe(1, [P.SubscriptionRequest("storm/#", 1)]), P.MQTT_311))
+        got: list[Any] = []
+        while not got:
+            got = parser.feed(sock.recv(65536))
+        assert isinstance(got[0], P.SubAck) and got[0].reasons == [1]
+        sock.sendall(P.encode(P.Disconnect(), P.MQTT_311))  # away: the session keeps collecting
+        sock.close()
+
+        pub, parser, _ = _device(mqtt_port, "sensor", clean=True)
+        wire = [P.encode_publish(b"storm/%d" % (pid % 50), body, 1, packet_id=pid) for pid, body in payloads.items()]
+        enough = threading.Event()
+
+        def send() -> None:  # 200 every 5 ms: the storm outlasts the first syncs however fast natsd is
+            with contextlib.suppress(OSError):
+                for start in range(0, total, 200):
+                    pub.sendall(b"".join(wire[start:start + 200]))
+                    time.sleep(0.005)
+
+        def read_acks() -> None:
+            with contextlib.suppress(OSError):
+                while chunk := pub.recv(1 << 20):
+                    for packet in parser.feed(chunk):
+                        assert isinstance(packet, P.Ack) and packet.kind == P.PUBACK, packet
+                        acked.add(packet.packet_id)
+                    if len(acked) >= 2000:
+                        enough.set()
+
+        threads = [threading.Thread(target=send), threading.Thread(target=read_acks)]
+        for thread in threads:
+            thread.start()
+        assert enough.wait(30), f"only {len(acked)} PUBACKs"
+        os.kill(proc.pid, signal.SIGKILL)  # PUBACKs and syncs in flight
+        proc.wait(10)
+        with contextlib.suppress(OSError):
+            pub.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(10)
+        pub.close()
+        assert 2000 <= len(acked) < total  # the kill came while publishes were outstanding
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    proc = _natsd(conf, mqtt_port)
+    try:
+        sock, parser, packets = _device(mqtt_port, "archive", clean=False)
+        sock.settimeout(3.0)
+        received: set[bytes] = set()
+        wanted = {payloads[pid] for pid in acked}
+        with contextlib.suppress(TimeoutError):  # until nothing more comes
+            while not wanted <= received:
+                puback = []
+                for packet in packets or parser.feed(sock.recv(1 << 20)):
+                    assert isinstance(packet, P.Publish) and packet.qos == 1, packet
+                    received.add(packet.payload)
+                    puback.append(P.encode(P.Ack(P.PUBACK, packet.packet_id), P.MQTT_311))
+                sock.sendall(b"".join(puback))
+                packets = []
+        sock.close()
+        assert not wanted - received, f"{len(wanted - received)} of {len(wanted)} acknowledged messages lost"
+    finally:
+        proc.terminate()
+        proc.wait(10)
