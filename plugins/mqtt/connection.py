@@ -27,7 +27,7 @@ from natsd.plugin.contracts import AuthRequest
 
 from . import packets as P
 from . import sparkplug
-from .packets import MQTT_5, MQTTError, Parser, encode, encode_connack_v3, encode_properties, encode_publish
+from .packets import MQTT_5, MQTTError, Parser, encode, encode_ack, encode_connack_v3, encode_properties, encode_publish
 from .sessions import Outbound, Session, SubscriptionState
 from .store import MESSAGE_PREFIX, MESSAGES, StoreError
 from .topics import TopicError, check_topic_filter, filter_to_subjects, subject_to_topic, topic_to_subject
@@ -68,8 +68,12 @@ def topic_matches(filter_: str, topic: str) -> bool:
     return len(f_levels) == len(t_levels)
 
 
-class MQTTConnection(asyncio.Protocol):
-    """See the module docstring."""
+class MQTTConnection:
+    """See the module docstring.
+
+    An asyncio streaming protocol (a TCP or TLS transport, or the WebSocket
+    plugin's carrier, calls its methods) compiled with mypyc, and so not an
+    :class:`asyncio.Protocol` subclass: a native class cannot have one as its base."""
 
     def __init__(self, mqtt: MQTT) -> None:
         self.mqtt = mqtt
@@ -159,6 +163,15 @@ class MQTTConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end(abnormal=True)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
 
     def write(self, data: bytes) -> None:
         """Send ``data`` at the end of this loop pass, with everything else written in it (one
@@ -548,7 +561,7 @@ class MQTTConnection(asyncio.Protocol):
         """Send an acknowledgement once its ``stores`` are done, after those queued before it
         (``None``: sent now)."""
         if not stores and not self.acks:
-            self.send(P.Ack(kind, pid, reason))
+            self.write(encode_ack(kind, pid, reason, self.version == MQTT_5))
             return None
         held = HeldAck(self, kind, pid, reason, stores)
         self.acks.append(held)
@@ -565,7 +578,7 @@ class MQTTConnection(asyncio.Protocol):
                 return
             acks.popleft()
             if held.error is None:
-                self.send(P.Ack(held.kind, held.pid, held.reason))
+                self.write(encode_ack(held.kind, held.pid, held.reason, self.version == MQTT_5))
             else:
                 log.error("%s - QoS %d message %d not stored: %s", self.describe(),
                           1 if held.kind == P.PUBACK else 2, held.pid, held.error)

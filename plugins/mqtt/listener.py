@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from natsd.plugin.contracts import ServerAPI
 
@@ -34,8 +35,8 @@ class MQTTListener:
         port = s.port if s.port > 0 else 0
         try:
             self._server = await self.server.loop.create_server(
-                lambda: MQTTConnection(self.mqtt), host=s.host or None, port=port, reuse_address=True,
-                ssl=s.tls.context if s.tls is not None else None, start_serving=False,
+                lambda: cast(asyncio.Protocol, MQTTConnection(self.mqtt)), host=s.host or None, port=port,
+                reuse_address=True, ssl=s.tls.context if s.tls is not None else None, start_serving=False,
                 backlog=1024)  # a fleet reconnecting at once (asyncio's 100 made many wait for a SYN retry)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen for MQTT clients on {s.host}:{port}: {exc.strerror}") from exc
@@ -43,7 +44,7 @@ class MQTTListener:
         scheme = "tls" if s.tls is not None else "mqtt"
         self.server.ports["mqtt"] = [f"{scheme}://{self.host}:{self.port}"]
         # devices on the WebSocket port's /mqtt path (the websocket plugin's listener hands them over)
-        self.server.acceptors["mqtt"] = lambda carrier: MQTTConnection(self.mqtt)
+        self.server.acceptors["mqtt"] = lambda carrier: cast(asyncio.Protocol, MQTTConnection(self.mqtt))
         log.info("Listening for MQTT clients on %s://%s:%d", scheme, self.host, self.port)
 
     async def serving(self) -> None:

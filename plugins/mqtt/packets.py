@@ -566,7 +566,13 @@ class Parser:
 
 # -- writing -------------------------------------------------------------------------------------------
 
+_SMALL = [bytes((n,)) for n in range(128)]
+"""The one-byte variable byte integers."""
+
+
 def varint(value: int) -> bytes:
+    if value < 128:
+        return _SMALL[value]
     out = bytearray()
     while True:
         b = value & 0x7F
@@ -620,13 +626,28 @@ def encode_publish(topic: bytes, payload: bytes, qos: int = 0, retain: bool = Fa
                    packet_id: int = 0, properties: bytes | None = None) -> bytes:
     """A ``PUBLISH`` (the delivery path's encoder: ``topic`` already UTF-8, ``properties`` an
     encoded block or ``None`` for MQTT 3.1.1)."""
-    head = struct.pack(">H", len(topic)) + topic
+    size = len(topic)
+    out = bytearray(((0x30 | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)),))
+    out += varint(2 + size + (2 if qos else 0) + (len(properties) if properties is not None else 0) + len(payload))
+    out.append(size >> 8)
+    out.append(size & 0xFF)
+    out += topic
     if qos:
-        head += struct.pack(">H", packet_id)
+        out.append(packet_id >> 8)
+        out.append(packet_id & 0xFF)
     if properties is not None:
-        head += properties
-    first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
-    return bytes((first,)) + varint(len(head) + len(payload)) + head + payload
+        out += properties
+    out += payload
+    return bytes(out)
+
+
+def encode_ack(kind: int, packet_id: int, reason: int, v5: bool) -> bytes:
+    """A ``PUBACK``, ``PUBREC``, ``PUBREL`` or ``PUBCOMP`` without properties (the hot path's
+    encoder: :func:`encode` of an :class:`Ack`, byte for byte)."""
+    first = (kind << 4) | (2 if kind == PUBREL else 0)
+    if v5 and reason != SUCCESS:
+        return bytes((first, 3, packet_id >> 8, packet_id & 0xFF, reason))
+    return bytes((first, 2, packet_id >> 8, packet_id & 0xFF))
 
 
 def encode(packet: Packet, version: int) -> bytes:

@@ -21,7 +21,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from natsd.plugin.contracts import ServerAPI
@@ -45,19 +45,32 @@ MAX_QUEUED = 65536
 A persistent session's are stored messages, which its consumers deliver again."""
 
 
-@dataclass(slots=True)
 class Outbound:
-    """A message for the client: waiting, or sent and not acknowledged yet (QoS 1/2)."""
+    """A message for the client: waiting, or sent and not acknowledged yet (QoS 1/2).
 
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool = False
-    properties: dict[str, Any] = field(default_factory=dict)
-    sent: bool = False
-    released: bool = False  # QoS 2: PUBREC came, PUBREL sent
-    ack: bytes | None = None  # the JetStream ack subject of a message a consumer delivered
-    expires: float = 0.0  # MQTT 5 message expiry: when (Unix seconds; 0: never)
+    One is made for every message a device receives: a plain class (compiled, a C struct), not a
+    dataclass, whose generated ``__init__`` would run interpreted."""
+
+    __slots__ = ("topic", "payload", "qos", "retain", "properties", "sent", "released", "ack", "expires")
+
+    def __init__(self, topic: str, payload: bytes, qos: int, retain: bool = False,
+                 properties: dict[str, Any] | None = None, released: bool = False, ack: bytes | None = None,
+                 expires: float = 0.0) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.properties: dict[str, Any] = {} if properties is None else properties
+        self.sent = False
+        self.released = released
+        """QoS 2: PUBREC came, PUBREL sent."""
+        self.ack = ack
+        """The JetStream ack subject of a message a consumer delivered."""
+        self.expires = expires
+        """MQTT 5 message expiry: when (Unix seconds; 0: never)."""
+
+    def __repr__(self) -> str:
+        return f"Outbound({self.topic!r}, {self.payload!r}, qos={self.qos}, retain={self.retain})"
 
 
 @dataclass(slots=True)
@@ -427,7 +440,8 @@ class MQTT:
             subject = topic_to_subject(topic)
             if message.payload:
                 self.publisher(account).publish(subject, message.payload)
-            message = replace(message, topic=topic, retain=True)
+            message = Outbound(topic, message.payload, message.qos, True, message.properties,
+                               expires=message.expires)
         elif not retain:
             return None
         return self.retain(account, topic, subject, message)

@@ -31,6 +31,8 @@ PURE_RUN = [
     "tests/interop/test_differential.py",  # transcripts, natsd against nats-server
     "tests/interop/test_nats_py.py",
     "tests/plugins/mqtt/test_packets.py",  # the plugins' compiled modules (plugins/compiled_modules.py)
+    "tests/plugins/mqtt/test_mqtt.py",  # the MQTT connection and sessions
+    "tests/plugins/mqtt/test_persistence.py",
     "tests/plugins/jetstream/test_index.py",
     f"{Path(__file__).relative_to(ROOT)}::test_implementation_as_asked",
 ]

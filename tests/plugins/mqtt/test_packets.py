@@ -111,6 +111,21 @@ def test_every_split_point_gives_the_same_packets(version: int, data: st.DataObj
     assert not parser.buffer
 
 
+@given(st.sampled_from([P.PUBACK, P.PUBREC, P.PUBREL, P.PUBCOMP]), packet_ids, st.sampled_from([0, 0x10, 0x80, 0x92]),
+       st.sampled_from([MQTT_311, MQTT_5]))
+def test_the_fast_ack_encoder_writes_what_encode_does(kind: int, pid: int, reason: int, version: int) -> None:
+    reason = reason if version == MQTT_5 else 0
+    assert P.encode_ack(kind, pid, reason, version == MQTT_5) == encode(P.Ack(kind, pid, reason), version)
+
+
+@given(st.binary(max_size=70_000), st.integers(0, 2), packet_ids)
+@settings(max_examples=40)
+def test_a_publish_of_any_size_reads_back(payload: bytes, qos: int, pid: int) -> None:
+    """Remaining lengths of one, two and three bytes."""
+    packet = P.Publish("t/x", payload, qos, packet_id=pid if qos else 0)
+    assert parsed(encode(packet, MQTT_311), MQTT_311) == [packet]
+
+
 def test_byte_by_byte() -> None:
     stream = encode(P.Connect("dev-1", MQTT_5, keep_alive=30, properties={"session_expiry": 60}), MQTT_5) + \
         encode(P.Publish("a/b", b"x" * 300, 1, packet_id=7, properties={"user_properties": [("k", "v")]}), MQTT_5)
