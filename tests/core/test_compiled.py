@@ -9,6 +9,7 @@ reference), and check that a build older than its source is never used.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import subprocess
@@ -115,3 +116,41 @@ def _run_edited(source: str, script: str) -> str:
                          env={k: v for k, v in os.environ.items() if k != compiled.PURE_ENV})
     assert run.returncode == 0, run.stderr
     return run.stderr
+
+
+def test_a_plugin_package_declares_its_own_compiled_modules(tmp_path: Path) -> None:
+    """The contract a third-party plugin uses (:mod:`natsd.plugin.compiled`): a module it compiled
+    with mypyc, carrying its source's digest, runs compiled; edited since, it runs from source."""
+    _compiled_or_skip()  # mypyc and a C compiler are here
+    package = tmp_path / "tp_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text("from natsd.plugin.compiled import declare\n\n"
+                                         "declare(__name__, __path__[0], ('tp_plugin.fast',))\n")
+    source = "def twice(x: int) -> int:\n    return 2 * x\n"
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    (package / "fast.py").write_text(f"{source}\n{compiled.DIGEST_NAME} = {digest!r}\n")  # as built
+    build = subprocess.run([sys.executable, "-m", "mypyc", "tp_plugin/fast.py"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    (package / "fast.py").write_text(source)  # the source as shipped
+    script = ("import natsd.compiled as c, tp_plugin.fast as f\n"
+              "print(f.__file__.endswith('.py'), c.active()['tp_plugin.fast'], f.twice(21))\n")
+    env = {**{k: v for k, v in os.environ.items() if k != compiled.PURE_ENV}, "PYTHONPATH": str(tmp_path)}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    assert run().stdout.split() == ["False", "True", "42"]
+    (package / "fast.py").write_text(source.replace("2 * x", "x + x"))  # edited since the build
+    edited = run()
+    assert edited.stdout.split() == ["True", "False", "42"]
+    assert "tp_plugin.fast: the compiled module was built from another version of" in edited.stderr
+
+
+def test_a_module_outside_the_package_is_refused() -> None:
+    from natsd.plugin.compiled import declare
+
+    with pytest.raises(ValueError, match="not a module of the package"):
+        declare("tp_other", "/nowhere", ("natsd.routing.deliver",))
