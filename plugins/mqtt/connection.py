@@ -96,9 +96,9 @@ class MQTTConnection:
         self.alias_max = 0
         """How many topic aliases the client takes from the server (its CONNECT's maximum)."""
         self.backlog: list[P.Packet] | None = None  # packets waiting for an earlier one's outcome
-        self.acks: deque[HeldAck] = deque()
+        self.acks: deque[HeldAck] | None = None
         """PUBACKs/PUBRECs/PUBCOMPs in the order of their packets, each until JetStream has stored
-        what it stands for."""
+        what it stands for (made on first use: an empty deque is 0.7 KiB of an idle device)."""
         self._out: list[bytes] = []
         self._flushing = False
         self._exchange: tuple[Any, P.Connect, str, str, str] | None = None
@@ -564,6 +564,8 @@ class MQTTConnection:
             self.write(encode_ack(kind, pid, reason, self.version == MQTT_5))
             return None
         held = HeldAck(self, kind, pid, reason, stores)
+        if self.acks is None:
+            self.acks = deque()
         self.acks.append(held)
         if not stores:
             self._acks_ready()
@@ -751,9 +753,9 @@ class MQTTConnection:
         session = self.session
         if session is None:
             return
-        while session.queued and len(session.outbound) < min(self.receive_maximum,
-                                                             self.mqtt.settings.max_ack_pending):
-            message = session.queued.popleft()
+        queued = session.queued
+        while queued and len(session.outbound) < min(self.receive_maximum, self.mqtt.settings.max_ack_pending):
+            message = queued.popleft()
             if message.expires and _expired(message.properties, message.expires):
                 continue
             pid = session.packet_id()
