@@ -146,8 +146,10 @@ class Consumer:
         self._last_delivery = time.time_ns()
         self._idle_since = time.time_ns()
         self._save_scheduled = False
-        self._pending_hint: int | None = None
-        """num_pending while one delivery pass runs (each new message it sends is one fewer)."""
+        self._pending_hint = -1
+        """num_pending while one delivery pass runs (each new message it sends is one fewer); -1:
+        not counted yet. An int, not an Optional: the compiled module trusts mypy's narrowing, which
+        does not see a method call set it."""
         self._covered = False
         self._ack_prefix = f"$JS.ACK.{stream.name}.{name}."
         self._bound_for: SublistResult | None = None
@@ -309,7 +311,7 @@ class Consumer:
 
     def _deliver(self) -> None:
         self._scheduled = False
-        self._pending_hint = None
+        self._pending_hint = -1
         if self.closed:
             return
         now = time.time_ns()
@@ -347,12 +349,12 @@ class Consumer:
                 if msg is None:
                     break
                 before, self.cursor = self.cursor, msg.seq + 1
-                if self._pending_hint is not None:
+                if self._pending_hint > 0:
                     self._pending_hint -= 1
                 reply = self._ack_reply(msg)
                 if isinstance(target, PullRequest) and not self._fits(target, msg, reply):
                     self.cursor = before
-                    self._pending_hint = None
+                    self._pending_hint = -1
                     continue  # the request ended; the message waits for the next one
             else:
                 reply = self._ack_reply(msg)
@@ -365,7 +367,7 @@ class Consumer:
             blocked = not self.ack_none and 0 < max_pending <= len(self.pending)
             if not blocked:  # a request held back by max_ack_pending waits, even with no_wait
                 self._finish_no_wait()
-        self._pending_hint = None
+        self._pending_hint = -1
         if delivered:
             self._last_delivery = now
             self._arm()
@@ -408,7 +410,7 @@ class Consumer:
     def _ack_reply(self, msg: StoredMsg) -> bytes:
         """The reply subject ``msg`` gets if it is delivered next (``$JS.ACK...``)."""
         count = self.deliveries.get(msg.seq, 1 if msg.seq in self.pending else 0) + 1
-        if self._pending_hint is None:
+        if self._pending_hint < 0:
             self._pending_hint = self.num_pending()
         return f"{self._ack_prefix}{count}.{msg.seq}.{self.dseq + 1}.{msg.ts}.{self._pending_hint}".encode()
 

@@ -34,7 +34,7 @@ PURE_RUN = [
     "tests/plugins/mqtt/test_packets.py",  # the plugins' compiled modules (plugins/compiled_modules.py)
     "tests/plugins/mqtt/test_mqtt.py",  # the MQTT connection and sessions
     "tests/plugins/mqtt/test_persistence.py",
-    "tests/plugins/jetstream/test_index.py",
+    "tests/plugins/jetstream",  # the index, streams, consumers and stores
     f"{Path(__file__).relative_to(ROOT)}::test_implementation_as_asked",
 ]
 """What runs again with ``NATSD_PURE_PYTHON=1``: the tests of the compiled modules' behaviour."""

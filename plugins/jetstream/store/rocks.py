@@ -285,7 +285,7 @@ class RocksBackend:
         """The future of every commit asked for during this loop pass."""
         self._handover_scheduled = False
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._writer_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self.syncs = 0
@@ -302,8 +302,8 @@ class RocksBackend:
         while it.valid() and it.key().startswith(b"C"):
             self._metas[it.key()[1:]] = json.loads(it.value())
             it.next()
-        self._thread = threading.Thread(target=self._writer, name="natsd-jetstream-writer", daemon=True)
-        self._thread.start()
+        self._writer_thread = threading.Thread(target=self._writer, name="natsd-jetstream-writer", daemon=True)
+        self._writer_thread.start()
 
     def saved(self) -> list[tuple[str, str, dict[str, Any]]]:
         out = []
@@ -452,8 +452,8 @@ class RocksBackend:
         with self._cond:
             self._stopping = True
             self._cond.notify()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 10)
+        if self._writer_thread is not None:
+            await asyncio.to_thread(self._writer_thread.join, 10)
         if self.db is not None:
             self.db.close()
             self.db = None

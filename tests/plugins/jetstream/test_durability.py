@@ -22,7 +22,6 @@ from natsd import Server
 from natsd.config.conf import parse
 from natsd.server import free_port
 from natsd_plugins.jetstream import JETSTREAM
-from natsd_plugins.jetstream.streams import Stream
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,7 +45,7 @@ class SyncedWrites:
         return getattr(self.db, name)
 
 
-async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path, monkeypatch: Any) -> None:
+async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path) -> None:
     server = Server(parse(f'host: 127.0.0.1\nport: -1\njetstream {{ store_dir: "{tmp_path}" }}'))
     await server.start()
     backend = server.stash[JETSTREAM].backends["file"]
@@ -54,20 +53,24 @@ async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path, 
     backend.db = proxy
     early: list[int] = []
     acked: list[int] = []
-    original = Stream._committed
 
-    def checked(self: Stream, acks: list[tuple[bytes, bytes]], upto: int, done: asyncio.Future[None],
-                traced: list[Any], told: list[tuple[Any, int]], *rest: Any) -> None:
-        seqs = [json.loads(response)["seq"] for _, response in acks] + [seq for _, seq in told]
-        for seq in seqs:
-            acked.append(seq)
-            # a message leaves the unsynced set only when the write holding it has returned,
-            # and every write is a synced one (checked below): an ack before that is a bug
-            if seq in self.store.unsynced:  # type: ignore[attr-defined]
-                early.append(seq)
-        original(self, acks, upto, done, traced, told, *rest)
+    def check(seq: int) -> None:
+        """Where an acknowledgement leaves: a message leaves the unsynced set only when the
+        write holding it has returned, and every write is a synced one (checked below)."""
+        acked.append(seq)
+        stream = server.stash[JETSTREAM].local_stream("$G", "S")
+        if seq in stream.store.unsynced:  # type: ignore[union-attr]
+            early.append(seq)
 
-    monkeypatch.setattr(Stream, "_committed", checked)
+    # PubAcks are published to the publishers' inboxes as the commit resolves: a subscriber in
+    # the server's process sees each one as it is sent, not when a client reads it
+    watcher = server.connect_internal("ack-watcher", "$G")
+    def answered(subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes) -> None:
+        body = json.loads(payload)
+        if "seq" in body:  # a PubAck (not an API answer)
+            check(body["seq"])
+
+    watcher.subscribe("_INBOX.>", answered)
     nc = await nats.connect(server.client_url)
     try:
         js = nc.jetstream()
@@ -81,6 +84,7 @@ async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path, 
         all_told = asyncio.get_running_loop().create_future()
 
         def tell(seq: int, error: str | None) -> None:
+            check(seq)
             told.append((seq, error))
             if len(told) == 1000:
                 all_told.set_result(None)
@@ -94,6 +98,7 @@ async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path, 
         both_told = asyncio.get_running_loop().create_future()
 
         def tell_twice(seq: int, error: str | None) -> None:
+            check(seq)
             twice.append((seq, error, seq in stream.store.unsynced))  # type: ignore[attr-defined]
             if len(twice) == 2:
                 both_told.set_result(None)
