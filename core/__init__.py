@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from natsd import compiled
+from natsd.plugin.compiled import declare as declare_compiled
 from natsd.plugin.hookspecs import hookimpl
 
 compiled.install()  # before any compiled module is imported (see natsd.compiled)
@@ -43,6 +44,7 @@ __all__ = [
     "ServerConfig",
     "StashKey",
     "__version__",
+    "declare_compiled",
     "hookimpl",
 ]
 

@@ -3,7 +3,8 @@
 ``pip install`` compiles the modules in :data:`MODULES` with mypyc when it can
 (``setup.py``; a build without a C compiler or without mypyc installs pure
 Python only), and those the first-party plugins name (``natsd_plugins``
-declares them through the plugin contract, :mod:`natsd.plugin.compiled`, from
+declares them through the plugin contract, ``natsd.declare_compiled``
+(:mod:`natsd.plugin.compiled`), from
 ``plugins/compiled_modules.py``; any plugin package can).
 A compiled module is an extension module beside its source, built from that
 very source: the same code, typed, run as C. Each carries the SHA-256 of the
@@ -82,7 +83,7 @@ _GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {"natsd": (PACKAGE_DIR, MODULE
 
 def add_group(package: str, directory: str, modules: Sequence[str]) -> None:
     """Compiled modules of another package (``natsd_plugins``, or a third-party plugin's, through
-    :func:`natsd.plugin.compiled.declare`, called before any of them is imported), chosen as the
+    ``natsd.declare_compiled``, called before any of them is imported), chosen as the
     core's are: all compiled or all sources. ``directory`` is the package's own."""
     _GROUPS[package] = (directory, tuple(modules))
 

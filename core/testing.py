@@ -14,7 +14,8 @@ Fixtures:
 
 :func:`read_until` and :func:`read_first_pong` read a raw socket;
 :func:`find_nats_server` locates the reference nats-server binary for tests
-that compare natsd with it.
+that compare natsd with it; :func:`spawn` starts a server process (one a test
+may kill) and waits until it listens.
 
 The broker runs on its own event loop in a background thread, so it serves
 synchronous tests and asyncio tests alike (whatever loop they use) while
@@ -28,8 +29,10 @@ import asyncio
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -119,6 +122,24 @@ def find_nats_server() -> str | None:
     if env:
         return env if os.access(env, os.X_OK) else None
     return shutil.which("nats-server")
+
+
+def spawn(argv: list[str], port: int, log: Any = subprocess.DEVNULL, timeout: float = 15.0
+          ) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (``[sys.executable, "-m", "natsd", ...]``, a nats-server) and return the process
+    once ``port`` on 127.0.0.1 accepts connections; its stderr goes to ``log``. Raises
+    :class:`RuntimeError` if it exits first or does not listen within ``timeout`` seconds."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{argv[0]} did not listen on port {port}") from None
+            time.sleep(0.05)
 
 
 def read_until(sock: socket.socket, end: bytes = b"PONG\r\n") -> bytes:

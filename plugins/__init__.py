@@ -4,8 +4,8 @@ They are registered through the same ``natsd`` entry-point group that
 third-party distributions use, and are enabled from the config file.
 """
 
-from natsd.plugin.compiled import declare as _declare
+import natsd
 
-from .compiled_modules import MODULES as _MODULES
+from .compiled_modules import MODULES
 
-_declare(__name__, __path__[0], _MODULES)  # before any of them is imported
+natsd.declare_compiled(__name__, __path__[0], MODULES)  # before any of them is imported

@@ -1,13 +1,14 @@
-"""Compiled modules of a plugin package: declared once, chosen as the core's are.
+"""Compiled modules of a plugin package (:func:`declare`, also ``natsd.declare_compiled``):
+declared once, chosen as the core's are.
 
 A plugin distribution may ship C extension modules (mypyc's, say) beside the
 sources they were built from, as natsd ships its own hot modules. Declared
 here, from the package's ``__init__`` and before any of them is imported::
 
     # myplugin/__init__.py
-    from natsd.plugin.compiled import declare
+    import natsd
 
-    declare(__name__, __path__[0], ("myplugin.codec", "myplugin.index"))
+    natsd.declare_compiled(__name__, __path__[0], ("myplugin.codec", "myplugin.index"))
 
 they get what the core's compiled modules get (:mod:`natsd.compiled`):
 

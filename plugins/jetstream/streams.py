@@ -862,10 +862,10 @@ class Stream:
             self.check_size(hdr_bytes, payload)
             self.owner.check_server_usage(cfg["storage"])
         seq = self.next_seq
-        if trace_point is not None and trace_point(
-                subject, cfg["retention"] == "interest" and not self.has_interest(subject)):
+        wanted = self.wants(subject)
+        if trace_point is not None and trace_point(subject, not wanted):
             return 0, False
-        if cfg["retention"] == "interest" and not self.has_interest(subject):
+        if not wanted:
             # nobody would ever consume it: not stored, but the sequence is used and acknowledged
             self.store.stage([Skip(seq, now)])
             self.next_seq += 1

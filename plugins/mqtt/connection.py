@@ -536,8 +536,11 @@ class MQTTConnection:
         if not packet.qos:
             return
         store = self.session.store
-        stored = MESSAGE_PREFIX + subject
-        storing = first and store is not None and reason != P.NOT_AUTHORIZED and store.keeps(MESSAGES, stored)
+        stored = ""
+        storing = False
+        if first and store is not None and reason != P.NOT_AUTHORIZED:
+            stored = MESSAGE_PREFIX + subject
+            storing = store.keeps(MESSAGES, stored)
         if storing:
             reason = P.SUCCESS  # the device hears "received" only once JetStream has the message
         saved = None

@@ -643,7 +643,7 @@ def encode_publish(topic: bytes, payload: bytes, qos: int = 0, retain: bool = Fa
 
 def encode_ack(kind: int, packet_id: int, reason: int, v5: bool) -> bytes:
     """A ``PUBACK``, ``PUBREC``, ``PUBREL`` or ``PUBCOMP`` without properties (the hot path's
-    encoder: :func:`encode` of an :class:`Ack`, byte for byte)."""
+    encoder, with no :class:`Ack` to make; :func:`encode` uses it too)."""
     first = (kind << 4) | (2 if kind == PUBREL else 0)
     if v5 and reason != SUCCESS:
         return bytes((first, 3, packet_id >> 8, packet_id & 0xFF, reason))
@@ -657,11 +657,9 @@ def encode(packet: Packet, version: int) -> bytes:
         return encode_publish(packet.topic.encode(), packet.payload, packet.qos, packet.retain, packet.dup,
                               packet.packet_id, encode_properties(packet.properties) if v5 else None)
     if isinstance(packet, Ack):
-        body = struct.pack(">H", packet.packet_id)
-        if v5 and (packet.reason != SUCCESS or packet.properties):
-            body += bytes((packet.reason,))
-            if packet.properties:
-                body += encode_properties(packet.properties)
+        if not (v5 and packet.properties):
+            return encode_ack(packet.kind, packet.packet_id, packet.reason, v5)
+        body = struct.pack(">H", packet.packet_id) + bytes((packet.reason,)) + encode_properties(packet.properties)
         return _frame((packet.kind << 4) | REQUIRED_FLAGS[packet.kind], body)
     if isinstance(packet, ConnAck):
         body = bytes((1 if packet.session_present else 0, packet.reason))

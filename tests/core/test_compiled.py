@@ -119,13 +119,13 @@ def _run_edited(source: str, script: str) -> str:
 
 
 def test_a_plugin_package_declares_its_own_compiled_modules(tmp_path: Path) -> None:
-    """The contract a third-party plugin uses (:mod:`natsd.plugin.compiled`): a module it compiled
+    """The contract a third-party plugin uses (``natsd.declare_compiled``): a module it compiled
     with mypyc, carrying its source's digest, runs compiled; edited since, it runs from source."""
     _compiled_or_skip()  # mypyc and a C compiler are here
     package = tmp_path / "tp_plugin"
     package.mkdir()
-    (package / "__init__.py").write_text("from natsd.plugin.compiled import declare\n\n"
-                                         "declare(__name__, __path__[0], ('tp_plugin.fast',))\n")
+    (package / "__init__.py").write_text("import natsd\n\n"
+                                         "natsd.declare_compiled(__name__, __path__[0], ('tp_plugin.fast',))\n")
     source = "def twice(x: int) -> int:\n    return 2 * x\n"
     digest = hashlib.sha256(source.encode()).hexdigest()
     (package / "fast.py").write_text(f"{source}\n{compiled.DIGEST_NAME} = {digest!r}\n")  # as built
@@ -150,7 +150,7 @@ def test_a_plugin_package_declares_its_own_compiled_modules(tmp_path: Path) -> N
 
 
 def test_a_module_outside_the_package_is_refused() -> None:
-    from natsd.plugin.compiled import declare
+    import natsd
 
     with pytest.raises(ValueError, match="not a module of the package"):
-        declare("tp_other", "/nowhere", ("natsd.routing.deliver",))
+        natsd.declare_compiled("tp_other", "/nowhere", ("natsd.routing.deliver",))

@@ -21,6 +21,7 @@ import pytest
 from natsd import Server
 from natsd.config.conf import parse
 from natsd.server import free_port
+from natsd.testing import spawn
 from natsd_plugins.jetstream import JETSTREAM
 
 pytestmark = pytest.mark.timeout(120)
@@ -117,16 +118,8 @@ async def test_no_pub_ack_leaves_before_the_sync_that_covers_it(tmp_path: Path) 
 
 
 def _start(store: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "natsd", "-js", "-sd", str(store), "-a", "127.0.0.1",
-                             "-p", str(port)], stdout=subprocess.DEVNULL, stderr=open(store / "natsd.log", "ab"))
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "natsd did not start"
-            time.sleep(0.05)
+    return spawn([sys.executable, "-m", "natsd", "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)],
+                 port, open(store / "natsd.log", "ab"))
 
 
 def test_sigkill_during_a_publish_storm_loses_no_acknowledged_message(tmp_path: Path) -> None:

@@ -113,9 +113,9 @@ def test_every_split_point_gives_the_same_packets(version: int, data: st.DataObj
 
 @given(st.sampled_from([P.PUBACK, P.PUBREC, P.PUBREL, P.PUBCOMP]), packet_ids, st.sampled_from([0, 0x10, 0x80, 0x92]),
        st.sampled_from([MQTT_311, MQTT_5]))
-def test_the_fast_ack_encoder_writes_what_encode_does(kind: int, pid: int, reason: int, version: int) -> None:
+def test_the_ack_encoder_reads_back(kind: int, pid: int, reason: int, version: int) -> None:
     reason = reason if version == MQTT_5 else 0
-    assert P.encode_ack(kind, pid, reason, version == MQTT_5) == encode(P.Ack(kind, pid, reason), version)
+    assert parsed(P.encode_ack(kind, pid, reason, version == MQTT_5), version) == [P.Ack(kind, pid, reason)]
 
 
 @given(st.binary(max_size=70_000), st.integers(0, 2), packet_ids)

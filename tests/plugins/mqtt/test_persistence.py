@@ -28,6 +28,7 @@ import pytest
 from natsd import Server, hookimpl
 from natsd.config.conf import parse
 from natsd.server import free_port
+from natsd.testing import spawn
 from natsd_plugins.mqtt import MQTT_LISTENER
 
 pytestmark = pytest.mark.timeout(60)
@@ -649,16 +650,7 @@ async def test_a_jetstream_domain_that_does_not_answer_refuses_devices_until_it_
 
 
 def _natsd(conf: Path, mqtt_port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "natsd", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=open(conf.parent / "natsd.log", "ab"))
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", mqtt_port), timeout=1).close()
-            return proc
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "natsd did not start"
-            time.sleep(0.05)
+    return spawn([sys.executable, "-m", "natsd", "-c", str(conf)], mqtt_port, open(conf.parent / "natsd.log", "ab"))
 
 
 def _device(port: int, client_id: str, clean: bool) -> tuple[socket.socket, Any, list[Any]]:
